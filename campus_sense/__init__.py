@@ -1,0 +1,2 @@
+"""campus-sense: campus infrastructure monitoring (edge agents, collector, CLI)."""
+__version__ = "0.1.0"

@@ -1,0 +1,5 @@
+import sys
+
+from campus_sense.cli import main
+
+sys.exit(main())

@@ -1,0 +1,63 @@
+import orjson
+import pytest
+
+from campus_sense import wire
+
+
+def _msg(kind="metrics", seq=1, items=None, agent="a1"):
+    enc = [wire.encode_item(i) for i in (items or [wire.sample("if", "sw1", 1000, {"x": 1.0}, {"ifName": "g1"})])]
+    return wire.encode_durable(kind, agent, "ep1", seq, 1000, enc)
+
+
+def test_roundtrip_metrics():
+    t = wire.topic("north", "A", "a1", "metrics")
+    m = wire.decode(t, _msg())
+    assert (m.agent, m.epoch, m.seq) == ("a1", "ep1", 1)
+    assert m.items[0]["f"] == {"x": 1.0}
+    assert m.topic.building == "A"
+
+
+@pytest.mark.parametrize("payload,needle", [
+    (b"\xff\xfe garbage", "not UTF-8 JSON"),
+    (b"[1,2]", "JSON object"),
+    (orjson.dumps({"v": 99, "kind": "metrics", "agent": "a1"}), "unsupported schema version 99"),
+    (orjson.dumps({"v": 1, "kind": "events", "agent": "a1"}), "does not match the topic kind"),
+    (orjson.dumps({"v": 1, "kind": "metrics", "agent": "a1", "epoch": "e", "seq": 0, "samples": []}), "'seq'"),
+    (orjson.dumps({"v": 1, "kind": "metrics", "agent": "a1", "epoch": "e", "seq": 3,
+                   "samples": [{"m": "x", "d": "d", "t": "now", "f": {"a": 1}}]}), "samples[0]: 't'"),
+])
+def test_rejects_bad_payloads(payload, needle):
+    with pytest.raises(wire.WireError) as e:
+        wire.decode("campus/v1/north/A/a1/metrics", payload)
+    assert needle in str(e.value)
+    assert "campus/v1/north/A/a1/metrics" in str(e.value)
+
+
+def test_oversize_rejected():
+    big = _msg(items=[wire.sample("m", "d", 1, {"s": "x" * 1000})] * 300)
+    with pytest.raises(wire.WireError, match="exceeds"):
+        wire.decode("campus/v1/north/A/a1/metrics", big)
+
+
+def test_split_never_truncates():
+    items = [wire.encode_item(wire.sample("m", "d", i, {"v": i, "pad": "p" * 100})) for i in range(1000)]
+    over = wire.envelope_overhead("metrics", "a1", "ep1")
+    chunks = list(wire.split(items, 4096, over))
+    assert len(chunks) > 1
+    assert [x for c in chunks for x in c] == items
+    for n, c in enumerate(chunks, 1):
+        payload = wire.encode_durable("metrics", "a1", "ep1", n, 0, c)
+        assert len(payload) <= 4096
+        assert len(wire.decode("campus/v1/s/b/a1/metrics", payload).items) == len(c)
+
+
+def test_item_too_large_for_any_message():
+    with pytest.raises(wire.WireError, match="above the"):
+        list(wire.split([b"x" * 5000], 4096, 100))
+
+
+def test_bad_topic_segments():
+    with pytest.raises(wire.WireError):
+        wire.topic("north", "A/B", "a1", "metrics")
+    with pytest.raises(wire.WireError):
+        wire.parse_topic("campus/v1/x/y/z")
