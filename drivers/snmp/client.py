@@ -1,0 +1,569 @@
+"""Thin asyncio SNMP client over pysnmp 7 (v2c and v3), raw OIDs only.
+
+    target = SnmpTarget("10.0.0.1", community="s3cret")
+    session = SnmpSession(target)
+    sysname = (await session.get(["1.3.6.1.2.1.1.5.0"]))["1.3.6.1.2.1.1.5.0"]      # bytes
+    table = await session.walk(["1.3.6.1.2.1.2.2.1.2", "1.3.6.1.2.1.31.1.1.1.1"])
+    table["1.3.6.1.2.1.2.2.1.2"]["1"]                                           # ifDescr.1
+
+Design:
+
+* One pysnmp ``SnmpEngine`` (one UDP socket, one dispatcher) per event loop, i.e. per process
+  for the agent. Targets, communities and USM users are registered in that engine's local
+  configuration by this module (not by hlapi's LCD helper, whose cache is keyed by user name
+  only and would re-add users while other requests are in flight). pysnmp keys USM users by
+  user name, so the only case where a second engine is created is the same v3 user name
+  configured with *different* keys/protocols for different devices.
+* No MIB lookups: requests and responses are raw ``(ObjectName, value)`` pairs, values are
+  converted to plain Python (see :func:`convert_value`).
+* Errors raise :class:`drivers.base.DeviceError` with ``reason`` one of ``timeout``, ``auth``,
+  ``unreachable``, ``protocol``, ``config``.
+"""
+from __future__ import annotations
+
+import asyncio
+import errno
+import hashlib
+import itertools
+import logging
+import socket
+import time
+import weakref
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from pysnmp.carrier.asyncio.dgram import udp
+from pysnmp.entity import config
+from pysnmp.entity.engine import SnmpEngine
+from pysnmp.entity.rfc3413 import cmdgen
+from pysnmp.proto import errind, rfc1902, rfc1905
+from pysnmp.proto.api import v2c
+from pyasn1.type import univ
+
+from drivers.base import DeviceError
+
+log = logging.getLogger("campus_sense.snmp")
+
+__all__ = [
+    "SnmpTarget", "SnmpSession", "DeviceError", "convert_value", "close_engines",
+    "AUTH_PROTOCOLS", "PRIV_PROTOCOLS", "normalize_auth_protocol", "normalize_priv_protocol",
+]
+
+# --------------------------------------------------------------------------- protocols
+
+#: canonical name -> pysnmp service id
+AUTH_PROTOCOLS: dict[str, tuple] = {
+    "MD5": config.USM_AUTH_HMAC96_MD5,
+    "SHA": config.USM_AUTH_HMAC96_SHA,
+    "SHA-224": config.USM_AUTH_HMAC128_SHA224,
+    "SHA-256": config.USM_AUTH_HMAC192_SHA256,
+    "SHA-384": config.USM_AUTH_HMAC256_SHA384,
+    "SHA-512": config.USM_AUTH_HMAC384_SHA512,
+}
+#: canonical name -> pysnmp service id. AES-192/256 are the draft-blumenthal key extension
+#: (net-snmp "AES-192"/"AES-256"); the "-C" variants are the Reeder/Cisco key extension
+#: (net-snmp "AES-192-C"/"AES-256-C").
+PRIV_PROTOCOLS: dict[str, tuple] = {
+    "DES": config.USM_PRIV_CBC56_DES,
+    "3DES": config.USM_PRIV_CBC168_3DES,
+    "AES-128": config.USM_PRIV_CFB128_AES,
+    "AES-192": config.USM_PRIV_CFB192_AES_BLUMENTHAL,
+    "AES-256": config.USM_PRIV_CFB256_AES_BLUMENTHAL,
+    "AES-192-C": config.USM_PRIV_CFB192_AES,
+    "AES-256-C": config.USM_PRIV_CFB256_AES,
+}
+_AUTH_ALIASES = {"SHA1": "SHA", "SHA-1": "SHA", "SHA224": "SHA-224", "SHA256": "SHA-256",
+                 "SHA384": "SHA-384", "SHA512": "SHA-512", "HMAC-MD5": "MD5"}
+_PRIV_ALIASES = {"AES": "AES-128", "AES128": "AES-128", "AES192": "AES-192", "AES256": "AES-256",
+                 "AES192C": "AES-192-C", "AES256C": "AES-256-C", "3DES-EDE": "3DES", "DES3": "3DES"}
+
+
+def normalize_auth_protocol(name: str | None) -> str | None:
+    """'sha256' / 'SHA-256' -> 'SHA-256'; raises ValueError for unknown names."""
+    if name is None:
+        return None
+    n = str(name).strip().upper().replace("_", "-")
+    n = _AUTH_ALIASES.get(n, _AUTH_ALIASES.get(n.replace("-", ""), n))
+    if n not in AUTH_PROTOCOLS:
+        raise ValueError(f"unknown auth protocol {name!r} (use one of {', '.join(AUTH_PROTOCOLS)})")
+    return n
+
+
+def normalize_priv_protocol(name: str | None) -> str | None:
+    if name is None:
+        return None
+    n = str(name).strip().upper().replace("_", "-")
+    n = _PRIV_ALIASES.get(n, _PRIV_ALIASES.get(n.replace("-", ""), n))
+    if n not in PRIV_PROTOCOLS:
+        raise ValueError(f"unknown privacy protocol {name!r} (use one of {', '.join(PRIV_PROTOCOLS)})")
+    return n
+
+
+# --------------------------------------------------------------------------- target
+
+
+@dataclass(frozen=True)
+class SnmpTarget:
+    """Where and how to talk SNMP. ``version`` is "2c" or "3".
+
+    v3: ``auth_protocol`` MD5|SHA|SHA-224|SHA-256|SHA-384|SHA-512 with ``auth_key``
+    (authNoPriv), plus ``priv_protocol`` DES|AES(-128)|AES-192|AES-256 with ``priv_key``
+    (authPriv). ``context`` is the v3 context name. ``timeout`` is per try, in seconds;
+    ``retries`` is the number of extra tries.
+    """
+
+    host: str
+    port: int = 161
+    version: str = "2c"
+    community: str | None = None
+    user: str | None = None
+    auth_protocol: str | None = None
+    auth_key: str | None = None
+    priv_protocol: str | None = None
+    priv_key: str | None = None
+    context: str | None = None
+    timeout: float = 2.0
+    retries: int = 1
+
+    def __post_init__(self) -> None:
+        v = str(self.version).lower().lstrip("v")
+        if v not in ("2c", "3"):
+            raise DeviceError("config", f"SNMP version must be '2c' or '3', got {self.version!r}")
+        object.__setattr__(self, "version", v)
+        if v == "2c" and not self.community:
+            raise DeviceError("config", "SNMP v2c needs a community")
+        if v == "3":
+            if not self.user:
+                raise DeviceError("config", "SNMP v3 needs a user")
+            try:
+                object.__setattr__(self, "auth_protocol", normalize_auth_protocol(self.auth_protocol))
+                object.__setattr__(self, "priv_protocol", normalize_priv_protocol(self.priv_protocol))
+            except ValueError as e:
+                raise DeviceError("config", str(e)) from None
+            if self.auth_key and not self.auth_protocol:
+                object.__setattr__(self, "auth_protocol", "SHA")
+            if self.auth_protocol and not self.auth_key:
+                raise DeviceError("config", "auth_protocol given without auth_key")
+            if self.priv_key and not self.priv_protocol:
+                object.__setattr__(self, "priv_protocol", "AES-128")
+            if self.priv_protocol and not self.priv_key:
+                raise DeviceError("config", "priv_protocol given without priv_key")
+            if self.priv_protocol and not self.auth_protocol:
+                raise DeviceError("config", "privacy (authPriv) needs authentication too")
+            for what, key in (("auth_key", self.auth_key), ("priv_key", self.priv_key)):
+                if key is not None and len(key) < 8:
+                    raise DeviceError("config", f"{what} must be at least 8 characters (RFC 3414)")
+
+    @property
+    def security_level(self) -> str:
+        if self.version != "3":
+            return "noAuthNoPriv"
+        if self.priv_protocol:
+            return "authPriv"
+        if self.auth_protocol:
+            return "authNoPriv"
+        return "noAuthNoPriv"
+
+    def describe(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def __repr__(self) -> str:  # never print secrets
+        return (f"SnmpTarget({self.host}:{self.port}, v{self.version}, "
+                f"{'user=' + repr(self.user) + ', ' + self.security_level if self.version == '3' else 'community=***'})")
+
+
+# --------------------------------------------------------------------------- values
+
+
+def convert_value(val: Any) -> Any:
+    """pysnmp value -> int | bytes | str | None.
+
+    Integer/Counter32/Counter64/Gauge32/TimeTicks/Unsigned32 -> int; OctetString/Opaque/Bits
+    -> bytes; ObjectIdentifier -> dotted str; IpAddress -> dotted-quad str; Null -> None.
+    """
+    if isinstance(val, rfc1902.IpAddress):
+        return socket.inet_ntoa(val.asOctets()) if len(val.asOctets()) == 4 else val.asOctets().hex()
+    if isinstance(val, univ.Integer):
+        return int(val)
+    if isinstance(val, univ.OctetString):
+        return bytes(val.asOctets())
+    if isinstance(val, univ.ObjectIdentifier):
+        return ".".join(str(x) for x in val)
+    if isinstance(val, univ.Null):
+        return None
+    if isinstance(val, univ.Choice):  # unusual wrappers (ObjectSyntax)
+        return convert_value(val.getComponent())
+    return val
+
+
+def _is_exception_value(val: Any) -> bool:
+    return isinstance(val, (rfc1905.NoSuchObject, rfc1905.NoSuchInstance, rfc1905.EndOfMibView))
+
+
+def _oid_tuple(oid: str | Iterable[int]) -> tuple[int, ...]:
+    if isinstance(oid, str):
+        s = oid.strip().lstrip(".")
+        try:
+            t = tuple(int(x) for x in s.split("."))
+        except ValueError:
+            raise DeviceError("config", f"not a numeric OID: {oid!r} (MIB names are not resolved)") from None
+    else:
+        t = tuple(int(x) for x in oid)
+    if len(t) < 2:
+        raise DeviceError("config", f"OID too short: {oid!r}")
+    return t
+
+
+def _oid_str(t: Iterable[int]) -> str:
+    return ".".join(str(x) for x in t)
+
+
+# --------------------------------------------------------------------------- engine
+
+
+class _Engine:
+    """One pysnmp engine plus what this module registered in its configuration."""
+
+    def __init__(self) -> None:
+        self.engine = SnmpEngine()
+        self.transport = udp.UdpAsyncioTransport().open_client_mode()
+        config.add_transport(self.engine, udp.DOMAIN_NAME, self.transport)
+        self.ids = itertools.count(1)
+        self.communities: dict[str, str] = {}                 # community -> securityName
+        self.users: dict[str, tuple] = {}                      # userName -> credentials key
+        self.params: dict[tuple, str] = {}                     # (secName, level, mp) -> params name
+        self.addrs: dict[tuple, str] = {}                      # (params, addr, timeout, retries) -> addr name
+
+    def can_host_user(self, target: SnmpTarget) -> bool:
+        key = _cred_key(target)
+        return self.users.get(target.user, key) == key
+
+    def params_for(self, target: SnmpTarget) -> str:
+        e = self.engine
+        if target.version == "2c":
+            sec = self.communities.get(target.community)
+            if sec is None:
+                sec = f"c{next(self.ids)}"
+                config.add_v1_system(e, sec, target.community, securityName=sec)
+                self.communities[target.community] = sec
+            pkey = (sec, "noAuthNoPriv", 1)
+        else:
+            sec = target.user
+            if target.user not in self.users:
+                config.add_v3_user(
+                    e, target.user,
+                    AUTH_PROTOCOLS[target.auth_protocol] if target.auth_protocol else config.USM_AUTH_NONE,
+                    target.auth_key,
+                    PRIV_PROTOCOLS[target.priv_protocol] if target.priv_protocol else config.USM_PRIV_NONE,
+                    target.priv_key,
+                )
+                self.users[target.user] = _cred_key(target)
+            pkey = (sec, target.security_level, 3)
+        name = self.params.get(pkey)
+        if name is None:
+            name = f"p{next(self.ids)}"
+            config.add_target_parameters(e, name, pkey[0], pkey[1], pkey[2])
+            self.params[pkey] = name
+        return name
+
+    def addr_for(self, target: SnmpTarget, address: tuple[str, int]) -> str:
+        params = self.params_for(target)
+        akey = (params, address, float(target.timeout), int(target.retries))
+        name = self.addrs.get(akey)
+        if name is None:
+            name = f"a{next(self.ids)}"
+            config.add_target_address(self.engine, name, udp.DOMAIN_NAME, address, params,
+                                      timeout=max(1, int(round(target.timeout * 100))),
+                                      retryCount=int(target.retries))
+            self.addrs[akey] = name
+        return name
+
+    def close(self) -> None:
+        try:
+            self.engine.close_dispatcher()
+        except Exception:  # pragma: no cover - best effort at shutdown
+            log.debug("closing SNMP engine", exc_info=True)
+
+
+def _cred_key(t: SnmpTarget) -> tuple:
+    h = hashlib.sha256(f"{t.auth_protocol}\0{t.auth_key}\0{t.priv_protocol}\0{t.priv_key}".encode()).hexdigest()
+    return (t.auth_protocol, t.priv_protocol, h)
+
+
+_ENGINES: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[_Engine]]" = weakref.WeakKeyDictionary()
+
+
+def _engine_for(target: SnmpTarget) -> _Engine:
+    loop = asyncio.get_running_loop()
+    engines = _ENGINES.setdefault(loop, [])
+    for eng in engines:
+        if target.version != "3" or eng.can_host_user(target):
+            return eng
+    if engines:
+        log.info("SNMP v3 user %r is configured with different keys for several devices; "
+                 "using an extra SNMP engine for %s", target.user, target.describe())
+    eng = _Engine()
+    engines.append(eng)
+    return eng
+
+
+async def close_engines() -> None:
+    """Close the SNMP engine(s) of the running loop (call once at shutdown; optional)."""
+    loop = asyncio.get_running_loop()
+    for eng in _ENGINES.pop(loop, []):
+        eng.close()
+    await asyncio.sleep(0)
+
+
+# --------------------------------------------------------------------------- errors
+
+_USM_MESSAGES = {
+    errind.UnknownUserName: "unknown user name (agent reported usmStatsUnknownUserNames)",
+    errind.WrongDigest: "wrong authentication key or protocol (agent reported usmStatsWrongDigests)",
+    errind.DecryptionError: "wrong privacy key or protocol (agent reported usmStatsDecryptionErrors)",
+    errind.UnsupportedSecurityLevel: "security level not supported for this user "
+                                     "(agent reported usmStatsUnsupportedSecLevels)",
+    errind.NotInTimeWindow: "message not in time window (agent reported usmStatsNotInTimeWindows; "
+                            "engine boots/time out of sync)",
+    errind.UnknownEngineID: "engine ID discovery failed (agent reported usmStatsUnknownEngineIDs)",
+    errind.AuthenticationFailure: "response failed authentication (wrong authentication key?)",
+    errind.AuthenticationError: "response authentication error (wrong authentication key?)",
+    errind.UnknownSecurityName: "unknown security name",
+}
+#: pysnmp's own report OIDs (usmStats*) for messages when a generic ReportPduReceived arrives
+_REPORT_OIDS = {
+    "1.3.6.1.6.3.15.1.1.1.0": "usmStatsUnsupportedSecLevels",
+    "1.3.6.1.6.3.15.1.1.2.0": "usmStatsNotInTimeWindows",
+    "1.3.6.1.6.3.15.1.1.3.0": "usmStatsUnknownUserNames",
+    "1.3.6.1.6.3.15.1.1.4.0": "usmStatsUnknownEngineIDs",
+    "1.3.6.1.6.3.15.1.1.5.0": "usmStatsWrongDigests",
+    "1.3.6.1.6.3.15.1.1.6.0": "usmStatsDecryptionErrors",
+    "1.3.6.1.6.3.11.2.1.1.0": "snmpUnknownSecurityModels",
+    "1.3.6.1.6.3.11.2.1.2.0": "snmpInvalidMsgs",
+    "1.3.6.1.6.3.11.2.1.3.0": "snmpUnknownPDUHandlers",
+}
+_ERROR_STATUS = {
+    1: "tooBig", 2: "noSuchName", 3: "badValue", 4: "readOnly", 5: "genErr", 6: "noAccess",
+    7: "wrongType", 8: "wrongLength", 9: "wrongEncoding", 10: "wrongValue", 11: "noCreation",
+    12: "inconsistentValue", 13: "resourceUnavailable", 14: "commitFailed", 15: "undoFailed",
+    16: "authorizationError", 17: "notWritable", 18: "inconsistentName",
+}
+
+
+class _TooBig(Exception):
+    pass
+
+
+def _map_error_indication(ei: Any, target: SnmpTarget) -> DeviceError:
+    where = target.describe()
+    if isinstance(ei, errind.RequestTimedOut):
+        tries = int(target.retries) + 1
+        if target.version == "2c":
+            msg = f"no response (timeout or wrong community) after {tries} x {target.timeout:g}s"
+        else:
+            msg = f"no response (timeout) after {tries} x {target.timeout:g}s"
+            if target.priv_protocol:
+                msg += " (a wrong privacy key or protocol also looks like this: agents drop what they cannot decrypt)"
+        return DeviceError("timeout", msg)
+    for cls, text in _USM_MESSAGES.items():
+        if isinstance(ei, cls):
+            if cls is errind.UnknownUserName:
+                text = f"unknown user name {target.user!r} (agent reported usmStatsUnknownUserNames)"
+            return DeviceError("auth", text)
+    if isinstance(ei, errind.ReportPduReceived):
+        oid = str(ei).split()[-1] if str(ei) else ""
+        name = next((n for o, n in _REPORT_OIDS.items() if o in str(ei)), None)
+        return DeviceError("auth" if name and name.startswith("usm") else "protocol",
+                           f"agent sent a report: {name or oid or ei}")
+    if isinstance(ei, (errind.NoEncryption, errind.EncryptionError)):
+        return DeviceError("config", f"{ei} (is the 'cryptography' package installed?)")
+    if isinstance(ei, (errind.UnsupportedAuthProtocol, errind.UnsupportedPrivProtocol)):
+        return DeviceError("config", f"{ei}")
+    if isinstance(ei, errind.TooBig):
+        return DeviceError("protocol", "request too big")
+    if isinstance(ei, (errind.DeserializationError, errind.ParseError, errind.EmptyResponse,
+                       errind.DataMismatch, errind.EngineIDMismatch, errind.InvalidMsg)):
+        return DeviceError("protocol", f"bad response from {where}: {ei}")
+    return DeviceError("protocol", f"{type(ei).__name__}: {ei}")
+
+
+# --------------------------------------------------------------------------- session
+
+
+class SnmpSession:
+    """Requests against one target. Cheap to create; shares the loop's SNMP engine.
+
+    ``get(oids)`` -> ``{oid: value}`` (OIDs the agent does not have are omitted);
+    ``walk(columns)`` -> ``{column_oid: {index_suffix: value}}`` (multi-column GETBULK).
+    """
+
+    #: at most this many varbinds per GET request (split further on tooBig)
+    GET_CHUNK = 40
+    RESOLVE_TTL_S = 300.0
+
+    def __init__(self, target: SnmpTarget):
+        self.target = target
+        self._address: tuple[str, int] | None = None
+        self._resolved_at = 0.0
+        self._closed = False
+
+    # ------------------------------------------------------------------ plumbing
+
+    async def _resolve(self) -> tuple[str, int]:
+        now = time.monotonic()
+        if self._address and now - self._resolved_at < self.RESOLVE_TTL_S:
+            return self._address
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await loop.getaddrinfo(self.target.host, self.target.port, family=socket.AF_INET,
+                                           type=socket.SOCK_DGRAM, proto=socket.IPPROTO_UDP)
+        except socket.gaierror as e:
+            raise DeviceError("unreachable", f"cannot resolve host {self.target.host!r}: {e.strerror or e}") from None
+        address = infos[0][4][:2]
+        # A connected UDP socket fails at once when there is no route (ENETUNREACH/EHOSTUNREACH).
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            probe.connect(address)
+        except OSError as e:
+            if e.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EADDRNOTAVAIL):
+                raise DeviceError("unreachable", f"{address[0]}: {e.strerror}") from None
+            raise DeviceError("unreachable", f"{address[0]}: {e}") from None
+        finally:
+            probe.close()
+        self._address, self._resolved_at = address, now
+        return address
+
+    async def _send(self, kind: str, varbinds: list, max_repetitions: int = 0):
+        """One request; returns the response varbinds or raises DeviceError/_TooBig."""
+        if self._closed:
+            raise DeviceError("config", "session is closed")
+        address = await self._resolve()
+        eng = _engine_for(self.target)
+        try:
+            addr_name = eng.addr_for(self.target, address)
+        except Exception as e:  # bad keys etc. rejected by pysnmp
+            raise DeviceError("config", f"cannot configure SNMP target: {e}") from None
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future = loop.create_future()
+
+        def cb(snmpEngine, sendRequestHandle, errorIndication, errorStatus, errorIndex, varBinds, cbCtx):
+            if not fut.done():
+                fut.set_result((errorIndication, errorStatus, errorIndex, varBinds))
+
+        ctx_name = (self.target.context or "").encode() if self.target.version == "3" else b""
+        try:
+            if kind == "get":
+                cmdgen.GetCommandGenerator().send_varbinds(eng.engine, addr_name, None, ctx_name, varbinds, cb)
+            else:
+                cmdgen.BulkCommandGenerator().send_varbinds(eng.engine, addr_name, None, ctx_name, 0,
+                                                            max_repetitions, varbinds, cb)
+        except Exception as e:
+            raise _map_error_indication(getattr(e, "errorIndication", e), self.target) from None
+        # pysnmp enforces timeout x retries itself; this is only a safety net.
+        budget = float(self.target.timeout) * (int(self.target.retries) + 1) + 5.0
+        try:
+            ei, es, eidx, vbs = await asyncio.wait_for(fut, budget)
+        except asyncio.TimeoutError:
+            raise _map_error_indication(errind.requestTimedOut, self.target) from None
+        if ei:
+            if isinstance(ei, errind.TooBig):
+                raise _TooBig()
+            raise _map_error_indication(ei, self.target)
+        es = int(es or 0)
+        if es:
+            if es == 1:
+                raise _TooBig()
+            name = _ERROR_STATUS.get(es, str(es))
+            culprit = ""
+            try:
+                if eidx and int(eidx) > 0:
+                    culprit = f" at {_oid_str(varbinds[int(eidx) - 1][0])}"
+            except (IndexError, ValueError, TypeError):
+                pass
+            reason = "auth" if es == 16 else "protocol"
+            raise DeviceError(reason, f"agent returned error-status {name}{culprit}")
+        return list(vbs)
+
+    # ------------------------------------------------------------------ API
+
+    async def get(self, oids: list[str]) -> dict[str, Any]:
+        """GET the given OIDs. Missing objects (noSuchObject/noSuchInstance) are left out."""
+        tuples = [_oid_tuple(o) for o in oids]
+        out: dict[str, Any] = {}
+        for i in range(0, len(tuples), self.GET_CHUNK):
+            await self._get_chunk(tuples[i:i + self.GET_CHUNK], out)
+        return out
+
+    async def _get_chunk(self, chunk: list[tuple[int, ...]], out: dict[str, Any]) -> None:
+        try:
+            vbs = await self._send("get", [(rfc1902.ObjectName(t), rfc1902.Null("")) for t in chunk])
+        except _TooBig:
+            if len(chunk) == 1:
+                raise DeviceError("protocol", f"response for {_oid_str(chunk[0])} is too big") from None
+            half = len(chunk) // 2
+            await self._get_chunk(chunk[:half], out)
+            await self._get_chunk(chunk[half:], out)
+            return
+        for oid, val in vbs:
+            if _is_exception_value(val):
+                continue
+            out[_oid_str(oid)] = convert_value(val)
+
+    async def walk(self, columns: list[str], max_repetitions: int = 25) -> dict[str, dict[str, Any]]:
+        """Walk several table columns (or any subtrees) at once with GETBULK.
+
+        Returns ``{column: {index_suffix: value}}`` keyed by the column OIDs as given
+        (normalised, without a leading dot). Each column stops when it leaves its subtree,
+        at endOfMibView, or when the agent returns a non-increasing OID (logged). tooBig halves
+        max-repetitions and retries.
+        """
+        cols = []
+        for c in columns:
+            t = _oid_tuple(c)
+            if t not in cols:
+                cols.append(t)
+        result: dict[str, dict[str, Any]] = {_oid_str(c): {} for c in cols}
+        current = {c: c for c in cols}
+        active = list(cols)
+        reps = max(1, int(max_repetitions))
+        while active:
+            try:
+                vbs = await self._send("bulk", [(rfc1902.ObjectName(current[c]), rfc1902.Null("")) for c in active], reps)
+            except _TooBig:
+                if reps == 1:
+                    raise DeviceError("protocol", "tooBig even with max-repetitions 1") from None
+                reps = max(1, reps // 2)
+                log.debug("%s: tooBig, max-repetitions now %d", self.target.describe(), reps)
+                continue
+            if not vbs:
+                raise DeviceError("protocol", "empty GETBULK response")
+            n = len(active)
+            done: set = set()
+            progressed = False
+            for i, (oid, val) in enumerate(vbs):
+                col = active[i % n]
+                if col in done:
+                    continue
+                oid_t = tuple(oid)
+                if isinstance(val, rfc1905.EndOfMibView) or _is_exception_value(val):
+                    done.add(col)
+                    continue
+                if oid_t[:len(col)] != col or len(oid_t) == len(col):
+                    done.add(col)  # left the column's subtree
+                    continue
+                if oid_t <= current[col]:
+                    log.warning("%s: agent returned non-increasing OID %s after %s; stopping column %s",
+                                self.target.describe(), _oid_str(oid_t), _oid_str(current[col]), _oid_str(col))
+                    done.add(col)
+                    continue
+                result[_oid_str(col)][_oid_str(oid_t[len(col):])] = convert_value(val)
+                current[col] = oid_t
+                progressed = True
+            active = [c for c in active if c not in done]
+            if active and not progressed and not done:
+                raise DeviceError("protocol", "GETBULK response made no progress")
+        return result
+
+    async def close(self) -> None:
+        """Forget this session (the shared engine stays up for other sessions)."""
+        self._closed = True
