@@ -1,0 +1,205 @@
+"""agent.yaml: schema and loading.
+
+Everything is validated before the agent starts anything, so a typo fails the
+deploy with ``file:line: field: message`` instead of a half-running agent.
+Loading is two passes: ``yamlconf.load_model`` checks the fixed shape, then each
+device's ``options`` block is checked by its driver package's ``Options`` model
+(driver packages are imported lazily: only the drivers a building uses must be
+installed), with errors mapped back to ``devices.N.options.field`` and its line.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+
+from campus_sense import wire
+from campus_sense.yamlconf import ConfigError, load_model, load_yaml
+
+#: driver name -> package exposing ``Options`` and ``create(device_id, options, tags)``.
+DRIVERS: dict[str, str] = {
+    "snmp": "drivers.snmp",
+    "synthetic": "drivers.synthetic",
+}
+
+
+def driver_module(name: str) -> ModuleType:
+    """Import a driver package on first use (pysnmp etc. load only where needed)."""
+    return importlib.import_module(DRIVERS[name])
+
+
+class _Strict(BaseModel):
+    # A misspelt key must be an error, not silently ignored.
+    model_config = ConfigDict(extra="forbid")
+
+
+class AgentSection(_Strict):
+    id: str
+    site: str
+    building: str
+
+    @field_validator("id", "site", "building")
+    @classmethod
+    def _segment(cls, v: str, info) -> str:
+        try:
+            return wire.check_segment(v, info.field_name)
+        except wire.WireError as e:
+            raise ValueError(str(e)) from None
+
+
+class TLSSection(_Strict):
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _pair(self) -> "TLSSection":
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together (client certificate)")
+        return self
+
+
+class MqttSection(_Strict):
+    host: str
+    port: int = Field(1883, ge=1, le=65535)
+    # No defaults for credentials: the broker must never accept an anonymous agent.
+    username: str = Field(min_length=1)
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    tls: TLSSection | None = None
+    protocol: Literal["3.1.1", "5"] = "3.1.1"
+    keepalive_s: int = Field(30, ge=5, le=3600)
+    client_id: str | None = None
+
+    @model_validator(mode="after")
+    def _one_password(self) -> "MqttSection":
+        if (self.password is None) == (self.password_file is None):
+            raise ValueError("set exactly one of password or password_file (anonymous access is not allowed)")
+        return self
+
+
+class QueueSection(_Strict):
+    path: Path
+    max_messages: int = Field(200_000, ge=1)
+    max_bytes: int | None = Field(None, ge=1024)
+
+
+class PublishSection(_Strict):
+    batch_interval_s: float = Field(1.0, gt=0)
+    batch_max_items: int = Field(500, ge=1)
+    max_message_bytes: int = Field(wire.MAX_MESSAGE_BYTES, ge=1024)
+    heartbeat_s: float = Field(30.0, gt=0)
+    selfmetrics_s: float = Field(30.0, gt=0)
+    inflight: int = Field(32, ge=1, le=1000)
+    reconnect_max_s: float = Field(30.0, ge=0.1)
+    publish_timeout_s: float = Field(30.0, gt=0)
+    shutdown_drain_s: float = Field(2.0, ge=0)
+
+
+class DeviceSection(_Strict):
+    id: str = Field(min_length=1, max_length=128)
+    driver: str
+    interval_s: float = Field(60.0, gt=0)
+    deadline_s: float | None = Field(None, gt=0)
+    room: str | None = None
+    type: str | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("driver")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v not in DRIVERS:
+            raise ValueError(f"unknown driver {v!r} (known: {', '.join(sorted(DRIVERS))})")
+        return v
+
+    @property
+    def deadline(self) -> float:
+        """Per-cycle deadline: a cycle must end before the next one is due."""
+        return self.deadline_s if self.deadline_s is not None else min(0.8 * self.interval_s, 30.0)
+
+    def driver_tags(self) -> dict[str, str]:
+        t = dict(self.tags)
+        if self.room:
+            t.setdefault("room", self.room)
+        if self.type:
+            t.setdefault("type", self.type)
+        return t
+
+
+class AgentConfig(_Strict):
+    agent: AgentSection
+    mqtt: MqttSection
+    queue: QueueSection
+    publish: PublishSection = Field(default_factory=PublishSection)
+    devices: list[DeviceSection] = Field(default_factory=list)
+
+
+class LoadedConfig:
+    """The validated config plus what the agent derives from the file itself."""
+
+    def __init__(self, path: Path, model: AgentConfig, options: list[BaseModel], password: str, sha256: str):
+        self.path, self.model, self.options, self.password, self.sha256 = path, model, options, password, sha256
+
+
+def _line(lines: dict[tuple, int], loc: tuple) -> int | str:
+    while loc:
+        if loc in lines:
+            return lines[loc]
+        loc = loc[:-1]
+    return lines.get((), "?")
+
+
+def load(path: str | Path) -> LoadedConfig:
+    """Validate ``path`` completely; raise ConfigError with one line per problem."""
+    path = Path(path)
+    cfg = load_model(path, AgentConfig)
+    _, lines = load_yaml(path)
+    errors: list[str] = []
+
+    def err(loc: tuple, msg: str) -> None:
+        errors.append(f"{path}:{_line(lines, loc)}: {'.'.join(map(str, loc))}: {msg}")
+
+    seen: dict[str, int] = {}
+    options: list[BaseModel] = []
+    for i, dev in enumerate(cfg.devices):
+        if dev.id in seen:
+            err(("devices", i, "id"), f"duplicate device id {dev.id!r} (first used by devices.{seen[dev.id]})")
+        seen.setdefault(dev.id, i)
+        try:
+            mod = driver_module(dev.driver)
+        except Exception as e:  # ImportError, or a broken driver package
+            err(("devices", i, "driver"), f"driver {dev.driver!r} is not available in this build ({e!r})")
+            continue
+        if not hasattr(mod, "Options") or not hasattr(mod, "create"):
+            err(("devices", i, "driver"), f"driver package {DRIVERS[dev.driver]} lacks Options/create")
+            continue
+        try:
+            options.append(mod.Options.model_validate(dev.options))
+        except ValidationError as e:
+            for d in e.errors():
+                err(("devices", i, "options") + tuple(d["loc"]), d["msg"])
+
+    password = ""
+    if cfg.mqtt.password is not None:
+        password = cfg.mqtt.password.get_secret_value()
+    else:
+        try:
+            password = cfg.mqtt.password_file.read_text(encoding="utf-8").strip()
+        except OSError as e:
+            err(("mqtt", "password_file"), f"cannot read {cfg.mqtt.password_file} ({e.strerror})")
+        else:
+            if not password:
+                err(("mqtt", "password_file"), f"{cfg.mqtt.password_file} is empty")
+    tls = cfg.mqtt.tls
+    for name in ("ca_file", "cert_file", "key_file"):
+        f = getattr(tls, name) if tls else None
+        if f is not None and not f.is_file():
+            err(("mqtt", "tls", name), f"{f} does not exist")
+    if errors:
+        raise ConfigError("\n".join(errors))
+    return LoadedConfig(path, cfg, options, password, hashlib.sha256(path.read_bytes()).hexdigest())

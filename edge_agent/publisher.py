@@ -1,0 +1,169 @@
+"""Deliver the durable queue to the broker, and announce the agent's state.
+
+Why it is shaped like this:
+
+* Rows are published oldest first with QoS 1 and deleted only once their
+  publish completed. ``aiomqtt.Client.publish`` with ``qos=1`` waits for paho's
+  ``on_publish`` callback, which paho fires when the PUBACK arrives (aiomqtt
+  2.x client.py: ``_pending_publishes`` / ``_on_publish``), so "returned" means
+  "the broker has it".
+* Up to ``inflight`` publishes are outstanding at once: waiting for each PUBACK
+  in turn would cap a high-latency uplink at a few messages per round trip.
+* On any disconnect the client is dropped and, after a backoff (1, 2, 4 ... max
+  ``reconnect_max_s``), a new one replays from the oldest row still queued, in
+  seq order. Messages that reached the broker but whose PUBACK was lost are
+  sent again; the collector de-duplicates by (agent, epoch, seq).
+* ``birth`` on every connect, ``heartbeat`` periodically and ``death`` as the
+  Last Will (also sent explicitly on a clean shutdown) are not queued: they
+  describe the present, a stale one is worthless.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from typing import Any, Callable
+
+import aiomqtt
+
+from campus_sense import wire
+from edge_agent.queue import DurableQueue, Row
+
+log = logging.getLogger(__name__)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Publisher:
+    def __init__(self, *, queue: DurableQueue, site: str, building: str, agent_id: str, host: str, port: int,
+                 username: str, password: str, tls: Any = None, protocol: str = "3.1.1",
+                 client_id: str | None = None, keepalive_s: int = 30, inflight: int = 32,
+                 heartbeat_s: float = 30.0, reconnect_max_s: float = 30.0, publish_timeout_s: float = 30.0,
+                 birth_body: Callable[[], dict] = dict):
+        self.queue = queue
+        self.agent = agent_id
+        self.topics = {k: wire.topic(site, building, agent_id, k) for k in wire.KINDS}
+        self.host, self.port, self.username, self.password = host, port, username, password
+        self.tls, self.protocol = tls, protocol
+        self.client_id = client_id or f"campus-sense-agent-{agent_id}"
+        self.keepalive_s, self.inflight, self.heartbeat_s = keepalive_s, inflight, heartbeat_s
+        self.reconnect_max_s, self.publish_timeout_s = reconnect_max_s, publish_timeout_s
+        self.birth_body = birth_body
+        self.published_total = 0
+        self.connected = False
+        self.client: aiomqtt.Client | None = None
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """New rows were committed: let the pump look again without polling the DB."""
+        self._wake.set()
+
+    def state_body(self) -> dict:
+        q = self.queue
+        return {"epoch": q.epoch, "queue_depth": q.depth, "oldest_age_s": round(q.oldest_age_s(), 3),
+                "dropped_total": q.dropped_total, "last_seq": q.last_seq, "published_total": self.published_total}
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        if self.tls is None:
+            return None
+        ctx = ssl.create_default_context(cafile=str(self.tls.ca_file) if self.tls.ca_file else None)
+        if self.tls.cert_file:
+            ctx.load_cert_chain(str(self.tls.cert_file), str(self.tls.key_file))
+        return ctx
+
+    def _client(self) -> aiomqtt.Client:
+        will = aiomqtt.Will(self.topics["death"], wire.encode_state("death", self.agent, _now_ms(),
+                                                                     epoch=self.queue.epoch, reason="lost"), qos=1)
+        proto = aiomqtt.ProtocolVersion.V5 if self.protocol == "5" else aiomqtt.ProtocolVersion.V311
+        return aiomqtt.Client(self.host, self.port, username=self.username, password=self.password,
+                              identifier=self.client_id, protocol=proto, will=will,
+                              clean_session=True if proto == aiomqtt.ProtocolVersion.V311 else None,
+                              keepalive=self.keepalive_s, tls_context=self._tls_context(),
+                              max_inflight_messages=self.inflight, timeout=self.publish_timeout_s)
+
+    async def run(self) -> None:
+        """Connect, pump, and reconnect with backoff forever (until cancelled)."""
+        backoff = 1.0
+        while True:
+            try:
+                async with self._client() as client:
+                    self.client, self.connected = client, True
+                    backoff = 1.0
+                    log.info("connected to mqtt %s:%d as %s", self.host, self.port, self.username)
+                    await client.publish(self.topics["birth"], wire.encode_state(
+                        "birth", self.agent, _now_ms(), **self.birth_body(), **self.state_body()), qos=1)
+                    async with asyncio.TaskGroup() as tg:
+                        tg.create_task(self._watch(client))
+                        tg.create_task(self._pump(client))
+                        tg.create_task(self._heartbeat(client))
+            except* aiomqtt.MqttError as eg:
+                log.warning("mqtt %s:%d: %s; retrying in %.0f s", self.host, self.port,
+                            "; ".join(str(e) for e in eg.exceptions), backoff)
+            except* Exception:
+                log.exception("publisher failed; retrying in %.0f s", backoff)
+            finally:
+                self.client, self.connected = None, False
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, self.reconnect_max_s)
+
+    async def _watch(self, client: aiomqtt.Client) -> None:
+        # The message iterator is aiomqtt's public signal for "connection lost":
+        # it raises MqttError, which tears down the TaskGroup and cancels the
+        # publishes still waiting for a PUBACK that will never come.
+        async for _ in client.messages:
+            pass
+        raise aiomqtt.MqttError("message stream ended")
+
+    async def _publish(self, client: aiomqtt.Client, row: Row) -> int:
+        await client.publish(self.topics[row.kind], row.payload, qos=1)
+        return row.seq
+
+    async def _pump(self, client: aiomqtt.Client) -> None:
+        cursor = 0  # highest seq handed to the client on THIS connection; replay starts at the oldest row
+        pending: set[asyncio.Task] = set()
+        try:
+            while True:
+                self._wake.clear()
+                room = self.inflight - len(pending)
+                if room > 0:
+                    for row in self.queue.peek(cursor, room):
+                        pending.add(asyncio.create_task(self._publish(client, row)))
+                        cursor = row.seq
+                waker = asyncio.create_task(self._wake.wait())
+                done, _ = await asyncio.wait(pending | {waker}, return_when=asyncio.FIRST_COMPLETED)
+                waker.cancel()
+                acked = []
+                for t in done - {waker}:
+                    pending.discard(t)
+                    acked.append(t.result())  # a failed publish raises: reconnect and replay
+                if acked:
+                    self.queue.ack(acked)
+                    self.published_total += len(acked)
+        finally:
+            for t in pending:
+                t.cancel()
+
+    async def _heartbeat(self, client: aiomqtt.Client) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_s)
+            await client.publish(self.topics["heartbeat"],
+                                 wire.encode_state("heartbeat", self.agent, _now_ms(), **self.state_body()), qos=1)
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Wait (bounded) until the queue is empty; used on shutdown to send the last batch."""
+        end = time.monotonic() + timeout_s
+        while self.queue.depth and time.monotonic() < end:
+            await asyncio.sleep(0.05)
+        return self.queue.depth == 0
+
+    async def say_goodbye(self) -> None:
+        """On a clean shutdown the Last Will is not sent, so publish death ourselves."""
+        if self.client is not None and self.connected:
+            try:
+                await self.client.publish(self.topics["death"], wire.encode_state(
+                    "death", self.agent, _now_ms(), reason="shutdown", **self.state_body()), qos=1, timeout=2)
+            except aiomqtt.MqttError as e:
+                log.info("could not publish death on shutdown: %s", e)
