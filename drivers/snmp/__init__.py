@@ -1,0 +1,206 @@
+"""SNMP polling driver (v2c / v3): system group, IF-MIB interfaces, rates, link events.
+
+agent.yaml::
+
+    - id: core-sw1
+      driver: snmp
+      interval_s: 60
+      options: {host: 10.0.0.1, version: "2c", community: "..."}
+
+Records per poll: ``interface`` samples (tags ifIndex, ifName), one ``system`` sample
+(uptime_s), ``Facts`` (sysObjectID, sysDescr, sysName, vendor, mac, ...: on the first poll,
+when they change and at least every ``facts_interval_s``), and ``link_down``/``link_up`` events
+when an interface's oper status changes between polls (``device_restart`` when sysUpTime went
+backwards). Other code (vendor profiles) builds on :mod:`drivers.snmp.client`.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from drivers.base import DeviceError, Event, Facts, Record, Sample
+from drivers.snmp.client import (SnmpSession, SnmpTarget, normalize_auth_protocol,
+                                 normalize_priv_protocol)
+from drivers.snmp.ifmib import (Interface, RateTracker, SystemInfo, read_interfaces, read_system,
+                                vendor_from_oid)
+
+log = logging.getLogger("campus_sense.snmp")
+
+__all__ = ["Options", "SnmpDriver", "create", "DeviceError"]
+
+
+class Options(BaseModel):
+    """``options:`` of an snmp device in agent.yaml."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = Field(min_length=1)
+    port: int = Field(161, ge=1, le=65535)
+    version: Literal["2c", "3"] = "2c"
+    community: str | None = None
+    user: str | None = None
+    auth_protocol: str | None = None     # MD5 SHA SHA-224 SHA-256 SHA-384 SHA-512
+    auth_key: str | None = None
+    priv_protocol: str | None = None     # DES AES(-128) AES-192 AES-256 (AES-192-C/AES-256-C: Cisco)
+    priv_key: str | None = None
+    context: str | None = None
+    timeout_s: float = Field(2.0, gt=0, le=60)
+    retries: int = Field(1, ge=0, le=10)
+    max_repetitions: int = Field(25, ge=1, le=200)
+    facts_interval_s: float = Field(3600.0, gt=0)
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version(cls, v: Any) -> Any:
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            v = str(int(v)) if float(v).is_integer() else str(v)
+        if isinstance(v, str):
+            v = v.strip().lower().lstrip("v")
+            if v == "2":
+                v = "2c"
+        return v
+
+    @field_validator("auth_protocol")
+    @classmethod
+    def _auth(cls, v: str | None) -> str | None:
+        return normalize_auth_protocol(v)
+
+    @field_validator("priv_protocol")
+    @classmethod
+    def _priv(cls, v: str | None) -> str | None:
+        return normalize_priv_protocol(v)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Options":
+        v3_fields = [f for f in ("user", "auth_protocol", "auth_key", "priv_protocol", "priv_key", "context")
+                     if getattr(self, f) is not None]
+        if self.version == "2c":
+            if not self.community:
+                raise ValueError("version 2c requires 'community'")
+            if v3_fields:
+                raise ValueError(f"{', '.join(v3_fields)} only apply to version 3")
+            return self
+        if self.community is not None:
+            raise ValueError("'community' does not apply to version 3")
+        if not self.user:
+            raise ValueError("version 3 requires 'user'")
+        if (self.auth_protocol is None) != (self.auth_key is None):
+            raise ValueError("'auth_protocol' and 'auth_key' go together")
+        if (self.priv_protocol is None) != (self.priv_key is None):
+            raise ValueError("'priv_protocol' and 'priv_key' go together")
+        if self.priv_protocol and not self.auth_protocol:
+            raise ValueError("privacy (priv_protocol) requires authentication (auth_protocol)")
+        for f in ("auth_key", "priv_key"):
+            k = getattr(self, f)
+            if k is not None and len(k) < 8:
+                raise ValueError(f"'{f}' must be at least 8 characters (RFC 3414)")
+        return self
+
+    def target(self) -> SnmpTarget:
+        return SnmpTarget(host=self.host, port=self.port, version=self.version, community=self.community,
+                          user=self.user, auth_protocol=self.auth_protocol, auth_key=self.auth_key,
+                          priv_protocol=self.priv_protocol, priv_key=self.priv_key, context=self.context,
+                          timeout=self.timeout_s, retries=self.retries)
+
+    def __repr__(self) -> str:  # keep secrets out of logs
+        return f"Options(host={self.host!r}, port={self.port}, version={self.version!r})"
+
+    __str__ = __repr__
+
+
+class SnmpDriver:
+    """PollingDriver for one SNMP device."""
+
+    name = "snmp"
+
+    def __init__(self, device_id: str, options: Options, tags: dict[str, str] | None = None):
+        self.device_id = device_id
+        self.options = options
+        self.tags = dict(tags or {})
+        self.session = SnmpSession(options.target())
+        self.rates = RateTracker()
+        self._oper: dict[int, bool | None] = {}
+        self._facts: dict[str, Any] | None = None
+        self._facts_at = 0.0
+        self.system: SystemInfo | None = None
+        self.interfaces: list[Interface] = []
+
+    async def poll(self) -> list[Record]:
+        system = await read_system(self.session)
+        if system.object_id is None and system.descr is None and system.uptime_ticks is None:
+            raise DeviceError("protocol", "agent has no SNMPv2-MIB system group (sysDescr/sysObjectID/sysUpTime)")
+        interfaces = await read_interfaces(self.session, self.options.max_repetitions)
+        wall = time.monotonic()
+        rates = self.rates.update(system.uptime_ticks, interfaces, wall)
+        self.system, self.interfaces = system, interfaces
+        records: list[Record] = []
+        dev = self.device_id
+
+        if system.uptime_s is not None:
+            records.append(Sample("system", dev, {"uptime_s": system.uptime_s,
+                                                   "interfaces": len(interfaces)}, dict(self.tags)))
+        if self.rates.last_reboot:
+            records.append(Event(dev, "device_restart", "warning",
+                                 {"uptime_s": system.uptime_s}, dict(self.tags)))
+
+        for itf in interfaces:
+            f: dict[str, Any] = {}
+            for k in ("in_octets", "out_octets", "in_errors", "out_errors", "in_discards", "out_discards"):
+                v = getattr(itf, k)
+                if v is not None:
+                    f[k] = v
+            if itf.speed_mbps is not None:
+                f["speed_mbps"] = itf.speed_mbps
+            if itf.admin_up is not None:
+                f["admin_up"] = itf.admin_up
+            if itf.oper_up is not None:
+                f["oper_up"] = itf.oper_up
+            f["counter_bits"] = itf.counter_bits
+            f.update(rates.get(itf.index, {}))
+            tags = dict(self.tags)
+            tags.update({"ifIndex": str(itf.index), "ifName": itf.name or str(itf.index)})
+            records.append(Sample("interface", dev, f, tags))
+
+            prev = self._oper.get(itf.index, "unknown")
+            if prev != "unknown" and prev is not None and itf.oper_up is not None and prev != itf.oper_up:
+                records.append(Event(
+                    dev, "link_up" if itf.oper_up else "link_down", "info" if itf.oper_up else "warning",
+                    {"ifIndex": itf.index, "ifName": itf.name, "ifAlias": itf.alias, "admin_up": itf.admin_up,
+                     "oper_status": itf.oper_status}, tags))
+        self._oper = {i.index: i.oper_up for i in interfaces}
+
+        facts = self._make_facts(system, interfaces)
+        now = time.monotonic()
+        if facts != self._facts or now - self._facts_at >= self.options.facts_interval_s:
+            records.append(Facts(dev, facts))
+            self._facts, self._facts_at = facts, now
+        return records
+
+    def _make_facts(self, system: SystemInfo, interfaces: list[Interface]) -> dict[str, Any]:
+        facts: dict[str, Any] = {"sysObjectID": system.object_id, "sysDescr": system.descr,
+                                 "sysName": system.name}
+        if system.contact:
+            facts["sysContact"] = system.contact
+        if system.location:
+            facts["sysLocation"] = system.location
+        vendor = vendor_from_oid(system.object_id)
+        if vendor:
+            facts["vendor"] = vendor
+        mac = next((i.mac for i in interfaces if i.mac and i.type == 6), None) or \
+            next((i.mac for i in interfaces if i.mac), None)
+        if mac:
+            facts["mac"] = mac
+        facts["interfaces"] = len(interfaces)
+        return facts
+
+    async def close(self) -> None:
+        await self.session.close()
+
+
+def create(device_id: str, options: Options, tags: dict[str, str]) -> SnmpDriver:
+    if not isinstance(options, Options):
+        options = Options.model_validate(options)
+    return SnmpDriver(device_id, options, tags)
