@@ -6,6 +6,7 @@ kill and restart the peer on the same port.
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -50,6 +51,8 @@ class Mosquitto:
         os.chmod(pw, 0o600)
         (self.dir / "mosquitto.conf").write_text(
             f"listener {self.port} 127.0.0.1\n"
+            # as root, mosquitto would drop to user "mosquitto", which cannot read a 0700 tmp dir
+            f"user {pwd.getpwuid(os.getuid()).pw_name}\n"
             "allow_anonymous false\n"
             f"password_file {pw}\n"
             "persistence true\n"

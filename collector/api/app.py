@@ -1,0 +1,134 @@
+"""FastAPI app: read API under /api/v1 with bearer tokens (roles admin|it|security).
+
+``create_app(store, ingest=None, offline_after_s=180)`` returns the app; other
+parts (alert engine) add routers with ``app.include_router(router, prefix="/api/v1")``
+and protect them with ``Depends(require_role("admin", "it"))``. The store and
+ingest are on ``app.state.store`` / ``app.state.ingest``.
+
+Access (403 for a valid token of another role):
+- ``/health``: no auth
+- ``/agents``, ``/ingest/stats``: admin, it
+- ``/devices``, ``/devices/{id}``, ``/devices/{id}/interfaces``, ``/series``, ``/events``: admin, it, security
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from campus_sense import __version__
+
+from ..store.base import SeriesQueryUnsupported
+
+_bearer = HTTPBearer(auto_error=False, description="token from `campus-sense collector token create`")
+
+
+@dataclass(frozen=True)
+class Principal:
+    token_id: int
+    role: str
+
+
+def _principal(request: Request, cred: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> Principal:
+    if cred is None or cred.scheme.lower() != "bearer" or not cred.credentials:
+        raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
+    found = request.app.state.store.token_role(cred.credentials)
+    if found is None:
+        raise HTTPException(401, "invalid or revoked token", headers={"WWW-Authenticate": "Bearer"})
+    return Principal(*found)
+
+
+def require_role(*roles: str):
+    """Dependency: a valid token whose role is one of ``roles`` (401 / 403 otherwise)."""
+    def dep(p: Principal = Depends(_principal)) -> Principal:
+        if p.role not in roles:
+            raise HTTPException(403, f"role {p.role!r} may not use this endpoint (needs one of {', '.join(roles)})")
+        return p
+    return dep
+
+
+OPS = require_role("admin", "it")
+ALL = require_role("admin", "it", "security")
+
+
+def _parse_tags(tags: str | None) -> dict[str, str] | None:
+    if not tags:
+        return None
+    out = {}
+    for part in tags.split(","):
+        k, sep, v = part.partition("=")
+        if not sep or not k:
+            raise HTTPException(400, f"tags: {part!r} is not key=value (use tags=ifName=Gi0/1,role=core)")
+        out[k] = v
+    return out
+
+
+def create_app(store, ingest=None, offline_after_s: float = 180.0, title: str = "campus-sense collector") -> FastAPI:
+    app = FastAPI(title=title, version=__version__, docs_url="/docs", openapi_url="/openapi.json")
+    app.state.store = store
+    app.state.ingest = ingest
+    app.state.offline_after_s = offline_after_s
+    r = APIRouter(prefix="/api/v1")
+
+    @r.get("/health", summary="liveness and ingest counters (no auth)")
+    def health() -> dict[str, Any]:
+        ing = app.state.ingest
+        return {"ok": True, "version": __version__,
+                "ingest": ing.snapshot() if ing is not None else None,
+                "counters": dict(store.counters)}
+
+    @r.get("/agents", dependencies=[Depends(OPS)], summary="agents: online/offline, last seen, queue, gaps")
+    def agents() -> list[dict]:
+        return store.agents(int(time.time() * 1000), app.state.offline_after_s)
+
+    @r.get("/devices", dependencies=[Depends(ALL)], summary="devices: facts, reachability, last poll")
+    def devices() -> list[dict]:
+        return store.devices()
+
+    @r.get("/devices/{device_id}", dependencies=[Depends(ALL)])
+    def device(device_id: str) -> dict:
+        d = store.device(device_id)
+        if d is None:
+            raise HTTPException(404, f"unknown device {device_id!r}")
+        return d
+
+    @r.get("/devices/{device_id}/interfaces", dependencies=[Depends(ALL)],
+           summary="latest interface values (name, speed, admin/oper, rates)")
+    def interfaces(device_id: str) -> list[dict]:
+        if store.device(device_id) is None:
+            raise HTTPException(404, f"unknown device {device_id!r}")
+        return store.interfaces(device_id)
+
+    @r.get("/series", dependencies=[Depends(ALL)], summary="time-series query, optional avg per step")
+    def series(measurement: str, device: str | None = None, field: str | None = None,
+               start: int | None = Query(None, description="epoch ms, inclusive"),
+               end: int | None = Query(None, description="epoch ms, exclusive"),
+               step: int | None = Query(None, gt=0, description="bucket width in ms: average per bucket"),
+               tags: str | None = Query(None, description="filter k=v,k2=v2"),
+               limit: int = Query(10000, gt=0, le=1_000_000, description="max points in the answer")) -> dict:
+        if start is not None and end is not None and end <= start:
+            raise HTTPException(400, "end must be after start")
+        try:
+            res = store.series(measurement, device, field, start, end, step, _parse_tags(tags), limit)
+        except SeriesQueryUnsupported as e:
+            raise HTTPException(501, str(e)) from None
+        return {"measurement": measurement, "start": start, "end": end, "step": step, "series": res}
+
+    @r.get("/events", dependencies=[Depends(ALL)])
+    def events(device: str | None = None, since: int | None = None, until: int | None = None,
+               severity: str | None = None, type: str | None = None,
+               limit: int = Query(500, gt=0, le=100_000)) -> list[dict]:
+        return store.events(device, since, until, severity, type, limit)
+
+    @r.get("/ingest/stats", dependencies=[Depends(OPS)], summary="rejected counts by reason, gaps, counters")
+    def ingest_stats() -> dict:
+        s = store.ingest_stats()
+        ing = app.state.ingest
+        s["ingest"] = ing.snapshot() if ing is not None else None
+        return s
+
+    app.include_router(r)
+    return app

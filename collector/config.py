@@ -1,0 +1,133 @@
+"""Collector configuration (collector.yaml), loaded with ``yamlconf.load_model``.
+
+Example::
+
+    mqtt:
+      host: 127.0.0.1
+      port: 1883
+      username: collector
+      password_file: /etc/campus-sense/collector-mqtt.pass
+      client_id: campus-collector-1      # fixed: the broker keeps this session
+    store:
+      kind: sqlite                       # or influxdb (time series only)
+      path: /var/lib/campus-sense/collector.db
+      retention_days: 30
+    api: {host: 127.0.0.1, port: 8080}
+    agents: {offline_after_s: 180}
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from campus_sense import wire
+from campus_sense.yamlconf import load_model
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TLS(_Strict):
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    #: only for lab setups with self-signed certificates without the right name
+    insecure: bool = False
+
+
+class MQTT(_Strict):
+    host: str
+    port: int = Field(1883, ge=1, le=65535)
+    username: str = Field(min_length=1)
+    password: str | None = None
+    password_file: str | None = None
+    client_id: str = Field("campus-collector", min_length=1, max_length=64)
+    #: how long the broker keeps our session (subscription + queued messages) while we are down
+    session_expiry_s: int = Field(7 * 86400, ge=60)
+    #: MQTT5 Receive Maximum: unacknowledged QoS 1 messages the broker may have in flight to us
+    receive_maximum: int = Field(1000, ge=1, le=65535)
+    keepalive_s: int = Field(30, ge=5)
+    tls: TLS | None = None
+    max_message_bytes: int = Field(wire.MAX_MESSAGE_BYTES, ge=1024)
+
+    @model_validator(mode="after")
+    def _need_password(self):
+        if not self.password and not self.password_file:
+            raise ValueError("password or password_file is required (anonymous MQTT is not supported)")
+        if self.password and self.password_file:
+            raise ValueError("give either password or password_file, not both")
+        return self
+
+    def read_password(self) -> str:
+        if self.password:
+            return self.password
+        try:
+            return Path(self.password_file).read_text(encoding="utf-8").strip()
+        except OSError as e:
+            raise ValueError(f"mqtt.password_file {self.password_file}: cannot read ({e.strerror})") from None
+
+
+class Store(_Strict):
+    kind: Literal["sqlite", "influxdb"] = "sqlite"
+    #: SQLite database: time series (kind sqlite) and always metadata (agents, devices, dedup, tokens)
+    path: str = "collector.db"
+    retention_days: float = Field(30, gt=0)
+    #: how often old samples are deleted
+    retention_interval_s: float = Field(3600, gt=0)
+    # influxdb (v2 write API)
+    url: str | None = None
+    token: str | None = None
+    token_file: str | None = None
+    org: str = "campus"
+    bucket: str = "campus"
+    timeout_s: float = Field(10, gt=0)
+
+    @model_validator(mode="after")
+    def _influx(self):
+        if self.kind == "influxdb" and not self.url:
+            raise ValueError("store.url is required when kind is influxdb")
+        return self
+
+    def read_token(self) -> str:
+        if self.token_file:
+            return Path(self.token_file).read_text(encoding="utf-8").strip()
+        return self.token or ""
+
+
+class API(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+
+
+class Agents(_Strict):
+    #: an agent without birth/heartbeat/data for this long is shown offline
+    offline_after_s: float = Field(180, gt=0)
+
+
+class Ingest(_Strict):
+    #: group commit: at most this many messages per SQLite transaction
+    batch_messages: int = Field(500, ge=1)
+    #: ... or whatever arrived within this many ms after the first message of the group
+    batch_ms: float = Field(50, ge=0)
+
+
+class CollectorConfig(_Strict):
+    mqtt: MQTT
+    store: Store = Store()
+    api: API = API()
+    agents: Agents = Agents()
+    ingest: Ingest = Ingest()
+
+
+def load(path: str | Path) -> CollectorConfig:
+    cfg = load_model(path, CollectorConfig)
+    base = Path(path).resolve().parent
+    # relative paths are relative to the config file
+    if not Path(cfg.store.path).is_absolute() and cfg.store.path != ":memory:":
+        cfg.store.path = str(base / cfg.store.path)
+    if cfg.mqtt.password_file and not Path(cfg.mqtt.password_file).is_absolute():
+        cfg.mqtt.password_file = str(base / cfg.mqtt.password_file)
+    return cfg

@@ -1,0 +1,251 @@
+"""MQTT ingest: persistent session, QoS 1, acknowledge only after commit.
+
+Threads:
+- paho's network loop (``loop_start``) appends raw messages to a queue;
+- the writer thread takes commit groups (up to ``batch_messages`` messages or
+  whatever arrived within ``batch_ms`` of the first), decodes them with
+  ``wire.decode``, commits them with ``Store.apply`` (one transaction: data,
+  dedup, gaps, counters) and only then sends the PUBACKs (``manual_ack``).
+
+A crash before the commit loses nothing (not acked: the broker redelivers from
+our persistent session); a crash between commit and ack gives a redelivery that
+the (agent, epoch, seq) dedup drops. Messages that break the wire contract are
+logged with their topic, counted by reason, and acked so they are not
+redelivered forever.
+
+``Ingest.subscribers``: callables ``f(message: wire.Message)`` run in the
+writer thread after each commit, for every committed new message (durable
+messages that were not duplicates, and birth/death/heartbeat). The alert engine
+plugs in here; keep them fast or hand off to your own queue.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import ssl
+import threading
+import time
+from typing import Callable
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from campus_sense import wire
+
+from .config import MQTT, Ingest as IngestCfg
+from .store.base import Reject, Store
+
+log = logging.getLogger("collector.ingest")
+
+_REASONS = (
+    ("exceeds the", "oversized"),
+    ("not UTF-8 JSON", "bad_json"),
+    ("must be a JSON object", "not_object"),
+    ("unsupported schema version", "schema_version"),
+    ("does not match the topic", "topic_mismatch"),
+    ("is not campus/v1", "bad_topic"),
+    ("unknown kind", "bad_topic"),
+    ("'epoch'", "bad_seq"),
+    ("'seq'", "bad_seq"),
+)
+
+
+def reject_reason(err: str) -> str:
+    for needle, reason in _REASONS:
+        if needle in err:
+            return reason
+    return "bad_item"
+
+
+class Ingest:
+    def __init__(self, mqtt_cfg: MQTT, store: Store, ingest_cfg: IngestCfg | None = None):
+        self.cfg = mqtt_cfg
+        self.store = store
+        ic = ingest_cfg or IngestCfg()
+        self.batch_messages = ic.batch_messages
+        self.batch_s = ic.batch_ms / 1000.0
+        self.max_bytes = mqtt_cfg.max_message_bytes
+        self.subscribers: list[Callable[[wire.Message], None]] = []
+        self._q: queue.SimpleQueue = queue.SimpleQueue()
+        self._gen = 0
+        self._stop = threading.Event()
+        self._writer: threading.Thread | None = None
+        self.connected = threading.Event()
+        self.started_ms = int(time.time() * 1000)
+        self.stats = {"received": 0, "committed_groups": 0, "committed_messages": 0, "duplicates": 0,
+                      "rejected": 0, "points": 0, "acked": 0, "last_commit_ms": None, "last_group_messages": 0,
+                      "commit_errors": 0, "connects": 0}
+        self._log_budget = {}
+        self.client = self._make_client()
+
+    # ------------------------------------------------------------ mqtt
+    def _make_client(self) -> mqtt.Client:
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.cfg.client_id,
+                        protocol=mqtt.MQTTv5, manual_ack=True)
+        c.username_pw_set(self.cfg.username, self.cfg.read_password())
+        tls = self.cfg.tls
+        if tls:
+            c.tls_set(ca_certs=tls.ca_file, certfile=tls.cert_file, keyfile=tls.key_file,
+                      cert_reqs=ssl.CERT_REQUIRED)
+            if tls.insecure:
+                c.tls_insecure_set(True)
+        c.reconnect_delay_set(1, 30)
+        c.on_connect = self._on_connect
+        c.on_disconnect = self._on_disconnect
+        c.on_message = self._on_message
+        return c
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties):
+        if reason_code.is_failure:
+            log.error("MQTT broker %s:%d refused the connection: %s", self.cfg.host, self.cfg.port, reason_code)
+            return
+        self._gen += 1
+        self.stats["connects"] += 1
+        log.info("connected to MQTT %s:%d as %s (session present: %s)", self.cfg.host, self.cfg.port,
+                 self.cfg.client_id, flags.session_present)
+        client.subscribe(wire.SUBSCRIPTION, qos=1)
+        self.connected.set()
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties):
+        self._gen += 1  # acks of messages from the old connection must not be sent on the new one
+        self.connected.clear()
+        if not self._stop.is_set():
+            log.warning("disconnected from MQTT (%s); reconnecting", reason_code)
+
+    def _on_message(self, client, userdata, m):
+        self._q.put((self._gen, m.mid, m.qos, m._topic, m.payload))
+
+    # ------------------------------------------------------------ lifecycle
+    def start(self) -> "Ingest":
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = self.cfg.session_expiry_s
+        props.ReceiveMaximum = self.cfg.receive_maximum
+        self.client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s,
+                                  clean_start=False, properties=props)
+        self.client.loop_start()
+        self._writer = threading.Thread(target=self._write_loop, name="ingest-writer", daemon=True)
+        self._writer.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Commit and ack what was received, then disconnect (the session stays on the broker)."""
+        self._stop.set()
+        if self._writer:
+            self._writer.join(timeout)
+        try:
+            self.client.disconnect()
+        finally:
+            self.client.loop_stop()
+
+    # ------------------------------------------------------------ writer
+    def _take_group(self) -> list:
+        q = self._q
+        try:
+            first = q.get(timeout=0.2)
+        except queue.Empty:
+            return []
+        group = [first]
+        n = self.batch_messages
+        deadline = time.monotonic() + self.batch_s
+        while len(group) < n:
+            try:
+                group.append(q.get_nowait())
+                continue
+            except queue.Empty:
+                pass
+            left = deadline - time.monotonic()
+            if left <= 0 or self._stop.is_set():
+                break
+            try:
+                group.append(q.get(timeout=left))
+            except queue.Empty:
+                break
+        return group
+
+    def _write_loop(self) -> None:
+        while True:
+            group = self._take_group()
+            if not group:
+                if self._stop.is_set():
+                    return
+                continue
+            try:
+                self.process(group)
+            except Exception:  # noqa: BLE001 - never let the writer die
+                log.exception("ingest writer failed")
+
+    def _log_reject(self, reason: str, err: str) -> None:
+        now = time.monotonic()
+        win, n = self._log_budget.get(reason, (now, 0))
+        if now - win > 60:
+            if n > 20:
+                log.warning("rejected %d more messages (%s) in the last minute", n - 20, reason)
+            win, n = now, 0
+        n += 1
+        self._log_budget[reason] = (win, n)
+        if n <= 20:
+            log.warning("rejected message (%s): %s", reason, err)
+
+    def process(self, group: list) -> None:
+        """Decode, commit and ack one group of raw ``(gen, mid, qos, topic_bytes, payload)``."""
+        decode = wire.decode
+        max_bytes = self.max_bytes
+        msgs: list[wire.Message] = []
+        rejects: list[Reject] = []
+        for _gen, _mid, _qos, tb, payload in group:
+            try:
+                topic = tb.decode("utf-8")
+            except UnicodeDecodeError:
+                topic = repr(tb)
+                err = f"topic {topic}: not valid UTF-8"
+                rejects.append(Reject(topic, "bad_topic", err))
+                self._log_reject("bad_topic", err)
+                continue
+            try:
+                msgs.append(decode(topic, payload, max_bytes))
+            except wire.WireError as e:
+                err = str(e)
+                reason = reject_reason(err)
+                rejects.append(Reject(topic, reason, err))
+                self._log_reject(reason, err)
+        delay = 0.5
+        while True:
+            try:
+                res = self.store.apply(msgs, rejects)
+                break
+            except Exception as e:  # noqa: BLE001
+                self.stats["commit_errors"] += 1
+                log.error("commit of %d messages failed (%s); not acknowledged, retrying in %.1fs",
+                          len(group), e, delay)
+                if self._stop.wait(delay):
+                    return  # unacked: the broker redelivers them to our session later
+                delay = min(delay * 2, 30)
+        gen = self._gen
+        ack = self.client.ack
+        acked = 0
+        for g, mid, qos, _t, _p in group:
+            if qos and g == gen:
+                ack(mid, qos)
+                acked += 1
+        st = self.stats
+        st["received"] += len(group)
+        st["committed_groups"] += 1
+        st["committed_messages"] += len(res.accepted)
+        st["duplicates"] += res.duplicates
+        st["rejected"] += len(rejects)
+        st["points"] += res.points
+        st["acked"] += acked
+        st["last_commit_ms"] = int(time.time() * 1000)
+        st["last_group_messages"] = len(group)
+        if self.subscribers:
+            for m in res.accepted:
+                for sub in self.subscribers:
+                    try:
+                        sub(m)
+                    except Exception:  # noqa: BLE001
+                        log.exception("ingest subscriber %r failed", sub)
+
+    def snapshot(self) -> dict:
+        return {**self.stats, "connected": self.connected.is_set(), "queued": self._q.qsize(),
+                "client_id": self.cfg.client_id}

@@ -1,0 +1,122 @@
+"""`campus-sense collector`: ingest + store + API in one process; `token` management."""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import time
+
+from campus_sense.yamlconf import ConfigError
+
+log = logging.getLogger("collector")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", "-c", help="collector.yaml")
+    sub = parser.add_subparsers(dest="collector_cmd", metavar="{token}")
+    tok = sub.add_parser("token", help="API tokens (stored hashed in the collector database)")
+    tsub = tok.add_subparsers(dest="token_cmd", metavar="{create,list,revoke}", required=True)
+    c = tsub.add_parser("create", help="create a token and print it once")
+    c.add_argument("--role", required=True, choices=("admin", "it", "security"))
+    c.add_argument("--name", help="label, e.g. who or what uses it")
+    tsub.add_parser("list", help="list tokens (never shows the secret)")
+    r = tsub.add_parser("revoke", help="revoke a token by id or name")
+    r.add_argument("ident", help="token id or name")
+    for p in (tok, *tsub.choices.values()):
+        p.add_argument("--config", "-c", default=argparse.SUPPRESS, help="collector.yaml")
+
+
+def open_store(cfg):
+    from .store.sqlite import SQLiteStore
+    sink = None
+    if cfg.store.kind == "influxdb":
+        from .store.influx import InfluxSink
+        sink = InfluxSink(cfg.store.url, cfg.store.read_token(), cfg.store.org, cfg.store.bucket,
+                          timeout_s=cfg.store.timeout_s)
+    return SQLiteStore(cfg.store.path, sink=sink, retention_days=cfg.store.retention_days,
+                       retention_interval_s=cfg.store.retention_interval_s)
+
+
+def _token(args, cfg) -> int:
+    from .store.sqlite import SQLiteStore
+    store = SQLiteStore(cfg.store.path)
+    try:
+        if args.token_cmd == "create":
+            tid, token = store.token_create(args.role, args.name)
+            print(token)
+            print(f"token id {tid}, role {args.role}: store it now, it is not shown again", file=sys.stderr)
+        elif args.token_cmd == "list":
+            for t in store.token_list():
+                state = "revoked" if t["revoked_ms"] else "active"
+                created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t["created_ms"] / 1000))
+                print(f"{t['id']}\t{t['role']}\t{state}\t{created}\t{t['name'] or ''}")
+        elif args.token_cmd == "revoke":
+            n = store.token_revoke(args.ident)
+            if not n:
+                print(f"no active token with id or name {args.ident!r}", file=sys.stderr)
+                return 1
+            print(f"revoked {n} token(s)", file=sys.stderr)
+        return 0
+    finally:
+        store.close()
+
+
+def run(args) -> int:
+    from . import config as cfgmod
+    if not getattr(args, "config", None):
+        print("campus-sense collector: --config collector.yaml is required", file=sys.stderr)
+        return 2
+    try:
+        cfg = cfgmod.load(args.config)
+    except ConfigError as e:
+        print(f"campus-sense collector: {e}", file=sys.stderr)
+        return 2
+    if getattr(args, "collector_cmd", None) == "token":
+        return _token(args, cfg)
+    try:
+        cfg.mqtt.read_password()
+    except ValueError as e:
+        print(f"campus-sense collector: {args.config}: {e}", file=sys.stderr)
+        return 2
+    return serve(cfg)
+
+
+def serve(cfg) -> int:
+    import uvicorn
+
+    from .api import create_app
+    from .ingest import Ingest
+
+    store = open_store(cfg)
+    ingest = Ingest(cfg.mqtt, store, cfg.ingest)
+    app = create_app(store, ingest, cfg.agents.offline_after_s)
+    server = uvicorn.Server(uvicorn.Config(app, host=cfg.api.host, port=cfg.api.port, log_level="warning",
+                                           access_log=False, lifespan="off"))
+    stop = threading.Event()
+
+    def _sig(signum, frame):
+        log.info("signal %d: shutting down", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _sig)
+    signal.signal(signal.SIGINT, _sig)
+    ingest.start()
+    web = threading.Thread(target=server.run, name="api", daemon=True)
+    web.start()
+    log.info("collector running: MQTT %s:%d as %s, store %s (%s), API http://%s:%d/api/v1",
+             cfg.mqtt.host, cfg.mqtt.port, cfg.mqtt.client_id, cfg.store.kind, cfg.store.path,
+             cfg.api.host, cfg.api.port)
+    try:
+        while not stop.wait(0.5):
+            if not web.is_alive():
+                log.error("API server stopped (port %d in use?)", cfg.api.port)
+                break
+    finally:
+        server.should_exit = True
+        ingest.stop()
+        web.join(5)
+        store.close()
+        log.info("collector stopped")
+    return 0 if stop.is_set() else 1

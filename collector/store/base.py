@@ -1,0 +1,84 @@
+"""Store interfaces.
+
+The collector keeps *metadata* (agents, devices, dedup state, gaps, events,
+latest values, tokens) in SQLite always; *time series* go either to SQLite as
+well (``store.kind: sqlite``) or to a ``TimeSeriesSink`` such as InfluxDB.
+
+``Store.apply`` is the single write entry point used by ingest: it takes one
+commit group of decoded messages and rejects and commits them atomically
+(data + dedup + gaps + counters in one transaction). Only after it returns
+does ingest acknowledge the MQTT messages.
+"""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from campus_sense.wire import Message
+
+
+class SeriesQueryUnsupported(RuntimeError):
+    """The configured time-series backend cannot be queried through this API."""
+
+
+@dataclass(slots=True)
+class Reject:
+    topic: str
+    reason: str
+    error: str
+
+
+@dataclass(slots=True)
+class ApplyResult:
+    #: messages that were new (not duplicates), in arrival order, already committed
+    accepted: list[Message] = field(default_factory=list)
+    duplicates: int = 0
+    points: int = 0
+
+
+class TimeSeriesSink(abc.ABC):
+    """Where samples go when they do not go to SQLite."""
+
+    name = "sink"
+
+    @abc.abstractmethod
+    def write(self, samples: list[dict[str, Any]]) -> None:
+        """Write wire sample items (``m``, ``d``, ``t``, ``tags``, ``f``) synchronously.
+        Raise on failure: the commit group is then rolled back and not acknowledged."""
+
+    def close(self) -> None:  # pragma: no cover - default
+        pass
+
+
+class Store(abc.ABC):
+    @abc.abstractmethod
+    def apply(self, messages: Iterable[Message], rejects: Iterable[Reject]) -> ApplyResult: ...
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+    # queries used by the API
+    @abc.abstractmethod
+    def agents(self, now_ms: int, offline_after_s: float) -> list[dict]: ...
+
+    @abc.abstractmethod
+    def devices(self) -> list[dict]: ...
+
+    @abc.abstractmethod
+    def device(self, device_id: str) -> dict | None: ...
+
+    @abc.abstractmethod
+    def interfaces(self, device_id: str) -> list[dict]: ...
+
+    @abc.abstractmethod
+    def series(self, measurement: str, device: str | None, field: str | None, start_ms: int | None,
+               end_ms: int | None, step_ms: int | None, tags: dict[str, str] | None,
+               limit: int) -> list[dict]: ...
+
+    @abc.abstractmethod
+    def events(self, device: str | None, since_ms: int | None, until_ms: int | None, severity: str | None,
+               type_: str | None, limit: int) -> list[dict]: ...
+
+    @abc.abstractmethod
+    def ingest_stats(self) -> dict: ...

@@ -1,0 +1,622 @@
+"""Embedded SQLite store (WAL): metadata always, time series when ``store.kind: sqlite``.
+
+One writer (the ingest thread) owns ``self._w``; API readers use their own
+per-thread connections. ``apply`` commits one group of messages atomically:
+samples, latest values, devices, agents, events, the dedup state (high-water
+mark + gaps per agent/epoch) and counters. A killed collector therefore either
+committed a message (and dedups its redelivery) or did not (and gets it again,
+because it was not acknowledged).
+
+Dedup model per (agent, epoch): ``hwm`` = highest seq seen; ``gaps`` = seq
+ranges below ``hwm`` not received yet. A seq is a duplicate iff it is <= hwm
+and not inside a gap. A late arrival inside a gap shrinks or splits the gap.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+import sqlite3
+import threading
+import time
+from typing import Any, Iterable
+
+import orjson
+
+from campus_sense.wire import Message
+
+from .base import ApplyResult, Reject, SeriesQueryUnsupported, Store, TimeSeriesSink
+
+log = logging.getLogger("collector.store")
+
+ROLES = ("admin", "it", "security")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS series(
+  id INTEGER PRIMARY KEY, measurement TEXT NOT NULL, device TEXT NOT NULL, tags TEXT NOT NULL,
+  UNIQUE(measurement, device, tags));
+CREATE INDEX IF NOT EXISTS series_device ON series(device, measurement);
+CREATE TABLE IF NOT EXISTS samples(series_id INTEGER NOT NULL, ts_ms INTEGER NOT NULL, fields TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS samples_series_ts ON samples(series_id, ts_ms);
+CREATE TABLE IF NOT EXISTS latest(series_id INTEGER PRIMARY KEY, ts_ms INTEGER NOT NULL, fields TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS agents(
+  id TEXT PRIMARY KEY, site TEXT, building TEXT, state TEXT, version TEXT, config_hash TEXT,
+  drivers TEXT, queue_depth INTEGER, oldest_age_s REAL, dropped_total INTEGER, published_total INTEGER,
+  first_seen_ms INTEGER, last_seen_ms INTEGER, birth_ms INTEGER, death_ms INTEGER, heartbeat_ms INTEGER,
+  info TEXT NOT NULL DEFAULT '{}');
+CREATE TABLE IF NOT EXISTS devices(
+  id TEXT PRIMARY KEY, agent TEXT, site TEXT, building TEXT, facts TEXT NOT NULL DEFAULT '{}',
+  facts_ms INTEGER, first_seen_ms INTEGER, last_seen_ms INTEGER, reachable INTEGER, last_poll_ms INTEGER,
+  poll_duration_s REAL, driver TEXT, reason TEXT, error TEXT);
+CREATE TABLE IF NOT EXISTS events(
+  id INTEGER PRIMARY KEY, agent TEXT NOT NULL, device TEXT NOT NULL, ts_ms INTEGER NOT NULL, type TEXT NOT NULL,
+  severity TEXT NOT NULL, tags TEXT NOT NULL, data TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS events_ts ON events(ts_ms);
+CREATE TABLE IF NOT EXISTS seq_state(
+  agent TEXT NOT NULL, epoch TEXT NOT NULL, hwm INTEGER NOT NULL, first_ms INTEGER, last_ms INTEGER,
+  PRIMARY KEY(agent, epoch));
+CREATE TABLE IF NOT EXISTS gaps(
+  agent TEXT NOT NULL, epoch TEXT NOT NULL, first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL,
+  detected_ms INTEGER NOT NULL, PRIMARY KEY(agent, epoch, first_seq));
+CREATE TABLE IF NOT EXISTS rejected(
+  reason TEXT PRIMARY KEY, count INTEGER NOT NULL, last_topic TEXT, last_error TEXT, last_ms INTEGER);
+CREATE TABLE IF NOT EXISTS counters(name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS tokens(
+  id INTEGER PRIMARY KEY, name TEXT, role TEXT NOT NULL, hash TEXT NOT NULL UNIQUE,
+  created_ms INTEGER NOT NULL, revoked_ms INTEGER, last_used_ms INTEGER);
+"""
+
+_dumps = orjson.dumps
+_loads = orjson.loads
+_SORT = orjson.OPT_SORT_KEYS
+_SPECIAL = frozenset(("agent_poll", "agent"))
+_AGENT_FIELDS = ("queue_depth", "oldest_age_s", "dropped_total", "published_total")
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class _SeqState:
+    __slots__ = ("hwm", "gaps", "dirty", "gaps_dirty", "first_ms")
+
+    def __init__(self, hwm: int, gaps: list[list[int]], first_ms: int | None):
+        self.hwm = hwm
+        self.gaps = gaps
+        self.dirty = False
+        self.gaps_dirty = False
+        self.first_ms = first_ms
+
+    def accept(self, seq: int) -> bool:
+        """True if ``seq`` is new (and records it), False for a duplicate."""
+        hwm = self.hwm
+        if seq > hwm:
+            if seq > hwm + 1 and hwm >= 0:
+                self.gaps.append([hwm + 1, seq - 1])
+                self.gaps_dirty = True
+            self.hwm = seq
+            self.dirty = True
+            return True
+        for i, g in enumerate(self.gaps):
+            a, b = g
+            if a <= seq <= b:
+                if a == b:
+                    del self.gaps[i]
+                elif seq == a:
+                    g[0] = a + 1
+                elif seq == b:
+                    g[1] = b - 1
+                else:
+                    g[1] = seq - 1
+                    self.gaps.insert(i + 1, [seq + 1, b])
+                self.gaps_dirty = self.dirty = True
+                return True
+        return False
+
+
+class SQLiteStore(Store):
+    def __init__(self, path: str, sink: TimeSeriesSink | None = None, retention_days: float = 30,
+                 retention_interval_s: float = 3600):
+        self.path = path
+        self.sink = sink
+        self.retention_ms = int(retention_days * 86400_000)
+        self.retention_interval_s = retention_interval_s
+        self._next_retention = time.monotonic() + 5
+        self._w = self._connect()
+        self._w.executescript(SCHEMA)
+        self._series: dict[tuple, int] = {}
+        self._series_canon: dict[tuple, int] = {}
+        self._seq: dict[tuple[str, str], _SeqState] = {}
+        self._local = threading.local()
+        self._lock = threading.Lock()  # guards writer connection
+        self.stats_lock = threading.Lock()
+        self.counters = dict(self._w.execute("SELECT name, value FROM counters").fetchall())
+
+    # ------------------------------------------------------------ connections
+    def _connect(self) -> sqlite3.Connection:
+        c = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+        c.execute("PRAGMA journal_mode=WAL")
+        c.execute("PRAGMA synchronous=NORMAL")
+        c.execute("PRAGMA cache_size=-65536")
+        c.execute("PRAGMA temp_store=MEMORY")
+        c.execute("PRAGMA wal_autocheckpoint=10000")
+        return c
+
+    def reader(self) -> sqlite3.Connection:
+        c = getattr(self._local, "c", None)
+        if c is None:
+            c = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+            c.execute("PRAGMA query_only=ON")
+            self._local.c = c
+        return c
+
+    def close(self) -> None:
+        with self._lock:
+            try:
+                self._w.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error:
+                pass
+            self._w.close()
+        if self.sink:
+            self.sink.close()
+
+    # ------------------------------------------------------------ write path
+    def _series_id(self, m: str, d: str, tags: dict, key: tuple) -> int:
+        canon = (m, d, _dumps(tags, option=_SORT).decode())
+        sid = self._series_canon.get(canon)
+        if sid is None:
+            w = self._w
+            row = w.execute("SELECT id FROM series WHERE measurement=? AND device=? AND tags=?", canon).fetchone()
+            if row is None:
+                sid = w.execute("INSERT INTO series(measurement, device, tags) VALUES (?,?,?)", canon).lastrowid
+            else:
+                sid = row[0]
+            self._series_canon[canon] = sid
+        self._series[key] = sid
+        return sid
+
+    def _seq_state(self, agent: str, epoch: str) -> _SeqState:
+        k = (agent, epoch)
+        st = self._seq.get(k)
+        if st is None:
+            w = self._w
+            row = w.execute("SELECT hwm, first_ms FROM seq_state WHERE agent=? AND epoch=?", k).fetchone()
+            gaps = [list(r) for r in w.execute(
+                "SELECT first_seq, last_seq FROM gaps WHERE agent=? AND epoch=? ORDER BY first_seq", k)]
+            if row is None:
+                # first message of a new epoch: seq 1 expected; anything above is a gap
+                st = _SeqState(0, gaps, None)
+            else:
+                st = _SeqState(row[0], gaps, row[1])
+            self._seq[k] = st
+        return st
+
+    def apply(self, messages: Iterable[Message], rejects: Iterable[Reject]) -> ApplyResult:
+        with self._lock:
+            try:
+                return self._apply(messages, rejects)
+            except BaseException:
+                try:
+                    self._w.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+                # caches may reference rows of the rolled-back transaction
+                self._series.clear()
+                self._series_canon.clear()
+                self._seq.clear()
+                raise
+
+    def _apply(self, messages: Iterable[Message], rejects: Iterable[Reject]) -> ApplyResult:
+        w = self._w
+        now = _now_ms()
+        res = ApplyResult()
+        accepted = res.accepted
+        w.execute("BEGIN IMMEDIATE")
+        rows: list[tuple] = []
+        latest: dict[int, tuple] = {}
+        sink_items: list[dict] = []
+        dev_seen: dict[str, list] = {}       # device -> [agent, site, building, last_t]
+        polls: list[tuple] = []
+        agent_stats: dict[str, dict] = {}
+        facts: list[tuple] = []
+        events: list[tuple] = []
+        agents_seen: dict[str, Any] = {}
+        states: list[Message] = []
+        touched: dict[tuple, _SeqState] = {}
+        series = self._series
+        series_id = self._series_id
+        to_sqlite = self.sink is None
+        points = 0
+        for msg in messages:
+            agents_seen[msg.agent] = msg.topic
+            if msg.seq is None:
+                states.append(msg)
+                accepted.append(msg)
+                continue
+            st = self._seq_state(msg.agent, msg.epoch)
+            if not st.accept(msg.seq):
+                res.duplicates += 1
+                continue
+            touched[(msg.agent, msg.epoch)] = st
+            accepted.append(msg)
+            kind = msg.kind
+            tp = msg.topic
+            if kind == "metrics":
+                items = msg.items
+                points += len(items)
+                last_d = None
+                for it in items:
+                    m = it["m"]
+                    d = it["d"]
+                    tags = it.get("tags")
+                    key = (m, d, *tags.items()) if tags else (m, d)
+                    sid = series.get(key)
+                    if sid is None:
+                        sid = series_id(m, d, tags or {}, key)
+                    f = it["f"]
+                    if None in f.values():
+                        f = {k: v for k, v in f.items() if v is not None}
+                        if not f:
+                            continue
+                    t = it["t"]
+                    fj = _dumps(f)
+                    if to_sqlite:
+                        rows.append((sid, t, fj))
+                    prev = latest.get(sid)
+                    if prev is None or prev[1] <= t:
+                        latest[sid] = (sid, t, fj)
+                    if d is not last_d:
+                        last_d = d
+                        ds = dev_seen.get(d)
+                        if ds is None:
+                            dev_seen[d] = [msg.agent, tp.site, tp.building, t]
+                        elif ds[3] < t:
+                            ds[3] = t
+                    if m in _SPECIAL:
+                        if m == "agent_poll":
+                            ok = f.get("ok")
+                            polls.append((None if ok is None else (1 if ok else 0), t, f.get("duration_s"),
+                                          (tags or {}).get("driver"), None if ok else f.get("reason"),
+                                          None if ok else f.get("error"), d, t))
+                        else:
+                            a = agent_stats.setdefault(d, {})
+                            for k in _AGENT_FIELDS:
+                                if k in f:
+                                    a[k] = f[k]
+                if not to_sqlite:
+                    sink_items.extend(items)
+            elif kind == "events":
+                for it in msg.items:
+                    d = it["d"]
+                    t = it["t"]
+                    events.append((msg.agent, d, t, it["type"], it.get("severity", "info"),
+                                   _dumps(it.get("tags") or {}), _dumps(it.get("data") or {})))
+                    ds = dev_seen.get(d)
+                    if ds is None:
+                        dev_seen[d] = [msg.agent, tp.site, tp.building, t]
+                    elif ds[3] < t:
+                        ds[3] = t
+            elif kind == "facts":
+                for it in msg.items:
+                    d = it["d"]
+                    t = it["t"]
+                    facts.append((_dumps(it["facts"]), t, d, t))
+                    ds = dev_seen.get(d)
+                    if ds is None:
+                        dev_seen[d] = [msg.agent, tp.site, tp.building, t]
+                    elif ds[3] < t:
+                        ds[3] = t
+        res.points = points
+        # ---- time series
+        if rows:
+            w.executemany("INSERT INTO samples(series_id, ts_ms, fields) VALUES (?,?,?)", rows)
+        if latest:
+            w.executemany("INSERT INTO latest(series_id, ts_ms, fields) VALUES (?,?,?) "
+                          "ON CONFLICT(series_id) DO UPDATE SET ts_ms=excluded.ts_ms, fields=excluded.fields "
+                          "WHERE excluded.ts_ms >= latest.ts_ms", latest.values())
+        # ---- devices
+        if dev_seen:
+            w.executemany(
+                "INSERT INTO devices(id, agent, site, building, first_seen_ms, last_seen_ms) VALUES (?,?,?,?,?,?) "
+                "ON CONFLICT(id) DO UPDATE SET agent=excluded.agent, site=excluded.site, building=excluded.building,"
+                " last_seen_ms=max(coalesce(devices.last_seen_ms, 0), excluded.last_seen_ms)",
+                [(d, a, s, b, t, t) for d, (a, s, b, t) in dev_seen.items()])
+        if polls:
+            w.executemany("UPDATE devices SET reachable=?, last_poll_ms=?, poll_duration_s=?, driver=coalesce(?, driver),"
+                          " reason=?, error=? WHERE id=? AND coalesce(last_poll_ms, 0) <= ?", polls)
+        if facts:
+            w.executemany("UPDATE devices SET facts=json_patch(facts, ?), facts_ms=? WHERE id=? "
+                          "AND coalesce(facts_ms, 0) <= ?", facts)
+        if events:
+            w.executemany("INSERT INTO events(agent, device, ts_ms, type, severity, tags, data) VALUES (?,?,?,?,?,?,?)",
+                          events)
+        # ---- agents
+        for agent, tp in agents_seen.items():
+            w.execute("INSERT INTO agents(id, site, building, state, first_seen_ms, last_seen_ms) VALUES (?,?,?,?,?,?) "
+                      "ON CONFLICT(id) DO UPDATE SET site=excluded.site, building=excluded.building, "
+                      "last_seen_ms=excluded.last_seen_ms", (agent, tp.site, tp.building, "online", now, now))
+        for msg in states:
+            self._apply_state(msg, now)
+        for agent, a in agent_stats.items():
+            sets = ", ".join(f"{k}=?" for k in a)
+            w.execute(f"UPDATE agents SET {sets} WHERE id=?", (*a.values(), agent))
+        # ---- dedup state + gaps
+        for (agent, epoch), st in touched.items():
+            if st.dirty:
+                w.execute("INSERT INTO seq_state(agent, epoch, hwm, first_ms, last_ms) VALUES (?,?,?,?,?) "
+                          "ON CONFLICT(agent, epoch) DO UPDATE SET hwm=excluded.hwm, last_ms=excluded.last_ms",
+                          (agent, epoch, st.hwm, now, now))
+                st.dirty = False
+            if st.gaps_dirty:
+                w.execute("DELETE FROM gaps WHERE agent=? AND epoch=?", (agent, epoch))
+                w.executemany("INSERT INTO gaps(agent, epoch, first_seq, last_seq, detected_ms) VALUES (?,?,?,?,?)",
+                              [(agent, epoch, a, b, now) for a, b in st.gaps])
+                st.gaps_dirty = False
+        # ---- rejects + counters
+        nrej = 0
+        for r in rejects:
+            nrej += 1
+            w.execute("INSERT INTO rejected(reason, count, last_topic, last_error, last_ms) VALUES (?,1,?,?,?) "
+                      "ON CONFLICT(reason) DO UPDATE SET count=count+1, last_topic=excluded.last_topic, "
+                      "last_error=excluded.last_error, last_ms=excluded.last_ms", (r.reason, r.topic, r.error, now))
+        c = self.counters
+        delta = {"messages_stored": len(accepted), "points_stored": points, "duplicates": res.duplicates,
+                 "rejected": nrej}
+        newc = {k: c.get(k, 0) + v for k, v in delta.items() if v}
+        if newc:
+            w.executemany("INSERT INTO counters(name, value) VALUES (?,?) "
+                          "ON CONFLICT(name) DO UPDATE SET value=excluded.value", newc.items())
+        # ---- external sink last: if it fails, the whole group rolls back and is redelivered
+        if sink_items:
+            self.sink.write(sink_items)
+        w.execute("COMMIT")
+        with self.stats_lock:
+            c.update(newc)
+        if to_sqlite and time.monotonic() >= self._next_retention:
+            self._next_retention = time.monotonic() + self.retention_interval_s
+            self.retention(now)
+        return res
+
+    def _apply_state(self, msg: Message, now: int) -> None:
+        b = msg.body
+        sent = b.get("sent_ms") if type(b.get("sent_ms")) is int else now
+        info = {k: v for k, v in b.items() if k not in ("v", "kind", "agent", "sent_ms")}
+        vals: dict[str, Any] = {}
+        if msg.kind == "death":
+            vals.update(state="offline", death_ms=sent)
+        else:
+            vals["state"] = "online"
+            vals["birth_ms" if msg.kind == "birth" else "heartbeat_ms"] = sent
+        for col, keys in (("version", ("version",)), ("config_hash", ("config_hash", "config")),
+                          ("queue_depth", ("queue_depth",)), ("oldest_age_s", ("oldest_age_s",)),
+                          ("dropped_total", ("dropped_total", "dropped")),
+                          ("published_total", ("published_total",))):
+            for k in keys:
+                if k in b and not isinstance(b[k], (dict, list)):
+                    vals[col] = b[k]
+                    break
+        if "drivers" in b:
+            vals["drivers"] = _dumps(b["drivers"]).decode()
+        sets = ", ".join(f"{k}=?" for k in vals)
+        self._w.execute(f"UPDATE agents SET {sets}, info=json_patch(info, ?) WHERE id=?",
+                        (*vals.values(), _dumps(info), msg.agent))
+
+    def retention(self, now_ms: int | None = None, chunk: int = 20000) -> int:
+        """Delete samples older than retention, oldest-inserted first, in small transactions.
+
+        Scans by rowid (insertion order) and stops at the first chunk with nothing to delete:
+        backfilled old samples inserted late are removed once what was inserted before them expired.
+        """
+        cutoff = (now_ms or _now_ms()) - self.retention_ms
+        w = self._w
+        total = 0
+        while True:
+            w.execute("BEGIN IMMEDIATE")
+            try:
+                cur = w.execute(
+                    "DELETE FROM samples WHERE rowid IN (SELECT rowid FROM samples WHERE rowid <= "
+                    "(SELECT coalesce(min(rowid), 0) + ? FROM samples) AND ts_ms < ?)", (chunk, cutoff))
+                n = cur.rowcount
+                w.execute("COMMIT")
+            except BaseException:
+                w.execute("ROLLBACK")
+                raise
+            total += n
+            if n == 0:
+                break
+        if total:
+            log.info("retention: deleted %d samples older than %d ms", total, cutoff)
+        return total
+
+    # ------------------------------------------------------------ queries
+    def agents(self, now_ms: int, offline_after_s: float) -> list[dict]:
+        c = self.reader()
+        gaps: dict[str, list] = {}
+        for agent, epoch, a, b, det in c.execute(
+                "SELECT agent, epoch, first_seq, last_seq, detected_ms FROM gaps ORDER BY agent, epoch, first_seq"):
+            gaps.setdefault(agent, []).append({"epoch": epoch, "first_seq": a, "last_seq": b, "missing": b - a + 1,
+                                               "detected_ms": det})
+        hw: dict[str, list] = {}
+        for agent, epoch, hwm, last in c.execute("SELECT agent, epoch, hwm, last_ms FROM seq_state ORDER BY last_ms"):
+            hw.setdefault(agent, []).append({"epoch": epoch, "hwm": hwm, "last_ms": last})
+        out = []
+        cols = ("id", "site", "building", "state", "version", "config_hash", "drivers", "queue_depth",
+                "oldest_age_s", "dropped_total", "published_total", "first_seen_ms", "last_seen_ms", "birth_ms",
+                "death_ms", "heartbeat_ms", "info")
+        for row in c.execute(f"SELECT {', '.join(cols)} FROM agents ORDER BY id"):
+            a = dict(zip(cols, row))
+            a["drivers"] = _loads(a["drivers"]) if a["drivers"] else None
+            a["info"] = _loads(a["info"]) if a["info"] else {}
+            silent = a["last_seen_ms"] is None or now_ms - a["last_seen_ms"] > offline_after_s * 1000
+            if a["state"] == "offline":
+                a["online"], a["offline_reason"] = False, "death"
+            elif silent:
+                a["online"], a["offline_reason"] = False, f"silent for more than {offline_after_s:g}s"
+            else:
+                a["online"], a["offline_reason"] = True, None
+            g = gaps.get(a["id"], [])
+            a["gaps"] = g
+            a["missing_total"] = sum(x["missing"] for x in g)
+            a["epochs"] = hw.get(a["id"], [])
+            out.append(a)
+        return out
+
+    _DEV_COLS = ("id", "agent", "site", "building", "facts", "facts_ms", "first_seen_ms", "last_seen_ms",
+                 "reachable", "last_poll_ms", "poll_duration_s", "driver", "reason", "error")
+
+    def _dev(self, row) -> dict:
+        d = dict(zip(self._DEV_COLS, row))
+        d["facts"] = _loads(d["facts"]) if d["facts"] else {}
+        d["reachable"] = None if d["reachable"] is None else bool(d["reachable"])
+        return d
+
+    def devices(self) -> list[dict]:
+        return [self._dev(r) for r in self.reader().execute(
+            f"SELECT {', '.join(self._DEV_COLS)} FROM devices ORDER BY id")]
+
+    def device(self, device_id: str) -> dict | None:
+        r = self.reader().execute(f"SELECT {', '.join(self._DEV_COLS)} FROM devices WHERE id=?",
+                                  (device_id,)).fetchone()
+        return self._dev(r) if r else None
+
+    def interfaces(self, device_id: str) -> list[dict]:
+        out = []
+        for tags, ts, fields in self.reader().execute(
+                "SELECT s.tags, l.ts_ms, l.fields FROM series s JOIN latest l ON l.series_id = s.id "
+                "WHERE s.device=? AND s.measurement='interface'", (device_id,)):
+            t = _loads(tags)
+            f = _loads(fields)
+            idx = t.get("ifIndex")
+            out.append({
+                "ifIndex": int(idx) if isinstance(idx, str) and idx.isdigit() else idx,
+                "name": t.get("ifName") or t.get("ifDescr") or idx,
+                "speed_mbps": f.get("speed_mbps"),
+                "admin_up": f.get("admin_up"), "oper_up": f.get("oper_up"),
+                "in_bps": f.get("in_bps"), "out_bps": f.get("out_bps"),
+                "util_in_pct": f.get("util_in_pct"), "util_out_pct": f.get("util_out_pct"),
+                "ts_ms": ts, "tags": t, "fields": f})
+        out.sort(key=lambda x: (isinstance(x["ifIndex"], str), x["ifIndex"] if x["ifIndex"] is not None else 0))
+        return out
+
+    def series(self, measurement: str, device: str | None, field: str | None, start_ms: int | None,
+               end_ms: int | None, step_ms: int | None, tags: dict[str, str] | None, limit: int) -> list[dict]:
+        if self.sink is not None:
+            raise SeriesQueryUnsupported(
+                f"time series are written to {self.sink.name}; query them there (e.g. Grafana), "
+                "this API only serves series stored in SQLite")
+        c = self.reader()
+        q = "SELECT id, device, tags FROM series WHERE measurement=?"
+        args: list[Any] = [measurement]
+        if device:
+            q += " AND device=?"
+            args.append(device)
+        start = start_ms if start_ms is not None else 0
+        end = end_ms if end_ms is not None else 2**62
+        out = []
+        budget = limit
+        for sid, dev, tj in c.execute(q + " ORDER BY id", args).fetchall():
+            t = _loads(tj)
+            if tags and any(t.get(k) != v for k, v in tags.items()):
+                continue
+            if budget <= 0:
+                break
+            entry = {"measurement": measurement, "device": dev, "tags": t}
+            if field and step_ms:
+                entry["field"] = field
+                pts = c.execute(
+                    "SELECT (ts_ms / ?) * ? AS b, avg(json_extract(fields, ?)) FROM samples "
+                    "WHERE series_id=? AND ts_ms >= ? AND ts_ms < ? GROUP BY b ORDER BY b LIMIT ?",
+                    (step_ms, step_ms, f'$."{field}"', sid, start, end, budget)).fetchall()
+                entry["points"] = [[b, v] for b, v in pts if v is not None]
+            elif field:
+                entry["field"] = field
+                pts = c.execute(
+                    "SELECT ts_ms, json_extract(fields, ?) FROM samples WHERE series_id=? AND ts_ms >= ? "
+                    "AND ts_ms < ? ORDER BY ts_ms LIMIT ?", (f'$."{field}"', sid, start, end, budget)).fetchall()
+                entry["points"] = [[ts, v] for ts, v in pts if v is not None]
+            else:
+                rows = c.execute("SELECT ts_ms, fields FROM samples WHERE series_id=? AND ts_ms >= ? AND ts_ms < ? "
+                                 "ORDER BY ts_ms LIMIT ?", (sid, start, end, budget if not step_ms else 10**7))
+                if step_ms:
+                    buckets: dict[int, dict[str, list]] = {}
+                    for ts, fj in rows:
+                        b = buckets.setdefault(ts // step_ms * step_ms, {})
+                        for k, v in _loads(fj).items():
+                            if isinstance(v, (int, float)):
+                                s = b.setdefault(k, [0.0, 0])
+                                s[0] += v
+                                s[1] += 1
+                    entry["points"] = [[b, {k: s / n for k, (s, n) in fs.items()}]
+                                       for b, fs in sorted(buckets.items())][:budget]
+                else:
+                    entry["points"] = [[ts, _loads(fj)] for ts, fj in rows]
+            if not entry["points"]:
+                continue
+            budget -= len(entry["points"])
+            out.append(entry)
+        return out
+
+    def events(self, device: str | None, since_ms: int | None, until_ms: int | None, severity: str | None,
+               type_: str | None, limit: int) -> list[dict]:
+        q = "SELECT id, agent, device, ts_ms, type, severity, tags, data FROM events WHERE ts_ms >= ? AND ts_ms < ?"
+        args: list[Any] = [since_ms or 0, until_ms if until_ms is not None else 2**62]
+        for col, v in (("device", device), ("severity", severity), ("type", type_)):
+            if v:
+                q += f" AND {col}=?"
+                args.append(v)
+        q += " ORDER BY ts_ms DESC, id DESC LIMIT ?"
+        args.append(limit)
+        cols = ("id", "agent", "device", "ts_ms", "type", "severity", "tags", "data")
+        out = []
+        for r in self.reader().execute(q, args):
+            e = dict(zip(cols, r))
+            e["tags"] = _loads(e["tags"])
+            e["data"] = _loads(e["data"])
+            out.append(e)
+        return out
+
+    def ingest_stats(self) -> dict:
+        c = self.reader()
+        rej = {r: {"count": n, "last_topic": t, "last_error": e, "last_ms": ms} for r, n, t, e, ms in
+               c.execute("SELECT reason, count, last_topic, last_error, last_ms FROM rejected ORDER BY reason")}
+        gaps = [{"agent": a, "epoch": e, "first_seq": f, "last_seq": l, "missing": l - f + 1, "detected_ms": d}
+                for a, e, f, l, d in c.execute(
+                    "SELECT agent, epoch, first_seq, last_seq, detected_ms FROM gaps ORDER BY agent, epoch, first_seq")]
+        counters = dict(c.execute("SELECT name, value FROM counters").fetchall())
+        return {"counters": counters, "rejected": rej,
+                "rejected_total": sum(x["count"] for x in rej.values()),
+                "gaps": gaps, "missing_total": sum(g["missing"] for g in gaps)}
+
+    # ------------------------------------------------------------ tokens
+    def token_create(self, role: str, name: str | None = None) -> tuple[int, str]:
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+        token = "cs_" + secrets.token_urlsafe(32)
+        with self._lock:
+            tid = self._w.execute("INSERT INTO tokens(name, role, hash, created_ms) VALUES (?,?,?,?)",
+                                  (name, role, hash_token(token), _now_ms())).lastrowid
+        return tid, token
+
+    def token_list(self) -> list[dict]:
+        cols = ("id", "name", "role", "created_ms", "revoked_ms", "last_used_ms")
+        return [dict(zip(cols, r)) for r in self.reader().execute(f"SELECT {', '.join(cols)} FROM tokens ORDER BY id")]
+
+    def token_revoke(self, ident: str) -> int:
+        with self._lock:
+            if ident.isdigit():
+                cur = self._w.execute("UPDATE tokens SET revoked_ms=? WHERE id=? AND revoked_ms IS NULL",
+                                      (_now_ms(), int(ident)))
+            else:
+                cur = self._w.execute("UPDATE tokens SET revoked_ms=? WHERE name=? AND revoked_ms IS NULL",
+                                      (_now_ms(), ident))
+            return cur.rowcount
+
+    def token_role(self, token: str) -> tuple[int, str] | None:
+        """(id, role) of a valid, unrevoked token, else None."""
+        r = self.reader().execute("SELECT id, role FROM tokens WHERE hash=? AND revoked_ms IS NULL",
+                                  (hash_token(token),)).fetchone()
+        return (r[0], r[1]) if r else None
