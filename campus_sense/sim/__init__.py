@@ -1,0 +1,1 @@
+"""Simulated devices for the demo and tests."""
