@@ -1,0 +1,554 @@
+"""Notification configuration (notify.yaml), loaded with ``campus_sense.yamlconf``.
+
+Example (see README.md in this package for the full reference)::
+
+    channels:
+      ops-webhook: {type: webhook, url: "http://127.0.0.1:9000/hook"}
+      noc-mail:
+        type: smtp
+        host: smtp.example.edu
+        port: 587
+        security: starttls
+        username: campus-sense
+        password_file: /etc/campus-sense/smtp.pass
+        from: campus-sense@example.edu
+        to: [noc@example.edu]
+      bldg-a-wecom: {type: wecom, key_file: /etc/campus-sense/wecom-a.key}
+      noc-dingtalk: {type: dingtalk, access_token_env: DT_TOKEN, secret_env: DT_SECRET}
+      bus: {type: mqtt, host: 127.0.0.1, port: 1883, username: notify,
+            password_file: /etc/campus-sense/notify-mqtt.pass, topic: "campus/alerts/{building}"}
+    time_windows:
+      office_hours:
+        - {days: [mon-fri], hours: ["08:00-18:00"], timezone: Asia/Shanghai}
+    route:
+      channels: [ops-webhook]
+      group_by: [rule, building]
+      routes:
+        - severity: [critical]
+          channels: [noc-dingtalk, noc-mail]
+          repeat_interval: 1h
+          continue: true
+        - building: [A]
+          channels: [bldg-a-wecom]
+          active_time_windows: [office_hours]
+
+Secrets (passwords, robot keys/tokens/secrets, bearer tokens) are never written
+inline: each comes from ``<name>_file`` (path, relative to the config file) or
+``<name>_env`` (environment variable). There are no default credentials.
+"""
+from __future__ import annotations
+
+import os
+import re
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal, Union
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError,
+                      field_validator, model_validator)
+
+from campus_sense.yamlconf import ConfigError, format_validation, load_yaml
+
+SEVERITIES = ("info", "warning", "critical")
+_DUR_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_UNIT = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
+
+
+def parse_duration(v: Any) -> float:
+    """``30`` / ``"30s"`` / ``"5m"`` / ``"4h"`` / ``"1d"`` / ``"1h30m"`` -> seconds."""
+    if isinstance(v, bool):
+        raise ValueError("expected a duration like 30s, 5m, 4h")
+    if isinstance(v, (int, float)):
+        if v < 0:
+            raise ValueError("duration must not be negative")
+        return float(v)
+    if isinstance(v, str):
+        s = v.strip()
+        parts = re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)", s)
+        if parts and "".join(a + b for a, b in parts) == s.replace(" ", ""):
+            return float(sum(float(a) * _UNIT[b] for a, b in parts))
+        m = _DUR_RE.match(s)
+        if m:
+            return float(m.group(1)) * _UNIT[m.group(2)]
+    raise ValueError(f"invalid duration {v!r} (use e.g. 30s, 5m, 4h, 1d)")
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+def _str_list(v: Any) -> Any:
+    return [v] if isinstance(v, str) else v
+
+
+StrList = Annotated[list[str], BeforeValidator(_str_list)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+# --------------------------------------------------------------------------- secrets
+
+class SecretError(ValueError):
+    pass
+
+
+def _secret_fields(model: BaseModel) -> list[str]:
+    """Names ``x`` for which the model has ``x_file`` and ``x_env`` fields."""
+    names = []
+    for f in type(model).model_fields:
+        if f.endswith("_file") and f[:-5] + "_env" in type(model).model_fields:
+            names.append(f[:-5])
+    return names
+
+
+class _Secrets(_Strict):
+    """Mixin: resolves ``<name>_file`` / ``<name>_env`` pairs."""
+    _base_dir: Path | None = PrivateAttr(default=None)
+
+    #: secrets that must be present (subclasses override)
+    required_secrets: ClassVar[tuple[str, ...]] = ()
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        for name in _secret_fields(self):
+            f, e = getattr(self, name + "_file"), getattr(self, name + "_env")
+            if f and e:
+                raise ValueError(f"give either {name}_file or {name}_env, not both")
+            if not f and not e and name in self.required_secrets:
+                raise ValueError(f"{name}_file or {name}_env is required (secrets are never inline)")
+        return self
+
+    def has_secret(self, name: str) -> bool:
+        return bool(getattr(self, name + "_file") or getattr(self, name + "_env"))
+
+    def secret(self, name: str) -> str | None:
+        """Read the secret now (files are re-read on every call so rotation works)."""
+        f, e = getattr(self, name + "_file"), getattr(self, name + "_env")
+        if f:
+            p = Path(f)
+            if not p.is_absolute() and self._base_dir is not None:
+                p = self._base_dir / p
+            try:
+                val = p.read_text(encoding="utf-8").strip()
+            except OSError as ex:
+                raise SecretError(f"{name}_file {p}: cannot read ({ex.strerror})") from None
+            if not val:
+                raise SecretError(f"{name}_file {p}: file is empty")
+            return val
+        if e:
+            val = os.environ.get(e)
+            if val is None or not val.strip():
+                raise SecretError(f"{name}_env: environment variable {e} is not set or empty")
+            return val.strip()
+        return None
+
+
+# --------------------------------------------------------------------------- retry policy
+
+class Retry(_Strict):
+    #: attempts before a delivery is marked failed
+    max_attempts: int = Field(8, ge=1)
+    #: first retry delay; doubles per attempt (with jitter) up to max_backoff
+    initial_backoff: Duration = Field(5.0, gt=0)
+    max_backoff: Duration = Field(300.0, gt=0)
+    #: a delivery whose attempt fails when it is older than this is marked failed
+    max_age: Duration = Field(6 * 3600.0, gt=0)
+
+
+class Outbox(_Strict):
+    retry: Retry = Retry()
+    #: sent/failed deliveries are kept this long for the API, then deleted
+    keep: Duration = Field(7 * 86400.0, gt=0)
+    #: how often grouped notifications are evaluated (group_wait/interval/repeat timers)
+    evaluation_interval: Duration = Field(1.0, gt=0)
+
+
+# --------------------------------------------------------------------------- channels
+
+class _Channel(_Secrets):
+    #: also notify when alerts resolve
+    send_resolved: bool = True
+    #: per-attempt timeout
+    timeout: Duration = Field(10.0, gt=0)
+    #: overrides outbox.retry for this channel
+    retry: Retry | None = None
+
+
+class WebhookChannel(_Channel):
+    type: Literal["webhook"]
+    url: str = Field(pattern=r"^https?://")
+    headers: dict[str, str] = {}
+    #: optional ``Authorization: Bearer <token>``
+    bearer_token_file: str | None = None
+    bearer_token_env: str | None = None
+    #: verify TLS certificates (https URLs); ca_file for a private CA
+    ca_file: str | None = None
+
+
+class SMTPChannel(_Channel):
+    type: Literal["smtp"]
+    host: str = Field(min_length=1)
+    port: int = Field(ge=1, le=65535)
+    #: starttls (submission, 587), ssl (implicit TLS, 465) or none (local relay only)
+    security: Literal["starttls", "ssl", "none"]
+    username: str | None = None
+    password_file: str | None = None
+    password_env: str | None = None
+    #: allow AUTH over an unencrypted connection (security: none); for local test relays only
+    insecure_auth: bool = False
+    ca_file: str | None = None
+    #: skip certificate verification (lab only)
+    insecure_skip_verify: bool = False
+    from_: str = Field(alias="from", min_length=3)
+    to: StrList = Field(min_length=1)
+    subject_prefix: str = "[campus-sense]"
+    #: EHLO name (default: local host name)
+    hello: str | None = None
+
+    @model_validator(mode="after")
+    def _auth(self):
+        if self.username and not self.has_secret("password"):
+            raise ValueError("username given: password_file or password_env is required")
+        if self.has_secret("password") and not self.username:
+            raise ValueError("password given without username")
+        if self.username and self.security == "none" and not self.insecure_auth:
+            raise ValueError("refusing SMTP AUTH without TLS: use security starttls/ssl "
+                             "(or insecure_auth: true for a local relay)")
+        return self
+
+
+class WeComChannel(_Channel):
+    """WeCom (企业微信) group robot: POST {base_url}/cgi-bin/webhook/send?key=KEY."""
+    type: Literal["wecom"]
+    base_url: str = Field("https://qyapi.weixin.qq.com", pattern=r"^https?://")
+    key_file: str | None = None
+    key_env: str | None = None
+    #: user ids mentioned as <@userid> in the markdown
+    mention_users: list[str] = []
+    required_secrets: ClassVar[tuple[str, ...]] = ("key",)
+
+
+class DingTalkChannel(_Channel):
+    """DingTalk (钉钉) group robot: POST {base_url}/robot/send?access_token=T[&timestamp&sign]."""
+    type: Literal["dingtalk"]
+    base_url: str = Field("https://oapi.dingtalk.com", pattern=r"^https?://")
+    access_token_file: str | None = None
+    access_token_env: str | None = None
+    #: the robot's "加签" secret (SEC...); when given, requests are signed
+    secret_file: str | None = None
+    secret_env: str | None = None
+    at_mobiles: list[str] = []
+    at_user_ids: list[str] = []
+    at_all: bool = False
+    required_secrets: ClassVar[tuple[str, ...]] = ("access_token",)
+
+
+class MQTTChannel(_Channel):
+    type: Literal["mqtt"]
+    host: str = Field(min_length=1)
+    port: int = Field(ge=1, le=65535)
+    username: str = Field(min_length=1)
+    password_file: str | None = None
+    password_env: str | None = None
+    #: may contain {label} placeholders filled from the group's common labels
+    topic: str = Field(min_length=1)
+    qos: Literal[1, 2] = 1
+    retain: bool = False
+    client_id: str | None = None
+    tls: bool = False
+    ca_file: str | None = None
+    required_secrets: ClassVar[tuple[str, ...]] = ("password",)
+
+    @field_validator("topic")
+    @classmethod
+    def _topic(cls, v: str) -> str:
+        if "+" in v or "#" in v:
+            raise ValueError("publish topic must not contain wildcards + or #")
+        return v
+
+
+Channel = Annotated[Union[WebhookChannel, SMTPChannel, WeComChannel, DingTalkChannel, MQTTChannel],
+                    Field(discriminator="type")]
+
+
+# --------------------------------------------------------------------------- time windows
+
+_DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+
+
+def _parse_hhmm(s: str) -> int:
+    m = re.fullmatch(r"(\d{1,2}):(\d{2})", s.strip())
+    if not m or int(m.group(1)) > 24 or int(m.group(2)) > 59 or (int(m.group(1)) == 24 and int(m.group(2))):
+        raise ValueError(f"invalid time {s!r} (use HH:MM, 00:00..24:00)")
+    return int(m.group(1)) * 60 + int(m.group(2))
+
+
+class TimeRange(_Strict):
+    """Active when the local time (in ``timezone``) is on one of ``days`` and within one of
+    ``hours`` ranges (``"08:00-18:00"``, end exclusive; ``"22:00-06:00"`` runs past midnight
+    and belongs to the day it starts). Empty days = every day; empty hours = all day."""
+    days: StrList = []
+    hours: StrList = []
+    timezone: str
+
+    _days: set[int] = PrivateAttr(default_factory=set)
+    _mins: list[tuple[int, int]] = PrivateAttr(default_factory=list)
+    _tz: Any = PrivateAttr(default=None)
+
+    @field_validator("timezone")
+    @classmethod
+    def _tzv(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown timezone {v!r} (use an IANA name like Asia/Shanghai or UTC)") from None
+        return v
+
+    @field_validator("days")
+    @classmethod
+    def _daysv(cls, v: list[str]) -> list[str]:
+        for d in v:
+            for part in d.lower().split("-"):
+                if part.strip()[:3] not in _DAYS:
+                    raise ValueError(f"invalid day {d!r} (use mon..sun or ranges like mon-fri)")
+            if d.count("-") > 1:
+                raise ValueError(f"invalid day range {d!r}")
+        return v
+
+    @field_validator("hours")
+    @classmethod
+    def _hoursv(cls, v: list[str]) -> list[str]:
+        for h in v:
+            a, sep, b = h.partition("-")
+            if not sep:
+                raise ValueError(f"invalid hours {h!r} (use HH:MM-HH:MM)")
+            if _parse_hhmm(a) == _parse_hhmm(b):
+                raise ValueError(f"empty hours range {h!r}")
+        return v
+
+    def model_post_init(self, _ctx: Any) -> None:
+        self._tz = ZoneInfo(self.timezone)
+        for d in self.days:
+            a, _, b = d.lower().partition("-")
+            ia = _DAYS.index(a.strip()[:3])
+            ib = _DAYS.index(b.strip()[:3]) if b else ia
+            i = ia
+            while True:
+                self._days.add(i)
+                if i == ib:
+                    break
+                i = (i + 1) % 7
+        if not self._days:
+            self._days = set(range(7))
+        for h in self.hours:
+            a, _, b = h.partition("-")
+            self._mins.append((_parse_hhmm(a), _parse_hhmm(b)))
+        if not self._mins:
+            self._mins = [(0, 24 * 60)]
+
+    def contains(self, ts: float) -> bool:
+        t = datetime.fromtimestamp(ts, self._tz)
+        wd, mins = t.weekday(), t.hour * 60 + t.minute
+        prev = (wd - 1) % 7
+        for a, b in self._mins:
+            if a < b:
+                if wd in self._days and a <= mins < b:
+                    return True
+            else:  # wraps past midnight
+                if wd in self._days and mins >= a:
+                    return True
+                if prev in self._days and mins < b:
+                    return True
+        return False
+
+
+# --------------------------------------------------------------------------- routes
+
+_MATCHER_RE = re.compile(r'^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*(.*?)\s*$')
+
+
+class Matcher:
+    """``label=value``, ``label!=value``, ``label=~regex``, ``label!~regex`` (regex fully anchored,
+    Alertmanager style). A missing label is the empty string."""
+
+    def __init__(self, text: str):
+        m = _MATCHER_RE.match(text)
+        if not m:
+            raise ValueError(f"invalid matcher {text!r} (use label=value, label!=value, label=~regex, label!~regex)")
+        self.name, self.op, val = m.groups()
+        if len(val) >= 2 and val[0] == val[-1] and val[0] in "\"'":
+            val = val[1:-1]
+        self.value = val
+        self.rx = None
+        if self.op in ("=~", "!~"):
+            try:
+                self.rx = re.compile(f"(?:{val})\\Z")
+            except re.error as e:
+                raise ValueError(f"invalid regex in matcher {text!r}: {e}") from None
+
+    def matches(self, labels: dict[str, str]) -> bool:
+        v = labels.get(self.name, "")
+        if self.op == "=":
+            return v == self.value
+        if self.op == "!=":
+            return v != self.value
+        ok = self.rx.match(v) is not None
+        return ok if self.op == "=~" else not ok
+
+
+class Route(_Strict):
+    #: shorthand matchers (any of the listed values)
+    severity: StrList | None = None
+    building: StrList | None = None
+    site: StrList | None = None
+    rule: StrList | None = None
+    #: exact label matches
+    labels: dict[str, str] = {}
+    #: Alertmanager-style matchers: ["room=~A-1.*", "type!=camera"]
+    matchers: StrList = []
+    #: channels notified by this route (inherited by child routes when not set)
+    channels: StrList | None = None
+    #: labels the alerts are grouped by; "..." = every label (one group per alert)
+    group_by: StrList | None = None
+    group_wait: Duration | None = None
+    group_interval: Duration | None = None
+    repeat_interval: Duration | None = None
+    #: keep matching sibling routes after this one matched
+    continue_: bool = Field(False, alias="continue")
+    #: notify only while one of these windows is active (inherited)
+    active_time_windows: StrList | None = None
+    #: do not notify while one of these windows is active (inherited)
+    mute_time_windows: StrList | None = None
+    routes: list["Route"] = []
+
+    _matchers: list[Matcher] = PrivateAttr(default_factory=list)
+
+    @field_validator("severity")
+    @classmethod
+    def _sev(cls, v):
+        for s in v or []:
+            if s not in SEVERITIES:
+                raise ValueError(f"invalid severity {s!r} (use {', '.join(SEVERITIES)})")
+        return v
+
+    @field_validator("matchers")
+    @classmethod
+    def _m(cls, v):
+        for t in v:
+            Matcher(t)
+        return v
+
+    def model_post_init(self, _ctx: Any) -> None:
+        self._matchers = [Matcher(t) for t in self.matchers]
+
+    def matches(self, labels: dict[str, str]) -> bool:
+        for name, allowed in (("severity", self.severity), ("building", self.building),
+                              ("site", self.site), ("rule", self.rule)):
+            if allowed is not None and labels.get(name, "") not in allowed:
+                return False
+        for k, v in self.labels.items():
+            if labels.get(k, "") != v:
+                return False
+        return all(m.matches(labels) for m in self._matchers)
+
+
+class NotifyConfig(_Strict):
+    channels: dict[str, Channel] = Field(min_length=1)
+    time_windows: dict[str, list[TimeRange]] = {}
+    route: Route
+    outbox: Outbox = Outbox()
+
+    @field_validator("channels")
+    @classmethod
+    def _names(cls, v):
+        for n in v:
+            if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", n):
+                raise ValueError(f"invalid channel name {n!r} (letters, digits, _ . -)")
+        return v
+
+    def retry_for(self, channel: str) -> Retry:
+        return self.channels[channel].retry or self.outbox.retry
+
+    def check(self, base_dir: Path | None = None, read_secrets: bool = True) -> list[tuple[tuple, str]]:
+        """Cross-reference checks and secret availability. Returns ``[(loc, message)]``."""
+        errs: list[tuple[tuple, str]] = []
+        for name, ch in self.channels.items():
+            ch._base_dir = base_dir
+            if read_secrets:
+                for s in _secret_fields(ch):
+                    if ch.has_secret(s):
+                        try:
+                            ch.secret(s)
+                        except SecretError as e:
+                            which = s + ("_file" if getattr(ch, s + "_file") else "_env")
+                            errs.append((("channels", name, which), str(e)))
+            for f in ("ca_file",):
+                p = getattr(ch, f, None)
+                if p:
+                    pp = Path(p) if Path(p).is_absolute() or base_dir is None else base_dir / p
+                    if not pp.is_file():
+                        errs.append((("channels", name, f), f"{pp}: no such file"))
+                    else:
+                        setattr(ch, f, str(pp))
+
+        def walk(r: Route, loc: tuple, inherited_channels: list[str] | None):
+            chans = r.channels if r.channels is not None else inherited_channels
+            for i, c in enumerate(r.channels or []):
+                if c not in self.channels:
+                    errs.append((loc + ("channels", i), f"unknown channel {c!r} (defined: {', '.join(self.channels)})"))
+            for key in ("active_time_windows", "mute_time_windows"):
+                for i, w in enumerate(getattr(r, key) or []):
+                    if w not in self.time_windows:
+                        errs.append((loc + (key, i), f"unknown time window {w!r}"))
+            if not r.routes and not chans:
+                errs.append((loc, "route has no channels (set channels here or on a parent route)"))
+            for i, c in enumerate(r.routes):
+                walk(c, loc + ("routes", i), chans)
+
+        walk(self.route, ("route",), None)
+        return errs
+
+
+def _line_for(lines: dict[tuple, int], loc: tuple) -> int | None:
+    loc = tuple(x for x in loc)
+    while loc:
+        if loc in lines:
+            return lines[loc]
+        loc = loc[:-1]
+    return lines.get(())
+
+
+def load(path: str | Path, *, read_secrets: bool = True) -> NotifyConfig:
+    """Load and check ``notify.yaml``; raise ConfigError naming ``file:line: key: message``."""
+    path = Path(path)
+    data, lines = load_yaml(path)
+    if data is None:
+        raise ConfigError(f"{path}: file is empty")
+    try:
+        cfg = NotifyConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(format_validation(path, e, lines)) from None
+    errs = cfg.check(path.resolve().parent, read_secrets=read_secrets)
+    if errs:
+        raise ConfigError("\n".join(
+            f"{path}:{_line_for(lines, loc) or '?'}: {'.'.join(str(x) for x in loc)}: {msg}" for loc, msg in errs))
+    return cfg
+
+
+def from_dict(data: dict, base_dir: str | Path | None = None) -> NotifyConfig:
+    """Build a config from a dict (tests, embedding); raises ConfigError on problems."""
+    try:
+        cfg = NotifyConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(format_validation("<dict>", e, {})) from None
+    errs = cfg.check(Path(base_dir) if base_dir else None)
+    if errs:
+        raise ConfigError("\n".join(f"<dict>: {'.'.join(map(str, loc))}: {msg}" for loc, msg in errs))
+    return cfg
+
+
+__all__ = ["NotifyConfig", "Route", "Matcher", "TimeRange", "Retry", "Outbox", "WebhookChannel",
+           "SMTPChannel", "WeComChannel", "DingTalkChannel", "MQTTChannel", "ConfigError",
+           "SecretError", "load", "from_dict", "parse_duration", "SEVERITIES"]

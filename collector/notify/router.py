@@ -1,0 +1,331 @@
+"""Routing tree, alert groups and notification timing (Alertmanager semantics).
+
+* An alert is matched against the route tree depth first: a route matches when its
+  matchers match; its children are tried in order and the first matching child wins
+  unless that child has ``continue: true``. When no child matches, the route itself
+  takes the alert. Every route that takes it yields one alert group.
+* Group key = route id + values of the route's ``group_by`` labels (``...`` = per alert).
+* Timing per group: first notification ``group_wait`` after the group appeared; later
+  changes (new firing alert, resolved alert, severity change) at most every
+  ``group_interval``; an unchanged group with firing, unacknowledged alerts is
+  re-sent every ``repeat_interval``.
+* ``active_time_windows`` / ``mute_time_windows``: outside the active window (or inside a
+  mute window) nothing is sent; the group keeps its state and is sent once the window
+  opens (alerts that fired and resolved entirely inside the quiet period are dropped).
+* ``pending`` alerts are never notified; ``silenced`` alerts are left out of firing
+  notifications; ``acked`` alerts do not cause repeats. A resolved notification is sent
+  only for alerts whose firing notification went out, and only to channels with
+  ``send_resolved``.
+* Groups, alert states and last-sent times live in SQLite, so repeat timers survive a
+  restart.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import orjson
+
+from .config import NotifyConfig, Route, TimeRange
+from .model import SEVERITY_RANK, iso, match_labels
+from .outbox import DB
+from . import render
+
+log = logging.getLogger("campus_sense.notify")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS notify_groups (
+    group_key TEXT PRIMARY KEY,
+    route TEXT NOT NULL,
+    group_labels BLOB NOT NULL,
+    created_at REAL NOT NULL,
+    last_sent_at REAL,
+    sends INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS notify_group_alerts (
+    group_key TEXT NOT NULL,
+    alert_id TEXT NOT NULL,
+    state TEXT NOT NULL,              -- firing | resolved
+    severity TEXT NOT NULL,
+    acked INTEGER NOT NULL DEFAULT 0,
+    silenced INTEGER NOT NULL DEFAULT 0,
+    data BLOB NOT NULL,               -- normalised alert
+    notified_state TEXT,              -- NULL | firing: what the channels were last told
+    notified_severity TEXT,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (group_key, alert_id)
+);
+CREATE INDEX IF NOT EXISTS notify_group_alerts_alert ON notify_group_alerts(alert_id);
+"""
+
+
+@dataclass
+class Node:
+    id: str
+    route: Route
+    channels: list[str]
+    group_by: list[str]
+    group_wait: float
+    group_interval: float
+    repeat_interval: float
+    active: list[list[TimeRange]]
+    mute: list[list[TimeRange]]
+    children: list["Node"] = field(default_factory=list)
+
+    def is_active(self, now: float) -> bool:
+        if self.active and not any(any(r.contains(now) for r in w) for w in self.active):
+            return False
+        return not any(any(r.contains(now) for r in w) for w in self.mute)
+
+
+def build_tree(cfg: NotifyConfig) -> Node:
+    def mk(r: Route, rid: str, parent: Node | None) -> Node:
+        def inh(name, default):
+            v = getattr(r, name)
+            if v is not None:
+                return v
+            return getattr(parent, name) if parent else default
+        aw = r.active_time_windows if r.active_time_windows is not None else None
+        mw = r.mute_time_windows if r.mute_time_windows is not None else None
+        n = Node(
+            id=rid, route=r,
+            channels=list(inh("channels", [])),
+            group_by=list(inh("group_by", ["..."])),
+            group_wait=inh("group_wait", 30.0),
+            group_interval=inh("group_interval", 300.0),
+            repeat_interval=inh("repeat_interval", 4 * 3600.0),
+            active=[cfg.time_windows[w] for w in aw] if aw is not None else (parent.active if parent else []),
+            mute=[cfg.time_windows[w] for w in mw] if mw is not None else (parent.mute if parent else []),
+        )
+        n.children = [mk(c, f"{rid}.{i}", n) for i, c in enumerate(r.routes)]
+        return n
+    return mk(cfg.route, "route", None)
+
+
+def match_nodes(node: Node, labels: dict[str, str]) -> list[Node]:
+    if not node.route.matches(labels):
+        return []
+    out: list[Node] = []
+    for c in node.children:
+        m = match_nodes(c, labels)
+        if m:
+            out.extend(m)
+            if not c.route.continue_:
+                break
+    return out or [node]
+
+
+def group_labels(node: Node, labels: dict[str, str]) -> dict[str, str]:
+    if "..." in node.group_by:
+        return {k: v for k, v in sorted(labels.items())}
+    return {k: labels.get(k, "") for k in node.group_by}
+
+
+def group_key(node: Node, gl: dict[str, str]) -> str:
+    raw = orjson.dumps(gl, option=orjson.OPT_SORT_KEYS)
+    return f"{node.id}:{hashlib.sha1(raw).hexdigest()[:16]}"
+
+
+EnqueueFn = Callable[[str, str, str, dict, float], int]   # channel, route, group_key, notification, now
+
+
+class Router:
+    def __init__(self, cfg: NotifyConfig, db: DB, enqueue: EnqueueFn):
+        self.cfg = cfg
+        self.db = db
+        self.enqueue = enqueue
+        self.tree = build_tree(cfg)
+        self.nodes: dict[str, Node] = {}
+
+        def index(n: Node):
+            self.nodes[n.id] = n
+            for c in n.children:
+                index(c)
+        index(self.tree)
+        db.script(SCHEMA)
+
+    def routes_for(self, alert: dict) -> list[Node]:
+        return match_nodes(self.tree, match_labels(alert))
+
+    # ------------------------------------------------------------------ state updates
+    def process(self, alert: dict, now: float) -> list[str]:
+        """Record a normalised alert change; returns the affected group keys."""
+        if alert["state"] == "pending":
+            # not (yet) notifiable; if it was firing before (flapping), keep groups as they are
+            return []
+        blob = orjson.dumps(alert)
+        labels = match_labels(alert)
+        affected: list[str] = []
+        with self.db.lock:
+            c = self.db.conn
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                existing = {k for (k,) in c.execute(
+                    "SELECT group_key FROM notify_group_alerts WHERE alert_id=?", (alert["id"],))}
+                targets: dict[str, tuple[Node, dict]] = {}
+                if alert["state"] == "firing":
+                    for node in self.routes_for(alert):
+                        gl = group_labels(node, labels)
+                        targets[group_key(node, gl)] = (node, gl)
+                for key in existing | set(targets):
+                    row = c.execute("SELECT 1 FROM notify_groups WHERE group_key=?", (key,)).fetchone()
+                    if row is None:
+                        if key not in targets:
+                            continue
+                        node, gl = targets[key]
+                        c.execute("INSERT INTO notify_groups(group_key, route, group_labels, created_at)"
+                                  " VALUES (?,?,?,?)", (key, node.id, orjson.dumps(gl), now))
+                    if alert["state"] == "resolved" and key not in existing:
+                        continue
+                    c.execute(
+                        "INSERT INTO notify_group_alerts(group_key, alert_id, state, severity, acked, silenced,"
+                        " data, updated_at) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(group_key, alert_id) DO UPDATE"
+                        " SET state=excluded.state, severity=excluded.severity, acked=excluded.acked,"
+                        " silenced=excluded.silenced, data=excluded.data, updated_at=excluded.updated_at",
+                        (key, alert["id"], alert["state"], alert["severity"], int(alert["acked"]),
+                         int(alert["silenced"]), blob, now))
+                    affected.append(key)
+                c.execute("COMMIT")
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+        return affected
+
+    # ------------------------------------------------------------------ flushing
+    def flush(self, now: float | None = None, only: list[str] | None = None) -> int:
+        """Send every group that is due at ``now``; returns the number of notifications enqueued."""
+        now = time.time() if now is None else now
+        with self.db.lock:
+            if only is None:
+                keys = [k for (k,) in self.db.conn.execute("SELECT group_key FROM notify_groups")]
+            else:
+                keys = list(dict.fromkeys(only))
+        sent = 0
+        for key in keys:
+            try:
+                sent += self._flush_group(key, now)
+            except Exception:  # one broken group must not stop the others
+                log.exception("notify: flushing group %s failed", key)
+        return sent
+
+    def _flush_group(self, key: str, now: float) -> int:
+        with self.db.lock:
+            c = self.db.conn
+            g = c.execute("SELECT route, group_labels, created_at, last_sent_at, sends FROM notify_groups"
+                          " WHERE group_key=?", (key,)).fetchone()
+            if g is None:
+                return 0
+            route_id, gl_raw, created_at, last_sent, sends = g
+            node = self.nodes.get(route_id)
+            if node is None:  # route removed by a config change
+                log.info("notify: dropping group %s of removed route %s", key, route_id)
+                self._delete_group(key)
+                return 0
+            rows = c.execute("SELECT alert_id, state, severity, acked, silenced, data, notified_state,"
+                             " notified_severity FROM notify_group_alerts WHERE group_key=?", (key,)).fetchall()
+            firing, resolved, stale = [], [], []
+            any_firing = False
+            for aid, state, sev, acked, silenced, data, nstate, nsev in rows:
+                a = orjson.loads(data)
+                if state == "firing":
+                    any_firing = True
+                    if not silenced:
+                        firing.append((a, nstate, nsev))
+                elif nstate == "firing":
+                    resolved.append(a)
+                else:
+                    stale.append(aid)
+            if stale:
+                c.executemany("DELETE FROM notify_group_alerts WHERE group_key=? AND alert_id=?",
+                              [(key, aid) for aid in stale])
+            if not firing and not resolved:
+                if not any_firing:
+                    self._delete_group(key)
+                return 0
+            changed = bool(resolved) or any(ns != "firing" or nsev != a["severity"] for a, ns, nsev in firing)
+            if last_sent is None:
+                due = now >= created_at + node.group_wait
+            elif changed:
+                due = now >= last_sent + node.group_interval
+            else:
+                due = any(not a["acked"] for a, _, _ in firing) and now >= last_sent + node.repeat_interval
+            if not due or not node.is_active(now):
+                return 0
+            notif = self._notification(key, node, orjson.loads(gl_raw), [a for a, _, _ in firing], resolved,
+                                       repeat=not changed, now=now)
+            # state first, then enqueue; both in one transaction
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                n = 0
+                for ch in node.channels:
+                    chc = self.cfg.channels[ch]
+                    alerts = notif["alerts"] if chc.send_resolved else \
+                        [a for a in notif["alerts"] if a["status"] == "firing"]
+                    if not alerts:
+                        continue
+                    per = dict(notif, channel=ch, alerts=alerts)
+                    per["counts"] = {"firing": sum(a["status"] == "firing" for a in alerts),
+                                     "resolved": sum(a["status"] == "resolved" for a in alerts)}
+                    per["common_labels"] = _common([a["labels"] for a in alerts])
+                    per["title"] = render.title(per)
+                    self.enqueue(ch, node.id, key, per, now)
+                    n += 1
+                c.executemany("UPDATE notify_group_alerts SET notified_state='firing', notified_severity=?"
+                              " WHERE group_key=? AND alert_id=?",
+                              [(a["severity"], key, a["id"]) for a, _, _ in firing])
+                c.executemany("DELETE FROM notify_group_alerts WHERE group_key=? AND alert_id=?",
+                              [(key, a["id"]) for a in resolved])
+                c.execute("UPDATE notify_groups SET last_sent_at=?, sends=sends+1 WHERE group_key=?", (now, key))
+                left = c.execute("SELECT COUNT(*) FROM notify_group_alerts WHERE group_key=? AND"
+                                 " state='firing'", (key,)).fetchone()[0]
+                if not left:
+                    self._delete_group(key)
+                c.execute("COMMIT")
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+            return n
+
+    def _delete_group(self, key: str) -> None:
+        self.db.conn.execute("DELETE FROM notify_group_alerts WHERE group_key=?", (key,))
+        self.db.conn.execute("DELETE FROM notify_groups WHERE group_key=?", (key,))
+
+    def _notification(self, key: str, node: Node, gl: dict, firing: list[dict], resolved: list[dict],
+                      repeat: bool, now: float) -> dict:
+        def out(a: dict, status: str) -> dict:
+            return {"id": a["id"], "rule": a["rule"], "severity": a["severity"], "status": status,
+                    "labels": a["labels"], "summary": a["summary"], "description": a["description"],
+                    "started_at": iso(a["started_at"]), "ended_at": iso(a["ended_at"]) if status == "resolved" else None,
+                    "value": a["value"], "acked": a["acked"]}
+        firing = sorted(firing, key=lambda a: (-SEVERITY_RANK[a["severity"]], a["rule"], a["id"]))
+        resolved = sorted(resolved, key=lambda a: (a["rule"], a["id"]))
+        alerts = [out(a, "firing") for a in firing] + [out(a, "resolved") for a in resolved]
+        top = max((a["severity"] for a in firing), key=SEVERITY_RANK.get, default=None)
+        return {
+            "version": "1",
+            "status": "firing" if firing else "resolved",
+            "severity": top or max((a["severity"] for a in resolved), key=SEVERITY_RANK.get),
+            "route": node.id,
+            "group_key": key,
+            "group_labels": gl,
+            "repeat": repeat,
+            "created_at": iso(now),
+            "alerts": alerts,
+        }
+
+    def group_count(self) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM notify_groups").fetchone()[0]
+
+
+def _common(label_sets: list[dict]) -> dict:
+    if not label_sets:
+        return {}
+    common = dict(label_sets[0])
+    for ls in label_sets[1:]:
+        for k in list(common):
+            if ls.get(k) != common[k]:
+                del common[k]
+    return common
