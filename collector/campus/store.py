@@ -32,9 +32,10 @@ CREATE TABLE IF NOT EXISTS registry_assets (asset_tag TEXT PRIMARY KEY, mac TEXT
     device_id TEXT, data TEXT NOT NULL, created_at REAL NOT NULL, updated_at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS registry_assets_mac ON registry_assets(mac);
 CREATE TABLE IF NOT EXISTS compliance_history (id INTEGER PRIMARY KEY AUTOINCREMENT, time REAL NOT NULL,
-    kind TEXT NOT NULL, building TEXT, room TEXT, status TEXT NOT NULL, score REAL,
+    kind TEXT NOT NULL, building TEXT, room TEXT, device TEXT, status TEXT NOT NULL, score REAL,
     passed INTEGER, failed INTEGER, unknown INTEGER, data TEXT);
 CREATE INDEX IF NOT EXISTS compliance_history_q ON compliance_history(kind, building, room, time);
+CREATE INDEX IF NOT EXISTS compliance_history_dev ON compliance_history(device, time);
 """
 
 _TABLES = {
@@ -158,37 +159,57 @@ class CampusStore:
 
     # ------------------------------------------------------------------ history
     def record_report(self, report: dict[str, Any]) -> int:
-        """Append one row per building and per room of a coverage/compliance report
-        (as produced by collector.compliance.report.build_*_report). Returns rows written."""
+        """Append the campus, per-building, per-room and per-device status/score of a
+        coverage/compliance report (collector.compliance.report.build_*_report). Returns rows written."""
+        from collector.compliance.results import summarize
+
         t = report.get("generated_at_epoch") or time.time()
         kind = report["kind"]
         rows = []
-        s = report.get("summary", {})
-        rows.append((t, kind, None, None, s.get("status", "unknown"), s.get("score"), s.get("pass"), s.get("fail"),
-                     s.get("unknown"), None))
+
+        def row(b, r, d, s, failed=None):
+            rows.append((t, kind, b, r, d, s.get("status", "unknown"), s.get("score"), s.get("pass"),
+                         s.get("fail"), s.get("unknown"), json.dumps(failed) if failed else None))
+
+        row(None, None, None, report.get("summary", {}))
+        per_device: dict[str, list[dict]] = {}
         for b in report.get("buildings", []):
-            bs = b.get("summary", {})
-            rows.append((t, kind, b["id"], None, bs.get("status", "unknown"), bs.get("score"), bs.get("pass"),
-                         bs.get("fail"), bs.get("unknown"), None))
+            row(b["id"], None, None, b.get("summary", {}))
+            checks = list(b.get("checks", []))
             for r in b.get("rooms", []):
-                rows.append((t, kind, b["id"], r["id"], r.get("status", "unknown"), r.get("score"), r.get("pass"),
-                             r.get("fail"), r.get("unknown"),
-                             json.dumps([c["check"] for c in r.get("checks", []) if c.get("status") == "fail"])))
+                checks += r.get("checks", [])
+                row(b["id"], r["id"], None, r,
+                    [c["check"] for c in r.get("checks", []) if c.get("status") == "fail"])
+            for c in checks:
+                if c.get("device"):
+                    per_device.setdefault(c["device"], []).append(c)
+        for dev, checks in sorted(per_device.items()):
+            row(checks[0].get("building"), None, dev, summarize(checks),
+                [c["check"] for c in checks if c.get("status") == "fail"])
         with self._conn() as c:
-            c.executemany("INSERT INTO compliance_history (time, kind, building, room, status, score, passed, "
-                          "failed, unknown, data) VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+            c.executemany("INSERT INTO compliance_history (time, kind, building, room, device, status, score, "
+                          "passed, failed, unknown, data) VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
         return len(rows)
 
-    def history(self, kind: str, building: str | None = None, room: str | None = None,
-                since: float | None = None, limit: int = 500) -> list[dict[str, Any]]:
-        """Score/status over time, oldest first. ``building=None`` -> campus-wide rows;
-        ``room=None`` -> building-level rows."""
-        q = "SELECT time, status, score, passed, failed, unknown, data FROM compliance_history WHERE kind=?"
-        args: list[Any] = [kind]
-        q += " AND building IS ?" if building is None else " AND building=?"
-        args.append(building)
-        q += " AND room IS ?" if room is None else " AND room=?"
-        args.append(room)
+    def history(self, kind: str | None, building: str | None = None, room: str | None = None,
+                device: str | None = None, since: float | None = None, limit: int = 500) -> list[dict[str, Any]]:
+        """Status/score over time, oldest first. With ``device``: that device's rows (any
+        building). Otherwise ``building=None`` -> campus-wide rows, ``room=None`` -> building rows.
+        ``kind=None``: coverage and compliance rows together (each row has its kind)."""
+        q = "SELECT time, kind, status, score, passed, failed, unknown, data FROM compliance_history WHERE 1=1"
+        args: list[Any] = []
+        if kind is not None:
+            q += " AND kind=?"
+            args.append(kind)
+        if device is not None:
+            q += " AND device=?"
+            args.append(device)
+        else:
+            q += " AND device IS NULL"
+            q += " AND building IS ?" if building is None else " AND building=?"
+            args.append(building)
+            q += " AND room IS ?" if room is None else " AND room=?"
+            args.append(room)
         if since is not None:
             q += " AND time>=?"
             args.append(since)
@@ -196,5 +217,5 @@ class CampusStore:
         args.append(limit)
         with self._conn() as c:
             rows = list(c.execute(q, args))
-        return [{"time": r[0], "status": r[1], "score": r[2], "pass": r[3], "fail": r[4], "unknown": r[5],
-                 "failed_checks": json.loads(r[6]) if r[6] else []} for r in reversed(rows)]
+        return [{"time": r[0], "kind": r[1], "status": r[2], "score": r[3], "pass": r[4], "fail": r[5],
+                 "unknown": r[6], "failed_checks": json.loads(r[7]) if r[7] else []} for r in reversed(rows)]

@@ -1,0 +1,186 @@
+"""`campus-sense report ...`: coverage / compliance reports, where-is, health, import.
+
+    campus-sense report coverage   --building A --format html --campus campus.yaml --observations obs.json
+    campus-sense report compliance --format csv --campus campus.yaml --registry assets.csv --observations obs.json
+    campus-sense report where 00:1a:2b:3c:4d:5e --campus campus.yaml --registry assets.csv --observations obs.json
+    campus-sense report health --building A ...          (JSON)
+    campus-sense report device a-acc1 ...                (JSON)
+    campus-sense report import --campus rooms.csv ports.csv --registry assets.csv --db collector.db
+
+Campus model and registry come from files (--campus / --registry, YAML or CSV, several
+allowed) and/or the SQLite DB (--db): files given with --db are upserted into it first and the
+DB content is used, so re-imports update in place. With --db the results are appended to the
+history table and the report shows the score history.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from campus_sense.yamlconf import ConfigError
+
+FORMATS = ("json", "csv", "html")
+
+
+def _common(p: argparse.ArgumentParser, observations: bool = True) -> None:
+    p.add_argument("--campus", nargs="+", action="extend", default=[], metavar="FILE",
+                   help="campus model file(s): YAML, or rooms/devices/ports CSV")
+    p.add_argument("--registry", nargs="+", action="extend", default=[], metavar="FILE",
+                   help="asset registry file(s): CSV or YAML")
+    p.add_argument("--db", metavar="PATH", help="SQLite DB holding campus model, registry and result history "
+                                                "(the collector's DB)")
+    p.add_argument("--strict", action="store_true", help="any bad row in an import file is fatal")
+    p.add_argument("--policy", metavar="FILE", help="policy YAML (default firmware_configs/policy/campus-policy.yaml)")
+    if observations:
+        p.add_argument("--observations", metavar="FILE.json", help="observation snapshot (JSON, offline use)")
+        p.add_argument("--firmware-dir", metavar="DIR", help="approved-firmware records (default "
+                                                             "firmware_configs/firmware)")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="report_cmd", metavar="WHAT", required=True)
+    for name, help_ in (("coverage", "wireless/wired/IPv6/agent coverage per building and room"),
+                        ("compliance", "inventory, firmware and insecure-settings compliance")):
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.add_argument("--building", "-b", metavar="B", help="only this building")
+        p.add_argument("--format", "-f", choices=FORMATS, default="json")
+        p.add_argument("--output", "-o", metavar="FILE", help="write here instead of stdout")
+        p.add_argument("--no-record", action="store_true", help="with --db: do not append to the history")
+        _common(p)
+    p = sub.add_parser("where", help="where is this MAC / IP / serial / asset tag / device id?")
+    p.add_argument("query")
+    _common(p)
+    p = sub.add_parser("health", help="building health summary (JSON)")
+    p.add_argument("--building", "-b", required=True, metavar="B")
+    _common(p)
+    p = sub.add_parser("device", help="device detail with checks and history (JSON)")
+    p.add_argument("device_id")
+    _common(p)
+    p = sub.add_parser("import", help="import campus model / registry files into the DB (upsert)")
+    p.add_argument("--prune", action="store_true", help="delete DB rows the files no longer contain")
+    _common(p, observations=False)
+
+
+def _err(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+def _load_inputs(args: argparse.Namespace, need_obs: bool = True) -> dict[str, Any]:
+    from collector.campus.model import CampusModel, Registry, load_campus, load_registry
+    from collector.campus.store import CampusStore
+    from collector.compliance.policy import DEFAULT_FIRMWARE_DIR, load_policy
+
+    notes: list[str] = []
+    store = CampusStore(args.db) if args.db else None
+    campus = CampusModel()
+    if args.campus:
+        res = load_campus(args.campus, strict=args.strict)
+        for i in res.issues:
+            _err(f"{i.severity}: {i}")
+            notes.append(f"{i.severity}: {i}")
+        campus = res.value
+        if store is not None:
+            store.save_campus(campus, prune=getattr(args, "prune", False))
+    if store is not None:
+        campus = store.load_campus()
+    registry = Registry()
+    if args.registry:
+        res = load_registry(args.registry, strict=args.strict, campus=campus)
+        for i in res.issues:
+            _err(f"{i.severity}: {i}")
+            notes.append(f"{i.severity}: {i}")
+        registry = res.value
+        if store is not None:
+            store.save_registry(registry, prune=getattr(args, "prune", False))
+    if store is not None:
+        registry = store.load_registry()
+    out: dict[str, Any] = {"campus": campus, "registry": registry, "store": store, "notes": notes,
+                           "policy": load_policy(args.policy)}
+    if not need_obs:
+        return out
+    from collector.compliance.firmware import load_catalog
+    from collector.compliance.observations import Observations
+
+    if not campus.buildings:
+        raise ConfigError("no campus model: give --campus FILE (or --db with an imported model)")
+    if args.observations:
+        out["obs"] = Observations.load(args.observations)
+    elif args.db:
+        raise ConfigError("reading observations from the collector DB is not wired yet; "
+                          "pass --observations FILE.json")
+    else:
+        raise ConfigError("no observations: give --observations FILE.json")
+    out["catalog"] = load_catalog(args.firmware_dir or DEFAULT_FIRMWARE_DIR, strict=args.strict)
+    for e in out["catalog"].errors:
+        _err(f"error: {e}")
+    return out
+
+
+def _write(args: argparse.Namespace, text: str) -> None:
+    out = getattr(args, "output", None)
+    if out:
+        Path(out).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+def run(args: argparse.Namespace) -> int:
+    from collector.campus.model import CampusImportError
+
+    try:
+        return _run(args)
+    except CampusImportError as e:
+        _err(f"import failed (strict mode), {len(e.issues)} error(s):\n{e}")
+        return 2
+    except (ConfigError, ValueError, KeyError) as e:
+        _err(f"campus-sense report: {e.args[0] if isinstance(e, KeyError) else e}")
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    from collector.compliance import health, report
+    from collector.compliance.inventory import where_is
+
+    cmd = args.report_cmd
+    if cmd == "import":
+        if not args.db:
+            raise ConfigError("import needs --db PATH")
+        inp = _load_inputs(args, need_obs=False)
+        c, r = inp["campus"], inp["registry"]
+        print(json.dumps({"db": args.db, "sites": len(c.sites), "buildings": len(c.buildings),
+                          "rooms": len(c.rooms), "devices": len(c.devices), "ports": len(c.ports),
+                          "assets": len(r.assets), "issues": inp["notes"]}, indent=2, ensure_ascii=False))
+        return 0
+    inp = _load_inputs(args)
+    campus, registry, obs, policy, catalog, store = (inp["campus"], inp["registry"], inp["obs"], inp["policy"],
+                                                     inp["catalog"], inp["store"])
+    if cmd in ("coverage", "compliance"):
+        if args.building and args.building not in campus.buildings:
+            raise ConfigError(f"unknown building {args.building!r} (known: {', '.join(sorted(campus.buildings))})")
+        if cmd == "coverage":
+            rep = report.build_coverage_report(campus, obs, policy, args.building, notes=inp["notes"])
+        else:
+            rep = report.build_compliance_report(campus, registry, obs, catalog, policy, args.building,
+                                                 notes=inp["notes"])
+        if store is not None:
+            if not args.no_record:
+                store.record_report(rep)
+            report.attach_history(rep, store)
+        _write(args, report.render(rep, args.format))
+        return 0
+    if cmd == "where":
+        res = where_is(args.query, campus, registry, obs, policy)
+        print(json.dumps(res, indent=2, ensure_ascii=False))
+        return 0 if res["matches"] else 1
+    if cmd == "health":
+        print(json.dumps(health.building_health(args.building, campus, registry, obs, catalog, policy, store),
+                         indent=2, ensure_ascii=False, default=str))
+        return 0
+    if cmd == "device":
+        print(json.dumps(health.device_detail(args.device_id, campus, registry, obs, catalog, policy, store),
+                         indent=2, ensure_ascii=False, default=str))
+        return 0
+    raise ConfigError(f"unknown report command {cmd!r}")

@@ -1,0 +1,311 @@
+"""Coverage checks: wireless per room, wired speeds and uplink redundancy, IPv6 on
+L3 devices, a monitoring agent online per building.
+
+Pure functions over (CampusModel, Observations, Policy): no I/O, no clock
+unless ``now`` is omitted (then ``obs.time``).
+"""
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from collector.campus.model import CampusModel, Device, Port, Room
+from collector.compliance.observations import InterfaceObs, Observations, WifiReading, iso
+from collector.compliance.policy import Policy
+from collector.compliance.results import FAIL, NA, PASS, UNKNOWN, CheckResult
+
+
+def evaluate_coverage(campus: CampusModel, obs: Observations, policy: Policy | None = None,
+                      building: str | None = None, now: float | None = None) -> list[CheckResult]:
+    """Every coverage check for one building (or all). Order: per building, wifi rooms,
+    ports, redundancy, IPv6, agent."""
+    policy = policy or Policy()
+    now = obs.time if now is None else now
+    out: list[CheckResult] = []
+    buildings = [building] if building else sorted(campus.buildings)
+    for b in buildings:
+        out += wifi_coverage(campus, obs, policy, b, now)
+        out += port_speeds(campus, obs, policy, b)
+        out += uplink_redundancy(campus, obs, policy, b)
+        out += ipv6_presence(campus, obs, policy, b)
+        out += agent_presence(campus, obs, policy, b, now)
+    return out
+
+
+# --------------------------------------------------------------------------- wireless
+
+def _reading_ev(r: WifiReading, ap: str | None, note: str = "") -> dict[str, Any]:
+    ev = {"what": "wifi reading", "source": r.source, "ssid": r.ssid, "bssid": r.bssid, "ap": ap,
+          "signal_dbm": r.signal_dbm, "snr_db": r.snr, "agent": r.agent, "time": iso(r.time)}
+    if note:
+        ev["note"] = note
+    return ev
+
+
+def _reading_room(campus: CampusModel, r: WifiReading, ap: Device | None) -> str | None:
+    if r.room:
+        return r.room
+    if r.source == "ap_client" and ap is not None:
+        return ap.room
+    return None
+
+
+def wifi_coverage(campus: CampusModel, obs: Observations, policy: Policy, building: str,
+                  now: float) -> list[CheckResult]:
+    wp = policy.wireless
+    max_age = wp.max_age_hours * 3600.0
+    rooms = [r for r in campus.rooms_in(building) if r.type in wp.room_types]
+    by_room: dict[str, list[tuple[WifiReading, Device | None]]] = {}
+    for r in obs.wifi:
+        if r.source == "ap_client" and not wp.use_ap_client_rssi:
+            continue
+        ap = campus.devices.get(r.ap) if r.ap else campus.ap_for_bssid(r.bssid)
+        room = _reading_room(campus, r, ap)
+        if room:
+            by_room.setdefault(room, []).append((r, ap))
+    out = []
+    for room in sorted(rooms, key=lambda x: x.id):
+        out.append(_wifi_room(campus, obs, policy, room, by_room.get(room.id, []), now, max_age))
+    return out
+
+
+def _wifi_room(campus: CampusModel, obs: Observations, policy: Policy, room: Room,
+               readings: list[tuple[WifiReading, Device | None]], now: float, max_age: float) -> CheckResult:
+    wp = policy.wireless
+    res = CheckResult("wifi_coverage", UNKNOWN, room.id, "", building=room.building, room=room.id)
+    room_aps = [d for d in campus.devices.values() if d.type == "ap" and d.room == room.id]
+    down_aps = {a.id for a in room_aps if a.id in obs.aps and not obs.aps[a.id].up}
+    fresh = [(r, ap) for r, ap in readings if r.time is None or now - r.time <= max_age]
+    stale = len(readings) - len(fresh)
+    campus_r: list[tuple[WifiReading, Device | None]] = []
+    for r, ap in fresh:
+        if r.ssid not in wp.ssids:
+            continue
+        if ap is not None and ap.id in obs.aps and not obs.aps[ap.id].up:
+            down_aps.add(ap.id)
+            res.evidence.append(_reading_ev(r, ap.id, "ignored: AP is down now"))
+            continue
+        campus_r.append((r, ap))
+    for a in sorted(down_aps):
+        st = obs.aps.get(a)
+        res.evidence.append({"what": "ap status", "ap": a, "up": False, "time": iso(st.time if st else None)})
+    th = f"(policy: >= {wp.min_signal_dbm:g} dBm, SNR >= {wp.min_snr_db:g} dB)"
+    good = [(r, ap) for r, ap in campus_r
+            if r.signal_dbm is not None and r.signal_dbm >= wp.min_signal_dbm
+            and r.snr is not None and r.snr >= wp.min_snr_db]
+    if good:
+        r, ap = max(good, key=lambda x: (x[0].signal_dbm, x[0].snr))
+        res.status = PASS
+        res.message = (f"{r.ssid} heard at {r.signal_dbm:g} dBm, SNR {r.snr:g} dB "
+                       f"({'AP ' + ap.id if ap else r.bssid or r.source}) {th}")
+        res.evidence.insert(0, _reading_ev(r, ap.id if ap else None))
+        return res
+    if campus_r:
+        best = max(campus_r, key=lambda x: (x[0].signal_dbm if x[0].signal_dbm is not None else -999,
+                                            x[0].snr if x[0].snr is not None else -999))
+        r, ap = best
+        for rr, aa in sorted(campus_r, key=lambda x: -(x[0].signal_dbm or -999))[:5]:
+            res.evidence.append(_reading_ev(rr, aa.id if aa else None))
+        sig_ok = r.signal_dbm is not None and r.signal_dbm >= wp.min_signal_dbm
+        if down_aps:
+            res.message = (f"AP {', '.join(sorted(down_aps))} down; remaining readings below threshold "
+                           f"(best {r.signal_dbm} dBm) {th}")
+        elif sig_ok and r.snr is None:
+            res.message = f"{r.ssid} heard at {r.signal_dbm:g} dBm but no SNR/noise reported {th}"
+        else:
+            res.status = FAIL
+            res.severity = "critical" if (r.signal_dbm or -999) < wp.min_signal_dbm - 10 else "warning"
+            snr = f"{r.snr:g} dB" if r.snr is not None else "n/a"
+            res.message = f"weak coverage: best {r.ssid} reading {r.signal_dbm} dBm, SNR {snr} {th}"
+        return res
+    surveyed = [(r, ap) for r, ap in fresh if r.source == "survey"]
+    if surveyed and not down_aps:
+        res.status = FAIL
+        res.severity = "critical"
+        heard = sorted({r.ssid or "?" for r, _ in surveyed})
+        res.message = f"campus SSID {'/'.join(wp.ssids)} not heard in survey (heard: {', '.join(heard)})"
+        for r, ap in surveyed[:5]:
+            res.evidence.append(_reading_ev(r, ap.id if ap else None))
+        return res
+    if down_aps:
+        res.message = f"no current reading: AP {', '.join(sorted(down_aps))} down"
+    else:
+        res.message = "no survey data" + (f" ({stale} reading(s) older than {wp.max_age_hours:g} h ignored)"
+                                          if stale else "")
+    return res
+
+
+# --------------------------------------------------------------------------- wired
+
+_ROLE_CHECK = {"desk": ("desk_port_speed", "desk_min_mbps"),
+               "uplink": ("uplink_speed", "uplink_min_mbps"),
+               "backbone": ("backbone_speed", "backbone_min_mbps"),
+               "interbuilding": ("interbuilding_speed", "interbuilding_min_mbps")}
+
+
+def _fmt_speed(mbps: float | None) -> str:
+    if mbps is None:
+        return "?"
+    return f"{mbps / 1000:g} Gb/s" if mbps >= 1000 else f"{mbps:g} Mb/s"
+
+
+def _iface_ev(p: Port, i: InterfaceObs | None) -> dict[str, Any]:
+    ev = {"what": "interface", "device": p.device, "port": p.port, "role": p.role, "room": p.room, "peer": p.peer}
+    if i is not None:
+        ev.update({"ifIndex": i.if_index, "ifName": i.name, "speed_mbps": i.speed_mbps, "oper_up": i.oper_up,
+                   "admin_up": i.admin_up, "time": iso(i.time)})
+    return ev
+
+
+def _port_building(campus: CampusModel, p: Port) -> str | None:
+    return campus.room_building(p.room) or campus.device_building(p.device)
+
+
+def port_speeds(campus: CampusModel, obs: Observations, policy: Policy, building: str) -> list[CheckResult]:
+    out = []
+    for p in sorted(campus.ports.values(), key=lambda x: (x.device, x.port)):
+        if p.role not in _ROLE_CHECK:
+            continue
+        if _port_building(campus, p) != building:
+            continue
+        check, attr = _ROLE_CHECK[p.role]
+        need = getattr(policy.wired, attr)
+        i = obs.interface(p.device, p.port, p.if_index)
+        subj = f"{p.device} {p.port}"
+        r = CheckResult(check, UNKNOWN, subj, "", building=building, room=p.room, device=p.device,
+                        evidence=[_iface_ev(p, i)])
+        th = f"(policy: >= {_fmt_speed(need)})"
+        if i is None:
+            r.message = f"no interface data for {subj}"
+        elif i.oper_up is None:
+            r.message = f"{subj}: operational status unknown"
+        elif not i.oper_up:
+            r.status = NA
+            r.severity = "info"
+            r.message = f"{subj} is down (only ports operationally up count for speed)"
+        elif i.speed_mbps is None or i.speed_mbps <= 0:
+            r.message = f"{subj} is up but reports no speed"
+        elif i.speed_mbps >= need:
+            r.status = PASS
+            r.message = f"{subj} up at {_fmt_speed(i.speed_mbps)} {th}"
+        else:
+            r.status = FAIL
+            r.message = f"{subj} up at {_fmt_speed(i.speed_mbps)} {th}"
+        out.append(r)
+    return out
+
+
+def access_uplinks(campus: CampusModel, obs: Observations, policy: Policy,
+                   device: Device) -> list[tuple[Port, InterfaceObs | None, str]]:
+    """Uplink ports of an access switch: declared in the campus model (role uplink),
+    plus LLDP neighbours of a distribution/core role on undeclared ports."""
+    ups: list[tuple[Port, InterfaceObs | None, str]] = []
+    declared = {p.port.lower(): p for p in campus.ports_of(device.id)}
+    for p in campus.ports_of(device.id):
+        if p.role == "uplink":
+            ups.append((p, obs.interface(p.device, p.port, p.if_index), "campus model"))
+    for l in obs.lldp:
+        if l.device != device.id or not l.local_port:
+            continue
+        if l.local_port.lower() in declared:
+            continue
+        peer = campus.devices.get(l.remote_device or "")
+        if peer is None or peer.role not in policy.wired.uplink_peer_roles:
+            continue
+        p = Port(device=device.id, port=l.local_port, role="uplink", peer=peer.id, peer_port=l.remote_port,
+                 if_index=l.local_if_index)
+        declared[l.local_port.lower()] = p
+        ups.append((p, obs.interface(device.id, l.local_port, l.local_if_index), "lldp"))
+    return ups
+
+
+def uplink_redundancy(campus: CampusModel, obs: Observations, policy: Policy, building: str) -> list[CheckResult]:
+    need = policy.wired.min_uplinks_per_access_switch
+    out = []
+    for d in sorted(campus.devices_in(building), key=lambda x: x.id):
+        if d.type != "switch" or d.role != "access":
+            continue
+        ups = access_uplinks(campus, obs, policy, d)
+        ev = []
+        for p, i, src in ups:
+            e = _iface_ev(p, i)
+            e["source"] = src
+            ev.append(e)
+        r = CheckResult("uplink_redundancy", UNKNOWN, d.id, "", building=building, room=d.room, device=d.id,
+                        evidence=ev)
+        n_up = sum(1 for _, i, _ in ups if i is not None and i.oper_up)
+        n_unknown = sum(1 for _, i, _ in ups if i is None or i.oper_up is None)
+        if len(ups) < need:
+            r.status = FAIL
+            r.severity = "critical" if len(ups) <= 1 else "warning"
+            r.message = f"{d.id}: {len(ups)} uplink(s) configured (policy: >= {need})"
+        elif n_up >= need:
+            r.status = PASS
+            r.message = f"{d.id}: {n_up} uplinks up (policy: >= {need})"
+        elif n_up + n_unknown >= need:
+            r.message = f"{d.id}: {n_up} uplink(s) up, {n_unknown} without interface data (policy: >= {need})"
+        else:
+            r.status = FAIL
+            r.severity = "critical"
+            r.message = f"{d.id}: only {n_up} of {len(ups)} uplinks up (policy: >= {need} up)"
+        out.append(r)
+    return out
+
+
+# --------------------------------------------------------------------------- IPv6 / agents
+
+def _global_v6(addrs: list[str]) -> list[str]:
+    good = []
+    for a in addrs:
+        try:
+            ip = ipaddress.ip_address(str(a).split("/")[0].split("%")[0])
+        except ValueError:
+            continue
+        if ip.version == 6 and not (ip.is_link_local or ip.is_loopback or ip.is_unspecified or ip.is_multicast):
+            good.append(str(a))
+    return good
+
+
+def ipv6_presence(campus: CampusModel, obs: Observations, policy: Policy, building: str) -> list[CheckResult]:
+    if not policy.ipv6.required:
+        return []
+    out = []
+    for d in sorted(campus.devices_in(building), key=lambda x: x.id):
+        if not d.routes:
+            continue
+        r = CheckResult("ipv6", UNKNOWN, d.id, "", building=building, room=d.room, device=d.id)
+        addrs = obs.ipv6.get(d.id)
+        if addrs is None:
+            r.message = f"{d.id}: no IPv6 address data collected"
+        else:
+            g = _global_v6(addrs)
+            r.evidence.append({"what": "ipv6 addresses", "device": d.id, "addresses": ", ".join(addrs) or "(none)",
+                               "global": ", ".join(g) or "(none)"})
+            if g:
+                r.status = PASS
+                r.message = f"{d.id}: global IPv6 {', '.join(g[:3])}"
+            else:
+                r.status = FAIL
+                r.message = f"{d.id}: no global IPv6 address" + (" (link-local only)" if addrs else "")
+        out.append(r)
+    return out
+
+
+def agent_presence(campus: CampusModel, obs: Observations, policy: Policy, building: str,
+                   now: float) -> list[CheckResult]:
+    if not policy.agents.required_per_building:
+        return []
+    silence = policy.agents.max_silence_minutes * 60
+    agents = [a for a in obs.agents if a.building == building]
+    ev = [{"what": "agent", "agent": a.id, "online": a.online, "last_seen": iso(a.last_seen)} for a in agents]
+    live = [a for a in agents if a.online and (a.last_seen is None or now - a.last_seen <= silence)]
+    r = CheckResult("agent_online", PASS if live else FAIL, building, "", building=building, evidence=ev)
+    if live:
+        r.message = f"agent {', '.join(a.id for a in live)} online"
+    elif agents:
+        r.severity = "critical"
+        r.message = f"no agent online (known: {', '.join(a.id for a in agents)})"
+    else:
+        r.severity = "critical"
+        r.message = "no monitoring agent in this building"
+    return [r]
