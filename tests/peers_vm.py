@@ -4,6 +4,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -19,6 +20,7 @@ class VictoriaMetrics:
         if not Path(VM_BIN).exists():
             raise RuntimeError("victoria-metrics is not installed")
         self.dir = Path(workdir or tempfile.mkdtemp(prefix="vm-"))
+        self.dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.proc: subprocess.Popen | None = None
 
@@ -55,5 +57,3 @@ class VictoriaMetrics:
         with urllib.request.urlopen(f"{self.url}/api/v1/export?{q}", timeout=30) as r:
             return [orjson.loads(ln) for ln in r.read().splitlines() if ln.strip()]
 
-
-import urllib.parse  # noqa: E402
