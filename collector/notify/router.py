@@ -129,7 +129,7 @@ def group_key(node: Node, gl: dict[str, str]) -> str:
     return f"{node.id}:{hashlib.sha1(raw).hexdigest()[:16]}"
 
 
-EnqueueFn = Callable[[str, str, str, dict, float], int]   # channel, route, group_key, notification, now
+EnqueueFn = Callable[[str, str, str, dict], int]   # channel, route, group_key, notification
 
 
 class Router:
@@ -269,9 +269,10 @@ class Router:
                     per = dict(notif, channel=ch, alerts=alerts)
                     per["counts"] = {"firing": sum(a["status"] == "firing" for a in alerts),
                                      "resolved": sum(a["status"] == "resolved" for a in alerts)}
-                    per["common_labels"] = _common([a["labels"] for a in alerts])
+                    per["common_labels"] = _common([{**a["labels"], "rule": a["rule"], "severity": a["severity"]}
+                                                    for a in alerts])
                     per["title"] = render.title(per)
-                    self.enqueue(ch, node.id, key, per, now)
+                    self.enqueue(ch, node.id, key, per)   # outbox times are wall-clock
                     n += 1
                 c.executemany("UPDATE notify_group_alerts SET notified_state='firing', notified_severity=?"
                               " WHERE group_key=? AND alert_id=?",
