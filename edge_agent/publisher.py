@@ -78,20 +78,23 @@ class Publisher:
         will = aiomqtt.Will(self.topics["death"], wire.encode_state("death", self.agent, _now_ms(),
                                                                      epoch=self.queue.epoch, reason="lost"), qos=1)
         proto = aiomqtt.ProtocolVersion.V5 if self.protocol == "5" else aiomqtt.ProtocolVersion.V311
-        return aiomqtt.Client(self.host, self.port, username=self.username, password=self.password,
-                              identifier=self.client_id, protocol=proto, will=will,
-                              clean_session=True if proto == aiomqtt.ProtocolVersion.V311 else None,
-                              keepalive=self.keepalive_s, tls_context=self._tls_context(),
-                              max_inflight_messages=self.inflight, timeout=self.publish_timeout_s)
+        client = aiomqtt.Client(self.host, self.port, username=self.username, password=self.password,
+                                identifier=self.client_id, protocol=proto, will=will,
+                                clean_session=True if proto == aiomqtt.ProtocolVersion.V311 else None,
+                                keepalive=self.keepalive_s, tls_context=self._tls_context(),
+                                max_inflight_messages=self.inflight, timeout=self.publish_timeout_s)
+        # A full in-flight window is the design, not a problem worth a warning per publish.
+        client.pending_calls_threshold = self.inflight + 4
+        return client
 
     async def run(self) -> None:
         """Connect, pump, and reconnect with backoff forever (until cancelled)."""
-        backoff = 1.0
+        backoff, failures = 1.0, 0
         while True:
             try:
                 async with self._client() as client:
                     self.client, self.connected = client, True
-                    backoff = 1.0
+                    backoff, failures = 1.0, 0
                     log.info("connected to mqtt %s:%d as %s", self.host, self.port, self.username)
                     await client.publish(self.topics["birth"], wire.encode_state(
                         "birth", self.agent, _now_ms(), **self.birth_body(), **self.state_body()), qos=1)
@@ -100,8 +103,11 @@ class Publisher:
                         tg.create_task(self._pump(client))
                         tg.create_task(self._heartbeat(client))
             except* aiomqtt.MqttError as eg:
-                log.warning("mqtt %s:%d: %s; retrying in %.0f s", self.host, self.port,
-                            "; ".join(str(e) for e in eg.exceptions), backoff)
+                failures += 1
+                # Warn when the link goes away and now and then during a long outage, not every retry.
+                log.log(logging.WARNING if failures == 1 or failures % 20 == 0 else logging.INFO,
+                        "mqtt %s:%d: %s; retrying in %.0f s (attempt %d, %d messages queued)", self.host,
+                        self.port, "; ".join(str(e) for e in eg.exceptions), backoff, failures, self.queue.depth)
             except* Exception:
                 log.exception("publisher failed; retrying in %.0f s", backoff)
             finally:
