@@ -1,0 +1,1114 @@
+"""The alert rule engine.
+
+Pure evaluation (rules x samples/events -> alert state machine) plus a
+storage-backed alert lifecycle (``AlertStore``). Times are always item
+timestamps (epoch ms) for what the data says, and ``clock()`` for human
+actions; ``tick(now_ms)`` advances durations (``for``, staleness, escalation,
+ack and silence expiry).
+
+Signal semantics: a series' last value holds until the next sample, for at
+most ``lookback``; a pending alert fires at exactly ``pending since + for``
+if the held value still satisfied the condition then (so results do not
+depend on how often ``tick`` runs). Out-of-order samples (older than the
+last one of the same series) are ignored by the rules.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import operator
+import re
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from typing import Any, Callable, Iterable, Mapping
+
+from .matchers import match_all, parse_matchers
+from .model import (SEVERITY_RANK, AbsenceRule, AgentOfflineRule, EventRule, ExposureRule, RateRule, RuleSet,
+                    ThresholdRule)
+from .store import Alert, AlertError, AlertStore, HistoryEntry, Silence
+
+log = logging.getLogger("campus_sense.rules")
+
+_OPS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le, "==": operator.eq,
+        "!=": operator.ne}
+_META_KEYS = ("site", "building", "room", "type", "agent")
+
+
+def _wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(slots=True)
+class AlertChange:
+    """One change of one alert, handed to ``engine.listeners``.
+
+    kind: pending, firing, resolved, cancelled (pending that never fired), severity (raised by an
+    exposure level), escalated, flapping, suppressed, unsuppressed, acked, unacked, ack_expired,
+    assigned, commented, manually_resolved, rule_removed.
+    """
+
+    kind: str
+    alert: Alert
+    t_ms: int
+    actor: str | None = None
+    detail: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "t_ms": self.t_ms, "actor": self.actor, "detail": self.detail,
+                "alert": self.alert.to_dict()}
+
+
+class _Rule:
+    """A rule compiled for fast evaluation."""
+
+    __slots__ = ("idx", "m", "name", "kind", "cal", "scope_all", "scope", "scope_tags", "scope_cache",
+                 "item_matchers", "by", "field", "op", "value", "clear_op_value", "for_ms", "clear_for",
+                 "lookback", "value_is_str", "flap", "escalate_after", "levels", "lo", "hi", "inside", "data")
+
+    def __init__(self, idx: int, m, rs: RuleSet):
+        self.idx, self.m, self.name, self.kind = idx, m, m.name, m.kind
+        self.cal = rs.calendars[m.schedule] if m.schedule else None
+        sc = m.scope
+        self.scope = [(k, getattr(sc, k)) for k in ("site", "building", "room", "type", "device", "agent")
+                      if getattr(sc, k) is not None]
+        self.scope_tags = list(sc.tags.items())
+        self.scope_all = not self.scope and not self.scope_tags
+        self.scope_cache: dict[str, bool] = {}
+        self.item_matchers = parse_matchers(m.item_tags) if m.item_tags else None
+        self.by = m.by if m.by is not None else ([] if m.kind in ("event", "absence", "agent_offline") else None)
+        self.field = getattr(m, "field", None)
+        self.flap = m.flap or rs.defaults.flap
+        self.escalate_after = m.escalate_after if m.escalate_after is not None else rs.defaults.escalate_after
+        self.op = self.value = self.clear_op_value = None
+        self.for_ms = self.clear_for = self.lookback = 0
+        self.value_is_str = False
+        self.levels: list[tuple[float, str]] = []
+        self.data = None
+        if isinstance(m, (ThresholdRule, RateRule)):
+            self.op = _OPS[m.op]
+            self.value = m.value
+            self.value_is_str = isinstance(m.value, str)
+            self.clear_op_value = m.clear_value
+            self.for_ms, self.clear_for, self.lookback = m.for_, m.clear_for, m.lookback
+        if isinstance(m, ExposureRule):
+            self.levels = m.compiled_levels()
+            self.inside = m.inside is not None
+            self.lo, self.hi = m.inside or m.outside
+        if isinstance(m, EventRule):
+            self.data = [(k, _data_matcher(v)) for k, v in m.data.items()]
+
+    def tagkey(self, tags: Mapping[str, str] | None) -> tuple:
+        if not tags:
+            return ()
+        if self.by is None:
+            return tuple(sorted(tags.items()))
+        return tuple((k, tags[k]) for k in self.by if k in tags)
+
+
+def _data_matcher(v: Any) -> Callable[[Any], bool]:
+    if isinstance(v, str) and v.startswith("~"):
+        rx = re.compile(v[1:])
+        return lambda x: x is not None and rx.fullmatch(str(x)) is not None
+    if isinstance(v, list):
+        return lambda x: x in v
+    return lambda x: x == v
+
+
+class _St:
+    """Evaluation state of one rule x subject."""
+
+    __slots__ = ("key", "rule", "subject", "state", "alert", "cond_since", "clear_since", "last_t", "last_v",
+                 "prev_t", "prev_v", "acc", "in_zone", "excess", "out_since", "flips", "flapping")
+
+    def __init__(self, key: tuple, rule: _Rule, subject: dict):
+        self.key, self.rule, self.subject = key, rule, subject
+        self.state = "inactive"
+        self.alert: Alert | None = None
+        self.cond_since = self.clear_since = self.last_t = self.prev_t = self.out_since = None
+        self.last_v = self.prev_v = None
+        self.acc = 0.0
+        self.in_zone = False
+        self.excess = 0.0
+        self.flips: deque = deque()
+        self.flapping = False
+
+    def reset(self) -> None:
+        self.state = "inactive"
+        self.alert = None
+        self.cond_since = self.clear_since = None
+        self.flapping = False
+
+
+class _Agent:
+    __slots__ = ("last_seen", "dead_since", "site", "building")
+
+    def __init__(self, t: int):
+        self.last_seen, self.dead_since, self.site, self.building = t, None, None, None
+
+
+class RuleEngine:
+    """Evaluate rules on samples/events and maintain persistent alerts.
+
+    rules: a ``RuleSet`` (``load_rules``); store: an ``AlertStore``;
+    device_meta: ``device_id -> {site, building, room, type, tags, agent}`` (or None if unknown);
+    clock: ``() -> epoch ms`` for human actions and for ``tick()`` without argument;
+    topology: ``device_id -> upstream switch id`` (callable or mapping), for topology inhibition.
+    All public methods are thread-safe. Listeners are called after the engine lock is released.
+    """
+
+    def __init__(self, rules: RuleSet, store: AlertStore,
+                 device_meta: Callable[[str], Mapping | None] | None = None,
+                 clock: Callable[[], int] | None = None,
+                 topology: Callable[[str], str | None] | Mapping[str, str] | None = None):
+        self.ruleset = rules
+        self.store = store
+        self._device_meta = device_meta or (lambda d: None)
+        self.clock = clock or _wall_ms
+        self.topology = topology
+        self.listeners: list[Callable[[AlertChange], None]] = []
+        self._lock = threading.RLock()
+        self._rules = [_Rule(i, m, rules) for i, m in enumerate(rules.rules)]
+        self._rule_by_name = {r.name: r for r in self._rules}
+        self._by_m: dict[str, list[_Rule]] = {}
+        self._by_event: dict[str, list[tuple[_Rule, str]]] = {}
+        self._absence: list[_Rule] = []
+        self._agent_rules: list[_Rule] = []
+        for r in self._rules:
+            if r.kind in ("threshold", "rate", "exposure"):
+                self._by_m.setdefault(r.m.measurement, []).append(r)
+            elif r.kind == "event":
+                for e in r.m.event:
+                    self._by_event.setdefault(e, []).append((r, "fire"))
+                for e in r.m.clear_event or []:
+                    self._by_event.setdefault(e, []).append((r, "clear"))
+            elif r.kind == "absence":
+                self._absence.append(r)
+            elif r.kind == "agent_offline":
+                self._agent_rules.append(r)
+        self._standby_m: dict[str, list] = {}
+        for typ, ts in rules.staleness.types.items():
+            if ts.standby:
+                self._standby_m.setdefault(ts.standby.measurement, []).append((typ, ts.standby))
+        self._track = bool(self._absence)
+        self._alive_by_m: dict[str, dict[str, int]] = {r.m.measurement: {} for r in self._absence
+                                                        if r.m.measurement}
+        self._alive: dict[str, int] = {}
+        self._absence_firing: dict[str, set] = {}
+        self._standby: dict[str, bool] = {}
+        self._agents: dict[str, _Agent] = {}
+        self._meta: dict[str, dict] = {}
+        self._device_agent: dict[str, str] = {}
+        self._states: dict[tuple, _St] = {}
+        self._active: dict[int, Alert] = {}
+        self._by_alert: dict[int, tuple] = {}
+        self._deadlines: set[tuple] = set()
+        self._silences: list[Silence] = store.silences()
+        self._active_silences: frozenset = frozenset()
+        self._dirty = False
+        self._mark_t: int | None = None
+        self._now = 0
+        self.bad_items = 0
+        self._restore()
+
+    # ================================================================ public: data in
+    def on_samples(self, items: Iterable[dict], agent: str | None = None) -> list[AlertChange]:
+        """Evaluate wire samples ({"m","d","t","tags","f"}); returns the alert changes (also sent to listeners)."""
+        changes: list[AlertChange] = []
+        with self._lock:
+            tmax = self._samples(items, agent, changes)
+            if agent is not None and tmax is not None:
+                self._agent_seen(agent, tmax, changes)
+            self._post(changes)
+        self._dispatch(changes)
+        return changes
+
+    def on_events(self, items: Iterable[dict], agent: str | None = None) -> list[AlertChange]:
+        """Evaluate wire events ({"d","type","t","severity","tags","data"})."""
+        changes: list[AlertChange] = []
+        with self._lock:
+            tmax = self._events(items, agent, changes)
+            if agent is not None and tmax is not None:
+                self._agent_seen(agent, tmax, changes)
+            self._post(changes)
+        self._dispatch(changes)
+        return changes
+
+    def on_agent_state(self, agent: str, online: bool, t_ms: int, site: str | None = None,
+                       building: str | None = None) -> list[AlertChange]:
+        """Birth/heartbeat (online=True) or death/Last Will (online=False) of an agent."""
+        changes: list[AlertChange] = []
+        with self._lock:
+            ag = self._agents.get(agent)
+            if ag is None:
+                ag = self._agents[agent] = _Agent(t_ms)
+            if site:
+                ag.site = site
+            if building:
+                ag.building = building
+            if online:
+                if ag.dead_since is not None and t_ms >= ag.dead_since:
+                    ag.dead_since = None
+                    self._dirty = True
+                self._agent_seen(agent, t_ms, changes)
+            elif ag.dead_since is None:
+                ag.dead_since = t_ms
+                self._dirty = True
+            self._now = max(self._now, t_ms)
+            self._post(changes)
+        self._dispatch(changes)
+        return changes
+
+    def track_device(self, device_id: str, t_ms: int, agent: str | None = None) -> None:
+        """Declare a device as expected (e.g. from the agent's config) so staleness applies before its first sample."""
+        with self._lock:
+            if device_id not in self._alive:
+                self._alive[device_id] = t_ms
+                for am in self._alive_by_m.values():
+                    am.setdefault(device_id, t_ms)
+            if agent:
+                self._device_agent.setdefault(device_id, agent)
+
+    def tick(self, now_ms: int | None = None) -> list[AlertChange]:
+        """Advance time: for-durations, clear-durations, staleness, agent offline, escalation, ack/silence expiry."""
+        changes: list[AlertChange] = []
+        with self._lock:
+            now = self.clock() if now_ms is None else int(now_ms)
+            self._now = max(self._now, now)
+            for key in list(self._deadlines):
+                st = self._states.get(key)
+                if st is None:
+                    self._deadlines.discard(key)
+                    continue
+                r = st.rule
+                if r.kind == "event":
+                    if st.state == "firing" and r.m.clear_after is not None:
+                        if st.last_t + r.m.clear_after <= now:
+                            self._resolve(st, st.last_t + r.m.clear_after, changes)
+                    if st.state != "firing":
+                        self._deadlines.discard(key)
+                else:
+                    self._advance(st, now, changes)
+                    if not (st.state == "pending" or (st.state == "firing" and st.clear_since is not None)):
+                        self._deadlines.discard(key)
+            self._tick_absence(now, changes)
+            self._tick_agents(now, changes)
+            self._tick_alerts(now, changes)
+            ids = frozenset(s.id for s in self._silences if s.active_at(self._now))
+            if ids != self._active_silences:
+                self._dirty = True
+            self._post(changes)
+        self._dispatch(changes)
+        return changes
+
+    # ================================================================ public: humans
+    def ack(self, alert_id: int, user: str, comment: str = "", expires_ms: int | None = None) -> Alert:
+        """Acknowledge an active alert (stops escalation); ``expires_ms``: the ack lapses at that time."""
+        _need_user(user)
+        t = self.clock()
+        if expires_ms is not None and expires_ms <= t:
+            raise AlertError("ack expiry must be in the future")
+        return self._human(alert_id, t, "acked", user, {"comment": comment, "expires_ms": expires_ms}, True,
+                           acked_by=user, acked_ms=t, ack_comment=comment, ack_expires_ms=expires_ms)
+
+    def unack(self, alert_id: int, user: str, comment: str = "") -> Alert:
+        _need_user(user)
+        t = self.clock()
+        return self._human(alert_id, t, "unacked", user, {"comment": comment}, True, acked_by=None, acked_ms=None,
+                           ack_comment=None, ack_expires_ms=None, escalation_since_ms=t)
+
+    def assign(self, alert_id: int, user: str, assignee: str | None, comment: str = "") -> Alert:
+        """Assign (or with assignee None, unassign) an alert; works on resolved alerts too."""
+        _need_user(user)
+        return self._human(alert_id, self.clock(), "assigned", user, {"assignee": assignee, "comment": comment},
+                           False, assignee=assignee)
+
+    def comment(self, alert_id: int, user: str, text: str) -> Alert:
+        _need_user(user)
+        if not text or not str(text).strip():
+            raise AlertError("comment text is empty")
+        return self._human(alert_id, self.clock(), "commented", user, {"comment": text}, False)
+
+    def resolve(self, alert_id: int, user: str, comment: str = "") -> Alert:
+        """Resolve an alert by hand (e.g. an event alert without clear_event/clear_after)."""
+        _need_user(user)
+        changes: list[AlertChange] = []
+        with self._lock:
+            t = self.clock()
+            a = self.store.get(alert_id)
+            if a is None or not a.active:
+                raise AlertError(f"alert {alert_id} {'does not exist' if a is None else 'is ' + a.state}")
+            key = self._by_alert.get(alert_id)
+            st = self._states.get(key) if key else None
+            a = self._close(a, st, t, "manually_resolved", changes, actor=user, detail={"comment": comment})
+            self._post(changes)
+        self._dispatch(changes)
+        return a
+
+    def silence_create(self, matchers: Any, user: str, comment: str = "", starts_ms: int | None = None,
+                       ends_ms: int | None = None, duration_ms: int | None = None) -> Silence:
+        """Silence (or maintenance window) for alerts whose labels match all ``matchers``
+        (e.g. ["building=A", "rule=~fridge.*"] or {"device": "sw1"}), from starts_ms (default now)
+        until ends_ms (or starts + duration_ms)."""
+        _need_user(user)
+        ms = parse_matchers(matchers)
+        if not ms:
+            raise AlertError("a silence needs at least one matcher")
+        changes: list[AlertChange] = []
+        with self._lock:
+            now = self.clock()
+            start = now if starts_ms is None else int(starts_ms)
+            end = ends_ms if ends_ms is not None else (start + duration_ms if duration_ms else None)
+            if end is None or end <= start:
+                raise AlertError("a silence needs an end after its start (ends_ms or duration_ms)")
+            s = self.store.silence_create(ms, start, int(end), user, comment, now)
+            self._silences = self.store.silences()
+            self._now = max(self._now, now)
+            self._dirty = True
+            self._post(changes, actor=user)
+        self._dispatch(changes)
+        return s
+
+    def silence_list(self, active_only: bool = False) -> list[Silence]:
+        with self._lock:
+            self._silences = self.store.silences()
+            if active_only:
+                now = max(self._now, self.clock())
+                return [s for s in self._silences if s.active_at(now)]
+            return list(self._silences)
+
+    def silence_expire(self, silence_id: int, user: str) -> Silence:
+        _need_user(user)
+        changes: list[AlertChange] = []
+        with self._lock:
+            now = self.clock()
+            s = self.store.silence_expire(silence_id, now, user)
+            self._silences = self.store.silences()
+            self._now = max(self._now, now)
+            self._dirty = True
+            self._post(changes, actor=user)
+        self._dispatch(changes)
+        return s
+
+    # ================================================================ public: queries
+    def alerts(self, filter: dict | None = None) -> list[Alert]:
+        """Alerts from the store; filter keys see ``AlertStore.query`` (default: active ones)."""
+        return self.store.query(filter)
+
+    def alert(self, alert_id: int) -> Alert | None:
+        return self.store.get(alert_id)
+
+    def history(self, alert_id: int) -> list[HistoryEntry]:
+        return self.store.history(alert_id)
+
+    def invalidate_device(self, device_id: str | None = None) -> None:
+        """Forget cached device metadata (one device, or all) after the campus model changed."""
+        with self._lock:
+            if device_id is None:
+                self._meta.clear()
+                for r in self._rules:
+                    r.scope_cache.clear()
+            else:
+                self._meta.pop(device_id, None)
+                for r in self._rules:
+                    r.scope_cache.pop(device_id, None)
+
+    # ================================================================ samples
+    def _samples(self, items, agent, changes) -> int | None:
+        by_m = self._by_m
+        track = self._track
+        standby_m = self._standby_m
+        tmax = None
+        for it in items:
+            try:
+                m, d, t = it["m"], it["d"], it["t"]
+            except (KeyError, TypeError):
+                self.bad_items += 1
+                continue
+            if type(t) is not int:
+                self.bad_items += 1
+                continue
+            if tmax is None or t > tmax:
+                tmax = t
+            if agent is not None and d not in self._device_agent:
+                self._device_agent[d] = agent
+            if track or standby_m:
+                self._liveness(it, m, d, t, changes)
+            rules = by_m.get(m)
+            if rules is None:
+                continue
+            f = it.get("f")
+            if not f:
+                continue
+            tags = it.get("tags")
+            for r in rules:
+                v = f.get(r.field)
+                if v is None:
+                    continue
+                if not r.scope_all and not self._in_scope(r, d):
+                    continue
+                if r.item_matchers is not None and not match_all(r.item_matchers, tags or {}):
+                    continue
+                key = (r.idx, d, r.tagkey(tags))
+                st = self._states.get(key)
+                if st is None:
+                    st = self._new_state(r, key, d)
+                inwin = r.cal is None or r.cal.contains(t)
+                if r.kind == "threshold":
+                    self._eval_threshold(r, st, t, v, inwin, changes)
+                elif r.kind == "rate":
+                    self._eval_rate(r, st, t, v, inwin, changes)
+                else:
+                    self._eval_exposure(r, st, t, v, inwin, changes)
+        if tmax is not None and tmax > self._now:
+            self._now = tmax
+        return tmax
+
+    def _liveness(self, it, m, d, t, changes) -> None:
+        f = it.get("f") or {}
+        if m == "agent_poll" and f.get("ok") is False:
+            return  # the agent tried and the device did not answer: not a sign of life
+        sb = self._standby_m.get(m)
+        if sb:
+            typ = self._meta_of(d).get("type")
+            for styp, s in sb:
+                if styp == typ and s.field in f:
+                    self._standby[d] = f[s.field] in s.values
+        self._alive_mark(d, t, m, changes)
+
+    def _alive_mark(self, d, t, m, changes) -> None:
+        old = self._alive.get(d)
+        if old is None or t > old:
+            self._alive[d] = t
+        am = self._alive_by_m.get(m) if m is not None else None
+        if am is not None and (d not in am or t > am[d]):
+            am[d] = t
+        keys = self._absence_firing.get(d)
+        if keys:
+            for key in list(keys):
+                st = self._states.get(key)
+                if st is None or st.state != "firing":
+                    keys.discard(key)
+                    continue
+                if st.rule.m.measurement is None or st.rule.m.measurement == m:
+                    if st.alert is not None and t >= (st.alert.fired_ms or 0):
+                        self._resolve(st, t, changes, detail={"seen_ms": t})
+                        keys.discard(key)
+
+    def _eval_threshold(self, r: _Rule, st: _St, t: int, v, inwin: bool, changes) -> None:
+        if r.value_is_str:
+            if not isinstance(v, str):
+                return
+        elif isinstance(v, str):
+            return
+        if st.last_t is not None:
+            if t < st.last_t:
+                return
+            self._advance(st, t, changes)
+            self._gap(st, t, changes)
+        st.last_t, st.last_v = t, v
+        cond = inwin and r.op(v, r.value)
+        if r.clear_op_value is None:
+            clearing = not cond
+        else:
+            clearing = not inwin or not r.op(v, r.clear_op_value)
+        self._cond(r, st, t, v, cond, clearing, changes)
+
+    def _eval_rate(self, r: _Rule, st: _St, t: int, v, inwin: bool, changes) -> None:
+        if isinstance(v, str):
+            return
+        v = float(v)
+        pt, pv = st.prev_t, st.prev_v
+        if pt is not None and t <= pt:
+            return
+        st.prev_t, st.prev_v = t, v
+        if pt is None:
+            return
+        delta = v - pv
+        if r.m.counter and delta < 0:
+            return  # counter reset
+        rate = delta / ((t - pt) / r.m.per)
+        if st.last_t is not None:
+            self._advance(st, t, changes)
+            self._gap(st, t, changes)
+        st.last_t, st.last_v = t, rate
+        cond = inwin and r.op(rate, r.value)
+        clearing = not cond if r.clear_op_value is None else (not inwin or not r.op(rate, r.clear_op_value))
+        self._cond(r, st, t, rate, cond, clearing, changes)
+
+    def _cond(self, r: _Rule, st: _St, t: int, v, cond: bool, clearing: bool, changes) -> None:
+        if st.state != "firing":
+            if cond:
+                if st.cond_since is None:
+                    st.cond_since = t
+                    if r.for_ms > 0:
+                        self._open(st, "pending", t, v, r.m.severity, changes)
+                        self._deadlines.add(st.key)
+                if t - st.cond_since >= r.for_ms:
+                    self._fire(st, t, changes)
+            else:
+                if st.state == "pending":
+                    self._cancel(st, t, changes)
+                st.cond_since = None
+        else:
+            if clearing:
+                if st.clear_since is None:
+                    st.clear_since = t
+                    self._deadlines.add(st.key)
+                if t - st.clear_since >= self._clear_for(st):
+                    self._try_resolve(st, t, changes)
+            else:
+                st.clear_since = None
+
+    def _gap(self, st: _St, t: int, changes) -> None:
+        """No data for longer than lookback: the condition is unknown, a pending alert starts over."""
+        if st.state == "pending" and t - st.last_t > st.rule.lookback:
+            self._cancel(st, st.last_t + st.rule.lookback, changes, reason="no data")
+
+    def _clear_for(self, st: _St) -> int:
+        r = st.rule
+        if st.flapping and r.flap:
+            return max(r.clear_for, r.flap.window)
+        return r.clear_for
+
+    def _advance(self, st: _St, now: int, changes) -> None:
+        """Fire/resolve at deadlines that passed while the last value held (up to lookback)."""
+        r = st.rule
+        horizon = now if st.last_t is None else min(now, st.last_t + r.lookback)
+        if st.state == "pending" and st.cond_since is not None:
+            dl = st.cond_since + r.for_ms
+            if dl <= horizon:
+                self._fire(st, dl, changes)
+        if st.state == "firing" and st.clear_since is not None:
+            dl = st.clear_since + self._clear_for(st)
+            if dl <= horizon:
+                self._try_resolve(st, dl, changes)
+
+    def _eval_exposure(self, r: _Rule, st: _St, t: int, v, inwin: bool, changes) -> None:
+        if isinstance(v, str):
+            return
+        v = float(v)
+        if st.last_t is not None:
+            if t < st.last_t:
+                return
+            dt = min(t - st.last_t, r.m.max_gap)
+            if st.in_zone and dt > 0:
+                rate = 1.0 if r.m.mode == "time" else st.excess / 60_000.0
+                before = st.acc
+                st.acc += rate * dt
+                if rate > 0:
+                    for at, sev in r.levels:
+                        if before < at <= st.acc:
+                            self._exposure_level(st, int(st.last_t + (at - before) / rate), at, sev, changes)
+            elif not st.in_zone and st.out_since is not None and r.m.reset_after is not None \
+                    and t - st.out_since >= r.m.reset_after:
+                st.acc = 0.0
+                if st.state == "firing":
+                    self._resolve(st, st.out_since + r.m.reset_after, changes, detail={"reason": "reset"})
+        if not inwin:
+            zone = False
+        elif r.inside:
+            zone = r.lo <= v <= r.hi
+        else:
+            zone = v < r.lo or v > r.hi
+        st.excess = (r.lo - v if v < r.lo else v - r.hi) if zone and not r.inside else 0.0
+        if zone:
+            st.out_since = None
+        elif st.out_since is None or st.in_zone:
+            st.out_since = t
+        st.in_zone = zone
+        st.last_t, st.last_v = t, v
+
+    def _exposure_value(self, r: _Rule, acc: float) -> float:
+        return round(acc / 60_000.0, 3) if r.m.mode == "time" else round(acc, 3)
+
+    def _exposure_level(self, st: _St, t: int, at: float, sev: str, changes) -> None:
+        r = st.rule
+        val = self._exposure_value(r, at)
+        if st.state != "firing":
+            self._open(st, "firing", t, val, sev, changes)
+            st.flips.append(t)
+        elif SEVERITY_RANK[sev] > SEVERITY_RANK[st.alert.severity]:
+            self._update(st, t, "severity", None, {"from": st.alert.severity, "to": sev, "value": val}, changes,
+                         severity=sev, value=val)
+
+    # ================================================================ events
+    def _events(self, items, agent, changes) -> int | None:
+        tmax = None
+        for it in items:
+            try:
+                typ, d, t = it["type"], it["d"], it["t"]
+            except (KeyError, TypeError):
+                self.bad_items += 1
+                continue
+            if type(t) is not int:
+                self.bad_items += 1
+                continue
+            if tmax is None or t > tmax:
+                tmax = t
+            if agent is not None and d not in self._device_agent:
+                self._device_agent[d] = agent
+            if self._track:
+                self._alive_mark(d, t, None, changes)
+            lst = self._by_event.get(typ)
+            if not lst:
+                continue
+            tags = it.get("tags") or {}
+            data = it.get("data") or {}
+            for r, role in lst:
+                if not r.scope_all and not self._in_scope(r, d):
+                    continue
+                if r.item_matchers is not None and not match_all(r.item_matchers, tags):
+                    continue
+                key = (r.idx, d, r.tagkey(tags))
+                st = self._states.get(key)
+                if role == "clear":
+                    if st is not None and st.state == "firing" and t >= (st.alert.fired_ms or 0):
+                        self._resolve(st, t, changes, detail={"event": typ})
+                    continue
+                if r.data and not all(fn(data.get(k)) for k, fn in r.data):
+                    continue
+                if r.cal is not None and not r.cal.contains(t):
+                    continue
+                if st is None:
+                    st = self._new_state(r, key, d)
+                if st.state == "firing":
+                    if st.last_t is None or t > st.last_t:
+                        st.last_t = t
+                    a = st.alert
+                    a.count += 1
+                    self.store.set_fields(a.id, count=a.count)
+                else:
+                    sev = r.m.severity
+                    if sev == "from_event":
+                        sev = it.get("severity", "warning")
+                        if sev not in SEVERITY_RANK:
+                            sev = "warning"
+                    st.last_t = t
+                    self._open(st, "firing", t, None, sev, changes, detail={"event": typ, "data": data})
+                    st.flips.append(t)
+                if r.m.clear_after is not None:
+                    self._deadlines.add(key)
+        if tmax is not None and tmax > self._now:
+            self._now = tmax
+        return tmax
+
+    # ================================================================ staleness / agents / alerts
+    def _stale_after(self, r: _Rule, d: str) -> int | None:
+        st = self.ruleset.staleness
+        ts = st.types.get(self._meta_of(d).get("type") or "")
+        if ts is not None and ts.standby is not None and self._standby.get(d):
+            return ts.standby.after
+        if r.m.after is not None:
+            return r.m.after
+        if ts is not None and ts.after is not None:
+            return ts.after
+        return st.default
+
+    def _tick_absence(self, now: int, changes) -> None:
+        for r in self._absence:
+            src = self._alive if r.m.measurement is None else self._alive_by_m[r.m.measurement]
+            for d, last in list(src.items()):
+                key = (r.idx, d, ())
+                st = self._states.get(key)
+                if st is not None and st.state == "firing":
+                    continue
+                if not r.scope_all and not self._in_scope(r, d):
+                    continue
+                after = self._stale_after(r, d)
+                if after is None:
+                    continue
+                dl = last + after
+                if dl > now or (r.cal is not None and not r.cal.contains(now)):
+                    continue
+                if st is None:
+                    st = self._new_state(r, key, d)
+                self._open(st, "firing", dl, after / 1000.0, r.m.severity, changes,
+                           detail={"last_seen_ms": last, "after_ms": after})
+                self._absence_firing.setdefault(d, set()).add(key)
+
+    def _agent_seen(self, agent: str, t: int, changes) -> None:
+        ag = self._agents.get(agent)
+        if ag is None:
+            self._agents[agent] = _Agent(t)
+            return
+        if t > ag.last_seen:
+            ag.last_seen = t
+        if ag.dead_since is not None and t > ag.dead_since:
+            ag.dead_since = None
+            self._dirty = True
+        if ag.dead_since is None:
+            for r in self._agent_rules:
+                st = self._states.get((r.idx, agent, ()))
+                if st is not None and st.state == "firing" and t >= (st.alert.fired_ms or 0):
+                    self._resolve(st, t, changes, detail={"seen_ms": t})
+
+    def _tick_agents(self, now: int, changes) -> None:
+        for r in self._agent_rules:
+            for name, ag in self._agents.items():
+                key = (r.idx, name, ())
+                st = self._states.get(key)
+                if st is not None and st.state == "firing":
+                    continue
+                if r.m.agents and not any(fnmatchcase(name, p) for p in r.m.agents):
+                    continue
+                ref = ag.dead_since if ag.dead_since is not None else ag.last_seen
+                dl = ref + r.m.after
+                if dl > now or (r.cal is not None and not r.cal.contains(now)):
+                    continue
+                if st is None:
+                    st = self._new_state(r, key, name)
+                self._open(st, "firing", dl, r.m.after / 1000.0, r.m.severity, changes,
+                           detail={"last_seen_ms": ag.last_seen, "death_ms": ag.dead_since})
+
+    def _tick_alerts(self, now: int, changes) -> None:
+        for a in list(self._active.values()):
+            key = self._by_alert.get(a.id)
+            st = self._states.get(key) if key else None
+            if st is None:
+                continue
+            if a.acked_by is not None and a.ack_expires_ms is not None and a.ack_expires_ms <= now:
+                a = self._update(st, a.ack_expires_ms, "ack_expired", None, {"acked_by": a.acked_by}, changes,
+                                 acked_by=None, acked_ms=None, ack_comment=None, ack_expires_ms=None,
+                                 escalation_since_ms=a.ack_expires_ms)
+            esc = st.rule.escalate_after
+            if esc and a.state == "firing" and a.severity == "warning" and a.acked_by is None \
+                    and a.suppressed is None:
+                since = a.escalation_since_ms if a.escalation_since_ms is not None else a.fired_ms
+                if since is not None and since + esc <= now:
+                    self._update(st, since + esc, "escalated", None, {"from": "warning", "to": "critical",
+                                                                      "after_ms": esc}, changes,
+                                 severity="critical", escalated_ms=since + esc)
+
+    # ================================================================ lifecycle
+    def _new_state(self, r: _Rule, key: tuple, subject_id: str) -> _St:
+        subj = {"id": subject_id}
+        if key[2]:
+            subj["tags"] = dict(key[2])
+        st = _St(key, r, subj)
+        self._states[key] = st
+        return st
+
+    def _labels(self, st: _St) -> dict:
+        r = st.rule
+        sid = st.subject["id"]
+        if r.kind == "agent_offline":
+            labels = {"agent": sid}
+            ag = self._agents.get(sid)
+            meta = self._meta_of(sid)
+            for k in ("site", "building"):
+                v = (getattr(ag, k, None) if ag else None) or meta.get(k)
+                if v:
+                    labels[k] = v
+        else:
+            labels = {"device": sid}
+            meta = self._meta_of(sid)
+            for k in _META_KEYS:
+                v = meta.get(k)
+                if v:
+                    labels[k] = str(v)
+        for k, v in (st.subject.get("tags") or {}).items():
+            labels.setdefault(k, v)
+        labels.update(r.m.labels)
+        labels["rule"] = labels["alertname"] = r.name
+        labels["kind"] = r.kind
+        return labels
+
+    def _summary(self, st: _St, labels: dict, value) -> str:
+        tmpl = st.rule.m.summary
+        if not tmpl:
+            return ""
+        ctx = _Fmt(labels)
+        ctx["value"] = value
+        try:
+            return tmpl.format_map(ctx)
+        except (ValueError, TypeError, IndexError, AttributeError):
+            return tmpl
+
+    def _open(self, st: _St, state: str, t: int, value, severity: str, changes, detail: dict | None = None):
+        r = st.rule
+        labels = self._labels(st)
+        fp = hashlib.sha1(json.dumps([r.name, st.subject], sort_keys=True).encode()).hexdigest()[:16]
+        a, created = self.store.open_alert(fingerprint=fp, rule=r.name, kind=r.kind, subject=st.subject,
+                                           state=state, severity=severity, labels=labels,
+                                           summary=self._summary(st, labels, value), value=value, t_ms=t,
+                                           detail=detail)
+        self._track_alert(st, a)
+        if created:
+            changes.append(AlertChange(state, a, t, None, dict(detail or {})))
+            self._dirty = True
+            self._mark(t)
+        elif a.state == "pending" and state == "firing":
+            self._fire(st, t, changes)
+        return st.alert
+
+    def _track_alert(self, st: _St, a: Alert) -> None:
+        st.alert = a
+        st.state = a.state
+        self._active[a.id] = a
+        self._by_alert[a.id] = st.key
+
+    def _update(self, st: _St | None, t: int, action: str, actor, detail, changes, **fields) -> Alert:
+        a = st.alert if st is not None else None
+        assert a is not None
+        new = self.store.update(a.id, t, action, actor, detail, **fields)
+        if new.active:
+            self._active[new.id] = new
+            st.alert = new
+            st.state = new.state
+        changes.append(AlertChange(action, new, t, actor, dict(detail or {})))
+        return new
+
+    def _fire(self, st: _St, t: int, changes) -> None:
+        if st.alert is None or st.state != "pending":
+            self._open(st, "firing", t, st.last_v, st.rule.m.severity, changes)
+        else:
+            self._update(st, t, "firing", None, {"value": _jsonable(st.last_v)}, changes, state="firing",
+                         fired_ms=t, escalation_since_ms=t, value=st.last_v,
+                         summary=self._summary(st, st.alert.labels, st.last_v))
+            self._dirty = True
+            self._mark(t)
+        st.clear_since = None
+        st.flips.append(t)
+
+    def _cancel(self, st: _St, t: int, changes, reason: str | None = None) -> None:
+        if st.alert is not None:
+            d = {"value": _jsonable(st.last_v)}
+            if reason:
+                d["reason"] = reason
+            self._close(st.alert, st, t, "cancelled", changes, detail=d)
+        st.reset()
+
+    def _try_resolve(self, st: _St, t: int, changes) -> None:
+        fl = st.rule.flap
+        if fl is not None:
+            while st.flips and st.flips[0] < t - fl.window:
+                st.flips.popleft()
+            if not st.flapping and len(st.flips) + 1 > fl.max_flips:
+                st.flapping = True
+                self._update(st, t, "flapping", None, {"flips": len(st.flips), "window_ms": fl.window}, changes,
+                             flapping=True)
+                self._deadlines.add(st.key)
+                return
+            if st.flapping and st.clear_since is not None and t - st.clear_since < self._clear_for(st):
+                return
+        self._resolve(st, t, changes)
+
+    def _resolve(self, st: _St, t: int, changes, detail: dict | None = None) -> None:
+        if st.alert is None:
+            st.reset()
+            return
+        d = {"value": _jsonable(st.last_v)}
+        if detail:
+            d.update(detail)
+        self._close(st.alert, st, t, "resolved", changes, detail=d)
+        st.flips.append(t)
+
+    def _close(self, a: Alert, st: _St | None, t: int, action: str, changes, actor=None, detail=None) -> Alert:
+        value = a.value
+        if st is not None and st.rule.kind == "exposure":
+            value = self._exposure_value(st.rule, st.acc)
+        elif st is not None and isinstance(st.last_v, (int, float)) and st.rule.kind in ("threshold", "rate"):
+            value = st.last_v
+        new = self.store.update(a.id, t, action, actor, detail, state="resolved", resolved_ms=t, value=value)
+        self._active.pop(a.id, None)
+        self._by_alert.pop(a.id, None)
+        if st is not None:
+            st.reset()
+            if st.rule.kind == "exposure" and action == "manually_resolved":
+                st.acc = 0.0
+            self._deadlines.discard(st.key)
+        changes.append(AlertChange(action, new, t, actor, dict(detail or {})))
+        self._dirty = True
+        self._mark(t)
+        return new
+
+    def _mark(self, t: int) -> None:
+        if self._mark_t is None or t > self._mark_t:
+            self._mark_t = t
+
+    def _human(self, alert_id: int, t: int, action: str, user: str, detail: dict, require_active: bool,
+               **fields) -> Alert:
+        changes: list[AlertChange] = []
+        with self._lock:
+            new = self.store.update(alert_id, t, action, user, detail, require_active=require_active, **fields)
+            if new.active and new.id in self._active:
+                self._active[new.id] = new
+                key = self._by_alert.get(new.id)
+                if key and key in self._states:
+                    self._states[key].alert = new
+            changes.append(AlertChange(action, new, t, user, detail))
+        self._dispatch(changes)
+        return new
+
+    # ================================================================ suppression
+    def _post(self, changes, actor: str | None = None) -> None:
+        if not self._dirty:
+            return
+        self._dirty = False
+        now = self._now
+        active_sil = [s for s in self._silences if s.active_at(now)]
+        self._active_silences = frozenset(s.id for s in active_sil)
+        firing = [a for a in self._active.values() if a.state == "firing"]
+        down_agents = {n: ag.dead_since for n, ag in self._agents.items() if ag.dead_since is not None}
+        for a in firing:
+            if a.kind == "agent_offline":
+                n = a.labels.get("agent")
+                down_agents[n] = min(down_agents.get(n, a.fired_ms), a.fired_ms)
+        sources = []
+        for ih in self.ruleset.inhibits:
+            sources.append((ih, [a for a in firing if match_all(ih.source, _mlabels(a))]))
+        for a in list(self._active.values()):
+            reason, since = self._suppression(a, active_sil, down_agents, sources)
+            if reason == a.suppressed:
+                continue
+            key = self._by_alert.get(a.id)
+            st = self._states.get(key) if key else None
+            if st is None:
+                continue
+            # when it happened: when the reason began (or ended), not when we noticed
+            t = max(a.updated_ms, since if reason else (self._mark_t or now))
+            self._update(st, min(t, max(now, a.updated_ms)), "suppressed" if reason else "unsuppressed", actor,
+                         {"reason": reason or a.suppressed}, changes, suppressed=reason)
+        self._mark_t = None
+
+    def _suppression(self, a: Alert, silences, down_agents, sources) -> tuple[str | None, int]:
+        L = _mlabels(a)
+        for s in silences:
+            if s.matches(L):
+                return f"silence:{s.id}", s.starts_ms
+        ag = a.labels.get("agent")
+        if ag and a.kind != "agent_offline" and ag in down_agents:
+            return f"inhibited:agent {ag} offline", down_agents[ag]
+        for ih, srcs in sources:
+            if not srcs or not match_all(ih.target, L):
+                continue
+            for s in srcs:
+                if s.id == a.id or s.fingerprint == a.fingerprint:
+                    continue
+                if any(s.labels.get(k) is None or s.labels.get(k) != a.labels.get(k) for k in ih.equal):
+                    continue
+                if ih.topology and s.labels.get("device") not in self._upstream(a.labels.get("device")):
+                    continue
+                return (f"inhibited:{ih.name} by alert {s.id} ({s.rule} {s.labels.get('device') or ''}".rstrip()
+                        + ")", s.fired_ms or s.started_ms)
+        return None, 0
+
+    def _upstream(self, d: str | None) -> list[str]:
+        out: list[str] = []
+        topo = self.topology
+        if d is None or topo is None:
+            return out
+        get = topo.get if isinstance(topo, Mapping) else topo
+        cur = d
+        for _ in range(32):
+            try:
+                up = get(cur)
+            except Exception:  # noqa: BLE001 - a caller's lookup failing must not stop evaluation
+                log.exception("topology lookup failed for %s", cur)
+                break
+            if not up or up in out or up == d:
+                break
+            out.append(up)
+            cur = up
+        return out
+
+    # ================================================================ helpers
+    def _meta_of(self, d: str) -> dict:
+        m = self._meta.get(d)
+        if m is None:
+            try:
+                raw = self._device_meta(d) or {}
+            except Exception:  # noqa: BLE001
+                log.exception("device_meta(%r) failed", d)
+                raw = {}
+            m = dict(raw)
+            if not m.get("agent") and d in self._device_agent:
+                m["agent"] = self._device_agent[d]
+            m["tags"] = dict(m.get("tags") or {})
+            self._meta[d] = m
+        return m
+
+    def _in_scope(self, r: _Rule, d: str) -> bool:
+        ok = r.scope_cache.get(d)
+        if ok is None:
+            meta = self._meta_of(d)
+            ok = True
+            for k, pats in r.scope:
+                v = d if k == "device" else meta.get(k)
+                if v is None or not any(fnmatchcase(str(v), p) for p in pats):
+                    ok = False
+                    break
+            if ok:
+                tags = meta["tags"]
+                for k, pats in r.scope_tags:
+                    v = tags.get(k)
+                    if v is None or not any(fnmatchcase(str(v), p) for p in pats):
+                        ok = False
+                        break
+            r.scope_cache[d] = ok
+        return ok
+
+    def _dispatch(self, changes: list[AlertChange]) -> None:
+        if not changes or not self.listeners:
+            return
+        for c in changes:
+            for fn in list(self.listeners):
+                try:
+                    fn(c)
+                except Exception:  # noqa: BLE001 - a broken listener must not stop the engine
+                    log.exception("alert listener %r failed", fn)
+
+    def _restore(self) -> None:
+        """Rebuild evaluation state from the active alerts in the store (collector restart)."""
+        changes: list[AlertChange] = []
+        now = self.clock()
+        self._now = now
+        for a in self.store.active():
+            r = self._rule_by_name.get(a.rule)
+            if r is None or r.kind != a.kind:
+                self.store.update(a.id, now, "rule_removed", None, {"rule": a.rule}, state="resolved",
+                                  resolved_ms=now)
+                continue
+            sid = a.subject.get("id")
+            tags = a.subject.get("tags") or {}
+            key = (r.idx, sid, tuple(sorted(tags.items())) if r.by is None else
+                   tuple((k, tags[k]) for k in r.by if k in tags))
+            st = self._states.get(key) or self._new_state(r, key, sid)
+            self._track_alert(st, a)
+            st.cond_since = a.started_ms
+            st.last_t = a.updated_ms if r.kind == "event" else a.started_ms if a.state == "pending" else None
+            st.flapping = a.flapping
+            if a.fired_ms is not None:
+                st.flips.append(a.fired_ms)
+            if a.state == "pending" or (r.kind == "event" and r.m.clear_after is not None):
+                self._deadlines.add(key)
+            if r.kind == "absence":
+                self._absence_firing.setdefault(sid, set()).add(key)
+            if r.kind == "exposure" and a.value is not None:
+                st.acc = a.value * 60_000.0 if r.m.mode == "time" else a.value
+            if r.kind == "agent_offline" and sid not in self._agents:
+                self._agents[sid] = _Agent(a.fired_ms or a.started_ms)
+        self._dirty = bool(self._active)
+        self._post(changes)
+
+
+class _Fmt(dict):
+    def __missing__(self, key):
+        return "?"
+
+
+def _mlabels(a: Alert) -> dict:
+    return {**a.labels, "severity": a.severity, "state": a.state}
+
+
+def _jsonable(v):
+    return v if v is None or isinstance(v, (int, float, str, bool)) else str(v)
+
+
+def _need_user(user: str) -> None:
+    if not user or not str(user).strip():
+        raise AlertError("a user name is required for every human action")
