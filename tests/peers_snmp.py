@@ -201,16 +201,22 @@ def oracle_interfaces(port: int, community: str) -> dict[int, dict]:
             return int(re.sub(r"[^0-9-]", "", v[1].split()[0])) if v is not None else default
         hs = num(high)
         sp = num(speed)
+        if hs:
+            mbps = hs
+        elif sp is not None:
+            mbps = sp / 1_000_000
+        else:
+            mbps = 0 if hs is not None else None
         mac = hexbytes(phys.get(idx))
         out[idx] = {
             "descr": hexbytes(descr.get(idx)),
             "name": hexbytes(names.get(idx)),
             "alias": hexbytes(alias.get(idx)),
             "type": num(types),
-            "speed_mbps": hs if hs else (round(sp / 1_000_000) if sp is not None else None),
+            "speed_mbps": mbps,
             "ifSpeed": sp,
             "ifHighSpeed": hs,
-            "mac": ":".join(f"{b:02x}" for b in mac) if mac and len(mac) == 6 else None,
+            "mac": ":".join(f"{b:02x}" for b in mac) if mac and len(mac) == 6 and any(mac) else None,
             "admin_up": num(admin) == 1 if idx in admin else None,
             "oper_up": num(oper) == 1 if idx in oper else None,
         }

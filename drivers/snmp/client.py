@@ -399,12 +399,18 @@ class SnmpSession:
 
     #: at most this many varbinds per GET request (split further on tooBig)
     GET_CHUNK = 40
+    #: GETBULK asks for at most this many varbinds (columns x max-repetitions) per request;
+    #: many agents (snmpsim: 64) refuse or silently drop bigger requests
+    MAX_VARBINDS = 60
+    #: a timeout right after a successful answer is treated as "too big" first (see walk)
+    ALIVE_WINDOW_S = 30.0
     RESOLVE_TTL_S = 300.0
 
     def __init__(self, target: SnmpTarget):
         self.target = target
         self._address: tuple[str, int] | None = None
         self._resolved_at = 0.0
+        self._answered_at = -1e9
         self._closed = False
 
     # ------------------------------------------------------------------ plumbing
@@ -469,6 +475,7 @@ class SnmpSession:
             if isinstance(ei, errind.TooBig):
                 raise _TooBig()
             raise _map_error_indication(ei, self.target)
+        self._answered_at = time.monotonic()
         es = int(es or 0)
         if es:
             if es == 1:
@@ -527,14 +534,26 @@ class SnmpSession:
         active = list(cols)
         reps = max(1, int(max_repetitions))
         while active:
+            # keep responses to a size agents answer (columns x repetitions <= MAX_VARBINDS)
+            use = max(1, min(reps, self.MAX_VARBINDS // len(active)))
             try:
-                vbs = await self._send("bulk", [(rfc1902.ObjectName(current[c]), rfc1902.Null("")) for c in active], reps)
+                vbs = await self._send("bulk", [(rfc1902.ObjectName(current[c]), rfc1902.Null("")) for c in active], use)
             except _TooBig:
-                if reps == 1:
+                if use == 1:
                     raise DeviceError("protocol", "tooBig even with max-repetitions 1") from None
-                reps = max(1, reps // 2)
+                reps = max(1, use // 2)
                 log.debug("%s: tooBig, max-repetitions now %d", self.target.describe(), reps)
                 continue
+            except DeviceError as e:
+                # Some agents silently drop requests whose answer would be too big. If the agent
+                # answered moments ago, retry smaller before calling it a timeout.
+                if (e.reason == "timeout" and use > 1
+                        and time.monotonic() - self._answered_at < self.ALIVE_WINDOW_S):
+                    reps = max(1, use // 2)
+                    log.warning("%s: no answer to GETBULK of %d x %d varbinds; retrying with max-repetitions %d",
+                                self.target.describe(), len(active), use, reps)
+                    continue
+                raise
             if not vbs:
                 raise DeviceError("protocol", "empty GETBULK response")
             n = len(active)
