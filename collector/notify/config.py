@@ -48,7 +48,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError,
                       field_validator, model_validator)
 
-from campus_sense.yamlconf import ConfigError, format_validation, load_yaml
+from campus_sense.yamlconf import ConfigError, load_yaml
 
 SEVERITIES = ("info", "warning", "critical")
 _DUR_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
@@ -520,6 +520,29 @@ def _line_for(lines: dict[tuple, int], loc: tuple) -> int | None:
     return lines.get(())
 
 
+_TYPES = ("webhook", "smtp", "wecom", "dingtalk", "mqtt")
+
+
+def _clean_loc(e: dict) -> tuple:
+    """Drop pydantic's discriminator tag from channel locations so the YAML line is exact:
+    ('channels', 'x', 'smtp', 'port') -> ('channels', 'x', 'port')."""
+    loc = tuple(x for x in e["loc"] if not (isinstance(x, str) and x.startswith("function-")))
+    if len(loc) >= 3 and loc[0] == "channels" and loc[2] in _TYPES:
+        loc = loc[:2] + loc[3:]
+    if e.get("type") in ("union_tag_invalid", "union_tag_not_found") and loc[:1] == ("channels",):
+        loc = loc + ("type",)
+    return loc
+
+
+def _format(path: Path | str, err: ValidationError, lines: dict[tuple, int]) -> str:
+    out = []
+    for e in err.errors():
+        loc = _clean_loc(e)
+        line = _line_for(lines, loc)
+        out.append(f"{path}:{line if line else '?'}: {'.'.join(map(str, loc)) or '(top level)'}: {e['msg']}")
+    return "\n".join(out)
+
+
 def load(path: str | Path, *, read_secrets: bool = True) -> NotifyConfig:
     """Load and check ``notify.yaml``; raise ConfigError naming ``file:line: key: message``."""
     path = Path(path)
@@ -529,7 +552,7 @@ def load(path: str | Path, *, read_secrets: bool = True) -> NotifyConfig:
     try:
         cfg = NotifyConfig.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(format_validation(path, e, lines)) from None
+        raise ConfigError(_format(path, e, lines)) from None
     errs = cfg.check(path.resolve().parent, read_secrets=read_secrets)
     if errs:
         raise ConfigError("\n".join(
@@ -542,7 +565,7 @@ def from_dict(data: dict, base_dir: str | Path | None = None) -> NotifyConfig:
     try:
         cfg = NotifyConfig.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(format_validation("<dict>", e, {})) from None
+        raise ConfigError(_format("<dict>", e, {})) from None
     errs = cfg.check(Path(base_dir) if base_dir else None)
     if errs:
         raise ConfigError("\n".join(f"<dict>: {'.'.join(map(str, loc))}: {msg}" for loc, msg in errs))
