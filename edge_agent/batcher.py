@@ -107,5 +107,10 @@ class Batcher:
             try:
                 self.flush()
             except Exception:
-                # The disk may be full or the file locked; keep the items and retry next tick.
-                log.exception("could not write to the queue %s", self.queue.path)
+                # The disk may be full; keep the items and retry next tick, within a memory bound.
+                log.exception("could not write to the queue %s (%d items waiting)", self.queue.path, self.count)
+                if self.count > 20 * self.max_items:
+                    log.error("discarding %d unqueued items", self.count)
+                    self.pending = {k: [] for k in wire.DURABLE_KINDS}
+                    self.count = 0
+                    self.full.clear()

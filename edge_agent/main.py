@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import logging
 import signal
+import sqlite3
 import sys
 
 from campus_sense import __version__
@@ -19,7 +20,7 @@ from drivers.base import Sample
 from edge_agent import config as cfgmod
 from edge_agent.batcher import Batcher
 from edge_agent.publisher import Publisher
-from edge_agent.queue import DurableQueue
+from edge_agent.queue import DurableQueue, QueueBusy
 from edge_agent.scheduler import poll_sample, run_polling, run_streaming
 
 log = logging.getLogger("edge_agent")
@@ -40,7 +41,12 @@ def run(args: argparse.Namespace) -> int:
         m = loaded.model
         print(f"{loaded.path}: ok (agent {m.agent.id}, {len(m.devices)} devices, sha256 {loaded.sha256[:12]})")
         return 0
-    return asyncio.run(Agent(loaded).run())
+    try:
+        agent = Agent(loaded)
+    except (OSError, sqlite3.Error, QueueBusy) as e:
+        print(f"campus-sense agent: cannot open the queue {loaded.model.queue.path}: {e}", file=sys.stderr)
+        return 2
+    return asyncio.run(agent.run())
 
 
 class Agent:

@@ -18,6 +18,7 @@ and a single asyncio thread owns the connection.
 """
 from __future__ import annotations
 
+import fcntl
 import logging
 import secrets
 import sqlite3
@@ -47,11 +48,24 @@ class Row(NamedTuple):
     payload: bytes
 
 
+class QueueBusy(RuntimeError):
+    """Another process owns this queue file."""
+
+
 class DurableQueue:
     def __init__(self, path: str | Path, max_messages: int = 200_000, max_bytes: int | None = None):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.max_messages, self.max_bytes = max_messages, max_bytes
+        # seqs are handed out from memory: two agents on one file would reuse them.
+        self._lock = open(self.path.with_name(self.path.name + ".lock"), "w")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.close()
+            raise QueueBusy(f"queue {self.path} is in use by another agent process") from None
+        self._last_drop_log = 0.0
+        self._unlogged_drops = 0
         self.db = sqlite3.connect(self.path, isolation_level=None)  # explicit BEGIN/COMMIT
         self.db.execute("PRAGMA journal_mode=WAL")
         # FULL: a committed message survives power loss too, not only a process crash.
@@ -117,8 +131,13 @@ class DurableQueue:
         while self.max_bytes is not None and self.bytes > self.max_bytes and self.depth:
             n += self._drop_oldest(max(1, self.depth // 100))
         if n:
-            log.warning("queue full (max_messages=%d, max_bytes=%s): dropped the %d oldest messages",
-                        self.max_messages, self.max_bytes, n)
+            # During a long outage this happens every batch; say it once a minute.
+            self._unlogged_drops += n
+            if time.monotonic() - self._last_drop_log >= 60:
+                log.warning("queue full (max_messages=%d, max_bytes=%s): dropped the %d oldest messages "
+                            "(%d in total)", self.max_messages, self.max_bytes, self._unlogged_drops,
+                            self.dropped_total + n)
+                self._last_drop_log, self._unlogged_drops = time.monotonic(), 0
         return n
 
     def _drop_oldest(self, count: int) -> int:
@@ -171,6 +190,7 @@ class DurableQueue:
 
     def close(self) -> None:
         self.db.close()
+        self._lock.close()
 
 
 class _Tx:

@@ -20,6 +20,7 @@ import pytest
 
 import campus_sense
 from campus_sense import wire
+from tests.peers import Mosquitto
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -236,3 +237,36 @@ def test_sigkill_then_restart_keeps_every_persisted_seq(tmp_path, broker, receiv
     wait_for(lambda: set(range(1, last + 1)) <= set(receiver.seqs()), "every seq", second)
     dups = assert_complete(receiver, epoch, last)
     print(f"sigkill: {backlog} rows on disk at kill (last seq {killed_last}), {last} total, {dups} duplicates")
+
+
+def test_tls_and_mqtt5(tmp_path, mqtt_users, agents):
+    """Server-authenticated TLS (CA file) with MQTT v5; the receiver checks the same CA."""
+    d = tmp_path / "tls"
+    d.mkdir()
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(d / "key.pem"), "-out", str(d / "cert.pem")], check=True, capture_output=True)
+    tls = Mosquitto(mqtt_users, d)
+    with open(tls.dir / "mosquitto.conf", "a") as f:  # options of the (only) listener
+        f.write(f"cafile {d / 'cert.pem'}\ncertfile {d / 'cert.pem'}\nkeyfile {d / 'key.pem'}\n")
+    tls.start()
+    try:
+        rx_client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="tls-rx")
+        got: list[wire.Message] = []
+        rx_client.tls_set(ca_certs=str(d / "cert.pem"))
+        rx_client.username_pw_set("collector", mqtt_users["collector"])
+        rx_client.on_connect = lambda cl, u, f, rc, p: cl.subscribe(wire.SUBSCRIPTION, qos=1)
+        rx_client.on_message = lambda cl, u, m: got.append(wire.decode(m.topic, m.payload))
+        rx_client.connect("127.0.0.1", tls.port)
+        rx_client.loop_start()
+        cfg = write_config(tmp_path, tls, mqtt_users, FAST_DEVICES)
+        text = cfg.read_text().replace("keepalive_s: 5}", f"keepalive_s: 5, protocol: '5', tls: {{ca_file: {d / 'cert.pem'}}}}}")
+        cfg.write_text(text)
+        agent = agents(cfg)
+        wait_for(lambda: any(m.kind == "metrics" for m in got), "metrics over TLS", agent)
+        assert agent.stop() == 0
+        assert any(m.kind == "birth" for m in got)
+        rx_client.loop_stop()
+        rx_client.disconnect()
+    finally:
+        tls.stop()

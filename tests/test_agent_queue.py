@@ -42,11 +42,11 @@ def test_deleted_only_on_ack(tmp_path):
     assert q.depth == 2
 
 
-def test_bound_drops_oldest_and_counts_persistently(tmp_path):
+def test_bound_drops_oldest_and_counts_persistently(tmp_path, caplog):
     q = DurableQueue(tmp_path / "q.db", max_messages=5)
     put(q, 8)
     assert [r.seq for r in q.peek(0, 10)] == [4, 5, 6, 7, 8]
-    assert q.dropped_total == 3
+    assert q.dropped_total == 3 and "queue full" in caplog.text
     q.close()
     q = DurableQueue(tmp_path / "q.db", max_messages=5)
     assert q.dropped_total == 3 and q.depth == 5
@@ -112,3 +112,16 @@ def test_batcher_converts_splits_and_drops_oversized(tmp_path, caplog):
     assert samples == 100 and kinds.count("events") == 1 and kinds.count("facts") == 1
     assert [r.seq for r in q.peek(0, 100)] == list(range(1, len(kinds) + 1))
     assert orjson.loads(q.peek(0, 1)[0].payload)["agent"] == "a1"
+
+
+def test_one_process_per_queue_file(tmp_path):
+    from edge_agent.queue import QueueBusy
+    q = DurableQueue(tmp_path / "q.db")
+    try:
+        DurableQueue(tmp_path / "q.db")
+    except QueueBusy as e:
+        assert "in use by another agent" in str(e)
+    else:
+        raise AssertionError("a second queue on the same file was allowed")
+    q.close()
+    DurableQueue(tmp_path / "q.db").close()
