@@ -292,6 +292,8 @@ class RuleEngine:
                         self._deadlines.discard(key)
                 else:
                     self._advance(st, now, changes)
+                    if st.state == "pending" and st.last_t is not None and now > st.last_t + r.lookback:
+                        self._cancel(st, st.last_t + r.lookback, changes, reason="no data")
                     if not (st.state == "pending" or (st.state == "firing" and st.clear_since is not None)):
                         self._deadlines.discard(key)
             self._tick_absence(now, changes)
