@@ -33,7 +33,7 @@ from drivers.netwatch.sweep import MAX_RATE_PPS, validate_subnets
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BPF = "arp or (udp and (port 67 or port 68)) or icmp6 or (vlan and (arp or udp or icmp6))"
+DEFAULT_BPF = "arp or (udp and (port 67 or port 68)) or icmp6 or vlan"
 MAX_FACT_STATIONS = 1500  # keeps one Facts record well under the wire size bound
 
 
