@@ -25,7 +25,8 @@ class RobotServer:
     POST /robot/send?access_token=T&timestamp=..&sign=..   DingTalk robot
     POST /hang                          never answers (slow peer)"""
 
-    def __init__(self, wecom_key: str, dingtalk_token: str, dingtalk_secret: str | None):
+    def __init__(self, wecom_key: str = "k", dingtalk_token: str = "t", dingtalk_secret: str | None = None,
+                 port: int | None = None):
         self.wecom_key = wecom_key
         self.dingtalk_token = dingtalk_token
         self.dingtalk_secret = dingtalk_secret
@@ -74,7 +75,7 @@ class RobotServer:
                     return self._reply(200, srv.dingtalk(rec))
                 self._reply(404, {"error": "not found"})
 
-        self.port = free_port()
+        self.port = port or free_port()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", self.port), H)
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
