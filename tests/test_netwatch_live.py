@@ -157,3 +157,51 @@ async def test_live_arp_sweep_of_configured_subnet_learns_the_peer(veth_ns):
     own_mac = Path(f"/sys/class/net/{veth_ns['host_if']}/address").read_text().strip()
     # the peer, and our own interface (the sniffer sees the who-has we send)
     assert {(e.data["ip"], e.data["mac"]) for e in new} == {(f"{net}.2", veth_ns["ns_mac"]), (f"{net}.1", own_mac)}
+
+
+async def test_loopback_realert_and_learning_period():
+    """On loopback (NOARP, so the kernel ignores these frames): a repeating conflict is re-alerted
+    after realert_s; new stations inside the learning period are facts, not events."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to sniff and inject on loopback (CAP_NET_RAW)")
+    from scapy.layers.l2 import ARP, Ether
+    from scapy.sendrecv import sendp
+
+    def garp(mac: str, ip: str):
+        sendp(Ether(src=mac, dst="ff:ff:ff:ff:ff:ff") / ARP(op=1, hwsrc=mac, psrc=ip, pdst=ip), iface="lo",
+              verbose=False)
+
+    tag = secrets.randbelow(200) + 20
+    ip = f"10.252.{tag}.7"
+    a, b = f"02:00:00:00:{tag:02x}:0a", f"02:00:00:00:{tag:02x}:0b"
+    opts = Options.model_validate({"interface": "lo", "sample_interval_s": 0.2, "learn_s": 3600,
+                                   "realert_s": 0.3, "bpf": f"arp and (ether src {a} or ether src {b})"})
+    drv = create("x", opts, {})
+    records: list = []
+    task = asyncio.create_task(drv.run(records.append))
+
+    def conflicts():
+        return [r for r in records if isinstance(r, Event) and r.type == "ip_conflict"]
+
+    async def wait_for(pred):
+        for _ in range(1200):
+            if pred() or task.done():
+                return
+            await asyncio.sleep(0.05)
+    try:
+        await asyncio.wait_for(drv.ready.wait(), 30)
+        garp(a, ip)
+        garp(b, ip)
+        await wait_for(lambda: conflicts())
+        await asyncio.sleep(0.4)  # past realert_s
+        garp(a, ip)
+        garp(b, ip)
+        await wait_for(lambda: len(conflicts()) >= 2)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    first, second = conflicts()[:2]
+    assert first.data["macs"] == [a, b] and "repeated" not in first.data
+    assert second.data["repeated"] is True and second.data["count"] > first.data["count"]
+    assert second.data["kind"] == "flip_flop"
+    assert not [r for r in records if isinstance(r, Event) and r.type == "new_station"]
