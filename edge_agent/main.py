@@ -121,8 +121,11 @@ class Agent:
             pass
         finally:
             await self._close_drivers()
-            self.batcher.add([self.self_metrics()])
-            self.batcher.flush()
+            try:
+                self.batcher.add([self.self_metrics()])
+                self.batcher.flush()
+            except Exception:
+                log.exception("could not flush the last batch to the queue")
             if self.publisher.connected:
                 await self.publisher.drain(self.cfg.publish.shutdown_drain_s)
                 await self.publisher.say_goodbye()
@@ -135,16 +138,21 @@ class Agent:
             q.close()
         return 0
 
-    async def _close_drivers(self) -> None:
-        for dev_id, drv in self.drivers.items():
-            close = getattr(drv, "close", None)
-            if close is None:
-                continue
+    async def _close_drivers(self, timeout_s: float = 5.0) -> None:
+        """Close all drivers concurrently, bounded: a hung device must not block the shutdown."""
+        async def close(dev_id: str, drv) -> None:
             try:
-                async with asyncio.timeout(5):
-                    await close()
+                await drv.close()
             except Exception:
                 log.exception("device %s: close failed", dev_id)
+
+        tasks = [asyncio.create_task(close(i, d)) for i, d in self.drivers.items() if hasattr(d, "close")]
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=timeout_s)
+            for t in late:
+                t.cancel()
+            if late:
+                log.warning("%d drivers did not close within %g s", len(late), timeout_s)
 
 
 class _Stop(Exception):

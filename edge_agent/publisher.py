@@ -141,13 +141,18 @@ class Publisher:
                 waker = asyncio.create_task(self._wake.wait())
                 done, _ = await asyncio.wait(pending | {waker}, return_when=asyncio.FIRST_COMPLETED)
                 waker.cancel()
-                acked = []
+                acked, failed = [], None
                 for t in done - {waker}:
                     pending.discard(t)
-                    acked.append(t.result())  # a failed publish raises: reconnect and replay
+                    if t.exception() is None:
+                        acked.append(t.result())
+                    else:
+                        failed = failed or t.exception()
                 if acked:
                     self.queue.ack(acked)
                     self.published_total += len(acked)
+                if failed:
+                    raise failed  # reconnect, then replay from the oldest row still queued
         finally:
             for t in pending:
                 t.cancel()
