@@ -973,8 +973,12 @@ class RuleEngine:
                 continue
             # when it happened: when the reason began (or ended), not when we noticed
             t = max(a.updated_ms, since if reason else (self._mark_t or now))
-            self._update(st, min(t, max(now, a.updated_ms)), "suppressed" if reason else "unsuppressed", actor,
-                         {"reason": reason or a.suppressed}, changes, suppressed=reason)
+            t = min(t, max(now, a.updated_ms))
+            extra = {}
+            if not reason and a.state == "firing":
+                extra["escalation_since_ms"] = max(t, a.escalation_since_ms or 0)  # humans see it from now
+            self._update(st, t, "suppressed" if reason else "unsuppressed", actor,
+                         {"reason": reason or a.suppressed}, changes, suppressed=reason, **extra)
         self._mark_t = None
 
     def _suppression(self, a: Alert, silences, down_agents, sources) -> tuple[str | None, int]:
