@@ -231,7 +231,7 @@ def uplink_redundancy(campus: CampusModel, obs: Observations, policy: Policy, bu
             e = _iface_ev(p, i)
             e["source"] = src
             ev.append(e)
-        r = CheckResult("uplink_redundancy", UNKNOWN, d.id, "", building=building, room=d.room, device=d.id,
+        r = CheckResult("uplink_redundancy", UNKNOWN, d.id, "", building=building, device=d.id,
                         evidence=ev)
         n_up = sum(1 for _, i, _ in ups if i is not None and i.oper_up)
         n_unknown = sum(1 for _, i, _ in ups if i is None or i.oper_up is None)
@@ -273,7 +273,7 @@ def ipv6_presence(campus: CampusModel, obs: Observations, policy: Policy, buildi
     for d in sorted(campus.devices_in(building), key=lambda x: x.id):
         if not d.routes:
             continue
-        r = CheckResult("ipv6", UNKNOWN, d.id, "", building=building, room=d.room, device=d.id)
+        r = CheckResult("ipv6", UNKNOWN, d.id, "", building=building, device=d.id)
         addrs = obs.ipv6.get(d.id)
         if addrs is None:
             r.message = f"{d.id}: no IPv6 address data collected"

@@ -161,7 +161,8 @@ th,td{border:1px solid #999;padding:3px 6px;vertical-align:top;text-align:left}
 th{background:#eee} .meta td{border:none;padding:1px 8px 1px 0}
 .st{font-weight:bold;text-transform:uppercase;white-space:nowrap}
 .pass{color:#0a6b24} .fail{color:#b00020} .unknown{color:#a15c00} .na{color:#666}
-table.ev{width:auto;margin:2px 0;font-size:11px} table.ev td{border:none;border-top:1px dotted #ccc;padding:1px 6px 1px 0}
+.ev{font-size:11px;margin:1px 0;padding:1px 0;border-top:1px dotted #ccc;word-break:break-word} .ev:first-child{border-top:none}
+.ev b{font-weight:600;color:#444}
 .score{font-size:18px;font-weight:bold} .small{font-size:11px;color:#555}
 .sign td{height:40px;width:33%} .brk{page-break-inside:avoid}
 @media print{body{margin:10mm} h2{page-break-before:auto} tr{page-break-inside:avoid} .noprint{display:none}}
@@ -179,8 +180,10 @@ def _st(s: str) -> str:
 def _ev_html(ev: list[dict[str, Any]]) -> str:
     parts = []
     for e in ev or []:
-        cells = "".join(f"<td>{_e(k)}</td><td>{_e(v)}</td>" for k, v in e.items() if v not in (None, "", []))
-        parts.append(f'<table class="ev"><tr>{cells}</tr></table>')
+        what = e.get("what")
+        kv = " · ".join(f"<b>{_e(k)}</b> {_e(v)}" for k, v in e.items()
+                        if k != "what" and v not in (None, "", []))
+        parts.append(f'<div class="ev">{"<i>" + _e(what) + "</i>: " if what else ""}{kv}</div>')
     return "".join(parts)
 
 

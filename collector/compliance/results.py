@@ -53,6 +53,8 @@ class CheckResult:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        if self.status in (PASS, NA):
+            d["severity"] = "info"
         d["title"] = self.title
         d["ref"] = self.ref
         return d
