@@ -159,7 +159,11 @@ def bulkwalk(port: int, community: str, oid: str, *extra: str) -> dict[str, tupl
     out: dict[str, tuple[str, str]] = {}
     last = None
     for line in r.stdout.splitlines():
+        if line.startswith(("No more variables left", "End of MIB")):
+            continue
         m = _LINE.match(line)
+        if m and m.group(3).startswith(("No more variables left", "No Such Object", "No Such Instance")):
+            continue   # endOfMibView / noSuch* exceptions (snmpsim repeats the last OID with them)
         if m:
             last = m.group(1)
             out[last] = (m.group(2) or "", m.group(3))

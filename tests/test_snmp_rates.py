@@ -13,7 +13,7 @@ M64 = 2 ** 64
 def itf(index=1, in_oct=0, out_oct=0, bits=64, speed=1000, in_err=0, **kw) -> Interface:
     return Interface(index=index, name=f"p{index}", descr=f"port {index}", alias="", type=6, if_speed=None,
                      if_high_speed=speed, speed_mbps=speed, admin_status=1, oper_status=1, mac=None,
-                     in_octets=in_oct, out_octets=out_oct, counter_bits=bits, in_errors=in_err, out_errors=0,
+                     in_octets=in_oct, out_octets=out_oct, in_bits=bits, out_bits=bits, in_errors=in_err, out_errors=0,
                      in_discards=0, out_discards=0, **kw)
 
 
@@ -166,6 +166,9 @@ def test_build_interfaces_falls_back_to_32bit_and_descr():
     a, b = build_interfaces(cols)
     assert (a.name, a.in_octets, a.counter_bits, a.speed_mbps) == ("e0", 1000, 64, 10)
     assert (b.name, b.in_octets, b.counter_bits, b.speed_mbps) == ("eth1", 20, 32, 100)
+    # per direction: HC in present, HC out absent -> 64-bit in, 32-bit out
+    (c,) = build_interfaces({"ifDescr": {"3": b"x"}, "ifHCInOctets": {"3": 5}, "ifOutOctets": {"3": 6}})
+    assert (c.in_octets, c.in_bits, c.out_octets, c.out_bits, c.counter_bits) == (5, 64, 6, 32, 32)
 
 
 def test_vendor_from_sysobjectid():

@@ -149,11 +149,24 @@ class Interface:
     mac: str | None
     in_octets: int | None = None
     out_octets: int | None = None
-    counter_bits: int = 64          # 64 when ifHC* are used, 32 when falling back to ifIn/OutOctets
+    in_bits: int = 64               # 64 when ifHCInOctets is used, 32 when falling back to ifInOctets
+    out_bits: int = 64
     in_errors: int | None = None
     out_errors: int | None = None
     in_discards: int | None = None
     out_discards: int | None = None
+
+    @property
+    def counter_bits(self) -> int:
+        """64 when both octet counters are ifHC*, else 32."""
+        return min(self.in_bits, self.out_bits)
+
+    def bits_of(self, counter: str) -> int:
+        if counter == "in_octets":
+            return self.in_bits
+        if counter == "out_octets":
+            return self.out_bits
+        return 32   # errors/discards are Counter32
 
     @property
     def admin_up(self) -> bool | None:
@@ -199,16 +212,15 @@ def build_interfaces(cols: dict[str, dict[str, Any]]) -> list[Interface]:
         descr = decode_text(c("ifDescr"))
         name = decode_text(c("ifName")) or descr
         hc_in, hc_out = _int(c("ifHCInOctets")), _int(c("ifHCOutOctets"))
-        if hc_in is not None and hc_out is not None:
-            in_oct, out_oct, bits = hc_in, hc_out, 64
-        else:
-            in_oct, out_oct, bits = _int(c("ifInOctets")), _int(c("ifOutOctets")), 32
+        in_oct, in_bits = (hc_in, 64) if hc_in is not None else (_int(c("ifInOctets")), 32)
+        out_oct, out_bits = (hc_out, 64) if hc_out is not None else (_int(c("ifOutOctets")), 32)
         sp, hs = _int(c("ifSpeed")), _int(c("ifHighSpeed"))
         out.append(Interface(
             index=i, name=name, descr=descr, alias=decode_text(c("ifAlias")), type=_int(c("ifType")),
             if_speed=sp, if_high_speed=hs, speed_mbps=speed_mbps(sp, hs),
             admin_status=_int(c("ifAdminStatus")), oper_status=_int(c("ifOperStatus")),
-            mac=format_mac(c("ifPhysAddress")), in_octets=in_oct, out_octets=out_oct, counter_bits=bits,
+            mac=format_mac(c("ifPhysAddress")), in_octets=in_oct, out_octets=out_oct,
+            in_bits=in_bits, out_bits=out_bits,
             in_errors=_int(c("ifInErrors")), out_errors=_int(c("ifOutErrors")),
             in_discards=_int(c("ifInDiscards")), out_discards=_int(c("ifOutDiscards")),
         ))
@@ -243,10 +255,9 @@ def counter_delta(prev: int, cur: int, bits: int, max_delta: float | None = None
 
 @dataclass
 class _Baseline:
-    bits: int
     wall: float
     ticks: int | None
-    values: dict[str, int] = field(default_factory=dict)
+    values: dict[str, tuple[int, int]] = field(default_factory=dict)   # counter -> (value, bits)
 
 
 class RateTracker:
@@ -288,20 +299,23 @@ class RateTracker:
         rates: dict[int, dict[str, float]] = {}
         new: dict[int, _Baseline] = {}
         for itf in interfaces:
-            values = {k: getattr(itf, k) for k in self.COUNTERS if getattr(itf, k) is not None}
-            new[itf.index] = _Baseline(itf.counter_bits, wall, ticks, values)
+            values = {k: (getattr(itf, k), itf.bits_of(k)) for k in self.COUNTERS if getattr(itf, k) is not None}
+            new[itf.index] = _Baseline(wall, ticks, values)
             prev = self._prev.get(itf.index)
-            if dt is None or dt <= 0 or rebooted or prev is None or prev.bits != itf.counter_bits:
+            if dt is None or dt <= 0 or rebooted or prev is None:
                 continue
             speed_bps = (itf.speed_mbps or 0) * 1_000_000
             r: dict[str, float] = {}
             reset = False
-            for k, cur in values.items():
+            for k, (cur, bits) in values.items():
                 if k not in prev.values:
                     continue
-                bits = itf.counter_bits if k.endswith("octets") else 32
+                before, before_bits = prev.values[k]
+                if before_bits != bits:        # switched between ifHC* and 32-bit: new baseline
+                    reset = True
+                    break
                 max_delta = speed_bps / 8 * dt * 1.1 + 1500 if (k.endswith("octets") and speed_bps) else None
-                d = counter_delta(prev.values[k], cur, bits, max_delta)
+                d = counter_delta(before, cur, bits, max_delta)
                 if d is None:
                     reset = True
                     break
