@@ -67,7 +67,7 @@ class Agent:
 
     def birth_body(self) -> dict:
         devs = self.cfg.devices
-        return {"version": __version__, "config_sha256": self.loaded.sha256,
+        return {"version": __version__, "config_hash": self.loaded.sha256,
                 "drivers": sorted({d.driver for d in devs}),
                 "devices": [{"id": d.id, "driver": d.driver, "interval_s": d.interval_s, "room": d.room,
                              "type": d.type} for d in devs]}

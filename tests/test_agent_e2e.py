@@ -164,7 +164,7 @@ def test_birth_has_config_hash_and_death_is_the_last_will(tmp_path, broker, rece
     agent = agents(cfg)
     wait_for(lambda: receiver.of_kind("birth"), "birth", agent)
     birth = receiver.of_kind("birth")[0].body
-    assert birth["config_sha256"] == hashlib.sha256(cfg.read_bytes()).hexdigest()
+    assert birth["config_hash"] == hashlib.sha256(cfg.read_bytes()).hexdigest()
     assert birth["drivers"] == ["synthetic"]
     assert [d["id"] for d in birth["devices"]] == ["sw1", "sw2"]
     assert birth["version"] == campus_sense.__version__
