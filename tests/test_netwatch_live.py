@@ -16,6 +16,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import orjson
 import pytest
 
 from drivers.base import Event, Facts, Sample
@@ -117,6 +118,9 @@ async def test_live_rogue_dhcp_arp_conflict_and_rogue_ra(veth_ns):
     assert c.severity == "warning" and c.data["macs"] == [veth_ns["ns_mac"], "02:00:00:00:00:42"]
     ra = events["rogue_ra"]
     assert (ra.data["router_ip"], ra.data["prefixes"]) == ("fe80::bad", ["2001:db8:bad::/64"])
+    for r in records:  # everything must fit the wire contract (JSON objects, string tags)
+        orjson.dumps(r.data if isinstance(r, Event) else r.facts if isinstance(r, Facts) else r.fields)
+        assert all(isinstance(v, str) for v in getattr(r, "tags", {}).values())
     facts = [r for r in records if isinstance(r, Facts)][-1].facts
     assert {(s["ip"], s["mac"]) for s in facts["netwatch_stations"]} == {
         (f"{net}.2", veth_ns["ns_mac"]), (f"{net}.2", "02:00:00:00:00:42")}

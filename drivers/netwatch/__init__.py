@@ -287,6 +287,7 @@ class NetwatchDriver:
         loop = asyncio.get_running_loop()
         self._queue = asyncio.Queue(o.queue_size)
         self._started = time.monotonic()
+        self.ready.clear()  # run() is restarted by the agent after a failure; tables are kept
         for iface in filter(None, [o.interface, o.wifi_scan.interface if o.wifi_scan.enabled else None]):
             if not _iface_exists(iface):
                 raise DeviceError("config", f"netwatch: no such network interface {iface!r}")
