@@ -179,7 +179,7 @@ def discover(campus: CampusModel, obs: Observations, policy: Policy | None = Non
     return seen
 
 
-def _match(asset: Asset, seen: dict[str, Seen], used: set[str]) -> tuple[Seen | None, str]:
+def _match(asset: Asset, seen: dict[str, Seen]) -> tuple[Seen | None, str]:
     for s in seen.values():
         if asset.device_id and s.device_id == asset.device_id:
             return s, "device id"
@@ -212,7 +212,7 @@ def evaluate_inventory(campus: CampusModel, registry: Registry, obs: Observation
     missing_after = policy.inventory.missing_after_days * DAY
     for a in sorted(registry.assets.values(), key=lambda x: x.asset_tag):
         bld = campus.room_building(a.room)
-        s, how = _match(a, seen, matched)
+        s, how = _match(a, seen)
         if s is not None:
             matched.add(s.key)
         reg_ev = {"what": "registered", "asset_tag": a.asset_tag, "type": a.device_type, "model": a.model,
@@ -288,8 +288,6 @@ def evaluate_inventory(campus: CampusModel, registry: Registry, obs: Observation
             continue
         if s.last_seen is not None and now - s.last_seen > window:
             continue
-        if not s.locations and not s.ips and "facts" not in s.sources and len(s.sources) == 0:
-            continue
         bld = s.where_building()
         if building and bld != building:
             continue
@@ -349,7 +347,7 @@ def where_is(query: str, campus: CampusModel, registry: Registry, obs: Observati
             if hits or asset:
                 kind, keys = "serial", hits
         if asset is not None and not keys:
-            s, _ = _match(asset, seen, set())
+            s, _ = _match(asset, seen)
             keys = [s.key] if s else []
     matches = []
     for k in keys:
