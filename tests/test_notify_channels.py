@@ -243,3 +243,35 @@ async def test_mqtt_bad_password_is_visible(tmp_path, mosquitto):
     d = n.deliveries(state="failed")[0]
     assert "connection refused" in d["last_error"] and d["attempts"] == 2
     n.close()
+
+
+async def test_large_group_fits_robot_limits(tmp_path, robots):
+    """300 alerts in one group: WeCom content stays within 4096 bytes (the robot server rejects
+    more), DingTalk text is bounded, the webhook gets every alert."""
+    cfg = from_dict({
+        "channels": {
+            "hook": {"type": "webhook", "url": robots.url("/hook/big")},
+            "wecom": {"type": "wecom", "base_url": robots.url(), "key_file": "wecom.key"},
+            "ding": {"type": "dingtalk", "base_url": robots.url(), "access_token_env": "TEST_DT_TOKEN",
+                     "secret_file": "dt.secret"}},
+        "route": {"channels": ["hook", "wecom", "ding"], "group_by": ["building"], "group_wait": "30s"}},
+        base_dir=tmp_path)
+    n = Notifier(cfg, tmp_path / "n.db", clock=lambda: T0)
+    for i in range(300):
+        n.on_alert_change(_change(aid=f"a{i}", summary=f"温度过高 {i} — 机房空调故障"))
+    assert n.deliveries() == []                 # group_wait
+    assert n.tick(T0 + 30) == 3
+    await n.start()
+    try:
+        await wait_until(lambda: sum(c["sent"] for c in n.status()["channels"].values()) == 3
+                         or n.deliveries(state="failed"), what="delivered")
+    finally:
+        await n.stop()
+    assert n.deliveries(state="failed") == []
+    content = robots.accepted_on("/cgi-bin/webhook/send")[0]["body"]["markdown"]["content"]
+    assert len(content.encode()) <= 4096 and "more" in content and "温度过高" in content
+    assert "FIRING:300" in content
+    text = robots.accepted_on("/robot/send")[0]["body"]["markdown"]["text"]
+    assert len(text.encode()) <= 20000
+    assert len(robots.accepted_on("/hook/big")[0]["body"]["alerts"]) == 300
+    n.close()
