@@ -307,14 +307,16 @@ def _format(path: str, err: ValidationError, data: Any, lines: dict) -> str:
     msgs = []
     for e in err.errors():
         loc = tuple(x for x in e["loc"] if not (isinstance(x, str) and x.startswith("function-")))
+        if len(loc) >= 3 and loc[0] == "rules" and isinstance(loc[1], int) and loc[2] in KINDS:
+            loc = loc[:2] + loc[3:]  # drop the discriminator tag pydantic puts in the path
+        if e.get("type") in ("union_tag_invalid", "union_tag_not_found"):
+            loc = loc + ("kind",)
         line = _line_for(lines, loc) if lines else None
         prefix = ""
         rest = loc
         if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int):
             prefix = _rule_label(data, loc[1]) + ": "
             rest = loc[2:]
-            if rest and rest[0] in KINDS:  # discriminator tag pydantic puts in the path
-                rest = rest[1:]
         elif len(loc) >= 2 and loc[0] == "calendars":
             prefix = f"calendar {loc[1]!r}: "
             rest = loc[2:]
