@@ -362,9 +362,11 @@ async def collect_arp(ctx: _Ctx) -> list | None:
         try:
             s = _subs(i)
             ip, _ = _inet_from_index(s, 1)
-            if ip is None or not isinstance(mac, (bytes, bytearray)):
+            if ip is None or not isinstance(mac, (bytes, bytearray)) or len(mac) not in (0, 6):
                 raise BadValue(i)
-            m = fmt_mac(mac) if len(mac) == 6 else bytes(mac).hex()
+            if not mac:  # incomplete entry
+                continue
+            m = fmt_mac(mac)
         except (BadValue, IndexError, ValueError):
             ctx.bad("arp")
             continue
@@ -375,14 +377,17 @@ async def collect_arp(ctx: _Ctx) -> list | None:
     media, mtype = r.get(_col(NET_TO_MEDIA, 2), {}), r.get(_col(NET_TO_MEDIA, 4), {})
     for i, mac in media.items():
         s = _subs(i)
-        if len(s) != 5 or any(x > 255 for x in s[1:]) or not isinstance(mac, (bytes, bytearray)):
+        if len(s) != 5 or any(x > 255 for x in s[1:]) or not isinstance(mac, (bytes, bytearray)) \
+                or len(mac) not in (0, 6):
             ctx.bad("arp")
+            continue
+        if not mac:
             continue
         ip = ".".join(map(str, s[1:]))
         if (s[0], ip) in out:
             continue
         t = mtype.get(i)
-        out[(s[0], ip)] = {"ip": ip, "mac": fmt_mac(mac) if len(mac) == 6 else bytes(mac).hex(),
+        out[(s[0], ip)] = {"ip": ip, "mac": fmt_mac(mac),
                            "ifIndex": s[0], "ifName": names.get(s[0]), "family": 4,
                            "type": ARP_TYPE.get(t, str(t)) if isinstance(t, int) else None}
     return list(out.values()) or None
