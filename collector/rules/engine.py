@@ -964,6 +964,8 @@ class RuleEngine:
         for ih in self.ruleset.inhibits:
             sources.append((ih, [a for a in firing if match_all(ih.source, _mlabels(a))]))
         for a in list(self._active.values()):
+            if a.state != "firing":
+                continue  # only firing alerts notify, so only they are silenced/inhibited
             reason, since = self._suppression(a, active_sil, down_agents, sources)
             if reason == a.suppressed:
                 continue
