@@ -268,3 +268,36 @@ def test_garbage_frames_do_not_stop_the_watch():
     w.feed(Ether(bytes(garp(VIC_MAC, VIC))[:30]))  # truncated ARP
     feed(w, garp(VIC_MAC, VIC))
     assert w.report()["arp"]["stations"] == [{"ip": VIC, "mac": VIC_MAC}]
+
+
+def test_linux_cooked_captures_and_vlan_tags():
+    from scapy.layers.l2 import ARP, CookedLinux, CookedLinuxV2, Dot1Q, Ether
+    sll = CookedLinux(bytes(CookedLinux(pkttype=0, lladdrtype=1, lladdrlen=6, src=bytes.fromhex("020000000010") + b"\0\0",
+                                        proto=0x0806) / ARP(op=1, hwsrc=VIC_MAC, psrc=VIC, pdst=GW)))
+    sll2 = CookedLinuxV2(bytes(CookedLinuxV2(proto=0x0806, lladdrtype=1, lladdrlen=6,
+                                             src=bytes.fromhex("020000000066") + b"\0\0")
+                               / ARP(op=1, hwsrc=GW_MAC, psrc="10.20.0.5", pdst=GW)))
+    vlan = Ether(bytes(Ether(src=ATK_MAC, dst="ff:ff:ff:ff:ff:ff") / Dot1Q(vlan=120)
+                       / ARP(op=2, hwsrc=ATK_MAC, psrc=ATK, pdst=GW)))
+    w = feed(NetWatch(), sll, sll2, vlan)
+    assert w.report()["arp"]["stations"] == [{"ip": GW.replace(".1", ".5"), "mac": GW_MAC},
+                                             {"ip": VIC, "mac": VIC_MAC}, {"ip": ATK, "mac": ATK_MAC}]
+    # SLL2 source 02:..:66 differs from the ARP sender 02:..:01: forged sender hardware address
+    (f,) = only(w, "arp_spoof")
+    assert (f["detail"]["reason"], f["detail"]["ether_src"], f["detail"]["arp_mac"]) == \
+        ("ether_mismatch", ATK_MAC, GW_MAC)
+
+
+def test_floods_are_bounded():
+    w = NetWatch(ssid_allow={"CampusNet": [CAMPUS_AP1]})
+    w.wifi.max_bss = 50
+    w.findings.max_items = 20
+    for i in range(100):  # mdk-style beacon flood of random BSSIDs
+        w.feed(beacon(f"76:66:66:00:{i // 256:02x}:{i % 256:02x}", f"fake{i}", security="open"))
+    w.feed(beacon(EVIL, "CampusNet", security="open"))  # a campus SSID is still tracked when full
+    assert len(w.wifi.bss) == 51 and w.wifi.overflow == 51
+    (f,) = only(w, "evil_twin")
+    assert f["detail"]["bssid"] == EVIL
+    for i in range(40):  # conflicts flood: findings table capped
+        feed(w, garp(f"02:00:00:01:00:{i:02x}", f"10.9.{i}.1"), garp(f"02:00:00:02:00:{i:02x}", f"10.9.{i}.1"))
+    assert len(w.findings) == 20 and w.findings.suppressed > 0

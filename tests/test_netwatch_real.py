@@ -38,6 +38,18 @@ def test_tcpdump_dhcp_rfc3004():
     assert [(s["ip"], s["offers"], s["acks"]) for s in r["dhcp_servers"]] == [("192.168.1.1", 1, 1)]
 
 
+def test_tcpdump_dhcpv6_server():
+    r = analyze(cap("tcpdump-dhcpv6-ia-na.pcap"))
+    assert r["dhcp_servers"] == [{"ip": "fe80::211:22ff:fe33:4455", "mac": "00:11:22:33:44:55", "offers": 1,
+                                  "acks": 1}]
+    assert analyze(cap("tcpdump-dhcpv6-ia-na.pcap"), dhcp_allow=["00:11:22:33:44:55"])["findings"] == []
+    (f,) = analyze(cap("tcpdump-dhcpv6-ia-na.pcap"), dhcp_allow=["192.168.0.1"])["findings"]
+    d = f["detail"]
+    assert (f["type"], d["dhcp_version"], d["server_ip"], d["offered_ip"], d["client_mac"], d["server_duid"]) == (
+        "rogue_dhcp", 6, "fe80::211:22ff:fe33:4455", "2a00:1:1:200:38e6:b22e:c440:acdf", "00:01:02:03:04:05",
+        "000100011846488c001122334455")
+
+
 def test_tcpdump_real_lan_arp_stations_and_ip_plan():
     r = analyze(cap("tcpdump-eapon1.pcap"))
     assert r["arp"] == {

@@ -33,7 +33,7 @@ from drivers.netwatch.sweep import MAX_RATE_PPS, validate_subnets
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BPF = "arp or (udp and (port 67 or port 68)) or icmp6 or vlan"
+DEFAULT_BPF = "arp or (udp and (port 67 or port 68 or port 546 or port 547)) or icmp6 or vlan"
 MAX_FACT_STATIONS = 1500  # keeps one Facts record well under the wire size bound
 
 
@@ -247,6 +247,8 @@ class NetwatchDriver:
             "dhcp_servers": len(w.dhcp.servers), "ipv6_routers": len(w.ra.routers), "wifi_bss": len(w.wifi.bss),
             "findings": len(w.findings), "packets": w.packets, "dropped": self.dropped,
             "decode_errors": w.errors, "scan_errors": self.scan_errors, "sweeps": self.sweeps,
+            "findings_suppressed": w.findings.suppressed, "stations_overflow": w.arp.overflow,
+            "wifi_overflow": w.wifi.overflow,
         }, self._tags()))
 
     def _flush(self, emit: Callable[[Record], None]) -> None:

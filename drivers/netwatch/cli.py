@@ -111,8 +111,12 @@ def run(args: argparse.Namespace) -> int:
         return 2
     for w in report["capture"]["warnings"]:
         print(f"campus-sense pcap-analyze: warning: {args.file}: {w}", file=sys.stderr)
-    if args.json:
-        print(json.dumps(report, ensure_ascii=False, indent=2, default=str))
-    else:
-        print(_text(report))
+    try:
+        if args.json:
+            print(json.dumps(report, ensure_ascii=False, indent=2, default=str))
+        else:
+            print(_text(report))
+        sys.stdout.flush()
+    except BrokenPipeError:  # `... | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0

@@ -31,6 +31,7 @@ def load_layers() -> None:
     """Import the scapy layers the detectors need; this also registers the link types
     (Ethernet, Linux cooked, 802.11, radiotap, prism, PPI) with scapy's pcap readers."""
     import scapy.layers.dhcp  # noqa: F401
+    import scapy.layers.dhcp6  # noqa: F401
     import scapy.layers.dot11  # noqa: F401
     import scapy.layers.inet  # noqa: F401
     import scapy.layers.inet6  # noqa: F401
@@ -269,9 +270,11 @@ class Finding:
 class Findings:
     """Deduplicated findings, keyed by (type, key); repeated occurrences update the detail."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_items: int = 10000) -> None:
         self._items: dict[tuple[str, str], Finding] = {}
         self.new: list[Finding] = []  # drained by the streaming driver
+        self.max_items = max_items
+        self.suppressed = 0  # findings not kept because the table was full (floods)
 
     def add(self, type_: str, key: str, detail: dict[str, Any], ts: float | None = None,
             severity: str | None = None) -> tuple[Finding, bool]:
@@ -279,6 +282,9 @@ class Findings:
         f = self._items.get(k)
         if f is None:
             f = Finding(type_, key, severity or SEVERITY.get(type_, "warning"), dict(detail), ts, ts)
+            if len(self._items) >= self.max_items:
+                self.suppressed += 1
+                return f, False
             self._items[k] = f
             self.new.append(f)
             return f, True
@@ -314,13 +320,15 @@ SEVERITY_ORDER = {"info": 0, "warning": 1, "critical": 2}
 
 
 def _ether_src(pkt) -> str | None:
-    from scapy.layers.l2 import CookedLinux, Ether
+    """Link-layer source: Ethernet, or Linux cooked capture v1/v2 (``tcpdump -i any``)."""
+    from scapy.layers.l2 import CookedLinux, CookedLinuxV2, Ether
     if Ether in pkt:
         return norm_mac(pkt[Ether].src)
-    if CookedLinux in pkt:
-        sll = pkt[CookedLinux]
-        if getattr(sll, "lladdrlen", 6) == 6:
-            return norm_mac(bytes(sll.src)[:6] if isinstance(sll.src, bytes) else sll.src)
+    for cls in (CookedLinux, CookedLinuxV2):
+        if cls in pkt:
+            sll = pkt[cls]
+            if sll.lladdrlen == 6:
+                return norm_mac(bytes(sll.src)[:6] if isinstance(sll.src, bytes) else sll.src)
     return None
 
 
@@ -360,6 +368,7 @@ class DhcpWatch:
         from scapy.layers.dhcp import BOOTP, DHCP
         from scapy.layers.inet import IP
         if DHCP not in pkt or BOOTP not in pkt:
+            self._feed6(pkt, ts)
             return
         bootp = pkt[BOOTP]
         if bootp.op != 2:  # BOOTREPLY only
@@ -376,19 +385,50 @@ class DhcpWatch:
         src_ip = norm_ip(pkt[IP].src) if IP in pkt else None
         server_ip = norm_ip(opts.get("server_id")) or src_ip or "0.0.0.0"
         mac = _ether_src(pkt)
-        entry = self.servers.get((server_ip, mac))
-        if entry is None:
-            entry = {"ip": server_ip, "mac": mac, "offers": 0, "acks": 0, "naks": 0,
-                     "first_seen": ts, "relays": set()}
-            self.servers[(server_ip, mac)] = entry
-        entry["offers" if mt == 2 else "acks" if mt == 5 else "naks"] += 1
-        if src_ip and src_ip != server_ip:
-            entry["relays"].add(src_ip)
         client = norm_mac(bytes(bootp.chaddr)[:6]) if bootp.chaddr else None
         detail = {"server_ip": server_ip, "server_mac": mac, "offered_ip": norm_ip(bootp.yiaddr),
                   "client_mac": client, "message": {2: "offer", 5: "ack", 6: "nak"}[mt]}
         if src_ip and src_ip != server_ip:
             detail["relay_ip"] = src_ip
+        self._record(server_ip, mac, src_ip, "offers" if mt == 2 else "acks" if mt == 5 else "naks", detail, ts)
+
+    def _feed6(self, pkt, ts: float | None) -> None:
+        from scapy.layers.dhcp6 import (DHCP6_Advertise, DHCP6_Reply, DHCP6OptIAAddress, DHCP6OptIAPrefix,
+                                        DHCP6OptServerId)
+        from scapy.layers.inet6 import IPv6
+        if IPv6 not in pkt:
+            return
+        if DHCP6_Advertise in pkt:
+            kind, msg = "offers", "advertise"
+        elif DHCP6_Reply in pkt:
+            kind, msg = "acks", "reply"
+        else:
+            return
+        server_ip = norm_ip(pkt[IPv6].src) or "::"
+        mac = _ether_src(pkt)
+        offered = None
+        if DHCP6OptIAAddress in pkt:
+            offered = norm_ip(pkt[DHCP6OptIAAddress].addr)
+        elif DHCP6OptIAPrefix in pkt:
+            offered = f"{pkt[DHCP6OptIAPrefix].prefix}/{pkt[DHCP6OptIAPrefix].plen}"
+        from scapy.layers.l2 import Ether
+        detail = {"server_ip": server_ip, "server_mac": mac, "offered_ip": offered,
+                  "client_mac": norm_mac(pkt[Ether].dst) if Ether in pkt else None, "message": msg,
+                  "dhcp_version": 6}
+        if DHCP6OptServerId in pkt:
+            detail["server_duid"] = bytes(pkt[DHCP6OptServerId].duid).hex()
+        self._record(server_ip, mac, server_ip, kind, detail, ts)
+
+    def _record(self, server_ip: str, mac: str | None, src_ip: str | None, kind: str, detail: dict[str, Any],
+                ts: float | None) -> None:
+        entry = self.servers.get((server_ip, mac))
+        if entry is None:
+            entry = {"ip": server_ip, "mac": mac, "offers": 0, "acks": 0, "naks": 0,
+                     "first_seen": ts, "relays": set()}
+            self.servers[(server_ip, mac)] = entry
+        entry[kind] += 1
+        if src_ip and src_ip != server_ip:
+            entry["relays"].add(src_ip)
         if self.has_allow:
             allowed = (server_ip in self.allow_ips or (src_ip in self.allow_ips if src_ip else False)
                        or (mac in self.allow_macs if mac else False))
@@ -396,10 +436,12 @@ class DhcpWatch:
                 self.findings.add("rogue_dhcp", f"{server_ip}|{mac}",
                                   dict(detail, reason="not_in_allow_list"), ts)
         else:
-            ips = sorted({s["ip"] for s in self.servers.values()}, key=_ip_sort_key)
+            version = 6 if ":" in server_ip else 4
+            ips = sorted({s["ip"] for s in self.servers.values() if (":" in s["ip"]) == (version == 6)},
+                         key=_ip_sort_key)
             if len(ips) > 1:
-                self.findings.add("rogue_dhcp", "multiple_servers",
-                                  {"reason": "multiple_servers", "servers": ips,
+                self.findings.add("rogue_dhcp", f"multiple_servers_v{version}",
+                                  {"reason": "multiple_servers", "servers": ips, "dhcp_version": version,
                                    "note": "no DHCP allow-list configured"}, ts, severity="warning")
 
     def report(self) -> list[dict[str, Any]]:
@@ -561,8 +603,11 @@ class WifiSurvey:
     an ``evil_twin`` (reason ``open_clone``, warning): same name, different network.
     """
 
-    def __init__(self, findings: Findings, ssid_allow: dict[str, Iterable[str]] | None = None):
+    def __init__(self, findings: Findings, ssid_allow: dict[str, Iterable[str]] | None = None,
+                 max_bss: int = 20000):
         self.findings = findings
+        self.max_bss = max_bss
+        self.overflow = 0  # BSSIDs not tracked because the table was full (beacon floods)
         self.ssid_allow = {s: {norm_mac(b) for b in bs} for s, bs in (ssid_allow or {}).items()}
         self.bss: dict[str, Bss] = {}
         self.baseline: dict[str, int] = {}  # campus ssid -> strongest rank seen from allowed bssids
@@ -625,6 +670,10 @@ class WifiSurvey:
         bssid = norm_mac(bssid) or bssid
         b = self.bss.get(bssid)
         if b is None:
+            if len(self.bss) >= self.max_bss:
+                self.overflow += 1
+                if ssid not in self.ssid_allow:
+                    return Bss(bssid, ssid, ssid_encoding, channel, signal_dbm, security, list(akm or []))
             b = Bss(bssid, ssid, ssid_encoding, channel, signal_dbm, security, list(akm or []), security,
                     1, ts, ts)
             self.bss[bssid] = b
