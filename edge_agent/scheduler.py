@@ -50,8 +50,6 @@ async def poll_once(device_id: str, driver_name: str, driver: Any, deadline_s: f
     except Exception as e:
         log.exception("device %s: driver %s failed", device_id, driver_name)
         reason, error = "error", f"{type(e).__name__}: {e}"
-    if not ok:
-        log.info("device %s: poll failed (%s): %s", device_id, reason, error)
     return poll_sample(device_id, driver_name, ok, time.monotonic() - t0, reason, error)
 
 
@@ -61,9 +59,19 @@ async def run_polling(device_id: str, driver_name: str, driver: Any, interval_s:
     loop = asyncio.get_running_loop()
     await asyncio.sleep(random.uniform(0, min(interval_s, 5.0) if jitter_s is None else jitter_s))
     due = loop.time()
+    last_reason: str | None = None  # log state changes, not every failed cycle of a dead device
     while True:
         sample = await poll_once(device_id, driver_name, driver, deadline_s, sink)
         sink([sample])
+        reason = sample.fields.get("reason")
+        if reason != last_reason:
+            if reason:
+                log.warning("device %s: poll failed (%s): %s", device_id, reason, sample.fields["error"])
+            else:
+                log.info("device %s: polling ok again", device_id)
+            last_reason = reason
+        else:
+            log.debug("device %s: ok=%s %s", device_id, sample.fields["ok"], reason or "")
         due += interval_s
         now = loop.time()
         if due < now:

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import closing
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -139,7 +140,7 @@ def wait_for(pred, what: str, agent: AgentProc | None = None, timeout: float = 6
 
 def queue_state(cfg: Path) -> tuple[str, int, int]:
     """(epoch, last seq, rows still queued), read from the agent's database."""
-    with sqlite3.connect(cfg.parent / "queue.db", timeout=10) as db:
+    with closing(sqlite3.connect(cfg.parent / "queue.db", timeout=10)) as db:
         meta = dict(db.execute("SELECT key, value FROM meta"))
         depth = db.execute("SELECT count(*) FROM messages").fetchone()[0]
     return meta["epoch"], int(meta["next_seq"]) - 1, depth
@@ -185,7 +186,7 @@ def test_slow_device_does_not_delay_others(tmp_path, broker, receiver, mqtt_user
     wait_for(lambda: len(receiver.polls("slow")) >= 3, "three timed-out polls of the slow device", agent)
     slow, fast = receiver.polls("slow"), receiver.polls("fast")
     assert {(p["f"]["ok"], p["f"]["reason"]) for p in slow} == {(False, "timeout")}
-    assert all(p["f"]["duration_s"] >= 1 for p in slow)
+    assert all(p["f"]["duration_s"] >= 0.99 for p in slow)
     # Had the slow device held up the loop, fast could not have been polled more than
     # once per slow cycle.
     assert all(p["f"]["ok"] for p in fast) and len(fast) > 3 * len(slow)

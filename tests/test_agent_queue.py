@@ -1,5 +1,6 @@
 """Durable queue and batcher: what is committed, when it is deleted, what is dropped."""
 import sqlite3
+from contextlib import closing
 
 import orjson
 
@@ -19,7 +20,7 @@ def put(q, n=1, kind="metrics"):
 
 def rows_on_disk(path):
     # A separate connection sees only committed data.
-    with sqlite3.connect(path) as db:
+    with closing(sqlite3.connect(path)) as db:
         return [r[0] for r in db.execute("SELECT seq FROM messages ORDER BY seq")]
 
 
