@@ -100,7 +100,7 @@ def _core(rng: random.Random, seed: int) -> tuple[dict[str, Any], list[Port]]:
         ports.append(Port(n, f"Te1/0/{n}", f"TenGigabitEthernet1/0/{n}", speed_mbps=10000,
                           alias=f"uplink bldg-{chr(64 + n)}" if up else "", oper_up=up,
                           in_bps=rng.uniform(0.8e9, 3.5e9) if up else 0, out_bps=rng.uniform(0.8e9, 3.5e9) if up else 0,
-                          phase=rng.uniform(0, 6.28), errors_ps=0.01 if n == 3 else 0.0, mac=_mac(seed, n),
+                          phase=rng.uniform(0, 6.28), errors_ps=0.5 if n == 3 else 0.0, mac=_mac(seed, n),
                           offset_octets=(2 ** 32 - 500_000_000) if n == 1 else rng.randrange(10 ** 12)))
     ports.append(Port(9, "Gi0/0", "GigabitEthernet0/0", speed_mbps=1000, alias="oob-mgmt",
                       in_bps=2e5, out_bps=4e5, mac=_mac(seed, 9)))
@@ -119,8 +119,8 @@ def _access(rng: random.Random, seed: int) -> tuple[dict[str, Any], list[Port]]:
         ports.append(Port(n, f"Gi1/0/{n}", f"GigabitEthernet1/0/{n}", speed_mbps=1000,
                           alias=f"room {100 + n}" if used else "", oper_up=used,
                           in_bps=rng.uniform(2e5, 4e7) if used else 0, out_bps=rng.uniform(2e5, 8e7) if used else 0,
-                          phase=rng.uniform(0, 6.28), discards_ps=0.05 if n == 7 else 0.0,
-                          errors_ps=0.2 if n == 13 else 0.0, mac=_mac(seed, n),
+                          phase=rng.uniform(0, 6.28), discards_ps=0.5 if n == 7 else 0.0,
+                          errors_ps=3.0 if n == 13 else 0.0, mac=_mac(seed, n),
                           offset_octets=rng.randrange(2 ** 31)))
     for k in (1, 2):
         n = 48 + k
@@ -181,6 +181,13 @@ class SimulatedDevice(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
         self.port = 0
         self.requests = 0
+        # Agent quirks seen in the field, for tests of the poller's defences:
+        #: GETBULK answers carry at most this many varbinds (truncated, like a size-bounded agent)
+        self.max_response_varbinds = MAX_RESPONSE_VARBINDS
+        #: answer tooBig to a GETBULK asking for more than this many varbinds (None: never)
+        self.too_big_above: int | None = None
+        #: the successor of this OID is reported as the OID itself (a non-increasing OID bug)
+        self.non_increasing_at: OID | None = None
         self._build_table()
 
     # ------------------------------------------------------------------ control
@@ -282,6 +289,8 @@ class SimulatedDevice(asyncio.DatagramProtocol):
         return v2c.NoSuchObject("")
 
     def _next(self, oid: OID) -> OID | None:
+        if self.non_increasing_at is not None and oid == self.non_increasing_at:
+            return oid
         j = bisect.bisect_right(self._oids, oid)
         return self._oids[j] if j < len(self._oids) else None
 
@@ -327,11 +336,20 @@ class SimulatedDevice(asyncio.DatagramProtocol):
                 n = self._next(o)
                 out.append((o, v2c.EndOfMibView("")) if n is None else (n, self._values[n](now)))
             cur = list(asked[nr:])
-            for rep in range(mr):
-                if not cur or (rep > 0 and len(out) + len(cur) > MAX_RESPONSE_VARBINDS):
+            if self.too_big_above is not None and nr + mr * len(cur) > self.too_big_above:
+                pmod.apiPDU.set_error_status(rsp_pdu, 1)   # tooBig
+                pmod.apiPDU.set_error_index(rsp_pdu, 0)
+                pmod.apiPDU.set_varbinds(rsp_pdu, [(v2c.ObjectIdentifier(o), v2c.Null("")) for o in asked])
+                return encoder.encode(rsp)
+            full = False
+            for _ in range(mr):
+                if not cur:
                     break
                 all_end = True
                 for k, o in enumerate(cur):
+                    if len(out) >= max(1, self.max_response_varbinds):
+                        full = True      # truncated, possibly in the middle of a row (RFC 3416 4.2.3)
+                        break
                     n = self._next(o)
                     if n is None:
                         out.append((o, v2c.EndOfMibView("")))
@@ -339,7 +357,7 @@ class SimulatedDevice(asyncio.DatagramProtocol):
                         all_end = False
                         out.append((n, self._values[n](now)))
                         cur[k] = n
-                if all_end:
+                if all_end or full:
                     break
         else:
             pmod.apiPDU.set_error_status(rsp_pdu, 5)  # genErr (SET and others are not supported)

@@ -37,7 +37,6 @@ from pysnmp.entity import config
 from pysnmp.entity.engine import SnmpEngine
 from pysnmp.entity.rfc3413 import cmdgen
 from pysnmp.proto import errind, rfc1902, rfc1905
-from pysnmp.proto.api import v2c
 from pyasn1.type import univ
 
 from drivers.base import DeviceError
