@@ -73,17 +73,34 @@ def iso(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+def _ms(v: Any) -> float | None:
+    return None if v is None else float(v) / 1000.0
+
+
 def normalize(change: Any, now: float | None = None) -> dict:
-    """Duck-typed AlertChange (object or mapping) -> plain dict; raises BadAlert."""
+    """Duck-typed alert change -> plain dict; raises BadAlert.
+
+    Accepted shapes (objects or mappings):
+    * flat: ``alert_id``/``id``, ``rule_id``/``rule``, ``severity``, ``state``, ``labels``,
+      ``summary``, ``description``, ``started_at``, ``ended_at``, ``value``, ``acked``, ``silenced``
+      (timestamps: datetime, epoch seconds or ISO 8601);
+    * the rule engine's ``AlertChange(kind, alert, t_ms, actor, detail)`` whose ``alert`` has
+      ``id``, ``rule``, ``severity``, ``state``, ``labels``, ``summary``, ``value``,
+      ``started_ms``/``fired_ms``/``resolved_ms`` (epoch ms), ``acked_by``, ``suppressed``.
+    """
     now = time.time() if now is None else now
-    aid = _get(change, "alert_id", "id")
-    rule = _get(change, "rule_id", "rule")
-    sev = _get(change, "severity")
-    state = _get(change, "state")
+    src = change
+    inner = _get(change, "alert")
+    if inner is not None and not isinstance(inner, (str, bytes, int, float)):
+        src = inner
+    aid = _get(src, "alert_id", "id")
+    rule = _get(src, "rule_id", "rule")
+    sev = _get(src, "severity")
+    state = _get(src, "state")
     # enums from the rule engine: use their value/name
     sev = getattr(sev, "value", sev)
     state = getattr(state, "value", state)
-    if not aid:
+    if aid is None or aid == "":
         raise BadAlert("alert change without alert_id")
     if not rule:
         raise BadAlert(f"alert {aid}: no rule_id")
@@ -92,32 +109,47 @@ def normalize(change: Any, now: float | None = None) -> dict:
         raise BadAlert(f"alert {aid}: unknown severity {sev!r} (expected {', '.join(SEVERITIES)})")
     if state not in STATES:
         raise BadAlert(f"alert {aid}: unknown state {state!r} (expected {', '.join(STATES)})")
-    labels = _get(change, "labels", default={}) or {}
+    labels = _get(src, "labels", default={}) or {}
     if not isinstance(labels, Mapping):
         raise BadAlert(f"alert {aid}: labels must be a mapping")
     labels = {str(k): "" if v is None else str(v) for k, v in labels.items()}
-    value = _get(change, "value")
+    value = _get(src, "value")
     try:
         value = None if value is None else float(value)
     except (TypeError, ValueError):
         value = None
-    started = to_epoch(_get(change, "started_at", "starts_at"))
-    ended = to_epoch(_get(change, "ended_at", "resolved_at", "ends_at"))
+    started = to_epoch(_get(src, "started_at", "starts_at"))
+    if started is None:
+        started = _ms(_get(src, "fired_ms")) or _ms(_get(src, "started_ms"))
+    ended = to_epoch(_get(src, "ended_at", "resolved_at", "ends_at"))
+    if ended is None:
+        ended = _ms(_get(src, "resolved_ms"))
     if state == "resolved" and ended is None:
-        ended = now
+        ended = _ms(_get(change, "t_ms")) or now
+    acked = _get(src, "acked")
+    if acked is None:
+        acked = _get(src, "acked_by") is not None
+    silenced = _get(src, "silenced")
+    if silenced is None:
+        silenced = bool(_get(src, "suppressed"))
+    description = _get(src, "description", default="") or ""
+    if not description:
+        detail = _get(change, "detail")
+        if isinstance(detail, Mapping) and isinstance(detail.get("description"), str):
+            description = detail["description"]
     return {
         "id": str(aid),
         "rule": str(rule),
         "severity": sev,
         "state": state,
         "labels": labels,
-        "summary": str(_get(change, "summary", default="") or ""),
-        "description": str(_get(change, "description", default="") or ""),
+        "summary": str(_get(src, "summary", default="") or ""),
+        "description": str(description),
         "started_at": started,
         "ended_at": ended if state == "resolved" else None,
         "value": value,
-        "acked": bool(_get(change, "acked", default=False)),
-        "silenced": bool(_get(change, "silenced", default=False)),
+        "acked": bool(acked),
+        "silenced": bool(silenced),
     }
 
 
