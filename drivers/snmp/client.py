@@ -26,6 +26,7 @@ import errno
 import hashlib
 import itertools
 import logging
+import os
 import socket
 import time
 import weakref
@@ -42,6 +43,23 @@ from pyasn1.type import univ
 from drivers.base import DeviceError
 
 log = logging.getLogger("campus_sense.snmp")
+
+
+def _enable_pysnmp_debug() -> None:
+    """CAMPUS_SENSE_SNMP_DEBUG=io,msgproc,secmod (or all) turns on pysnmp's own packet/USM tracing
+    (goes to the log at DEBUG level, logger "pysnmp"). Secrets are not printed, packets are."""
+    flags = [f.strip() for f in os.environ.get("CAMPUS_SENSE_SNMP_DEBUG", "").split(",") if f.strip()]
+    if not flags:
+        return
+    from pysnmp import debug as pysnmp_debug
+
+    try:
+        pysnmp_debug.set_logger(pysnmp_debug.Debug(*flags))
+    except Exception as e:  # unknown flag: say so, keep working
+        log.warning("CAMPUS_SENSE_SNMP_DEBUG=%s ignored: %s", ",".join(flags), e)
+
+
+_enable_pysnmp_debug()
 
 __all__ = [
     "SnmpTarget", "SnmpSession", "DeviceError", "convert_value", "close_engines",
