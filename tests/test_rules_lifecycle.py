@@ -343,3 +343,23 @@ def test_two_engines_on_one_database_share_alerts(tmp_path):
     for t in ts:
         t.join()
     assert len(AlertStore(db).query({"state": "all"})) == 10
+
+
+def test_last_seen_survives_restart_so_dead_devices_still_go_stale(tmp_path):
+    db = str(tmp_path / "alerts.db")
+    text = """
+        rules:
+          - {name: stale, kind: absence, after: 10m}
+          - {name: agent-offline, kind: agent_offline, after: 5m}
+        """
+    eng, _ = make(tmp_path, text, db=db)
+    feed(eng, [s("d1", 0, value=1), s("d2", 0, value=1)], agent="ag")
+    eng.on_agent_state("ag", False, T0 + 2 * MIN)
+    eng.tick(T0 + 1 * MIN)
+    eng.tick(T0 + 2 * MIN + 1)  # persisted every minute of engine time
+    eng.store.close()
+    eng2, _ = make(tmp_path, text, db=db)  # the collector was down while the devices died
+    ch = eng2.tick(T0 + 30 * MIN)
+    assert sorted(mins(ch, ("firing",))) == [("firing", "agent-offline", 7), ("firing", "stale", 10),
+                                             ("firing", "stale", 10)]
+    assert all(a.suppressed == "inhibited:agent ag offline" for a in eng2.alerts({"rule": "stale"}))

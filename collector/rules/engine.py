@@ -163,7 +163,8 @@ class RuleEngine:
     def __init__(self, rules: RuleSet, store: AlertStore,
                  device_meta: Callable[[str], Mapping | None] | None = None,
                  clock: Callable[[], int] | None = None,
-                 topology: Callable[[str], str | None] | Mapping[str, str] | None = None):
+                 topology: Callable[[str], str | None] | Mapping[str, str] | None = None,
+                 persist_every_ms: int = 60_000):
         self.ruleset = rules
         self.store = store
         self._device_meta = device_meta or (lambda d: None)
@@ -212,6 +213,8 @@ class RuleEngine:
         self._mark_t: int | None = None
         self._now = 0
         self.bad_items = 0
+        self._persist_every = persist_every_ms
+        self._persisted_at: int | None = None
         self._restore()
 
     # ================================================================ public: data in
@@ -303,8 +306,33 @@ class RuleEngine:
             if ids != self._active_silences:
                 self._dirty = True
             self._post(changes)
+            if self._persisted_at is None:
+                self._persisted_at = now
+            elif now - self._persisted_at >= self._persist_every:
+                self._persist()
+                self._persisted_at = now
         self._dispatch(changes)
         return changes
+
+    def flush(self) -> None:
+        """Persist last-seen times (devices, agents) now; ``tick`` does it every ``persist_every_ms``.
+        A restarted engine reloads them, so a device that died while the collector was down still
+        goes stale."""
+        with self._lock:
+            self._persist()
+
+    def _persist(self) -> None:
+        da = self._device_agent
+        rows = [("device", d, t, da.get(d)) for d, t in self._alive.items()]
+        for m, am in self._alive_by_m.items():
+            rows += [("device_m", f"{m}\x00{d}", t, None) for d, t in am.items()]
+        rows += [("agent", n, ag.last_seen, json.dumps([ag.dead_since, ag.site, ag.building]))
+                 for n, ag in self._agents.items()]
+        rows += [("standby", d, int(v), None) for d, v in self._standby.items()]
+        try:
+            self.store.save_liveness(rows)
+        except Exception:  # noqa: BLE001 - persistence trouble must not stop evaluation
+            log.exception("could not persist last-seen times")
 
     # ================================================================ public: humans
     def ack(self, alert_id: int, user: str, comment: str = "", expires_ms: int | None = None) -> Alert:
@@ -1071,10 +1099,27 @@ class RuleEngine:
                     log.exception("alert listener %r failed", fn)
 
     def _restore(self) -> None:
-        """Rebuild evaluation state from the active alerts in the store (collector restart)."""
+        """Rebuild evaluation state from the store (collector restart): last-seen times, active alerts."""
         changes: list[AlertChange] = []
         now = self.clock()
         self._now = now
+        for kind, key, t, extra in self.store.load_liveness():
+            if kind == "device":
+                self._alive[key] = t
+                if extra:
+                    self._device_agent.setdefault(key, extra)
+            elif kind == "device_m":
+                m, _, d = key.partition("\x00")
+                if m in self._alive_by_m:
+                    self._alive_by_m[m][d] = t
+            elif kind == "standby":
+                self._standby[key] = bool(t)
+            elif kind == "agent":
+                ag = self._agents[key] = _Agent(t)
+                try:
+                    ag.dead_since, ag.site, ag.building = json.loads(extra or "[null, null, null]")
+                except (ValueError, TypeError):
+                    pass
         for a in self.store.active():
             r = self._rule_by_name.get(a.rule)
             if r is None or r.kind != a.kind:

@@ -55,6 +55,13 @@ CREATE TABLE IF NOT EXISTS alert_history(
   detail TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS alert_history_alert ON alert_history(alert_id, id);
+CREATE TABLE IF NOT EXISTS alert_liveness(
+  kind TEXT NOT NULL,
+  key TEXT NOT NULL,
+  t_ms INTEGER NOT NULL,
+  extra TEXT,
+  PRIMARY KEY (kind, key)
+);
 CREATE TABLE IF NOT EXISTS alert_silences(
   id INTEGER PRIMARY KEY AUTOINCREMENT,
   matchers TEXT NOT NULL,
@@ -343,6 +350,19 @@ class AlertStore:
         with self._lock:
             rows = self._db.execute(sql, args).fetchall()
         return [HistoryEntry(r[0], r[1], r[2], r[3], r[4], json.loads(r[5] or "{}")) for r in rows]
+
+    # ------------------------------------------------------------ liveness (last seen), for restarts
+    def save_liveness(self, rows: list[tuple[str, str, int, str | None]]) -> None:
+        """Upsert (kind, key, t_ms, extra) rows: kind device / device_m / agent / standby."""
+        if not rows:
+            return
+        with self._tx() as cur:
+            cur.executemany("INSERT INTO alert_liveness(kind, key, t_ms, extra) VALUES (?,?,?,?) "
+                            "ON CONFLICT(kind, key) DO UPDATE SET t_ms=excluded.t_ms, extra=excluded.extra", rows)
+
+    def load_liveness(self) -> list[tuple[str, str, int, str | None]]:
+        with self._lock:
+            return self._db.execute("SELECT kind, key, t_ms, extra FROM alert_liveness").fetchall()
 
     # ------------------------------------------------------------ silences
     def silence_create(self, matchers: list[Matcher], starts_ms: int, ends_ms: int, created_by: str,
