@@ -27,8 +27,7 @@ from fnmatch import fnmatchcase
 from typing import Any, Callable, Iterable, Mapping
 
 from .matchers import match_all, parse_matchers
-from .model import (SEVERITY_RANK, AbsenceRule, AgentOfflineRule, EventRule, ExposureRule, RateRule, RuleSet,
-                    ThresholdRule)
+from .model import SEVERITY_RANK, EventRule, ExposureRule, RateRule, RuleSet, ThresholdRule
 from .store import Alert, AlertError, AlertStore, HistoryEntry, Silence
 
 log = logging.getLogger("campus_sense.rules")

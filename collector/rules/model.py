@@ -13,7 +13,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -413,9 +412,3 @@ def load_rules(*paths: str | Path) -> RuleSet:
         parsed.append((str(f), data, lines))
     return _build(parsed)
 
-
-def check_zone(tz: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(tz)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown timezone {tz!r} (use an IANA name such as Europe/Berlin)") from None
