@@ -43,8 +43,10 @@ CREATE TABLE IF NOT EXISTS notify_groups (
     group_labels BLOB NOT NULL,
     created_at REAL NOT NULL,
     last_sent_at REAL,
-    sends INTEGER NOT NULL DEFAULT 0
+    sends INTEGER NOT NULL DEFAULT 0,
+    next_eval_at REAL                 -- earliest time the group can become due (NULL = now)
 );
+CREATE INDEX IF NOT EXISTS notify_groups_next ON notify_groups(next_eval_at);
 CREATE TABLE IF NOT EXISTS notify_group_alerts (
     group_key TEXT NOT NULL,
     alert_id TEXT NOT NULL,
@@ -146,6 +148,8 @@ class Router:
                 index(c)
         index(self.tree)
         db.script(SCHEMA)
+        # timings may have changed with the config: re-evaluate every group once
+        db.execute("UPDATE notify_groups SET next_eval_at=NULL")
 
     def routes_for(self, alert: dict) -> list[Node]:
         return match_nodes(self.tree, match_labels(alert))
@@ -187,6 +191,7 @@ class Router:
                         " silenced=excluded.silenced, data=excluded.data, updated_at=excluded.updated_at",
                         (key, alert["id"], alert["state"], alert["severity"], int(alert["acked"]),
                          int(alert["silenced"]), blob, now))
+                    c.execute("UPDATE notify_groups SET next_eval_at=NULL WHERE group_key=?", (key,))
                     affected.append(key)
                 c.execute("COMMIT")
             except BaseException:
@@ -200,7 +205,8 @@ class Router:
         now = time.time() if now is None else now
         with self.db.lock:
             if only is None:
-                keys = [k for (k,) in self.db.conn.execute("SELECT group_key FROM notify_groups")]
+                keys = [k for (k,) in self.db.conn.execute(
+                    "SELECT group_key FROM notify_groups WHERE next_eval_at IS NULL OR next_eval_at<=?", (now,))]
             else:
                 keys = list(dict.fromkeys(only))
         sent = 0
@@ -244,15 +250,29 @@ class Router:
             if not firing and not resolved:
                 if not any_firing:
                     self._delete_group(key)
+                else:  # only silenced alerts: a change (unsilence, resolve) resets next_eval_at
+                    c.execute("UPDATE notify_groups SET next_eval_at=? WHERE group_key=?",
+                              (now + node.repeat_interval, key))
                 return 0
             changed = bool(resolved) or any(ns != "firing" or nsev != a["severity"] for a, ns, nsev in firing)
             if last_sent is None:
-                due = now >= created_at + node.group_wait
+                due_at = created_at + node.group_wait
             elif changed:
-                due = now >= last_sent + node.group_interval
+                due_at = last_sent + node.group_interval
             else:
-                due = any(not a["acked"] for a, _, _ in firing) and now >= last_sent + node.repeat_interval
-            if not due or not node.is_active(now):
+                # all acknowledged: nothing to repeat; look again after repeat_interval
+                due_at = last_sent + node.repeat_interval
+                if all(a["acked"] for a, _, _ in firing):
+                    c.execute("UPDATE notify_groups SET next_eval_at=? WHERE group_key=?",
+                              (max(due_at, now + node.repeat_interval), key))
+                    return 0
+            if now < due_at:
+                c.execute("UPDATE notify_groups SET next_eval_at=? WHERE group_key=?", (due_at, key))
+                return 0
+            if not node.is_active(now):
+                # time windows have minute resolution: look again at the next minute
+                c.execute("UPDATE notify_groups SET next_eval_at=? WHERE group_key=?",
+                          (now - now % 60 + 60, key))
                 return 0
             notif = self._notification(key, node, orjson.loads(gl_raw), [a for a, _, _ in firing], resolved,
                                        repeat=not changed, now=now)
@@ -279,7 +299,8 @@ class Router:
                               [(a["severity"], key, a["id"]) for a, _, _ in firing])
                 c.executemany("DELETE FROM notify_group_alerts WHERE group_key=? AND alert_id=?",
                               [(key, a["id"]) for a in resolved])
-                c.execute("UPDATE notify_groups SET last_sent_at=?, sends=sends+1 WHERE group_key=?", (now, key))
+                c.execute("UPDATE notify_groups SET last_sent_at=?, sends=sends+1, next_eval_at=? WHERE group_key=?",
+                          (now, now + min(node.group_interval, node.repeat_interval), key))
                 left = c.execute("SELECT COUNT(*) FROM notify_group_alerts WHERE group_key=? AND"
                                  " state='firing'", (key,)).fetchone()[0]
                 if not left:
