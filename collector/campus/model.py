@@ -199,20 +199,39 @@ class CampusModel:
         return r.building if r else None
 
     def ports_of(self, device_id: str) -> list[Port]:
-        return [p for p in self.ports.values() if p.device == device_id]
+        return list(self._index()["dev"].get(device_id, []))
+
+    def _index(self) -> dict[str, dict]:
+        """Lookup tables, rebuilt when the number of ports/devices changes (or by reindex())."""
+        sig = (len(self.ports), len(self.devices))
+        idx = self.__dict__.get("_idx")
+        if idx is None or idx["sig"] != sig:
+            by_name: dict[tuple[str, str], Port] = {}
+            by_if: dict[tuple[str, int], Port] = {}
+            by_dev: dict[str, list[Port]] = {}
+            for p in self.ports.values():
+                by_dev.setdefault(p.device, []).append(p)
+                by_name[(p.device, p.port.lower())] = p
+                if p.if_index is not None:
+                    by_if[(p.device, p.if_index)] = p
+            bssid = {b: d for d in self.devices.values() for b in d.bssids}
+            idx = {"sig": sig, "name": by_name, "if": by_if, "bssid": bssid, "dev": by_dev}
+            self.__dict__["_idx"] = idx
+        return idx
+
+    def reindex(self) -> None:
+        self.__dict__.pop("_idx", None)
 
     def port(self, device: str, port: str | None = None, if_index: int | None = None) -> Port | None:
         if port is not None and (device, port) in self.ports:
             return self.ports[(device, port)]
+        idx = self._index()
         if port is not None:
-            lp = port.lower()
-            for p in self.ports.values():
-                if p.device == device and p.port.lower() == lp:
-                    return p
+            p = idx["name"].get((device, port.lower()))
+            if p is not None:
+                return p
         if if_index is not None:
-            for p in self.ports.values():
-                if p.device == device and p.if_index == if_index:
-                    return p
+            return idx["if"].get((device, if_index))
         return None
 
     def ap_for_bssid(self, bssid: str | None) -> Device | None:
@@ -222,15 +241,13 @@ class CampusModel:
             b = normalize_mac(bssid)
         except ValueError:
             return None
-        for d in self.devices.values():
-            if b in d.bssids:
-                return d
-        return None
+        return self._index()["bssid"].get(b)
 
     def merge(self, other: "CampusModel") -> None:
         """Upsert everything of ``other`` into this model (re-import updates in place)."""
         for name in ("sites", "buildings", "floors", "rooms", "devices", "ports"):
             getattr(self, name).update(getattr(other, name))
+        self.reindex()
 
 
 # --------------------------------------------------------------------------- registry

@@ -63,17 +63,22 @@ def wifi_coverage(campus: CampusModel, obs: Observations, policy: Policy, buildi
         room = _reading_room(campus, r, ap)
         if room:
             by_room.setdefault(room, []).append((r, ap))
+    aps_by_room: dict[str, list[Device]] = {}
+    for d in campus.devices.values():
+        if d.type == "ap" and d.room:
+            aps_by_room.setdefault(d.room, []).append(d)
     out = []
     for room in sorted(rooms, key=lambda x: x.id):
-        out.append(_wifi_room(campus, obs, policy, room, by_room.get(room.id, []), now, max_age))
+        out.append(_wifi_room(campus, obs, policy, room, by_room.get(room.id, []), now, max_age,
+                              aps_by_room.get(room.id, [])))
     return out
 
 
 def _wifi_room(campus: CampusModel, obs: Observations, policy: Policy, room: Room,
-               readings: list[tuple[WifiReading, Device | None]], now: float, max_age: float) -> CheckResult:
+               readings: list[tuple[WifiReading, Device | None]], now: float, max_age: float,
+               room_aps: list[Device]) -> CheckResult:
     wp = policy.wireless
     res = CheckResult("wifi_coverage", UNKNOWN, room.id, "", building=room.building, room=room.id)
-    room_aps = [d for d in campus.devices.values() if d.type == "ap" and d.room == room.id]
     down_aps = {a.id for a in room_aps if a.id in obs.aps and not obs.aps[a.id].up}
     fresh = [(r, ap) for r, ap in readings if r.time is None or now - r.time <= max_age]
     stale = len(readings) - len(fresh)

@@ -78,12 +78,12 @@ class Seen:
                 "last_seen": iso(self.last_seen)}
 
 
-def _ignored(mac: str | None, policy: Policy) -> bool:
+def _ignored(mac: str | None, prefixes: tuple[str, ...]) -> bool:
     if not mac:
         return False
     if int(mac[:2], 16) & 1:          # multicast / broadcast
         return True
-    return any(mac.startswith(p.lower()) for p in policy.inventory.ignore_mac_prefixes)
+    return mac.startswith(prefixes)
 
 
 def _norm_mac(v: Any) -> str | None:
@@ -93,23 +93,34 @@ def _norm_mac(v: Any) -> str | None:
         return None
 
 
-def _port_is_trunk(campus: CampusModel, obs: Observations, switch: str, port: str | None,
+def _lldp_index(obs: Observations) -> dict[tuple, Any]:
+    idx: dict[tuple, Any] = {}
+    for l in obs.lldp:
+        if l.local_port:
+            idx.setdefault((l.device, l.local_port.lower()), l)
+        if l.local_if_index is not None:
+            idx.setdefault((l.device, l.local_if_index), l)
+    return idx
+
+
+def _port_is_trunk(campus: CampusModel, lldp: dict[tuple, Any], switch: str, port: str | None,
                    if_index: int | None) -> bool:
     p = campus.port(switch, port, if_index)
     if p is not None:
         return p.role in ("uplink", "backbone", "interbuilding")
-    for l in obs.lldp:
-        if l.device == switch and ((port and l.local_port and l.local_port.lower() == port.lower())
-                                   or (if_index is not None and l.local_if_index == if_index)):
-            peer = campus.devices.get(l.remote_device or "")
-            return peer is None or peer.type in ("switch", "router", "firewall")
-    return False
+    l = (lldp.get((switch, port.lower())) if port else None) or \
+        (lldp.get((switch, if_index)) if if_index is not None else None)
+    if l is None:
+        return False
+    peer = campus.devices.get(l.remote_device or "")
+    return peer is None or peer.type in ("switch", "router", "firewall")
 
 
 def discover(campus: CampusModel, obs: Observations, policy: Policy | None = None) -> dict[str, Seen]:
     """Join device facts, FDB, ARP and sightings into one record per MAC."""
     policy = policy or Policy()
     seen: dict[str, Seen] = {}
+    ign = tuple(p.lower() for p in policy.inventory.ignore_mac_prefixes)
 
     def get(mac: str | None, device_id: str | None = None) -> Seen | None:
         if mac is None and device_id is None:
@@ -135,16 +146,17 @@ def discover(campus: CampusModel, obs: Observations, policy: Policy | None = Non
             s.ips[str(ip)] = t
         s.touch(t, "facts")
 
+    lldp = _lldp_index(obs)
     macs_per_port: dict[tuple[str, str], set[str]] = {}
     for e in obs.fdb:
         k = (e.switch, e.port or f"#{e.if_index}")
         macs_per_port.setdefault(k, set()).add(e.mac)
     for e in obs.fdb:
-        if _ignored(e.mac, policy):
+        if _ignored(e.mac, ign):
             continue
         s = get(e.mac)
         p = campus.port(e.switch, e.port, e.if_index)
-        trunk = _port_is_trunk(campus, obs, e.switch, e.port, e.if_index)
+        trunk = _port_is_trunk(campus, lldp, e.switch, e.port, e.if_index)
         crowded = len(macs_per_port[(e.switch, e.port or f"#{e.if_index}")]) > policy.inventory.max_macs_per_edge_port
         edge = not trunk and (p is not None and p.role in ("desk", "device", "ap") or not crowded)
         room = p.room if p is not None else None
@@ -153,18 +165,18 @@ def discover(campus: CampusModel, obs: Observations, policy: Policy | None = Non
                                     edge, room, bld))
         s.touch(e.last_seen, "fdb")
     for a in obs.arp:
-        if _ignored(a.mac, policy):
+        if _ignored(a.mac, ign):
             continue
         s = get(a.mac)
         if a.ip not in s.ips or (a.last_seen or 0) > (s.ips[a.ip] or 0):
             s.ips[a.ip] = a.last_seen
         s.touch(a.last_seen, "arp")
     for g in obs.sightings:
-        if _ignored(g.mac, policy) or (g.mac is None and g.ip is None):
+        if _ignored(g.mac, ign) or (g.mac is None and g.ip is None):
             continue
         mac = g.mac
         if mac is None:   # IP-only sighting: attach to the MAC ARP knows for it
-            mac = next((s.mac for s in seen.values() if g.ip in s.ips and s.mac), None)
+            mac = next((x.mac for x in seen.values() if g.ip in x.ips and x.mac), None)
             if mac is None:
                 continue
         s = get(mac)
@@ -179,17 +191,30 @@ def discover(campus: CampusModel, obs: Observations, policy: Policy | None = Non
     return seen
 
 
-def _match(asset: Asset, seen: dict[str, Seen]) -> tuple[Seen | None, str]:
-    for s in seen.values():
-        if asset.device_id and s.device_id == asset.device_id:
-            return s, "device id"
-    if asset.serial:
+class _SeenIndex:
+    def __init__(self, seen: dict[str, Seen]):
+        self.seen = seen
+        self.by_device: dict[str, Seen] = {}
+        self.by_serial: dict[str, Seen] = {}
         for s in seen.values():
-            if s.serial and s.serial.lower() == asset.serial.lower():
-                return s, "serial"
-    if asset.mac and asset.mac in seen:
-        return seen[asset.mac], "MAC"
-    return None, ""
+            if s.device_id:
+                self.by_device.setdefault(s.device_id, s)
+            if s.serial:
+                self.by_serial.setdefault(s.serial.lower(), s)
+
+    def match(self, asset: Asset) -> tuple[Seen | None, str]:
+        """Registry asset -> discovered record: by device id, then serial, then MAC."""
+        if asset.device_id and asset.device_id in self.by_device:
+            return self.by_device[asset.device_id], "device id"
+        if asset.serial and asset.serial.lower() in self.by_serial:
+            return self.by_serial[asset.serial.lower()], "serial"
+        if asset.mac and asset.mac in self.seen:
+            return self.seen[asset.mac], "MAC"
+        return None, ""
+
+
+def _match(asset: Asset, seen: dict[str, Seen]) -> tuple[Seen | None, str]:
+    return _SeenIndex(seen).match(asset)
 
 
 def _same_model(a: str, b: str) -> bool:
@@ -209,12 +234,15 @@ def evaluate_inventory(campus: CampusModel, registry: Registry, obs: Observation
                 ip_owner[ip] = (s.mac, t)
     out: list[CheckResult] = []
     matched: set[str] = set()
+    index = _SeenIndex(seen)
     missing_after = policy.inventory.missing_after_days * DAY
     for a in sorted(registry.assets.values(), key=lambda x: x.asset_tag):
         bld = campus.room_building(a.room)
-        s, how = _match(a, seen)
+        s, how = index.match(a)
         if s is not None:
             matched.add(s.key)
+        if a.mac and a.mac in seen:          # the asset's own MAC is not 'unknown', whatever matched
+            matched.add(a.mac)
         reg_ev = {"what": "registered", "asset_tag": a.asset_tag, "type": a.device_type, "model": a.model,
                   "serial": a.serial, "mac": a.mac, "assigned_ip": a.assigned_ip, "room": a.room, "owner": a.owner,
                   "switch": a.switch, "port": a.port}

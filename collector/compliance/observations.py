@@ -169,19 +169,35 @@ class Observations:
 
     # ---- lookups
     def interface(self, device: str, name: str | None = None, if_index: int | None = None) -> InterfaceObs | None:
-        ln = name.lower() if name else None
-        for i in self.interfaces:
-            if i.device != device:
-                continue
-            if ln is not None and i.name and i.name.lower() == ln:
-                return i
-            if if_index is not None and i.if_index == if_index:
-                return i
+        """Interface by ifName (case-insensitive) or ifIndex. Indexed on first use; call
+        ``reindex()`` after changing ``interfaces`` in place."""
+        sig = (id(self.interfaces), len(self.interfaces))
+        idx = self.__dict__.get("_if_idx")
+        if idx is None or idx[0] != sig:
+            by_name: dict[tuple[str, str], InterfaceObs] = {}
+            by_if: dict[tuple[str, int], InterfaceObs] = {}
+            for i in self.interfaces:
+                if i.name:
+                    by_name.setdefault((i.device, i.name.lower()), i)
+                if i.if_index is not None:
+                    by_if.setdefault((i.device, i.if_index), i)
+            idx = (sig, by_name, by_if)
+            self.__dict__["_if_idx"] = idx
+        if name is not None:
+            hit = idx[1].get((device, name.lower()))
+            if hit is not None:
+                return hit
+        if if_index is not None:
+            return idx[2].get((device, if_index))
         return None
+
+    def reindex(self) -> None:
+        self.__dict__.pop("_if_idx", None)
 
     # ---- (de)serialisation
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        d.pop("_if_idx", None)
         d["devices"] = list(d["devices"].values())
         d["aps"] = list(d["aps"].values())
         return d

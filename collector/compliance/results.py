@@ -1,7 +1,7 @@
 """Result records shared by every check, and how they roll up into scores."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 PASS, FAIL, UNKNOWN, NA = "pass", "fail", "unknown", "n/a"
@@ -52,7 +52,9 @@ class CheckResult:
         return CHECKS.get(self.check, ("", ""))[1]
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        d = {"check": self.check, "status": self.status, "subject": self.subject, "message": self.message,
+             "building": self.building, "room": self.room, "device": self.device, "severity": self.severity,
+             "evidence": [dict(e) for e in self.evidence]}
         if self.status in (PASS, NA):
             d["severity"] = "info"
         d["title"] = self.title
