@@ -202,3 +202,26 @@ def test_options_normalisation_and_repr():
     assert (o.version, o.auth_protocol, o.priv_protocol) == ("3", "SHA-256", "AES-128")
     assert "secret" not in repr(o) and "secret" not in repr(o.target())
     assert Options.model_validate({"host": "h", "version": "v2c", "community": "c"}).version == "2c"
+
+
+async def test_concurrent_polls_share_one_engine(engine_cleanup):
+    kinds = ["core", "access", "wlc", "access"]
+    comms = ["c-" + secrets.token_hex(4) for _ in kinds]
+    devs = [await start_simulated_device(k, community=c, port=0, name=f"dev{i}")
+            for i, (k, c) in enumerate(zip(kinds, comms))]
+    drivers = [create(f"d{i}", Options(host="127.0.0.1", port=d.port, community=c), {})
+               for i, (d, c) in enumerate(zip(devs, comms))]
+    try:
+        for _ in range(2):
+            results = await asyncio.gather(*(drv.poll() for drv in drivers))
+        for i, (kind, recs) in enumerate(zip(kinds, results)):
+            assert drivers[i].system.name == f"dev{i}"
+            n = len(by_type(recs, Sample, "interface"))
+            assert n == {"core": 11, "access": 51, "wlc": 6}[kind]
+            assert any("in_bps" in s.fields for s in by_type(recs, Sample, "interface"))
+        from drivers.snmp import client
+        assert len(client._ENGINES[asyncio.get_running_loop()]) == 1
+    finally:
+        for drv, d in zip(drivers, devs):
+            await drv.close()
+            d.close()

@@ -175,3 +175,22 @@ async def test_session_api_get_walk_and_shared_engine(snmpd):
         for s in (good, bad, v2):
             await s.close()
         await close_engines()
+
+
+async def test_driver_poll_v3(snmpd):
+    from drivers.base import Facts, Sample
+    from drivers.snmp import Options, create
+
+    opts = Options.model_validate({"host": "127.0.0.1", "port": snmpd.port, "version": 3, "user": snmpd.user,
+                                   "auth_protocol": "sha256", "auth_key": snmpd.auth_key,
+                                   "priv_protocol": "aes", "priv_key": snmpd.priv_key, "timeout_s": 1})
+    drv = create("linux-host", opts, {"role": "server"})
+    try:
+        recs = await drv.poll()
+    finally:
+        await drv.close()
+        await close_engines()
+    facts = next(r for r in recs if isinstance(r, Facts)).facts
+    assert facts["sysName"] == f"snmpd-test-{snmpd.port}" and facts["vendor"] == "Net-SNMP"
+    lo = next(r for r in recs if isinstance(r, Sample) and r.measurement == "interface" and r.tags["ifName"] == "lo")
+    assert lo.tags["role"] == "server" and lo.fields["counter_bits"] == 64 and lo.fields["oper_up"] is True
