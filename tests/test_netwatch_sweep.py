@@ -54,3 +54,18 @@ async def test_sweep_validates_before_sending():
     with pytest.raises(ValueError, match="rate_pps"):
         await arp_sweep(sent.append, ["10.7.0.0/24"], rate_pps=0)
     assert sent == []
+
+
+def test_readme_sample_config_is_valid():
+    """The agent.yaml sample in drivers/netwatch/README.md validates (docs do not drift)."""
+    import re
+    from pathlib import Path
+
+    import yaml
+    readme = (Path(__file__).resolve().parents[1] / "drivers" / "netwatch" / "README.md").read_text()
+    block = re.search(r"```yaml\n(.*?)```", readme, re.S).group(1)
+    dev = yaml.safe_load(block)["devices"][0]
+    assert dev["driver"] == "netwatch"
+    o = Options.model_validate(dev["options"])
+    assert o.ssid_allow["校园网"] == ["00:1a:2b:00:01:01"]
+    assert o.arp_sweep.enabled is False and o.wifi_scan.via == "iw"
