@@ -177,7 +177,7 @@ def _classify(n: int, obj: dict) -> Iterator[tuple[int, str, Any]]:
 
 
 def read_csv(path: Path) -> Iterator[tuple[int, str, Any]]:
-    with path.open(encoding="utf-8", newline="") as fh:
+    with path.open(encoding="utf-8-sig", newline="") as fh:
         r = csv.reader(fh)
         header = None
         for row in r:

@@ -448,8 +448,12 @@ class RuleEngine:
     # ================================================================ samples
     def _samples(self, items, agent, changes) -> int | None:
         by_m = self._by_m
-        track = self._track
+        track = self._track or bool(self._standby_m)
         standby_m = self._standby_m
+        alive = self._alive
+        alive_by_m = self._alive_by_m
+        absence_firing = self._absence_firing
+        device_agent = self._device_agent
         tmax = None
         for it in items:
             try:
@@ -462,14 +466,25 @@ class RuleEngine:
                 continue
             if tmax is None or t > tmax:
                 tmax = t
-            if agent is not None and d not in self._device_agent:
-                self._device_agent[d] = agent
-            if track or standby_m:
-                self._liveness(it, m, d, t, changes)
+            if agent is not None and d not in device_agent:
+                device_agent[d] = agent
+            f = it.get("f")
+            if track and (m != "agent_poll" or not f or f.get("ok") is not False):
+                # a sign of life (a failed poll is not: the agent tried, the device did not answer)
+                if m in standby_m:
+                    self._standby_update(m, d, f or {})
+                old = alive.get(d)
+                if old is None or t > old:
+                    alive[d] = t
+                if alive_by_m:
+                    am = alive_by_m.get(m)
+                    if am is not None and (d not in am or t > am[d]):
+                        am[d] = t
+                if absence_firing and d in absence_firing:
+                    self._alive_mark(d, t, m, changes)
             rules = by_m.get(m)
             if rules is None:
                 continue
-            f = it.get("f")
             if not f:
                 continue
             tags = it.get("tags")
@@ -496,17 +511,11 @@ class RuleEngine:
             self._now = tmax
         return tmax
 
-    def _liveness(self, it, m, d, t, changes) -> None:
-        f = it.get("f") or {}
-        if m == "agent_poll" and f.get("ok") is False:
-            return  # the agent tried and the device did not answer: not a sign of life
-        sb = self._standby_m.get(m)
-        if sb:
-            typ = self._meta_of(d).get("type")
-            for styp, s in sb:
-                if styp == typ and s.field in f:
-                    self._standby[d] = f[s.field] in s.values
-        self._alive_mark(d, t, m, changes)
+    def _standby_update(self, m: str, d: str, f: dict) -> None:
+        typ = self._meta_of(d).get("type")
+        for styp, s in self._standby_m[m]:
+            if styp == typ and s.field in f:
+                self._standby[d] = f[s.field] in s.values
 
     def _alive_mark(self, d, t, m, changes) -> None:
         old = self._alive.get(d)
@@ -634,9 +643,9 @@ class RuleEngine:
                             self._exposure_level(st, int(st.last_t + (at - before) / rate), at, sev, changes)
             elif not st.in_zone and st.out_since is not None and r.m.reset_after is not None \
                     and t - st.out_since >= r.m.reset_after:
-                st.acc = 0.0
                 if st.state == "firing":
                     self._resolve(st, st.out_since + r.m.reset_after, changes, detail={"reason": "reset"})
+                st.acc = 0.0
         if not inwin:
             zone = False
         elif r.inside:
