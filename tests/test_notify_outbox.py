@@ -106,6 +106,32 @@ async def test_hanging_channel_does_not_block_others(tmp_path, robots):
     n.close()
 
 
+async def test_transient_failure_backs_off_the_whole_channel(tmp_path, robots):
+    """A 503 / rate limit on one delivery postpones the channel's other due deliveries to the
+    same retry time instead of trying each of them against a peer that is known to be failing."""
+    robots.hook_status = 503
+    n = Notifier(cfg({"hook": {"type": "webhook", "url": robots.url("/hook/busy")}},
+                     retry={"max_attempts": 3, "initial_backoff": 0.3, "max_backoff": 1}),
+                 tmp_path / "n.db", clock=lambda: T0)
+    for i in range(4):
+        n.on_alert_change(change(f"b{i}"))
+    await n.start()
+    try:
+        first = await wait_until(lambda: (lambda rows: rows if any(r["attempts"] for r in rows) else None)(
+            n.deliveries()), what="first failure")
+        tried = [r for r in first if r["attempts"]]
+        assert len(tried) == 1 and tried[0]["state"] == "pending" and "HTTP 503" in tried[0]["last_error"]
+        others = [r for r in first if not r["attempts"]]
+        assert len(others) == 3
+        assert all(r["next_attempt_at"] == tried[0]["next_attempt_at"] for r in others)
+        robots.hook_status = 200                                # peer recovers: everything drains
+        await wait_until(lambda: n.status()["channels"]["hook"]["sent"] == 4, what="drained")
+    finally:
+        await n.stop()
+    assert len(robots.accepted_on("/hook/busy")) == 4
+    n.close()
+
+
 async def test_slow_peer_times_out(tmp_path, robots):
     n = Notifier(cfg({"slow": {"type": "webhook", "url": robots.url("/hang"), "timeout": 0.3}},
                      retry={"max_attempts": 2, "initial_backoff": 0.05}),

@@ -243,7 +243,11 @@ class Outbox:
             for row in rows:
                 if stopping.is_set():
                     return
-                await self._attempt(channel, row, send, retry, timeout, on_result)
+                if await self._attempt(channel, row, send, retry, timeout, on_result) == "pending":
+                    # transient failure (peer down, rate limited): the whole channel backs off
+                    # instead of hammering the peer with every other due row
+                    self.postpone_channel(channel, row["id"])
+                    break
             if rows:
                 continue
             nxt = self.next_due(channel)
@@ -258,7 +262,15 @@ class Outbox:
                 waiter.cancel()
                 stopper.cancel()
 
-    async def _attempt(self, channel, row, send, retry, timeout, on_result) -> None:
+    def postpone_channel(self, channel: str, row_id: int) -> None:
+        """Move the channel's other pending rows due before ``row_id``'s retry to that time."""
+        self.db.execute(
+            "UPDATE notify_outbox SET next_attempt_at=(SELECT next_attempt_at FROM notify_outbox WHERE id=?)"
+            " WHERE channel=? AND state='pending' AND id!=? AND"
+            " next_attempt_at<(SELECT next_attempt_at FROM notify_outbox WHERE id=?)",
+            (row_id, channel, row_id, row_id))
+
+    async def _attempt(self, channel, row, send, retry, timeout, on_result) -> str | None:
         err: str | None = None
         permanent = False
         try:
@@ -283,9 +295,10 @@ class Outbox:
                         row["attempts"] + 1, err, " -> failed" if result == "failed" else "")
         except sqlite3.Error as e:  # pragma: no cover
             log.error("notify outbox update failed: %s", e)
-            return
+            return None
         if on_result:
             try:
                 on_result(channel, row, err)
             except Exception:  # pragma: no cover
                 log.exception("notify on_result hook")
+        return result
