@@ -106,6 +106,20 @@ def test_ip_conflict_and_flip_flop_without_spoof():
     assert w.report()["arp"]["ip_conflicts"] == [{"ip": "10.20.0.20", "macs": [VIC_MAC, other]}]
 
 
+def test_dhcp_reassignment_is_a_conflict_not_a_spoof():
+    old_owner, laptop = "02:00:00:00:00:61", "02:00:00:00:00:50"
+    w = NetWatch()
+    w.feed(garp(old_owner, "10.20.0.60"), ts=0.0)
+    w.feed(garp(laptop, "10.20.0.50"), ts=3000.0)
+    w.feed(garp(laptop, "10.20.0.60"), ts=3600.0)  # lease of the long-gone host handed to the laptop
+    assert types(w) == ["ip_conflict"]
+    # the same takeover while the owner is still talking is poisoning
+    w.feed(garp(old_owner, "10.20.0.70"), ts=3601.0)
+    w.feed(garp(laptop, "10.20.0.70"), ts=3602.0)
+    (f,) = only(w, "arp_spoof")
+    assert f["detail"]["claimed_ips"] == {"10.20.0.70": old_owner}
+
+
 def test_arp_sender_differs_from_ethernet_source():
     w = feed(NetWatch(), arp("is-at", GW_MAC, GW, VIC, VIC_MAC, eth_src=ATK_MAC))
     (f,) = only(w, "arp_spoof")

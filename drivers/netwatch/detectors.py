@@ -470,6 +470,10 @@ class ArpWatch:
     - with an IP plan, a sender IP outside every planned network -> ``outside_ip_plan``.
     """
 
+    #: a previous owner counts as impersonated only if it was heard this recently (seconds);
+    #: older bindings are taken to be DHCP reassignments, not poisoning
+    spoof_window_s = 600.0
+
     def __init__(self, findings: Findings, ip_plan: Iterable[str] | None = None, max_stations: int = 65536):
         self.findings = findings
         self.ip_plan = parse_ip_plan(ip_plan)
@@ -540,7 +544,10 @@ class ArpWatch:
         for other in sorted(ips, key=_ip_sort_key):
             hist = self.history.get(other, [])
             if hist and hist[0] != mac:
-                victims[other] = hist[0]
+                owner = self.pairs.get((other, hist[0]), {})
+                seen = owner.get("last_seen")
+                if ts is None or seen is None or ts - seen <= self.spoof_window_s:
+                    victims[other] = hist[0]
         if not victims:
             return
         own = sorted((i for i in ips if i not in victims), key=_ip_sort_key)
