@@ -1,0 +1,129 @@
+"""HTTP routes for coverage / compliance (FastAPI), ready to mount on the collector API.
+
+The router does not know where data comes from: ``provider()`` returns an
+``Inputs`` (campus model, registry, observations snapshot, firmware catalog,
+policy, optional CampusStore for history). The collector builds it from its
+store; tests build it from fixtures. Auth is passed in as dependencies so the
+collector can use its own ``require_role``::
+
+    app.include_router(make_router(provider, read=[Depends(ALL)], write=[Depends(OPS)]), prefix="/api/v1")
+
+Routes (under the prefix):
+    GET  /compliance/coverage?building=&format=json|csv|html
+    GET  /compliance/report?building=&format=json|csv|html
+    GET  /compliance/buildings/{building}/health
+    GET  /compliance/devices/{device_id}
+    GET  /compliance/where?q=<mac|ip|serial|asset tag|device id>
+    GET  /compliance/history?kind=coverage|compliance&building=&room=&device=&since=
+    POST /compliance/snapshot      (compute both reports and append them to the history)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+from fastapi import APIRouter, HTTPException, Query
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+
+from collector.campus.model import CampusModel, Registry
+from collector.compliance import health, report
+from collector.compliance.firmware import Catalog
+from collector.compliance.inventory import where_is
+from collector.compliance.observations import Observations
+from collector.compliance.policy import Policy
+
+
+@dataclass
+class Inputs:
+    campus: CampusModel
+    registry: Registry
+    obs: Observations
+    catalog: Catalog
+    policy: Policy
+    store: Any = None          # collector.campus.store.CampusStore (history), optional
+
+
+def record_snapshot(inp: Inputs) -> dict[str, Any]:
+    """Compute coverage and compliance for the whole campus and append them to the history
+    (for a periodic collector job). Returns both summaries."""
+    cov = report.build_coverage_report(inp.campus, inp.obs, inp.policy)
+    comp = report.build_compliance_report(inp.campus, inp.registry, inp.obs, inp.catalog, inp.policy)
+    rows = 0
+    if inp.store is not None:
+        rows = inp.store.record_report(cov) + inp.store.record_report(comp)
+    return {"coverage": cov["summary"], "compliance": comp["summary"], "history_rows": rows,
+            "generated_at": cov["generated_at"]}
+
+
+def _render(rep: dict[str, Any], fmt: str, name: str) -> Response:
+    body = report.render(rep, fmt)
+    if fmt == "html":
+        return HTMLResponse(body)
+    if fmt == "csv":
+        return PlainTextResponse(body, media_type="text/csv; charset=utf-8",
+                                 headers={"Content-Disposition": f'attachment; filename="{name}.csv"'})
+    return Response(body, media_type="application/json")
+
+
+def make_router(provider: Callable[[], Inputs], read: Sequence[Any] = (), write: Sequence[Any] = ()) -> APIRouter:
+    r = APIRouter(prefix="/compliance", tags=["compliance"])
+
+    def inputs(building: str | None = None) -> Inputs:
+        inp = provider()
+        if building and building not in inp.campus.buildings:
+            raise HTTPException(404, f"unknown building {building!r}")
+        return inp
+
+    def with_history(rep: dict[str, Any], inp: Inputs) -> dict[str, Any]:
+        if inp.store is not None:
+            report.attach_history(rep, inp.store)
+        return rep
+
+    @r.get("/coverage", dependencies=list(read))
+    def coverage(building: str | None = None, format: str = Query("json", pattern="^(json|csv|html)$")):
+        inp = inputs(building)
+        rep = report.build_coverage_report(inp.campus, inp.obs, inp.policy, building)
+        return _render(with_history(rep, inp), format, f"coverage-{building or 'campus'}")
+
+    @r.get("/report", dependencies=list(read))
+    def compliance(building: str | None = None, format: str = Query("json", pattern="^(json|csv|html)$")):
+        inp = inputs(building)
+        rep = report.build_compliance_report(inp.campus, inp.registry, inp.obs, inp.catalog, inp.policy, building)
+        return _render(with_history(rep, inp), format, f"compliance-{building or 'campus'}")
+
+    @r.get("/buildings/{building}/health", dependencies=list(read))
+    def building_health(building: str):
+        inp = inputs(building)
+        return JSONResponse(health.building_health(building, inp.campus, inp.registry, inp.obs, inp.catalog,
+                                                   inp.policy, inp.store))
+
+    @r.get("/devices/{device_id}", dependencies=list(read))
+    def device(device_id: str):
+        inp = inputs()
+        try:
+            d = health.device_detail(device_id, inp.campus, inp.registry, inp.obs, inp.catalog, inp.policy,
+                                     inp.store)
+        except KeyError:
+            raise HTTPException(404, f"unknown device {device_id!r}") from None
+        return JSONResponse(d)
+
+    @r.get("/where", dependencies=list(read))
+    def where(q: str = Query(..., min_length=1, max_length=200)):
+        inp = inputs()
+        return JSONResponse(where_is(q, inp.campus, inp.registry, inp.obs, inp.policy))
+
+    @r.get("/history", dependencies=list(read))
+    def history(kind: str | None = Query(None, pattern="^(coverage|compliance)$"), building: str | None = None,
+                room: str | None = None, device: str | None = None, since: float | None = None,
+                limit: int = Query(500, ge=1, le=10000)):
+        inp = provider()
+        if inp.store is None:
+            return JSONResponse([])
+        return JSONResponse(inp.store.history(kind, building=building, room=room, device=device, since=since,
+                                              limit=limit))
+
+    @r.post("/snapshot", dependencies=list(write))
+    def snapshot():
+        return JSONResponse(record_snapshot(provider()))
+
+    return r
