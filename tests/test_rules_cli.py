@@ -193,3 +193,17 @@ def test_default_rules_on_a_recorded_day(tmp_path, capsys):
     firing = [ln for ln in out.splitlines() if " FIRING " in ln]
     assert len(firing) == 1 and "projector-stale" in firing[0] and "device=proj-2" in firing[0]
     assert firing[0].startswith("2026-11-23T08:30:00.000Z")
+
+
+def test_rules_test_accepts_whole_wire_messages(tmp_path, capsys):
+    rules = _files(tmp_path)
+    msg = {"v": 1, "kind": "metrics", "agent": "ag-a", "epoch": "e", "seq": 1, "sent_ms": T0,
+           "samples": [_fridge(m, 9.0) for m in range(0, 20)] + [{"m": "x"}]}
+    ev = {"v": 1, "kind": "events", "agent": "ag-a", "epoch": "e", "seq": 2, "sent_ms": T0,
+          "events": [{"d": "door-1", "type": "door_forced", "t": T0 + 21 * MIN}]}
+    samples = _jsonl(tmp_path, [msg, ev])
+    rc = main(["rules", "test", str(rules), "--samples", str(samples)])
+    out, err = capsys.readouterr()
+    assert rc == 1 and f"{samples}:1: samples[20]: 'd' (device id) must be a non-empty string" in err
+    assert [ln.split()[1:3] for ln in out.splitlines() if not ln.startswith("#")] == [
+        ["PENDING", "fridge-warm"], ["FIRING", "fridge-warm"], ["FIRING", "door-forced"]]

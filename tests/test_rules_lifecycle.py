@@ -363,3 +363,32 @@ def test_last_seen_survives_restart_so_dead_devices_still_go_stale(tmp_path):
     assert sorted(mins(ch, ("firing",))) == [("firing", "agent-offline", 7), ("firing", "stale", 10),
                                              ("firing", "stale", 10)]
     assert all(a.suppressed == "inhibited:agent ag offline" for a in eng2.alerts({"rule": "stale"}))
+
+
+def test_alert_filters_and_unack(tmp_path):
+    meta = {"fa": {"building": "A", "site": "north"}, "fb": {"building": "B", "site": "north"}}
+    eng, clock = make(tmp_path, WARM % "", meta)
+    feed(eng, [s("fa", 0, value=9), s("fb", 0, value=9), s("fc", 0, value=9)])
+    fa = eng.alerts({"building": "A"})[0]
+    eng.ack(fa.id, "alice")
+    assert [a.labels["device"] for a in eng.alerts({"acked": True})] == ["fa"]
+    assert sorted(a.labels["device"] for a in eng.alerts({"acked": False})) == ["fb", "fc"]
+    assert [a.labels["device"] for a in eng.alerts({"matchers": ["building=~A|B", "device!=fa"]})] == ["fb"]
+    assert len(eng.alerts({"site": "north", "severity": "warning", "rule": "warm"})) == 2
+    assert eng.alerts({"state": "resolved"}) == [] and len(eng.alerts({"limit": 1})) == 1
+    with pytest.raises(ValueError, match="unknown alert filter"):
+        eng.alerts({"colour": "red"})
+    clock.at(5)
+    eng.unack(fa.id, "alice", "not mine after all")
+    ch = eng.tick(T0 + 34 * MIN)
+    assert sorted((c.kind, c.alert.labels["device"], (c.t_ms - T0) // MIN) for c in ch) == [
+        ("escalated", "fb", 30), ("escalated", "fc", 30)]
+    ch = eng.tick(T0 + 36 * MIN)
+    assert [(c.kind, c.alert.labels["device"], (c.t_ms - T0) // MIN) for c in ch] == [("escalated", "fa", 35)]
+
+
+def test_track_device_makes_never_seen_devices_go_stale(tmp_path):
+    eng, _ = make(tmp_path, "rules: [{name: stale, kind: absence, after: 10m}]")
+    eng.track_device("never-seen", T0, agent="ag")
+    ch = eng.tick(T0 + 11 * MIN)
+    assert mins(ch) == [("firing", "stale", 10)] and ch[0].alert.labels["agent"] == "ag"
