@@ -194,3 +194,23 @@ async def test_driver_poll_v3(snmpd):
     assert facts["sysName"] == f"snmpd-test-{snmpd.port}" and facts["vendor"] == "Net-SNMP"
     lo = next(r for r in recs if isinstance(r, Sample) and r.measurement == "interface" and r.tags["ifName"] == "lo")
     assert lo.tags["role"] == "server" and lo.fields["counter_bits"] == 64 and lo.fields["oper_up"] is True
+
+
+async def test_v3_too_low_security_level_is_auth_error(snmpd):
+    # the user exists for authPriv ("rouser ... priv"); authNoPriv is refused by the agent's VACM
+    s = SnmpSession(SnmpTarget("127.0.0.1", snmpd.port, version="3", user=snmpd.user, auth_protocol="SHA-256",
+                               auth_key=snmpd.auth_key, timeout=1, retries=0))
+    try:
+        with pytest.raises(DeviceError) as ei:
+            await s.get(["1.3.6.1.2.1.1.5.0"])
+        assert ei.value.reason == "auth"
+        assert "authorizationError" in str(ei.value) and "security level" in str(ei.value)
+        s_md5 = SnmpSession(SnmpTarget("127.0.0.1", snmpd.port, version="3", user=snmpd.user, auth_protocol="MD5",
+                                       auth_key=snmpd.auth_key, priv_protocol="AES", priv_key=snmpd.priv_key,
+                                       timeout=1, retries=0))
+        with pytest.raises(DeviceError) as ei:                         # right key, wrong digest algorithm
+            await s_md5.get(["1.3.6.1.2.1.1.5.0"])
+        assert ei.value.reason == "auth" and "usmStatsWrongDigests" in str(ei.value)
+    finally:
+        await s.close()
+        await close_engines()

@@ -504,8 +504,11 @@ class SnmpSession:
                     culprit = f" at {_oid_str(varbinds[int(eidx) - 1][0])}"
             except (IndexError, ValueError, TypeError):
                 pass
-            reason = "auth" if es == 16 else "protocol"
-            raise DeviceError(reason, f"agent returned error-status {name}{culprit}")
+            if es == 16:
+                raise DeviceError("auth", f"access denied (authorizationError{culprit}): the view of this "
+                                          f"{'user' if self.target.version == '3' else 'community'} excludes it"
+                                          f"{' or it needs a higher security level' if self.target.version == '3' else ''}")
+            raise DeviceError("protocol", f"agent returned error-status {name}{culprit}")
         return list(vbs)
 
     # ------------------------------------------------------------------ API
