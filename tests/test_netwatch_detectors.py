@@ -315,3 +315,22 @@ def test_floods_are_bounded():
     for i in range(40):  # conflicts flood: findings table capped
         feed(w, garp(f"02:00:00:01:00:{i:02x}", f"10.9.{i}.1"), garp(f"02:00:00:02:00:{i:02x}", f"10.9.{i}.1"))
     assert len(w.findings) == 20 and w.findings.suppressed > 0
+
+
+def test_radiotap_with_fcs_and_prism_headers():
+    from scapy.layers.dot11 import Dot11, Dot11Beacon, Dot11Elt, Dot11FCS, PrismHeader, RadioTap
+    from tests.netwatch_craft import rsn
+    fcs = RadioTap(bytes(RadioTap(present="Flags+Channel+dBm_AntSignal", Flags="FCS", ChannelFrequency=2437,
+                                  dBm_AntSignal=-50)
+                         / Dot11FCS(type=0, subtype=8, addr1="ff:ff:ff:ff:ff:ff", addr2=CAMPUS_AP1, addr3=CAMPUS_AP1)
+                         / Dot11Beacon(cap="ESS+privacy") / Dot11Elt(ID=0, info=b"FCSNet")
+                         / Dot11Elt(ID=3, info=b"\x06") / Dot11Elt(ID=48, info=rsn([2]))))
+    prism = PrismHeader(bytes(PrismHeader(signal=-72)
+                              / Dot11(type=0, subtype=8, addr1="ff:ff:ff:ff:ff:ff", addr2=CAMPUS_AP2,
+                                      addr3=CAMPUS_AP2)
+                              / Dot11Beacon(cap="ESS") / Dot11Elt(ID=0, info=b"PrismNet")
+                              / Dot11Elt(ID=3, info=b"\x0b")))
+    w = feed(NetWatch(), fcs, prism)
+    assert w.report()["wifi"] == [
+        {"bssid": CAMPUS_AP1, "ssid": "FCSNet", "channel": 6, "signal_dbm": -50, "security": "WPA2"},
+        {"bssid": CAMPUS_AP2, "ssid": "PrismNet", "channel": 11, "signal_dbm": -72, "security": "open"}]
