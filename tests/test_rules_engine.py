@@ -418,3 +418,11 @@ def test_unrelated_measurements_and_bad_items_are_cheap_and_harmless(tmp_path):
                          {"m": "temperature", "d": "fridge-1", "t": "soon", "f": {"value": 9}},
                          {"m": "temperature", "d": "fridge-1", "t": T0, "f": {"value": "n/a"}}])
     assert ch == [] and eng.bad_items == 3
+
+
+def test_port_role_from_device_meta_for_item_matchers(tmp_path):
+    meta = {"sw1": {"type": "switch", "ports": {"Te1/0/1": "uplink", "Gi1/0/5": {"role": "desk"}}}}
+    eng, _ = make(tmp_path, EVENTS, meta)
+    ch = eng.on_events([ev("sw1", "link_down", 0, {"ifName": "Te1/0/1"}), ev("sw1", "link_down", 0,
+                                                                                 {"ifName": "Gi1/0/5"})])
+    assert [(c.kind, c.alert.labels["ifName"]) for c in ch] == [("firing", "Te1/0/1")]

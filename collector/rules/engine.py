@@ -494,7 +494,7 @@ class RuleEngine:
                     continue
                 if not r.scope_all and not self._in_scope(r, d):
                     continue
-                if r.item_matchers is not None and not match_all(r.item_matchers, tags or {}):
+                if r.item_matchers is not None and not match_all(r.item_matchers, self._item_labels(d, tags)):
                     continue
                 key = (r.idx, d, r.tagkey(tags))
                 st = self._states.get(key)
@@ -699,7 +699,7 @@ class RuleEngine:
             for r, role in lst:
                 if not r.scope_all and not self._in_scope(r, d):
                     continue
-                if r.item_matchers is not None and not match_all(r.item_matchers, tags):
+                if r.item_matchers is not None and not match_all(r.item_matchers, self._item_labels(d, tags)):
                     continue
                 key = (r.idx, d, r.tagkey(tags))
                 st = self._states.get(key)
@@ -1075,6 +1075,20 @@ class RuleEngine:
             m["tags"] = dict(m.get("tags") or {})
             self._meta[d] = m
         return m
+
+    def _item_labels(self, d: str, tags: Mapping[str, str] | None) -> Mapping[str, str]:
+        """Item tags, plus the port role from device_meta's ``ports: {ifName: role}`` when the item names
+        an interface (so rules can say ``item_tags: {role: uplink}``)."""
+        if not tags:
+            return {}
+        if "role" not in tags and "ifName" in tags:
+            ports = self._meta_of(d).get("ports")
+            if ports:
+                p = ports.get(tags["ifName"])
+                role = p if isinstance(p, str) else (p.get("role") if isinstance(p, Mapping) else None)
+                if role:
+                    return {**tags, "role": role}
+        return tags
 
     def _in_scope(self, r: _Rule, d: str) -> bool:
         ok = r.scope_cache.get(d)
