@@ -34,6 +34,15 @@ def _bridge_rows(src: Path) -> str:
     return "".join(l for l in src.read_text().splitlines(True) if l.startswith(keep))
 
 
+def _combine(*paths: Path) -> str:
+    rows = {}
+    for p in paths:
+        for line in p.read_text().splitlines():
+            if line.strip():
+                rows[line.split("|", 1)[0]] = line
+    return "\n".join(rows[k] for k in sorted(rows, key=lambda o: tuple(int(x) for x in o.split(".")))) + "\n"
+
+
 ODD = textwrap.dedent("""\
     1.3.6.1.2.1.1.2.0|6|1.3.6.1.4.1.8072.3.2.10
     1.3.6.1.2.1.4.22.1.2.5.10.0.0.1|2|17
@@ -52,7 +61,9 @@ def sim(tmp_path_factory):
     d = tmp_path_factory.mktemp("recs")
     (d / "cv1.snmprec").write_text(_bridge_rows(CISCO))
     (d / "odd.snmprec").write_text(ODD)
-    recs = {"cisco": CISCO, "hp": HP, "aruba": ARUBA, "h3c": H3C, "odd": d / "odd.snmprec",
+    (d / "huawei.snmprec").write_text(_combine(FIX / "huawei_s5720_lldp.snmprec",
+                                               FIX.parent / "snmprec" / "huawei_vrp_s5720.snmprec"))
+    recs = {"cisco": CISCO, "hp": HP, "aruba": ARUBA, "h3c": H3C, "odd": d / "odd.snmprec", "huawei": d / "huawei.snmprec",
             # Cisco per-VLAN contexts: VLAN 1 and 60 answer with the recorded bridge tables
             "ciscov@1": d / "cv1.snmprec", "ciscov@60": d / "cv1.snmprec", "ciscov": CISCO}
     s = Snmpsim(recs).start()
@@ -211,6 +222,28 @@ async def test_cisco_3750_tables_agree_with_net_snmp(sim):
     facts = [x for x in recs if type(x).__name__ == "Facts"][0].facts
     assert facts["model"] == "WS-C3750-48PS-S" and facts["vendor"] == "Cisco" and len(facts["arp"]) == 85
     assert any(x.measurement == "poe_port" and x.fields.get("delivering") for x in recs if hasattr(x, "measurement"))
+
+
+async def test_huawei_s5720_lldp_agrees_with_net_snmp(sim):
+    r = await _collect(sim, "huawei")
+    assert r["_profile"] == "huawei"
+    names = {k: _hex(v).decode() for k, v in oracle(sim, "huawei", "1.0.8802.1.1.2.1.4.1.1.9").items()}
+    chassis = {k: _hex(v) for k, v in oracle(sim, "huawei", "1.0.8802.1.1.2.1.4.1.1.5").items()}
+    ports = {k: _hex(v).decode() for k, v in oracle(sim, "huawei", "1.0.8802.1.1.2.1.4.1.1.7").items()}
+    got = {f"8626.{n['local_port_num']}.{n['remote_index']}": n for n in r["lldp"]}
+    assert set(got) == set(names) and len(got) == 5
+    for k, n in got.items():
+        assert n["sys_name"] == names[k]
+        assert n["chassis_id"] == ":".join("%02x" % b for b in chassis[k]) and n["chassis_id_subtype"] == "macAddress"
+        assert n["port_id"] == ports[k] and n["port_id_subtype"] == "interfaceName"
+    # local port -> ifIndex through lldpLocPortId == ifName
+    ifname = {k: _hex(v).decode() for k, v in oracle(sim, "huawei", "1.3.6.1.2.1.31.1.1.1.1").items()}
+    loc = {k: _hex(v).decode() for k, v in oracle(sim, "huawei", "1.0.8802.1.1.2.1.3.7.1.3").items()}
+    for n in got.values():
+        want = [int(i) for i, nm in ifname.items() if nm == loc[str(n["local_port_num"])]]
+        assert [n["ifIndex"]] == want and n["local_port"] == loc[str(n["local_port_num"])]
+    assert got["8626.14.1"]["ifIndex"] == 19 and got["8626.901.1"]["ifIndex"] == 4
+    assert got["8626.50.1"]["sys_descr"].startswith("S5720-56C-PWR-EI-AC")
 
 
 async def test_hp_procurve_fdb_and_arp_agree_with_net_snmp(sim):
