@@ -33,6 +33,7 @@ from paho.mqtt.properties import Properties
 
 from campus_sense import wire
 
+from . import fastwire
 from .config import MQTT, Ingest as IngestCfg
 from .store.base import Reject, Store
 
@@ -189,7 +190,7 @@ class Ingest:
 
     def process(self, group: list) -> None:
         """Decode, commit and ack one group of raw ``(gen, mid, qos, topic_bytes, payload)``."""
-        decode = wire.decode
+        decode = fastwire.decode  # same outcome as wire.decode, cheaper for metrics
         max_bytes = self.max_bytes
         msgs: list[wire.Message] = []
         rejects: list[Reject] = []

@@ -32,12 +32,20 @@ log = logging.getLogger("collector.store")
 ROLES = ("admin", "it", "security")
 
 SCHEMA = """
+CREATE TABLE IF NOT EXISTS series_groups(
+  id INTEGER PRIMARY KEY, measurement TEXT NOT NULL, device TEXT NOT NULL, UNIQUE(measurement, device));
 CREATE TABLE IF NOT EXISTS series(
   id INTEGER PRIMARY KEY, measurement TEXT NOT NULL, device TEXT NOT NULL, tags TEXT NOT NULL,
-  UNIQUE(measurement, device, tags));
+  grp INTEGER NOT NULL REFERENCES series_groups(id), UNIQUE(measurement, device, tags));
 CREATE INDEX IF NOT EXISTS series_device ON series(device, measurement);
-CREATE TABLE IF NOT EXISTS samples(series_id INTEGER NOT NULL, ts_ms INTEGER NOT NULL, fields TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS samples_series_ts ON samples(series_id, ts_ms);
+-- one row per (measurement, device, timestamp) per commit group: {"<series id>": {fields}, ...}
+CREATE TABLE IF NOT EXISTS sample_blocks(
+  id INTEGER PRIMARY KEY, grp INTEGER NOT NULL, ts_ms INTEGER NOT NULL, data TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS sample_blocks_grp_ts ON sample_blocks(grp, ts_ms);
+-- the logical samples table (series_id, ts_ms, fields json) for ad-hoc SQL
+CREATE VIEW IF NOT EXISTS samples(series_id, ts_ms, fields) AS
+  SELECT CAST(j.key AS INTEGER), b.ts_ms, j.value FROM sample_blocks b, json_each(b.data) j;
+-- latest value per series when time series go to an external sink (kind sqlite: newest blocks)
 CREATE TABLE IF NOT EXISTS latest(series_id INTEGER PRIMARY KEY, ts_ms INTEGER NOT NULL, fields TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS agents(
   id TEXT PRIMARY KEY, site TEXT, building TEXT, state TEXT, version TEXT, config_hash TEXT,
@@ -118,6 +126,29 @@ class _SeqState:
         return False
 
 
+def _bucket_avg(points: list, step: int, single: bool) -> list:
+    """Average numeric values (bools as 0/1) per bucket of ``step`` ms; bucket start as timestamp."""
+    buckets: dict[int, dict] = {}
+    for ts, v in points:
+        b = buckets.setdefault(ts - ts % step, {})
+        for k, x in (((None, v),) if single else v.items()):
+            if isinstance(x, (int, float)):
+                acc = b.get(k)
+                if acc is None:
+                    b[k] = [float(x), 1]
+                else:
+                    acc[0] += x
+                    acc[1] += 1
+    out = []
+    for b, acc in sorted(buckets.items()):
+        if single:
+            if None in acc:
+                out.append([b, acc[None][0] / acc[None][1]])
+        elif acc:
+            out.append([b, {k: s / n for k, (s, n) in acc.items()}])
+    return out
+
+
 class SQLiteStore(Store):
     def __init__(self, path: str, sink: TimeSeriesSink | None = None, retention_days: float = 30,
                  retention_interval_s: float = 3600):
@@ -135,6 +166,10 @@ class SQLiteStore(Store):
         self._lock = threading.Lock()  # guards writer connection
         self.stats_lock = threading.Lock()
         self.counters = dict(self._w.execute("SELECT name, value FROM counters").fetchall())
+        self._next_block = self._max_block() + 1
+
+    def _max_block(self) -> int:
+        return self._w.execute("SELECT coalesce(max(id), 0) FROM sample_blocks").fetchone()[0]
 
     # ------------------------------------------------------------ connections
     def _connect(self) -> sqlite3.Connection:
@@ -165,19 +200,25 @@ class SQLiteStore(Store):
             self.sink.close()
 
     # ------------------------------------------------------------ write path
-    def _series_id(self, m: str, d: str, tags: dict, key: tuple) -> int:
+    def _series_id(self, m: str, d: str, tags: dict, key: tuple) -> tuple[int, int, str, bool]:
+        """(series id, group id, series id as block key, special measurement) for a sample;
+        creates rows on first sight."""
         canon = (m, d, _dumps(tags, option=_SORT).decode())
-        sid = self._series_canon.get(canon)
-        if sid is None:
+        s = self._series_canon.get(canon)
+        if s is None:
             w = self._w
-            row = w.execute("SELECT id FROM series WHERE measurement=? AND device=? AND tags=?", canon).fetchone()
+            row = w.execute("SELECT id, grp FROM series WHERE measurement=? AND device=? AND tags=?", canon).fetchone()
             if row is None:
-                sid = w.execute("INSERT INTO series(measurement, device, tags) VALUES (?,?,?)", canon).lastrowid
+                g = w.execute("SELECT id FROM series_groups WHERE measurement=? AND device=?", (m, d)).fetchone()
+                gid = g[0] if g else w.execute("INSERT INTO series_groups(measurement, device) VALUES (?,?)",
+                                               (m, d)).lastrowid
+                sid = w.execute("INSERT INTO series(measurement, device, tags, grp) VALUES (?,?,?,?)",
+                                (*canon, gid)).lastrowid
             else:
-                sid = row[0]
-            self._series_canon[canon] = sid
-        self._series[key] = sid
-        return sid
+                sid, gid = row
+            s = self._series_canon[canon] = (sid, gid, str(sid), m in _SPECIAL)
+        self._series[key] = s
+        return s
 
     def _seq_state(self, agent: str, epoch: str) -> _SeqState:
         k = (agent, epoch)
@@ -208,6 +249,7 @@ class SQLiteStore(Store):
                 self._series.clear()
                 self._series_canon.clear()
                 self._seq.clear()
+                self._next_block = self._max_block() + 1
                 raise
 
     def _apply(self, messages: Iterable[Message], rejects: Iterable[Reject]) -> ApplyResult:
@@ -216,7 +258,7 @@ class SQLiteStore(Store):
         res = ApplyResult()
         accepted = res.accepted
         w.execute("BEGIN IMMEDIATE")
-        rows: list[tuple] = []
+        blocks: dict[tuple[int, int], dict] = {}
         latest: dict[int, tuple] = {}
         sink_items: list[dict] = []
         dev_seen: dict[str, list] = {}       # device -> [agent, site, building, last_t]
@@ -227,8 +269,9 @@ class SQLiteStore(Store):
         agents_seen: dict[str, Any] = {}
         states: list[Message] = []
         touched: dict[tuple, _SeqState] = {}
-        series = self._series
+        series_get = self._series.get
         series_id = self._series_id
+        special_items: list[tuple[dict, dict]] = []
         to_sqlite = self.sink is None
         points = 0
         for msg in messages:
@@ -249,45 +292,63 @@ class SQLiteStore(Store):
                 items = msg.items
                 points += len(items)
                 last_d = None
-                for it in items:
-                    m = it["m"]
-                    d = it["d"]
-                    tags = it.get("tags")
-                    key = (m, d, *tags.items()) if tags else (m, d)
-                    sid = series.get(key)
-                    if sid is None:
-                        sid = series_id(m, d, tags or {}, key)
-                    f = it["f"]
-                    if None in f.values():
-                        f = {k: v for k, v in f.items() if v is not None}
-                        if not f:
-                            continue
-                    t = it["t"]
-                    fj = _dumps(f)
-                    if to_sqlite:
-                        rows.append((sid, t, fj))
-                    prev = latest.get(sid)
-                    if prev is None or prev[1] <= t:
-                        latest[sid] = (sid, t, fj)
-                    if d is not last_d:
-                        last_d = d
-                        ds = dev_seen.get(d)
-                        if ds is None:
-                            dev_seen[d] = [msg.agent, tp.site, tp.building, t]
-                        elif ds[3] < t:
-                            ds[3] = t
-                    if m in _SPECIAL:
-                        if m == "agent_poll":
-                            ok = f.get("ok")
-                            polls.append((None if ok is None else (1 if ok else 0), t, f.get("duration_s"),
-                                          (tags or {}).get("driver"), None if ok else f.get("reason"),
-                                          None if ok else f.get("error"), d, t))
-                        else:
-                            a = agent_stats.setdefault(d, {})
-                            for k in _AGENT_FIELDS:
-                                if k in f:
-                                    a[k] = f[k]
-                if not to_sqlite:
+                if to_sqlite:
+                    blocks_get = blocks.get
+                    for it in items:
+                        d = it["d"]
+                        tags = it.get("tags")
+                        key = (it["m"], d, *tags.items()) if tags else (it["m"], d)
+                        s = series_get(key)
+                        if s is None:
+                            s = series_id(it["m"], d, tags or {}, key)
+                        sid, gid, skey, special = s
+                        f = it["f"]
+                        if None in f.values():
+                            f = {k: v for k, v in f.items() if v is not None}
+                            if not f:
+                                continue
+                        t = it["t"]
+                        bk = (gid, t)
+                        blk = blocks_get(bk)
+                        if blk is None:
+                            blocks[bk] = blk = {}
+                        blk[skey] = f
+                        if d != last_d:
+                            last_d = d
+                            ds = dev_seen.get(d)
+                            if ds is None:
+                                dev_seen[d] = [msg.agent, tp.site, tp.building, t]
+                            elif ds[3] < t:
+                                ds[3] = t
+                        if special:
+                            special_items.append((it, f))
+                else:
+                    for it in items:
+                        d = it["d"]
+                        tags = it.get("tags")
+                        key = (it["m"], d, *tags.items()) if tags else (it["m"], d)
+                        s = series_get(key)
+                        if s is None:
+                            s = series_id(it["m"], d, tags or {}, key)
+                        sid = s[0]
+                        f = it["f"]
+                        if None in f.values():
+                            f = {k: v for k, v in f.items() if v is not None}
+                            if not f:
+                                continue
+                        t = it["t"]
+                        prev = latest.get(sid)
+                        if prev is None or prev[0] <= t:
+                            latest[sid] = (t, f)
+                        if d != last_d:
+                            last_d = d
+                            ds = dev_seen.get(d)
+                            if ds is None:
+                                dev_seen[d] = [msg.agent, tp.site, tp.building, t]
+                            elif ds[3] < t:
+                                ds[3] = t
+                        if s[3]:
+                            special_items.append((it, f))
                     sink_items.extend(items)
             elif kind == "events":
                 for it in msg.items:
@@ -311,13 +372,32 @@ class SQLiteStore(Store):
                     elif ds[3] < t:
                         ds[3] = t
         res.points = points
+        for it, f in special_items:
+            d, t = it["d"], it["t"]
+            if it["m"] == "agent_poll":
+                ok = f.get("ok")
+                polls.append((None if ok is None else (1 if ok else 0), t, f.get("duration_s"),
+                              (it.get("tags") or {}).get("driver"), None if ok else f.get("reason"),
+                              None if ok else f.get("error"), d, t))
+            else:
+                a = agent_stats.setdefault(d, {})
+                for k in _AGENT_FIELDS:
+                    if k in f:
+                        a[k] = f[k]
         # ---- time series
-        if rows:
-            w.executemany("INSERT INTO samples(series_id, ts_ms, fields) VALUES (?,?,?)", rows)
-        if latest:
+        if blocks:
+            bid = self._next_block
+            rows = []
+            for (gid, t), blk in blocks.items():
+                rows.append((bid, gid, t, _dumps(blk).decode()))
+                bid += 1
+            w.executemany("INSERT INTO sample_blocks(id, grp, ts_ms, data) VALUES (?,?,?,?)", rows)
+            self._next_block = bid
+        elif latest:
             w.executemany("INSERT INTO latest(series_id, ts_ms, fields) VALUES (?,?,?) "
                           "ON CONFLICT(series_id) DO UPDATE SET ts_ms=excluded.ts_ms, fields=excluded.fields "
-                          "WHERE excluded.ts_ms >= latest.ts_ms", latest.values())
+                          "WHERE excluded.ts_ms >= latest.ts_ms",
+                          [(sid, t, _dumps(f).decode()) for sid, (t, f) in latest.items()])
         # ---- devices
         if dev_seen:
             w.executemany(
@@ -405,11 +485,12 @@ class SQLiteStore(Store):
         self._w.execute(f"UPDATE agents SET {sets}, info=json_patch(info, ?) WHERE id=?",
                         (*vals.values(), _dumps(info), msg.agent))
 
-    def retention(self, now_ms: int | None = None, chunk: int = 20000) -> int:
-        """Delete samples older than retention, oldest-inserted first, in small transactions.
+    def retention(self, now_ms: int | None = None, chunk: int = 5000) -> int:
+        """Delete sample blocks older than retention, oldest-inserted first, in small transactions.
 
-        Scans by rowid (insertion order) and stops at the first chunk with nothing to delete:
+        Scans by id (insertion order) and stops at the first chunk with nothing to delete:
         backfilled old samples inserted late are removed once what was inserted before them expired.
+        A series whose blocks all expired shows no latest value.
         """
         cutoff = (now_ms or _now_ms()) - self.retention_ms
         w = self._w
@@ -418,8 +499,8 @@ class SQLiteStore(Store):
             w.execute("BEGIN IMMEDIATE")
             try:
                 cur = w.execute(
-                    "DELETE FROM samples WHERE rowid IN (SELECT rowid FROM samples WHERE rowid <= "
-                    "(SELECT coalesce(min(rowid), 0) + ? FROM samples) AND ts_ms < ?)", (chunk, cutoff))
+                    "DELETE FROM sample_blocks WHERE id IN (SELECT id FROM sample_blocks WHERE id <= "
+                    "(SELECT coalesce(min(id), 0) + ? FROM sample_blocks) AND ts_ms < ?)", (chunk, cutoff))
                 n = cur.rowcount
                 w.execute("COMMIT")
             except BaseException:
@@ -429,7 +510,7 @@ class SQLiteStore(Store):
             if n == 0:
                 break
         if total:
-            log.info("retention: deleted %d samples older than %d ms", total, cutoff)
+            log.info("retention: deleted %d sample blocks older than %d ms", total, cutoff)
         return total
 
     # ------------------------------------------------------------ queries
@@ -483,13 +564,34 @@ class SQLiteStore(Store):
                                   (device_id,)).fetchone()
         return self._dev(r) if r else None
 
+    def latest(self, device_id: str, measurement: str, max_blocks: int = 256) -> list[tuple[dict, int, dict]]:
+        """[(tags, ts_ms, fields)] of the latest sample of each series of a device and measurement.
+
+        Kind sqlite: read the group's newest blocks until every series was found (at most
+        ``max_blocks``); with an external sink: the ``latest`` table kept by ingest."""
+        c = self.reader()
+        if self.sink is not None:
+            return [(_loads(tags), ts, _loads(fields)) for tags, ts, fields in c.execute(
+                "SELECT s.tags, l.ts_ms, l.fields FROM series s JOIN latest l ON l.series_id = s.id "
+                "WHERE s.device=? AND s.measurement=?", (device_id, measurement))]
+        want: dict[int, dict[str, dict]] = {}
+        for sid, gid, tags in c.execute("SELECT id, grp, tags FROM series WHERE device=? AND measurement=?",
+                                        (device_id, measurement)):
+            want.setdefault(gid, {})[str(sid)] = _loads(tags)
+        out = []
+        for gid, todo in want.items():
+            for ts, data in c.execute("SELECT ts_ms, data FROM sample_blocks WHERE grp=? "
+                                      "ORDER BY ts_ms DESC, id DESC LIMIT ?", (gid, max_blocks)):
+                blk = _loads(data)
+                for k in [k for k in todo if k in blk]:
+                    out.append((todo.pop(k), ts, blk[k]))
+                if not todo:
+                    break
+        return out
+
     def interfaces(self, device_id: str) -> list[dict]:
         out = []
-        for tags, ts, fields in self.reader().execute(
-                "SELECT s.tags, l.ts_ms, l.fields FROM series s JOIN latest l ON l.series_id = s.id "
-                "WHERE s.device=? AND s.measurement='interface'", (device_id,)):
-            t = _loads(tags)
-            f = _loads(fields)
+        for t, ts, f in self.latest(device_id, "interface"):
             idx = t.get("ifIndex")
             out.append({
                 "ifIndex": int(idx) if isinstance(idx, str) and idx.isdigit() else idx,
@@ -509,55 +611,65 @@ class SQLiteStore(Store):
                 f"time series are written to {self.sink.name}; query them there (e.g. Grafana), "
                 "this API only serves series stored in SQLite")
         c = self.reader()
-        q = "SELECT id, device, tags FROM series WHERE measurement=?"
+        q = "SELECT id, grp, device, tags FROM series WHERE measurement=?"
         args: list[Any] = [measurement]
         if device:
             q += " AND device=?"
             args.append(device)
         start = start_ms if start_ms is not None else 0
         end = end_ms if end_ms is not None else 2**62
-        out = []
-        budget = limit
-        for sid, dev, tj in c.execute(q + " ORDER BY id", args).fetchall():
+        groups: dict[int, dict[str, dict]] = {}
+        entries = []
+        for sid, gid, dev, tj in c.execute(q + " ORDER BY id", args).fetchall():
             t = _loads(tj)
             if tags and any(t.get(k) != v for k, v in tags.items()):
                 continue
-            if budget <= 0:
+            e = {"measurement": measurement, "device": dev, "tags": t, "points": []}
+            if field:
+                e["field"] = field
+            groups.setdefault(gid, {})[str(sid)] = e
+            entries.append(e)
+        raw_budget = limit if not step_ms else 50 * limit
+        n = 0
+        truncated = False
+        for gid, want in groups.items():
+            for ts, data in c.execute("SELECT ts_ms, data FROM sample_blocks WHERE grp=? AND ts_ms >= ? AND ts_ms < ? "
+                                      "ORDER BY ts_ms, id", (gid, start, end)):
+                blk = _loads(data)
+                for k, e in want.items():
+                    f = blk.get(k)
+                    if f is None:
+                        continue
+                    if field:
+                        v = f.get(field)
+                        if v is None:
+                            continue
+                        e["points"].append([ts, v])
+                    else:
+                        e["points"].append([ts, f])
+                    n += 1
+                if n >= raw_budget:
+                    truncated = True
+                    break
+            if truncated:
                 break
-            entry = {"measurement": measurement, "device": dev, "tags": t}
-            if field and step_ms:
-                entry["field"] = field
-                pts = c.execute(
-                    "SELECT (ts_ms / ?) * ? AS b, avg(json_extract(fields, ?)) FROM samples "
-                    "WHERE series_id=? AND ts_ms >= ? AND ts_ms < ? GROUP BY b ORDER BY b LIMIT ?",
-                    (step_ms, step_ms, f'$."{field}"', sid, start, end, budget)).fetchall()
-                entry["points"] = [[b, v] for b, v in pts if v is not None]
-            elif field:
-                entry["field"] = field
-                pts = c.execute(
-                    "SELECT ts_ms, json_extract(fields, ?) FROM samples WHERE series_id=? AND ts_ms >= ? "
-                    "AND ts_ms < ? ORDER BY ts_ms LIMIT ?", (f'$."{field}"', sid, start, end, budget)).fetchall()
-                entry["points"] = [[ts, v] for ts, v in pts if v is not None]
-            else:
-                rows = c.execute("SELECT ts_ms, fields FROM samples WHERE series_id=? AND ts_ms >= ? AND ts_ms < ? "
-                                 "ORDER BY ts_ms LIMIT ?", (sid, start, end, budget if not step_ms else 10**7))
-                if step_ms:
-                    buckets: dict[int, dict[str, list]] = {}
-                    for ts, fj in rows:
-                        b = buckets.setdefault(ts // step_ms * step_ms, {})
-                        for k, v in _loads(fj).items():
-                            if isinstance(v, (int, float)):
-                                s = b.setdefault(k, [0.0, 0])
-                                s[0] += v
-                                s[1] += 1
-                    entry["points"] = [[b, {k: s / n for k, (s, n) in fs.items()}]
-                                       for b, fs in sorted(buckets.items())][:budget]
-                else:
-                    entry["points"] = [[ts, _loads(fj)] for ts, fj in rows]
-            if not entry["points"]:
+        out = []
+        for e in entries:
+            pts = e["points"]
+            if not pts:
                 continue
-            budget -= len(entry["points"])
-            out.append(entry)
+            if step_ms:
+                e["points"] = _bucket_avg(pts, step_ms, bool(field))
+            out.append(e)
+        total = 0
+        for e in out:
+            if total + len(e["points"]) > limit:
+                e["points"] = e["points"][:max(0, limit - total)]
+                truncated = True
+            total += len(e["points"])
+        out = [e for e in out if e["points"]]
+        if truncated and out:
+            out[-1]["truncated"] = True
         return out
 
     def events(self, device: str | None, since_ms: int | None, until_ms: int | None, severity: str | None,
