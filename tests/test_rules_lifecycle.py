@@ -392,3 +392,22 @@ def test_track_device_makes_never_seen_devices_go_stale(tmp_path):
     eng.track_device("never-seen", T0, agent="ag")
     ch = eng.tick(T0 + 11 * MIN)
     assert mins(ch) == [("firing", "stale", 10)] and ch[0].alert.labels["agent"] == "ag"
+
+
+def test_reload_rules_keeps_alerts_of_kept_rules(tmp_path):
+    eng, _ = make(tmp_path, """
+        rules:
+          - {name: warm, kind: threshold, measurement: temperature, value: 5}
+          - {name: gone, kind: threshold, measurement: temperature, value: 6}
+        """, db=str(tmp_path / "r.db"))
+    got = []
+    eng.listeners.append(got.append)
+    feed(eng, [s("d1", 0, value=9)])
+    warm = eng.alerts({"rule": "warm"})[0]
+    p = tmp_path / "new.yaml"
+    p.write_text("rules: [{name: warm, kind: threshold, measurement: temperature, value: 10}]\n")
+    eng.reload(load_rules(p))
+    assert [a.id for a in eng.alerts()] == [warm.id]
+    assert eng.history(eng.alerts({"state": "all", "rule": "gone"})[0].id)[-1].action == "rule_removed"
+    ch = feed(eng, [s("d1", 1, value=9)])  # below the new limit
+    assert [(c.kind, c.alert.id) for c in ch] == [("resolved", warm.id)] and got[-1].kind == "resolved"

@@ -171,6 +171,20 @@ class RuleEngine:
         self.topology = topology
         self.listeners: list[Callable[[AlertChange], None]] = []
         self._lock = threading.RLock()
+        self._persist_every = persist_every_ms
+        with self._lock:
+            self._setup(rules)
+
+    def reload(self, rules: RuleSet) -> None:
+        """Switch to new rules (a changed rule file) without a restart: state is rebuilt from the store
+        like after a restart; alerts of rules that no longer exist are resolved (``rule_removed``)."""
+        with self._lock:
+            self._persist()
+            changes = self._setup(rules)
+        self._dispatch(changes)
+
+    def _setup(self, rules: RuleSet) -> list[AlertChange]:
+        self.ruleset = rules
         self._rules = [_Rule(i, m, rules) for i, m in enumerate(rules.rules)]
         self._rule_by_name = {r.name: r for r in self._rules}
         self._by_m: dict[str, list[_Rule]] = {}
@@ -206,15 +220,14 @@ class RuleEngine:
         self._active: dict[int, Alert] = {}
         self._by_alert: dict[int, tuple] = {}
         self._deadlines: set[tuple] = set()
-        self._silences: list[Silence] = store.silences()
+        self._silences: list[Silence] = self.store.silences()
         self._active_silences: frozenset = frozenset()
         self._dirty = False
         self._mark_t: int | None = None
         self._now = 0
         self.bad_items = 0
-        self._persist_every = persist_every_ms
         self._persisted_at: int | None = None
-        self._restore()
+        return self._restore()
 
     # ================================================================ public: data in
     def on_samples(self, items: Iterable[dict], agent: str | None = None) -> list[AlertChange]:
@@ -1120,7 +1133,7 @@ class RuleEngine:
                 except Exception:  # noqa: BLE001 - a broken listener must not stop the engine
                     log.exception("alert listener %r failed", fn)
 
-    def _restore(self) -> None:
+    def _restore(self) -> list[AlertChange]:
         """Rebuild evaluation state from the store (collector restart): last-seen times, active alerts."""
         changes: list[AlertChange] = []
         now = self.clock()
@@ -1145,8 +1158,9 @@ class RuleEngine:
         for a in self.store.active():
             r = self._rule_by_name.get(a.rule)
             if r is None or r.kind != a.kind:
-                self.store.update(a.id, now, "rule_removed", None, {"rule": a.rule}, state="resolved",
-                                  resolved_ms=now)
+                gone = self.store.update(a.id, now, "rule_removed", None, {"rule": a.rule}, state="resolved",
+                                         resolved_ms=now)
+                changes.append(AlertChange("rule_removed", gone, now, None, {"rule": a.rule}))
                 continue
             sid = a.subject.get("id")
             tags = a.subject.get("tags") or {}
@@ -1169,6 +1183,7 @@ class RuleEngine:
                 self._agents[sid] = _Agent(a.fired_ms or a.started_ms)
         self._dirty = bool(self._active)
         self._post(changes)
+        return changes
 
 
 class _Fmt(dict):
