@@ -214,3 +214,28 @@ async def test_v3_too_low_security_level_is_auth_error(snmpd):
     finally:
         await s.close()
         await close_engines()
+
+
+async def test_garbage_answers_are_protocol_errors():
+    import asyncio
+
+    class Garbage(asyncio.DatagramProtocol):
+        def connection_made(self, transport):
+            self.t = transport
+
+        def datagram_received(self, data, addr):
+            self.t.sendto(b"\x30\x03\x02\x01" + bytes(reversed(data[:20])), addr)   # not SNMP
+
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(Garbage, local_addr=("127.0.0.1", 0))
+    port = transport.get_extra_info("sockname")[1]
+    s = SnmpSession(SnmpTarget("127.0.0.1", port, community="some-community", timeout=0.3, retries=0))
+    try:
+        with pytest.raises(DeviceError) as ei:
+            await s.get(["1.3.6.1.2.1.1.5.0"])
+        assert ei.value.reason == "protocol"
+        assert "none was a valid SNMP v2c response" in str(ei.value)
+    finally:
+        transport.close()
+        await s.close()
+        await close_engines()

@@ -238,12 +238,30 @@ def _oid_str(t: Iterable[int]) -> str:
 # --------------------------------------------------------------------------- engine
 
 
+class _CountingUdpTransport(udp.UdpAsyncioTransport):
+    """pysnmp's UDP transport, counting datagrams per peer so that "no valid answer" can be told
+    apart from "no answer at all" (garbage, wrong SNMP version, mangled by a middlebox)."""
+
+    def __init__(self, *a: Any, **kw: Any) -> None:
+        super().__init__(*a, **kw)
+        self.received: dict[tuple[str, int], int] = {}
+
+    def datagram_received(self, datagram, transportAddress):  # noqa: N803 - pysnmp's name
+        try:
+            key = (str(transportAddress[0]), int(transportAddress[1]))
+            self.received[key] = self.received.get(key, 0) + 1
+        except (TypeError, ValueError, IndexError):
+            pass
+        super().datagram_received(datagram, transportAddress)
+
+
 class _Engine:
     """One pysnmp engine plus what this module registered in its configuration."""
 
     def __init__(self) -> None:
         self.engine = SnmpEngine()
-        self.transport = udp.UdpAsyncioTransport().open_client_mode()
+        self.transport = _CountingUdpTransport().open_client_mode()
+        self.in_flight: dict[tuple[str, int], int] = {}
         config.add_transport(self.engine, udp.DOMAIN_NAME, self.transport)
         self.ids = itertools.count(1)
         self.communities: dict[str, str] = {}                 # community -> securityName
@@ -466,14 +484,25 @@ class SnmpSession:
             addr_name = eng.addr_for(self.target, address)
         except Exception as e:  # bad keys etc. rejected by pysnmp
             raise DeviceError("config", f"cannot configure SNMP target: {e}") from None
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future = loop.create_future()
+        ctx_name = (self.target.context or "").encode() if self.target.version == "3" else b""
+        key = (address[0], int(address[1]))
+        rx_before = eng.transport.received.get(key, 0)
+        eng.in_flight[key] = eng.in_flight.get(key, 0) + 1
+        try:
+            return await self._exchange(eng, addr_name, ctx_name, kind, varbinds, max_repetitions, key, rx_before)
+        finally:
+            eng.in_flight[key] -= 1
+            if not eng.in_flight[key]:
+                del eng.in_flight[key]
+
+    async def _exchange(self, eng: "_Engine", addr_name: str, ctx_name: bytes, kind: str, varbinds: list,
+                        max_repetitions: int, key: tuple[str, int], rx_before: int):
+        fut: asyncio.Future = asyncio.get_running_loop().create_future()
 
         def cb(snmpEngine, sendRequestHandle, errorIndication, errorStatus, errorIndex, varBinds, cbCtx):
             if not fut.done():
                 fut.set_result((errorIndication, errorStatus, errorIndex, varBinds))
 
-        ctx_name = (self.target.context or "").encode() if self.target.version == "3" else b""
         try:
             if kind == "get":
                 cmdgen.GetCommandGenerator().send_varbinds(eng.engine, addr_name, None, ctx_name, varbinds, cb)
@@ -487,10 +516,16 @@ class SnmpSession:
         try:
             ei, es, eidx, vbs = await asyncio.wait_for(fut, budget)
         except asyncio.TimeoutError:
-            raise _map_error_indication(errind.requestTimedOut, self.target) from None
+            ei, es, eidx, vbs = errind.requestTimedOut, 0, 0, ()
         if ei:
             if isinstance(ei, errind.TooBig):
                 raise _TooBig()
+            if isinstance(ei, errind.RequestTimedOut):
+                got = eng.transport.received.get(key, 0) - rx_before
+                if got > 0 and eng.in_flight.get(key, 0) == 1:
+                    raise DeviceError("protocol", f"{got} datagram(s) came back but none was a valid SNMP "
+                                                  f"v{self.target.version} response (garbage, other SNMP version "
+                                                  "or a mangling middlebox?)")
             raise _map_error_indication(ei, self.target)
         self._answered_at = time.monotonic()
         es = int(es or 0)
