@@ -84,8 +84,8 @@ def _wifi_room(campus: CampusModel, obs: Observations, policy: Policy, room: Roo
     stale = len(readings) - len(fresh)
     campus_r: list[tuple[WifiReading, Device | None]] = []
     for r, ap in fresh:
-        if r.ssid not in wp.ssids:
-            continue
+        if r.ssid not in wp.ssids and not (r.ssid is None and r.source == "ap_client" and ap is not None):
+            continue   # AP client readings without an SSID tag: a campus AP serves the campus SSID
         if ap is not None and ap.id in obs.aps and not obs.aps[ap.id].up:
             down_aps.add(ap.id)
             res.evidence.append(_reading_ev(r, ap.id, "ignored: AP is down now"))
