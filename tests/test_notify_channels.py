@@ -191,6 +191,32 @@ async def test_smtp_starttls_and_bad_password(tmp_path):
         smtp.stop()
 
 
+async def test_smtp_implicit_tls_verifies_certificate(tmp_path):
+    cert, key = self_signed_cert(tmp_path)
+    pw = secrets.token_hex(8)
+    (tmp_path / "smtp.pass").write_text(pw)
+    smtp = SMTPPeer(users={"notify": pw}, tls_cert=(cert, key), implicit_tls=True).start()
+    try:
+        base = {"type": "smtp", "host": "127.0.0.1", "port": smtp.port, "security": "ssl",
+                "username": "notify", "password_file": "smtp.pass", "from": "cs@example.edu",
+                "to": ["noc@example.edu"], "retry": {"max_attempts": 1}}
+        cfg = _cfg(tmp_path, {"trusted": {**base, "ca_file": str(cert)},
+                              "untrusted": base})              # system CAs do not know this cert
+        n = Notifier(cfg, tmp_path / "n.db", clock=lambda: T0)
+        await n.start()
+        try:
+            n.on_alert_change(_change(state="firing"))
+            await wait_until(lambda: n.status()["channels"]["trusted"]["sent"] == 1, what="sent")
+            await wait_until(lambda: n.status()["channels"]["untrusted"]["failed"] == 1, what="failed")
+        finally:
+            await n.stop()
+        assert len(smtp.messages) == 1
+        assert "CERTIFICATE_VERIFY_FAILED" in n.status()["channels"]["untrusted"]["last_error"]
+        n.close()
+    finally:
+        smtp.stop()
+
+
 async def test_mqtt_qos1_publish(tmp_path, mosquitto, mqtt_users):
     (tmp_path / "mqtt.pass").write_text(mqtt_users["collector"])
     got: list = []

@@ -156,3 +156,23 @@ def test_matchers():
     assert Matcher("building!~B|C").matches({"building": "A"})
     with pytest.raises(ValueError):
         Matcher("no operator")
+
+
+def test_cli_check_route_and_test_send(tmp_path, monkeypatch, capsys):
+    from collector.notify.__main__ import main
+    from tests.test_notify_support import RobotServer
+    monkeypatch.setenv("T_DT_TOKEN", "tok")
+    (tmp_path / "dt.secret").write_text("SEC1")
+    peer = RobotServer(dingtalk_token="tok", dingtalk_secret="SEC1").start()
+    try:
+        p = write(tmp_path, GOOD.replace("type: dingtalk", f"type: dingtalk\n    base_url: {peer.url()}"))
+        assert main(["check", str(p)]) == 0
+        assert main(["route", str(p), "severity=critical", "building=A"]) == 0
+        assert "route.0: channels=ding" in capsys.readouterr().out
+        assert main(["test", str(p), "ding", "--severity", "critical"]) == 0
+        assert peer.accepted_on("/robot/send")[0]["body"]["markdown"]["title"].startswith("[FIRING:1]")
+        assert main(["test", str(p), "hook"]) == 1                      # nothing listens on :9
+        assert "hook: FAILED" in capsys.readouterr().err
+        assert main(["check", str(write(tmp_path, "channels: {}\nroute: {}\n"))]) == 2
+    finally:
+        peer.stop()

@@ -147,7 +147,8 @@ def closed_port() -> int:
 class SMTPPeer:
     """aiosmtpd on a free loopback port; optional AUTH and STARTTLS."""
 
-    def __init__(self, users: dict[str, str] | None = None, tls_cert: tuple[Path, Path] | None = None):
+    def __init__(self, users: dict[str, str] | None = None, tls_cert: tuple[Path, Path] | None = None,
+                 implicit_tls: bool = False):
         from aiosmtpd.controller import Controller
         from aiosmtpd.smtp import AuthResult, LoginPassword
 
@@ -170,12 +171,17 @@ class SMTPPeer:
 
         kw: dict = {}
         if users:
-            kw.update(authenticator=authenticator, auth_required=True, auth_require_tls=bool(tls_cert))
+            # aiosmtpd only counts STARTTLS as TLS; an implicit-TLS listener is encrypted anyway
+            kw.update(authenticator=authenticator, auth_required=True,
+                      auth_require_tls=bool(tls_cert) and not implicit_tls)
         if tls_cert:
             import ssl
             ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             ctx.load_cert_chain(str(tls_cert[0]), str(tls_cert[1]))
-            kw.update(tls_context=ctx, require_starttls=True)
+            if implicit_tls:
+                kw.update(ssl_context=ctx)
+            else:
+                kw.update(tls_context=ctx, require_starttls=True)
         self.port = free_port()
         self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port, **kw)
 
