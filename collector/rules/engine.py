@@ -1024,6 +1024,10 @@ class RuleEngine:
                 continue
             # when it happened: when the reason began (or ended), not when we noticed
             t = max(a.updated_ms, since if reason else (self._mark_t or now))
+            if reason and a.suppressed:  # still suppressed, for another reason: no new event
+                self.store.set_fields(a.id, suppressed=reason)
+                a.suppressed = reason
+                continue
             t = min(t, max(now, a.updated_ms))
             extra = {}
             if not reason and a.state == "firing":
