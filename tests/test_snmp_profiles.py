@@ -335,3 +335,19 @@ async def test_fast_client_agrees_with_pysnmp_client(sim):
     slow = await client.SnmpSession(client.SnmpTarget("127.0.0.1", port=sim.port, community="cisco")).walk(cols, 10)
     assert fast == slow
     assert sum(len(v) for v in fast.values()) > 300
+
+
+def test_snmp_inventory_json_has_sections(sim, capsys):
+    import json
+
+    from campus_sense import cli
+    assert cli.main(["snmp-inventory", "--target", f"127.0.0.1:{sim.port}", "--community", "hp", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert {"device", "interfaces", "fdb", "arp"} <= set(doc) and doc["profile"] == "generic"
+    assert cli.main(["snmp-inventory", "--target", f"127.0.0.1:{sim.port}", "--community", "cisco", "--json",
+                     "--timeout", "0.5", "--retries", "0"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["profile"] == "cisco"
+    assert {"device", "interfaces", "entity", "fdb", "arp", "ip_addresses", "poe", "health"} <= set(doc)
+    assert doc["entity"]["chassis"]["serial"] == "CAT0952N20R" and len(doc["arp"]) == 85
+    assert "wifi" not in doc and "lldp" not in doc           # sections without data are absent

@@ -4,7 +4,9 @@
     campus-sense snmp-inventory --target 10.0.0.1:1161 --v3-user mon \\
         --auth-protocol SHA-256 --auth-key "$A" --priv-protocol AES --priv-key "$P"
 
-``--json`` prints ``{"device": {...}, "interfaces": [...]}`` (interfaces sorted by ifIndex).
+``--json`` prints ``{"device": {...}, "interfaces": [...]}`` (interfaces sorted by ifIndex) plus the
+network-depth sections of drivers.snmp.tables (entity, lldp, fdb, arp, ip_addresses, poe, health,
+wifi -- each present when the device has data; ``profile``; ``section_errors`` per failed table).
 Exit 0 on success; on failure exit 1 (2 for bad arguments) with one line on stderr:
 ``snmp-inventory: HOST:PORT: REASON: message``.
 """
@@ -82,6 +84,10 @@ async def collect(options, columns: list[str] | None = None) -> dict[str, Any]:
         if system.object_id is None and system.descr is None:
             raise DeviceError("protocol", "agent returned no SNMPv2-MIB system group")
         interfaces = await read_interfaces(session, options.max_repetitions, columns or INVENTORY_COLUMNS)
+        from drivers.snmp.tables import collect_sections, inventory_doc, vlan_session_factory
+        sections = await collect_sections(session, system.object_id, deadline_s=max(10.0, 15 * options.timeout_s),
+                                          vlan_session=vlan_session_factory(options.target(), SnmpSession),
+                                          max_repetitions=options.max_repetitions)
     finally:
         await session.close()
         await close_engines()
@@ -90,6 +96,8 @@ async def collect(options, columns: list[str] | None = None) -> dict[str, Any]:
         "device": {"sysObjectID": system.object_id, "sysDescr": system.descr, "sysName": system.name,
                    "uptime_s": uptime},
         "interfaces": [i.inventory() for i in interfaces],
+        "profile": sections.get("_profile"),
+        **inventory_doc(sections),  # entity, lldp, fdb, arp, ip_addresses, poe, health, wifi (when present)
     }
 
 

@@ -723,6 +723,32 @@ async def collect_sections(session: Any, sys_object_id: str | None, sections: li
     return out
 
 
+def vlan_session_factory(target: Any, session_cls: Callable[[Any], Any] | None = None) -> Callable[[int], Any]:
+    """``vlan -> session`` for Cisco per-VLAN bridge tables: v2c ``community@vlan``, v3 context
+    ``vlan-<id>``. ``target`` is a drivers.snmp.client.SnmpTarget (a dataclass)."""
+    import dataclasses
+
+    def make(vlan: int) -> Any:
+        if str(getattr(target, "version", "2c")) == "3":
+            t = dataclasses.replace(target, context=f"vlan-{vlan}")
+        else:
+            t = dataclasses.replace(target, community=f"{target.community}@{vlan}")
+        if session_cls is None:
+            from drivers.snmp.client import SnmpSession
+            return SnmpSession(t)
+        return session_cls(t)
+
+    return make
+
+
+def inventory_doc(sections: dict) -> dict:
+    """The part of ``snmp-inventory --json`` that comes from collect_sections()."""
+    doc = {k: v for k, v in sections.items() if not k.startswith("_")}
+    if sections.get("_errors"):
+        doc["section_errors"] = sections["_errors"]
+    return doc
+
+
 def to_records(device: str, sections: dict) -> list[Record]:
     """Samples (health, sensors, PoE, Wi-Fi) and one Facts record from collect_sections()."""
     recs: list[Record] = []
