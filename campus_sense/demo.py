@@ -1,0 +1,156 @@
+"""`campus-sense demo`: the whole system on one machine, with nothing installed beforehand.
+
+Starts an embedded MQTT broker (amqtt, password auth), a simulated building whose
+devices answer real SNMP on loopback (core switch with 10G uplinks, 48-port access
+switch, Wi-Fi controller), the collector on its embedded SQLite store and an edge
+agent, each as the same `campus-sense` processes IT staff run in production.
+Credentials are random per run and printed once; nothing has a default.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+SITE, BUILDING, AGENT = "demo-campus", "A", "bldg-a"
+DEVICES = [  # (device id, simulator kind, room, type)
+    ("core-sw1", "core", "A-000", "switch"),
+    ("access-sw1", "access", "A-101", "switch"),
+    ("wlc1", "wlc", "A-000", "wlan_controller"),
+]
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--port", type=int, default=8080, help="API/console port (default 8080)")
+    parser.add_argument("--duration", type=float, help="exit cleanly after this many seconds")
+    parser.add_argument("--interval", type=float, default=10, help="SNMP polling interval in seconds (default 10)")
+    parser.add_argument("--data-dir", help="keep configs, queue and database here (default: a temp dir)")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _write(path: Path, data: dict | str) -> Path:
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data, sort_keys=False))
+    os.chmod(path, 0o600)
+    return path
+
+
+def _wait_http(url: str, timeout: float) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return True
+        except OSError:
+            time.sleep(0.2)
+    return False
+
+
+async def _main(args) -> int:
+    from campus_sense.broker import start_broker
+    from campus_sense.sim.snmp_agent import start_simulated_device
+
+    for noisy in ("transitions", "amqtt"):  # the embedded broker logs every state change at INFO
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    work = Path(args.data_dir or tempfile.mkdtemp(prefix="campus-sense-demo-"))
+    work.mkdir(parents=True, exist_ok=True)
+    users = {AGENT: secrets.token_urlsafe(16), "collector": secrets.token_urlsafe(16)}
+    mqtt_port = _free_port()
+    broker = await start_broker(mqtt_port, users)
+    community = secrets.token_urlsafe(12)
+    sims = [await start_simulated_device(kind, community, name=dev_id) for dev_id, kind, _, _ in DEVICES]
+
+    _write(work / "collector.yaml", {
+        "mqtt": {"host": "127.0.0.1", "port": mqtt_port, "username": "collector",
+                 "password": users["collector"], "client_id": "demo-collector"},
+        "store": {"kind": "sqlite", "path": str(work / "collector.db"), "retention_days": 7},
+        "api": {"host": "127.0.0.1", "port": args.port},
+        "agents": {"offline_after_s": max(90, 4 * args.interval)},
+    })
+    _write(work / "agent.yaml", {
+        "agent": {"id": AGENT, "site": SITE, "building": BUILDING},
+        "mqtt": {"host": "127.0.0.1", "port": mqtt_port, "username": AGENT, "password": users[AGENT]},
+        "queue": {"path": str(work / "agent-queue.db")},
+        "publish": {"heartbeat_s": 15, "selfmetrics_s": 15},
+        "devices": [
+            {"id": dev_id, "driver": "snmp", "interval_s": args.interval, "room": room, "type": type_,
+             "options": {"host": "127.0.0.1", "port": sim.port, "version": "2c", "community": community,
+                         "timeout_s": 2}}
+            for (dev_id, _, room, type_), sim in zip(DEVICES, sims)
+        ],
+    })
+    cli = [sys.executable, "-m", "campus_sense"]
+    token = subprocess.run(cli + ["collector", "token", "create", "--role", "admin", "--name", "demo",
+                                  "--config", str(work / "collector.yaml")],
+                           check=True, capture_output=True, text=True).stdout.strip()
+    logs = {name: open(work / f"{name}.log", "ab") for name in ("collector", "agent")}
+    # Collector first: its persistent session must exist before the agent publishes.
+    procs = {"collector": subprocess.Popen(cli + ["collector", "--config", str(work / "collector.yaml")],
+                                           stdout=logs["collector"], stderr=subprocess.STDOUT)}
+    base = f"http://127.0.0.1:{args.port}"
+    ok = await asyncio.to_thread(_wait_http, f"{base}/api/v1/health", 30)
+    procs["agent"] = subprocess.Popen(cli + ["agent", "--config", str(work / "agent.yaml")],
+                                      stdout=logs["agent"], stderr=subprocess.STDOUT)
+    print(f"""
+campus-sense demo is running (data in {work})
+  API           {base}/api/v1   (OpenAPI docs: {base}/docs)
+  console       {base}/console
+  API token     {token}   (role admin; send as "Authorization: Bearer <token>")
+  MQTT broker   127.0.0.1:{mqtt_port} (users {', '.join(users)}; passwords in {work}/*.yaml)
+  simulated     {', '.join(f'{d} (SNMP 127.0.0.1:{s.port})' for (d, *_), s in zip(DEVICES, sims))}
+  try:          curl -H "Authorization: Bearer {token}" {base}/api/v1/devices
+  logs          {work}/collector.log, {work}/agent.log
+Ctrl-C stops everything.{'' if ok else '  (WARNING: the API did not answer within 30 s; see collector.log)'}
+""", flush=True)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    status = 0
+    deadline = time.monotonic() + args.duration if args.duration else None
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), 1.0)
+        except asyncio.TimeoutError:
+            pass
+        dead = [n for n, p in procs.items() if p.poll() is not None]
+        if dead:
+            print(f"demo: {', '.join(dead)} exited unexpectedly; see its log in {work}", file=sys.stderr)
+            status = 1
+            break
+        if deadline and time.monotonic() >= deadline:
+            break
+    for name in ("agent", "collector"):
+        p = procs[name]
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.to_thread(p.wait, 20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    for s in sims:
+        s.close()
+    await broker.shutdown()
+    print("demo: stopped", flush=True)
+    return status
+
+
+def run(args) -> int:
+    return asyncio.run(_main(args))
