@@ -223,12 +223,16 @@ class SimulatedDevice(asyncio.DatagramProtocol):
                 return p
         raise KeyError(f"no ifIndex {if_index}")
 
-    def close(self) -> "asyncio.Future[None]":
-        """Stop answering (immediately). Awaiting the returned future is optional."""
+    def close(self) -> "asyncio.Future[None] | None":
+        """Stop answering (immediately). Returns a finished future, so ``await dev.close()``
+        works too; awaiting it is optional."""
         if self.transport is not None:
             self.transport.close()
             self.transport = None
-        fut = asyncio.get_event_loop().create_future()
+        try:
+            fut = asyncio.get_running_loop().create_future()
+        except RuntimeError:
+            return None
         fut.set_result(None)
         return fut
 

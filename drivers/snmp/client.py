@@ -330,6 +330,9 @@ _ENGINES: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[_Engine]]" 
 
 def _engine_for(target: SnmpTarget) -> _Engine:
     loop = asyncio.get_running_loop()
+    for old in [lp for lp in list(_ENGINES) if lp.is_closed()]:   # engines keep their loop alive
+        for eng in _ENGINES.pop(old, []):
+            eng.close()
     engines = _ENGINES.setdefault(loop, [])
     for eng in engines:
         if target.version != "3" or eng.can_host_user(target):
