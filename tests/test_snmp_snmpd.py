@@ -142,6 +142,12 @@ def test_bad_arguments_are_config_errors(capsys):
     assert cli.main(["snmp-inventory", "--target", "127.0.0.1", "--v3-user", "u",
                      "--auth-protocol", "SHA-999", "--auth-key", "longenough"]) == 2
     assert "unknown auth protocol" in capsys.readouterr().err
+    assert cli.main(["snmp-inventory", "--target", "127.0.0.1", "--community", "c", "--v3-user", "u"]) == 2
+    assert "not both" in capsys.readouterr().err
+    assert cli.main(["snmp-inventory", "--target", "127.0.0.1", "--community", "c", "--auth-key", "12345678"]) == 2
+    assert "need(s) --v3-user" in capsys.readouterr().err
+    assert cli.main(["snmp-inventory", "--target", "127.0.0.1:99999", "--community", "c"]) == 2
+    assert "bad port" in capsys.readouterr().err
 
 
 async def test_session_api_get_walk_and_shared_engine(snmpd):

@@ -45,11 +45,14 @@ def _split_target(target: str) -> tuple[str, int]:
     t = target.strip()
     if t.startswith("["):  # [v6]:port - not supported by the client, but parse cleanly
         host, _, rest = t[1:].partition("]")
-        return host, int(rest[1:]) if rest.startswith(":") else 161
-    if t.count(":") == 1:
+        port = rest[1:] if rest.startswith(":") else "161"
+    elif t.count(":") == 1:
         host, port = t.split(":")
-        return host, int(port)
-    return t, 161
+    else:
+        host, port = t, "161"
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"bad port {port!r} in --target {target!r}")
+    return host, int(port)
 
 
 def _options(args: argparse.Namespace):
@@ -61,6 +64,13 @@ def _options(args: argparse.Namespace):
     priv_key = args.priv_key or os.environ.get("CAMPUS_SENSE_SNMP_PRIV_KEY")
     data: dict[str, Any] = {"host": host, "port": port, "timeout_s": args.timeout, "retries": args.retries,
                             "max_repetitions": args.max_repetitions}
+    v3_flags = [f for f, v in (("--auth-protocol", args.auth_protocol), ("--auth-key", args.auth_key),
+                               ("--priv-protocol", args.priv_protocol), ("--priv-key", args.priv_key),
+                               ("--context", args.context)) if v]
+    if args.v3_user and args.community:
+        raise ValueError("use either --community (v2c) or --v3-user (v3), not both")
+    if v3_flags and not args.v3_user:
+        raise ValueError(f"{', '.join(v3_flags)} need(s) --v3-user")
     if args.v3_user:
         data.update(version="3", user=args.v3_user, auth_protocol=args.auth_protocol, auth_key=auth_key,
                     priv_protocol=args.priv_protocol, priv_key=priv_key, context=args.context)
@@ -140,8 +150,8 @@ def run(args: argparse.Namespace) -> int:
         msg = "; ".join(f"{'.'.join(str(x) for x in err['loc']) or 'options'}: {err['msg']}" for err in e.errors())
         print(f"{PROG}: {where}: config: {msg}", file=sys.stderr)
         return 2
-    except ValueError as e:  # bad port in --target
-        print(f"{PROG}: {where}: config: bad --target ({e})", file=sys.stderr)
+    except ValueError as e:  # bad port in --target, conflicting flags
+        print(f"{PROG}: {where}: config: {e}", file=sys.stderr)
         return 2
     where = f"{options.host}:{options.port}"
     try:
