@@ -248,3 +248,25 @@ def test_normalize_mac():
     assert normalize_mac("") is None
     with pytest.raises(ValueError):
         normalize_mac("aa:bb")
+
+
+def test_partial_reimport_on_top_of_stored_model(tmp_path):
+    db = CampusStore(tmp_path / "c.db")
+    db.save_campus(load_campus(FIX / "campus.yaml").value)
+    # a ports file alone refers to devices and rooms that are only in the DB
+    f = write(tmp_path, "ports.csv", "device,port,role,room,peer\n"
+                                     "a-acc1,GE0/0/2,desk,A-101,\n"
+                                     "a-acc1,GE0/0/30,desk,A-105,\n"
+                                     "a-acc1,GE0/0/31,desk,Z-1,\n")
+    assert load_campus(f).errors          # standalone: unknown devices
+    res = load_campus(f, base=db.load_campus())
+    assert [(i.row, i.column) for i in res.errors] == [(4, "room")]
+    st = db.save_campus(res.value)
+    assert st["ports"].added == ["a-acc1/GE0/0/30"] and st["ports"].updated == ["a-acc1/GE0/0/2"]
+    back = db.load_campus()
+    assert back.ports[("a-acc1", "GE0/0/2")].room == "A-101" and len(back.rooms) == 10
+    # prune only touches the kinds the new model has
+    rooms_only = load_campus(write(tmp_path, "rooms.csv", "building,room,type\nA,A-101,teaching\n")).value
+    st = db.save_campus(rooms_only, prune=True)
+    after = db.load_campus()
+    assert set(after.rooms) == {"A-101"} and len(after.ports) == len(back.ports)

@@ -151,3 +151,10 @@ def test_where_is_mac_ip_serial_asset_device(campus, registry, obs):
     assert w["matches"][0]["note"].startswith("registered but never seen")
     assert where_is("00:00:00:00:00:42", campus, registry, obs)["matches"] == []
     assert where_is("nothing-like-this", campus, registry, obs)["kind"] == "none"
+
+
+def test_where_is_assigned_ip_of_asset_seen_elsewhere(campus, registry, obs):
+    # AT-0013 is assigned 10.0.5.30 but uses 10.0.5.99: the lookup by its assigned IP still finds it
+    w = where_is("10.0.5.30", campus, registry, obs)
+    assert w["kind"] == "ip" and w["matches"][0]["asset_tag"] == "AT-0013"
+    assert w["matches"][0]["ips"] == ["10.0.5.99"] and w["matches"][0]["switch"] == "b-acc1"

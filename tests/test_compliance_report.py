@@ -236,3 +236,10 @@ def test_cli_bad_rows_and_strict(tmp_path, capsys):
     assert "row 14" in " ".join(json.loads(out)["notes"])
     rc, out, err = run_cli(capsys, *args, "--strict")
     assert rc == 2 and "strict" in err and "row 14, column 'mac'" in err and out == ""
+
+
+def test_building_report_does_not_write_campus_history(tmp_path, inputs):
+    store = CampusStore(tmp_path / "h.db")
+    store.record_report(cov(inputs, building="B"))
+    assert store.history("coverage") == []
+    assert len(store.history("coverage", building="B")) == 1

@@ -38,6 +38,7 @@ plus optional ``device_id,switch,port,notes`` (YAML: ``assets: [...]``).
 """
 from __future__ import annotations
 
+import copy
 import csv
 import ipaddress
 import re
@@ -463,8 +464,10 @@ def _nz(d: dict[str, str], k: str) -> str | None:
 class _CampusBuilder:
     """Accumulates validated objects and their origin (file, row) for cross-checks."""
 
-    def __init__(self) -> None:
+    def __init__(self, base: CampusModel | None = None) -> None:
         self.model = CampusModel()
+        if base is not None:    # existing model: lets files refer to what is already there
+            self.model.merge(copy.deepcopy(base))
         self.issues: list[ImportIssue] = []
         self.origin: dict[tuple[str, Any], tuple[str, int | None, str]] = {}
         self.ok = 0
@@ -493,7 +496,9 @@ class _CampusBuilder:
         drop: list[tuple[str, Any]] = []
 
         def err(kind: str, key: Any, field_: str, msg: str) -> None:
-            f, r, c = self.origin.get((kind, key), ("?", None, ""))
+            if (kind, key) not in self.origin:
+                return          # from the base model (already stored), not from these files
+            f, r, c = self.origin[(kind, key)]
             col = f"{c}.{field_}" if c else field_
             self.issues.append(ImportIssue(f, r, col, msg))
             drop.append((kind, key))
@@ -658,8 +663,8 @@ class _CampusBuilder:
                                       level=int(lvl) if lvl and re.fullmatch(r"-?\d+", lvl) else None)
                 self.origin[("floor", fid)] = (f, line, "floor")
         except ValidationError as e:
-            col_of = {"id": "building"}
-            self.issues.extend(_pyd_issues(f, line, e, columns=col_of))
+            col = "site" if site not in m.sites else "building" if bid not in m.buildings else "floor"
+            self.issues.extend(ImportIssue(f, line, col, x["msg"]) for x in e.errors())
             self.bad += 1
             return
         body = {"id": _nz(d, "room"), "building": bid, "floor": _nz(d, "floor"), "name": d.get("name", ""),
@@ -668,14 +673,17 @@ class _CampusBuilder:
         self._validate_row("rooms", Room, f, line, body, columns={"id": "room"})
 
 
-def load_campus(paths: str | Path | Iterable[str | Path], strict: bool = False) -> ImportResult[CampusModel]:
+def load_campus(paths: str | Path | Iterable[str | Path], strict: bool = False,
+                base: CampusModel | None = None) -> ImportResult[CampusModel]:
     """Import one or more campus files (YAML and/or rooms/devices/ports CSV) into one model.
 
     Raises ConfigError for unreadable/unparseable files, CampusImportError in strict
-    mode when any row is bad. Later files upsert over earlier ones."""
+    mode when any row is bad. Later files upsert over earlier ones. With ``base`` (e.g.
+    the stored model) the files are applied on top of it: rows may refer to rooms and
+    devices already there, and the result is the merged model (``base`` is not modified)."""
     if isinstance(paths, (str, Path)):
         paths = [paths]
-    b = _CampusBuilder()
+    b = _CampusBuilder(base)
     for p in paths:
         p = Path(p)
         if p.suffix.lower() in (".yaml", ".yml"):

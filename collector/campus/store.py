@@ -76,6 +76,8 @@ class CampusStore:
 
     # ------------------------------------------------------------------ campus model
     def save_campus(self, model: CampusModel, prune: bool = False) -> dict[str, UpsertStats]:
+        """Upsert every object. ``prune``: also delete stored sites/buildings/floors/rooms/devices/
+        ports missing from ``model`` -- per kind, and only for kinds ``model`` has at least one of."""
         now = time.time()
         stats: dict[str, UpsertStats] = {}
         with self._conn() as c:
@@ -100,7 +102,7 @@ class CampusStore:
                     upd = ", ".join(f"{col}=excluded.{col}" for col in cols if col not in keys)
                     c.execute(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
                               f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {upd}", vals)
-                if prune:
+                if prune and objs:      # a model without e.g. ports does not wipe the stored ports
                     current = {tuple(getattr(o, kk) for kk in keys) for o in objs.values()}
                     for k in existing:
                         if k not in current:
@@ -171,7 +173,8 @@ class CampusStore:
             rows.append((t, kind, b, r, d, s.get("status", "unknown"), s.get("score"), s.get("pass"),
                          s.get("fail"), s.get("unknown"), json.dumps(failed) if failed else None))
 
-        row(None, None, None, report.get("summary", {}))
+        if not report.get("building"):     # a building-filtered report says nothing campus-wide
+            row(None, None, None, report.get("summary", {}))
         per_device: dict[str, list[dict]] = {}
         for b in report.get("buildings", []):
             row(b["id"], None, None, b.get("summary", {}))

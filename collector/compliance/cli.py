@@ -77,7 +77,9 @@ def _load_inputs(args: argparse.Namespace, need_obs: bool = True) -> dict[str, A
     store = CampusStore(args.db) if args.db else None
     campus = CampusModel()
     if args.campus:
-        res = load_campus(args.campus, strict=args.strict)
+        prune = getattr(args, "prune", False)
+        res = load_campus(args.campus, strict=args.strict,
+                          base=store.load_campus() if store is not None and not prune else None)
         for i in res.issues:
             _err(f"{i.severity}: {i}")
             notes.append(f"{i.severity}: {i}")

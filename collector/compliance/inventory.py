@@ -374,9 +374,9 @@ def where_is(query: str, campus: CampusModel, registry: Registry, obs: Observati
             asset = registry.by_serial(q)
             if hits or asset:
                 kind, keys = "serial", hits
-        if asset is not None and not keys:
-            s, _ = _match(asset, seen)
-            keys = [s.key] if s else []
+    if asset is not None and not keys:
+        s, _ = _match(asset, seen)
+        keys = [s.key] if s else []
     matches = []
     for k in keys:
         s = seen[k]
