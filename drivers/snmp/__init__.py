@@ -52,6 +52,30 @@ class Options(BaseModel):
     max_repetitions: int = Field(25, ge=1, le=200)
     facts_interval_s: float = Field(3600.0, gt=0)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _secret_files(cls, data: Any) -> Any:
+        """``community_file`` / ``auth_key_file`` / ``priv_key_file``: read the secret from a file
+        (first line, surrounding whitespace stripped) so agent.yaml holds no credentials."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for name in ("community", "auth_key", "priv_key"):
+            path = data.pop(f"{name}_file", None)
+            if path is None:
+                continue
+            if data.get(name) is not None:
+                raise ValueError(f"give either '{name}' or '{name}_file', not both")
+            try:
+                with open(path, encoding="utf-8") as fh:
+                    secret = fh.readline().strip()
+            except OSError as e:
+                raise ValueError(f"{name}_file {path!r}: cannot read ({e.strerror})") from None
+            if not secret:
+                raise ValueError(f"{name}_file {path!r} is empty")
+            data[name] = secret
+        return data
+
     @field_validator("version", mode="before")
     @classmethod
     def _version(cls, v: Any) -> Any:
@@ -127,6 +151,9 @@ class SnmpDriver:
         self._facts_at = 0.0
         self.system: SystemInfo | None = None
         self.interfaces: list[Interface] = []
+        self._depth_facts: dict[str, Any] = {}   # drivers.snmp.tables: model, serial, firmware, ipv6...
+        self._depth_entity: dict | None = None
+        self._depth_at = float("-inf")
 
     async def poll(self) -> list[Record]:
         system = await read_system(self.session)
@@ -172,12 +199,38 @@ class SnmpDriver:
                      "oper_status": itf.oper_status}, tags))
         self._oper = {i.index: i.oper_up for i in interfaces}
 
+        records.extend(await self._depth(system.object_id))
         facts = self._make_facts(system, interfaces)
+        facts.update({k: v for k, v in self._depth_facts.items() if k not in facts})
         now = time.monotonic()
         if facts != self._facts or now - self._facts_at >= self.options.facts_interval_s:
             records.append(Facts(dev, facts))
             self._facts, self._facts_at = facts, now
         return records
+
+    async def _depth(self, sys_object_id: str | None) -> list[Record]:
+        """Network-depth sections (drivers.snmp.tables): health/PoE/Wi-Fi samples every poll,
+        entity/IP facts every facts_interval_s. Failures never fail the IF-MIB poll."""
+        from drivers.snmp.tables import collect_sections, stable_facts, to_records
+        now = time.monotonic()
+        full = now - self._depth_at >= self.options.facts_interval_s
+        try:
+            sec = await collect_sections(
+                self.session, sys_object_id, None if full else ["health", "poe", "wifi"],
+                deadline_s=4 * self.options.timeout_s * (self.options.retries + 1),
+                max_repetitions=self.options.max_repetitions, entity=None if full else self._depth_entity)
+        except Exception as e:  # noqa: BLE001 - isolation: report and keep the interface data
+            log.warning("%s: network-depth sections failed: %s", self.device_id, e)
+            return []
+        if full:
+            self._depth_at = now
+            self._depth_entity = sec.get("entity")
+            self._depth_facts = stable_facts(sec)
+        tags = dict(self.tags)
+        recs = [r for r in to_records(self.device_id, sec) if isinstance(r, Sample)]
+        for r in recs:
+            r.tags = {**tags, **r.tags}
+        return recs
 
     def _make_facts(self, system: SystemInfo, interfaces: list[Interface]) -> dict[str, Any]:
         facts: dict[str, Any] = {"sysObjectID": system.object_id, "sysDescr": system.descr,
