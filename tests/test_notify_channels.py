@@ -58,7 +58,7 @@ async def test_webhook_wecom_dingtalk_delivered_and_verified(tmp_path, robots, s
         "wecom": {"type": "wecom", "base_url": robots.url(), "key_file": "wecom.key",
                   "mention_users": ["zhangsan"]},
         "ding": {"type": "dingtalk", "base_url": robots.url(), "access_token_env": "TEST_DT_TOKEN",
-                 "secret_file": "dt.secret", "at_mobiles": ["13800000000"]},
+                 "secret_file": "dt.secret", "at_mobiles": ["13800000000"], "title_prefix": "【校园】"},
     })
     n = Notifier(cfg, tmp_path / "n.db", clock=lambda: T0)
     await n.start()
@@ -87,7 +87,7 @@ async def test_webhook_wecom_dingtalk_delivered_and_verified(tmp_path, robots, s
 
     dt = robots.accepted_on("/robot/send")[0]
     md = dt["body"]["markdown"]
-    assert "FIRING:1" in md["title"] and "cpu_high" in md["text"]
+    assert md["title"].startswith("【校园】 [FIRING:1]") and "cpu_high" in md["text"]
     assert dt["body"]["at"] == {"atMobiles": ["13800000000"], "atUserIds": [], "isAtAll": False}
     assert "@13800000000" in md["text"]
     # signature parameters present, signed with the configured secret
@@ -142,6 +142,7 @@ async def test_smtp_plain_relay_with_auth(tmp_path):
             "insecure_auth": True, "username": "notify", "password_file": "smtp.pass",
             "from": "campus-sense@example.edu", "to": ["noc@example.edu", "oncall@example.edu"],
             "subject_prefix": "[campus]"}})
+        cfg.display_timezone = "Asia/Shanghai"
         n = Notifier(cfg, tmp_path / "n.db", clock=lambda: T0)
         await n.start()
         try:
@@ -159,6 +160,8 @@ async def test_smtp_plain_relay_with_auth(tmp_path):
         body = msg.get_content()
         assert "[CRITICAL] cpu_high: CPU above 90%" in body
         assert "building: A" in body and "value: 97.5" in body and "alert id: a1" in body
+        # started_at = T0 - 600 shown in the display timezone (UTC+8)
+        assert "started: 2026-11-18 18:56:40 CST" in body, body
         n.close()
     finally:
         smtp.stop()

@@ -81,6 +81,7 @@ async def test_dead_channel_retries_then_fails_while_others_deliver(tmp_path, ro
         assert d / 2 - 1e-6 <= nxt - last <= d + 1e-6, (k, nxt - last)
     st = n.status()
     assert st["channels"]["dead"]["failed"] == 1 and st["channels"]["good"]["sent"] == 1
+    assert st["channels"]["dead"]["ok"] is False and st["channels"]["good"]["ok"] is True
     assert st["channels"]["dead"]["last_error"] == final["last_error"]
     assert [f["id"] for f in st["recent_failures"]] == [final["id"]]
     n.close()

@@ -143,7 +143,10 @@ class Notifier:
         channels = {}
         for name, ch in self.config.channels.items():
             c = counts.get(name, {"pending": 0, "sent": 0, "failed": 0})
-            channels[name] = {"type": ch.type, **c, **self.outbox.channel_info(name)}
+            info = self.outbox.channel_info(name)
+            # healthy: nothing failed since the last successful delivery, nothing overdue
+            ok = info["last_error_at"] is None or (info["last_sent_at"] or 0) > info["last_error_at"]
+            channels[name] = {"type": ch.type, "ok": ok, **c, **info}
         return {
             "running": self.running,
             "channels": channels,

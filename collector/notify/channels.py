@@ -112,7 +112,7 @@ class WeComSender(_HTTPSender):
 
     def body(self, n: dict) -> dict:
         return {"msgtype": "markdown",
-                "markdown": {"content": render.wecom_markdown(n, self.cfg.mention_users)}}
+                "markdown": {"content": render.wecom_markdown(n, self.cfg.mention_users, self.cfg.title_prefix)}}
 
     async def send(self, n: dict, delivery_id: int) -> None:
         key = _secret(self.cfg, "key")
@@ -134,7 +134,7 @@ class DingTalkSender(_HTTPSender):
 
     def body(self, n: dict) -> dict:
         c = self.cfg
-        title, text = render.dingtalk_markdown(n, c.at_mobiles, c.at_user_ids, c.at_all)
+        title, text = render.dingtalk_markdown(n, c.at_mobiles, c.at_user_ids, c.at_all, c.title_prefix)
         return {"msgtype": "markdown", "markdown": {"title": title, "text": text},
                 "at": {"atMobiles": list(c.at_mobiles), "atUserIds": list(c.at_user_ids), "isAtAll": c.at_all}}
 

@@ -227,6 +227,8 @@ class WeComChannel(_Channel):
     key_env: str | None = None
     #: user ids mentioned as <@userid> in the markdown
     mention_users: list[str] = []
+    #: text put in front of the title (e.g. a robot keyword)
+    title_prefix: str = ""
     required_secrets: ClassVar[tuple[str, ...]] = ("key",)
 
 
@@ -242,6 +244,8 @@ class DingTalkChannel(_Channel):
     at_mobiles: list[str] = []
     at_user_ids: list[str] = []
     at_all: bool = False
+    #: text put in front of the title; robots in "custom keyword" mode need the keyword here
+    title_prefix: str = ""
     required_secrets: ClassVar[tuple[str, ...]] = ("access_token",)
 
 
@@ -459,6 +463,13 @@ class NotifyConfig(_Strict):
     time_windows: dict[str, list[TimeRange]] = {}
     route: Route
     outbox: Outbox = Outbox()
+    #: timezone for times shown in e-mails and robot messages (payload times stay UTC ISO 8601)
+    display_timezone: str = "UTC"
+
+    @field_validator("display_timezone")
+    @classmethod
+    def _dtz(cls, v: str) -> str:
+        return TimeRange._tzv(v)
 
     @field_validator("channels")
     @classmethod

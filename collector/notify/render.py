@@ -2,18 +2,21 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from zoneinfo import ZoneInfo
 
 _LABEL_ORDER = ("site", "building", "room", "device", "type")
 
 
-def _ts(s: str | None) -> str:
+def _ts(s: str | None, tz: str | None = None) -> str:
+    """ISO timestamp -> ``2026-11-23 09:00:00 CST`` in the notification's display timezone."""
     if not s:
         return "?"
     try:
         d = datetime.fromisoformat(s.replace("Z", "+00:00"))
-    except ValueError:
+        z = ZoneInfo(tz) if tz else timezone.utc
+    except (ValueError, KeyError):
         return s
-    return d.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return d.astimezone(z).strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
 def _fmt_value(v) -> str:
@@ -72,8 +75,8 @@ def text(n: dict) -> str:
             ex = _extra_labels(a)
             if ex:
                 lines.append(f"  labels: {ex}")
-            lines.append(f"  started: {_ts(a.get('started_at'))}"
-                         + (f"  resolved: {_ts(a.get('ended_at'))}" if status == "resolved" else "")
+            lines.append(f"  started: {_ts(a.get('started_at'), n.get('display_timezone'))}"
+                         + (f"  resolved: {_ts(a.get('ended_at'), n.get('display_timezone'))}" if status == "resolved" else "")
                          + (f"  value: {_fmt_value(a.get('value'))}" if a.get("value") is not None else "")
                          + ("  (acknowledged)" if a.get("acked") else ""))
             lines.append(f"  alert id: {a['id']}")
@@ -99,9 +102,9 @@ def _md_alerts(n: dict, limit_bytes: int, wecom: bool) -> str:
         block = [f"{'' if wecom else '- '}{sev} **{a['rule']}** {a.get('summary') or ''}".rstrip()]
         w = _where(a)
         details = [w] if w else []
-        details.append(f"since {_ts(a.get('started_at'))}")
+        details.append(f"since {_ts(a.get('started_at'), n.get('display_timezone'))}")
         if a["status"] == "resolved":
-            details.append(f"resolved {_ts(a.get('ended_at'))}")
+            details.append(f"resolved {_ts(a.get('ended_at'), n.get('display_timezone'))}")
         if a.get("value") is not None:
             details.append(f"value {_fmt_value(a['value'])}")
         if a.get("acked"):
@@ -119,18 +122,18 @@ def _md_alerts(n: dict, limit_bytes: int, wecom: bool) -> str:
     return "\n".join(out)
 
 
-def wecom_markdown(n: dict, mention_users: list[str] = ()) -> str:
+def wecom_markdown(n: dict, mention_users: list[str] = (), prefix: str = "") -> str:
     """WeCom robot markdown ``content`` (max 4096 bytes UTF-8)."""
-    head = f"**{title(n)}**\n"
+    head = f"**{(prefix + ' ' if prefix else '') + title(n)}**\n"
     tail = "".join(f"<@{u}>" for u in mention_users)
     body = _md_alerts(n, 4096 - len(head.encode()) - len(tail.encode()) - 64, wecom=True)
     return (head + body + ("\n" + tail if tail else "")).strip()
 
 
 def dingtalk_markdown(n: dict, at_mobiles: list[str] = (), at_user_ids: list[str] = (),
-                      at_all: bool = False) -> tuple[str, str]:
+                      at_all: bool = False, prefix: str = "") -> tuple[str, str]:
     """DingTalk robot markdown -> (title, text). Mentions must appear in the text as @mobile."""
-    t = title(n)
+    t = (prefix + " " if prefix else "") + title(n)
     mentions = " ".join([f"@{m}" for m in at_mobiles] + [f"@{u}" for u in at_user_ids]
                         + (["@all"] if at_all else []))
     body = _md_alerts(n, 18000, wecom=False)

@@ -335,6 +335,7 @@ class Router:
             "group_labels": gl,
             "repeat": repeat,
             "created_at": iso(now),
+            "display_timezone": self.cfg.display_timezone,
             "alerts": alerts,
         }
 
