@@ -243,3 +243,12 @@ def test_building_report_does_not_write_campus_history(tmp_path, inputs):
     store.record_report(cov(inputs, building="B"))
     assert store.history("coverage") == []
     assert len(store.history("coverage", building="B")) == 1
+
+
+def test_compliance_html_has_device_matrix(inputs):
+    page = render(comp(inputs, building="A"), "html")
+    assert "<h3>Devices</h3>" in page
+    row = page[page.index("<tr><td>a-acc2</td>"):]
+    row = row[:row.index("</tr>")]
+    # firmware expired, SNMP public, telnet open -> fail; clock +12.5 s -> fail; inventory ok -> pass
+    assert row.count("st fail") == 4 and row.count("st pass") == 1

@@ -218,6 +218,32 @@ def _check_rows(checks: list[dict[str, Any]], with_room: bool = True) -> str:
     return f"<table>{head}{''.join(rows)}</table>" if rows else "<p class='small'>none</p>"
 
 
+_MATRIX = [("firmware", "Firmware"), ("snmp_community", "SNMP community"), ("telnet", "Telnet"),
+           ("http_mgmt", "HTTP mgmt"), ("default_credentials", "Default creds"), ("clock_drift", "Clock"),
+           ("inventory", "Inventory")]
+
+
+def _device_matrix(checks: list[dict[str, Any]]) -> str:
+    """One row per device: the status of each security/inventory check (worst wins)."""
+    rank = {"fail": 0, "unknown": 1, "pass": 2, "n/a": 3}
+    devs: dict[str, dict[str, str]] = {}
+    for c in checks:
+        if not c.get("device"):
+            continue
+        col = "inventory" if c["check"].startswith("inventory_") else c["check"]
+        row = devs.setdefault(c["device"], {})
+        if col not in row or rank.get(c["status"], 9) < rank.get(row[col], 9):
+            row[col] = c["status"]
+    if not devs:
+        return ""
+    head = "<tr><th>Device</th>" + "".join(f"<th>{_e(t)}</th>" for _, t in _MATRIX) + "</tr>"
+    dash = "<span class='small'>–</span>"
+    rows = "".join("<tr><td>" + _e(d) + "</td>" + "".join(
+        f"<td>{_st(row[k]) if k in row else dash}</td>" for k, _ in _MATRIX) + "</tr>"
+        for d, row in sorted(devs.items()))
+    return f"<h3>Devices</h3><table>{head}{rows}</table><p class='small'>– = no data for this check.</p>"
+
+
 def render_html(report: dict[str, Any]) -> str:
     s = report["summary"]
     title = report["title"] + (f" — building {report['building']}" if report.get("building") else "")
@@ -271,6 +297,8 @@ def render_html(report: dict[str, Any]) -> str:
                            f"<td>{_st(r['status'])}</td><td>{_score(r)}</td><td>{_e(bad)}</td></tr>")
             out.append("</table>")
         checks = list(b["checks"]) + [c for r in b["rooms"] for c in r["checks"]]
+        if report["kind"] == "compliance":
+            out.append(_device_matrix(checks))
         checks.sort(key=lambda c: (_STATUS_ORDER.get(c["status"], 9), c["check"], c.get("subject") or ""))
         findings = [c for c in checks if c["status"] in ("fail", "unknown")]
         out.append(f"<h3>Findings ({len(findings)})</h3>" + _check_rows(findings))
