@@ -254,3 +254,8 @@ def _check_facts(it: Any) -> str | None:
 
 
 _CHECKS = {"metrics": _check_sample, "events": _check_event, "facts": _check_facts}
+
+
+def check_item(kind: str, item: Any) -> str | None:
+    """Validate one item of a durable ``kind``; return what is wrong, or None."""
+    return _CHECKS[kind](item)

@@ -162,10 +162,10 @@ def _classify(n: int, obj: dict) -> Iterator[tuple[int, str, Any]]:
                     yield n, k, (p[0], p[1] or obj.get("agent"))
         return
     if "m" in obj:
-        err = wire._CHECKS["metrics"](obj)
+        err = wire.check_item("metrics", obj)
         kind2 = "sample"
     elif "type" in obj:
-        err = wire._CHECKS["events"](obj)
+        err = wire.check_item("events", obj)
         kind2 = "event"
     else:
         yield n, "bad", "not a sample ('m','d','t','f'), an event ('d','type','t') or an agent state line"
