@@ -132,6 +132,22 @@ async def test_robot_error_replies_are_failures(tmp_path, robots, monkeypatch):
     n.close()
 
 
+async def test_robot_rate_limit_is_retried(tmp_path, robots):
+    robots.wecom_errors = [45009, 45009]            # "api freq out of limit" twice
+    cfg = _cfg(tmp_path, {"wecom": {"type": "wecom", "base_url": robots.url(), "key_file": "wecom.key"}})
+    n = Notifier(cfg, tmp_path / "n.db", clock=lambda: T0)
+    await n.start()
+    try:
+        n.on_alert_change(_change())
+        await wait_until(lambda: n.deliveries(state="sent") or n.deliveries(state="failed"), what="done")
+    finally:
+        await n.stop()
+    d = n.deliveries()[0]
+    assert d["state"] == "sent" and d["attempts"] == 3
+    assert len(robots.requests_on("/cgi-bin/webhook/send")) == 3
+    n.close()
+
+
 async def test_smtp_plain_relay_with_auth(tmp_path):
     pw = secrets.token_hex(8)
     (tmp_path / "smtp.pass").write_text(pw)

@@ -31,6 +31,8 @@ class RobotServer:
         self.dingtalk_token = dingtalk_token
         self.dingtalk_secret = dingtalk_secret
         self.hook_status = 200
+        #: errcode replies the WeCom robot gives before accepting (e.g. [45009] = rate limited once)
+        self.wecom_errors: list[int] = []
         self.requests: list[dict] = []      # every request
         self.accepted: list[dict] = []      # requests the "service" accepted
         self.cond = threading.Condition()
@@ -89,6 +91,9 @@ class RobotServer:
     def wecom(self, rec: dict) -> dict:
         if rec["query"].get("key") != [self.wecom_key]:
             return {"errcode": 93000, "errmsg": "invalid webhook url, hint: [1700000000_1_abc]"}
+        if self.wecom_errors:
+            code = self.wecom_errors.pop(0)
+            return {"errcode": code, "errmsg": "api freq out of limit" if code == 45009 else "error"}
         b = rec["body"] or {}
         if b.get("msgtype") != "markdown" or not isinstance(b.get("markdown", {}).get("content"), str):
             return {"errcode": 40008, "errmsg": "invalid message type"}
