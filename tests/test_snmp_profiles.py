@@ -351,3 +351,21 @@ def test_snmp_inventory_json_has_sections(sim, capsys):
     assert {"device", "interfaces", "entity", "fdb", "arp", "ip_addresses", "poe", "health"} <= set(doc)
     assert doc["entity"]["chassis"]["serial"] == "CAT0952N20R" and len(doc["arp"]) == 85
     assert "wifi" not in doc and "lldp" not in doc           # sections without data are absent
+
+
+async def test_driver_emits_health_poe_samples_and_entity_facts(sim):
+    from drivers.base import Facts, Sample
+    from drivers.snmp import create
+    d = create("sw1", {"host": "127.0.0.1", "port": sim.port, "community": "cisco"}, {"site": "n"})
+    try:
+        first = await d.poll()
+        second = await d.poll()
+    finally:
+        await d.close()
+    facts = next(r for r in first if isinstance(r, Facts)).facts
+    assert facts["serial"] == "CAT0952N20R" and facts["model"] == "WS-C3750-48PS-S" and facts["ipv6"] is False
+    for recs in (first, second):
+        health = [r for r in recs if isinstance(r, Sample) and r.measurement == "device_health"]
+        assert health and health[0].tags["site"] == "n" and "cpu_pct" in health[0].fields
+        assert any(isinstance(r, Sample) and r.measurement == "poe_port" for r in recs)
+        assert any(isinstance(r, Sample) and r.measurement == "interface" for r in recs)

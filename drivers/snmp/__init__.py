@@ -216,7 +216,8 @@ class SnmpDriver:
         full = now - self._depth_at >= self.options.facts_interval_s
         try:
             sec = await collect_sections(
-                self.session, sys_object_id, None if full else ["health", "poe", "wifi"],
+                self.session, sys_object_id,
+                ["entity", "ip_addresses", "health", "poe", "wifi"] if full else ["health", "poe", "wifi"],
                 deadline_s=4 * self.options.timeout_s * (self.options.retries + 1),
                 max_repetitions=self.options.max_repetitions, entity=None if full else self._depth_entity)
         except Exception as e:  # noqa: BLE001 - isolation: report and keep the interface data

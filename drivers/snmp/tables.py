@@ -659,12 +659,15 @@ async def collect_wifi(ctx: _Ctx, profile: Profile) -> dict | None:
 
 async def collect_sections(session: Any, sys_object_id: str | None, sections: list[str] | None = None, *,
                            deadline_s: float | None = 30.0, vlan_session: Callable[[int], Any] | None = None,
-                           profiles: ProfileSet | None = None, max_repetitions: int = DEFAULT_REPS) -> dict:
+                           profiles: ProfileSet | None = None, max_repetitions: int = DEFAULT_REPS,
+                           entity: dict | None = None) -> dict:
     """Collect the network-depth sections for one device; see module doc.
 
     ``vlan_session(vlan) -> session`` gives a session for a VLAN context (Cisco
     community@vlan / v3 context ``vlan-<id>``); without it, per-VLAN FDB is skipped.
     Sections with no data are absent; per-table failures are listed under ``_errors``.
+    ``entity``: a previous result's ``entity`` section, reused (not re-walked) for sensor names
+    when only health/poe/wifi are asked for on every poll.
     """
     ps = profiles or default_profiles()
     prof = ps.select(sys_object_id)
@@ -685,12 +688,14 @@ async def collect_sections(session: Any, sys_object_id: str | None, sections: li
         if v:
             out[name] = v
 
-    if "entity" in wanted or "health" in wanted:
+    if entity is not None and "entity" not in wanted:
+        out["entity"] = entity
+    elif "entity" in wanted or "health" in wanted:
         await run("entity", collect_entity(ctx))
     entity = out.get("entity")
     if "entity" not in wanted:
         out.pop("entity", None)
-    if prof.facts:
+    if prof.facts and ("entity" in wanted or entity is None):
         facts: dict[str, Any] = {}
         try:
             r = await ctx.get([c.oid for c in prof.facts.values()])
@@ -739,6 +744,16 @@ def vlan_session_factory(target: Any, session_cls: Callable[[Any], Any] | None =
         return session_cls(t)
 
     return make
+
+
+def stable_facts(sections: dict) -> dict:
+    """Facts that rarely change (model, serial, firmware, hardware, IPv6 presence) for merging
+    into a driver's per-device facts; tables (lldp/fdb/arp) stay in the inventory document."""
+    out: dict[str, Any] = {}
+    for r in to_records("", {k: v for k, v in sections.items() if k in ("entity", "ip_addresses", "_vendor")}):
+        if isinstance(r, Facts):
+            out.update({k: v for k, v in r.facts.items() if k != "ip_addresses"})
+    return out
 
 
 def inventory_doc(sections: dict) -> dict:
