@@ -270,3 +270,20 @@ def test_partial_reimport_on_top_of_stored_model(tmp_path):
     st = db.save_campus(rooms_only, prune=True)
     after = db.load_campus()
     assert set(after.rooms) == {"A-101"} and len(after.ports) == len(back.ports)
+
+
+def test_csv_from_a_chinese_asset_system(tmp_path):
+    """GB18030, semicolons, Chinese headers and room types: read, with a warning for the encoding."""
+    reg = tmp_path / "资产.csv"
+    reg.write_bytes("资产编号;设备类型;型号;序列号;MAC地址;IP地址;房间;责任人\n"
+                    "AT-1;投影仪;EB-2247U;X4JE;00:26:ab:00:00:11;10.0.5.20;A-101;王老师\n"
+                    "AT-2;电脑;OptiPlex;CN0;zz;10.0.5.21;A-101;李老师\n".encode("gb18030"))
+    res = load_registry(reg)
+    assert set(res.value.assets) == {"AT-1"} and res.value.assets["AT-1"].owner == "王老师"
+    assert any(i.severity == "warning" and "GB18030" in i.message for i in res.issues)
+    assert [(i.row, i.column) for i in res.errors] == [(3, "mac")]
+    rooms = write(tmp_path, "rooms.csv", "# exported 2026-11-20\n楼宇,房间,名称,类型\nA,A-101,一年级一班,教室\n"
+                                         "A,A-102,机房,弱电间\nA,A-103,x,厕所\n")
+    res = load_campus(rooms)
+    assert res.value.rooms["A-101"].type == "teaching" and res.value.rooms["A-102"].type == "server"
+    assert [(i.row, i.column) for i in res.errors] == [(5, "type")]

@@ -119,12 +119,29 @@ class Floor(_Base):
     level: int | None = None
 
 
+ROOM_TYPE_ALIASES = {
+    "classroom": "teaching", "教室": "teaching", "普通教室": "teaching", "多媒体教室": "teaching",
+    "办公室": "office", "活动室": "activity", "体育馆": "activity", "功能室": "activity", "gym": "activity",
+    "宿舍": "living", "dormitory": "living", "食堂": "canteen", "餐厅": "canteen", "实验室": "lab",
+    "laboratory": "lab", "走廊": "corridor", "图书馆": "library", "阅览室": "library", "会议室": "meeting",
+    "机房": "server", "弱电间": "server", "仓库": "storage", "室外": "outdoor", "其他": "other",
+}
+
+
 class Room(_Base):
     id: str = Field(pattern=_ID)
     building: str
     floor: str | None = None
     name: str = ""
     type: RoomType
+
+    @field_validator("type", mode="before")
+    @classmethod
+    def _type_alias(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            t = v.strip().lower()
+            return ROOM_TYPE_ALIASES.get(t, ROOM_TYPE_ALIASES.get(v.strip(), t))
+        return v
 
 
 class Device(_Base):
@@ -388,22 +405,50 @@ def _pyd_issues(file: str, row: int | None, err: ValidationError, columns: dict[
 
 # --------------------------------------------------------------------------- CSV
 
-def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+#: header aliases accepted in CSV files (Chinese exports of asset systems, common synonyms)
+COLUMN_ALIASES = {
+    "资产编号": "asset_tag", "资产标签": "asset_tag", "asset": "asset_tag", "tag": "asset_tag",
+    "设备类型": "device_type", "类型": "type", "型号": "model", "序列号": "serial", "sn": "serial",
+    "mac地址": "mac", "mac address": "mac", "ip地址": "assigned_ip", "ip": "ip", "分配ip": "assigned_ip",
+    "房间": "room", "房间号": "room", "位置": "room", "责任人": "owner", "使用人": "owner", "负责人": "owner",
+    "设备": "device", "端口": "port", "用途": "role", "校区": "site", "楼宇": "building", "楼栋": "building",
+    "楼层": "floor", "名称": "name", "备注": "notes",
+}
+
+
+def _read_csv(path: Path, issues: list[ImportIssue] | None = None
+              ) -> tuple[list[str], list[tuple[int, dict[str, str]]], int]:
+    """-> (header, [(line, row)], header line). UTF-8 (with or without BOM); GB18030 (Excel
+    on a Chinese Windows) is accepted with a warning. Delimiter: comma, semicolon or tab."""
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        raw = path.read_bytes()
     except OSError as e:
         raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
+    try:
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not UTF-8 text") from None
-    reader = csv.reader(text.splitlines(keepends=True))
+        try:
+            text = raw.decode("gb18030")
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: neither UTF-8 nor GB18030 text") from None
+        if issues is not None:
+            issues.append(ImportIssue(str(path), None, None, "file is GB18030-encoded, not UTF-8 (read anyway)",
+                                      "warning"))
+    lines = text.splitlines(keepends=True)
+    first = next((ln for ln in lines if ln.strip() and not ln.lstrip().startswith("#")), "")
+    delim = max([",", ";", "\t"], key=first.count) if first else ","
+    reader = csv.reader(lines, delimiter=delim)
     rows: list[tuple[int, dict[str, str]]] = []
     header: list[str] | None = None
+    header_line = 1
     for rec in reader:
         line = reader.line_num
         if header is None:
             if not rec or all(not c.strip() for c in rec) or rec[0].lstrip().startswith("#"):
                 continue
             header = [h.strip().lower() for h in rec]
+            header = [COLUMN_ALIASES.get(h, h) for h in header]
+            header_line = line
             continue
         if not rec or all(not c.strip() for c in rec) or rec[0].lstrip().startswith("#"):
             continue
@@ -411,11 +456,11 @@ def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
         for i, h in enumerate(header):
             d[h] = rec[i] if i < len(rec) else ""
         if len(rec) > len(header) and any(c.strip() for c in rec[len(header):]):
-            d["__extra__"] = ",".join(rec[len(header):])
+            d["__extra__"] = delim.join(rec[len(header):])
         rows.append((line, d))
     if header is None:
         raise ConfigError(f"{path}: empty CSV (no header row)")
-    return header, rows
+    return header, rows, header_line
 
 
 ROOM_COLUMNS = {"site", "building", "floor", "room", "name", "type", "level", "building_name", "site_name",
@@ -439,13 +484,13 @@ def detect_csv_kind(header: list[str]) -> str | None:
 
 
 def _csv_rows(path: Path, header: list[str], rows, allowed: set[str], required: set[str],
-              issues: list[ImportIssue]) -> list[tuple[int, dict[str, str]]]:
+              issues: list[ImportIssue], header_line: int = 1) -> list[tuple[int, dict[str, str]]]:
     unknown = [h for h in header if h and h not in allowed]
     for h in unknown:
-        issues.append(ImportIssue(str(path), 1, h, "unknown column (ignored)", "warning"))
+        issues.append(ImportIssue(str(path), header_line, h, "unknown column (ignored)", "warning"))
     missing = sorted(required - set(header))
     if missing:
-        raise ConfigError(f"{path}: row 1: missing required column(s): {', '.join(missing)}")
+        raise ConfigError(f"{path}: row {header_line}: missing required column(s): {', '.join(missing)}")
     out = []
     for line, d in rows:
         if "__extra__" in d:
@@ -611,25 +656,25 @@ class _CampusBuilder:
             take("ports", Port, p, ("ports", pi), {}, ())
 
     def read_csv(self, path: Path, kind: str | None = None) -> None:
-        header, rows = _read_csv(path)
+        header, rows, hl = _read_csv(path, self.issues)
         kind = kind or detect_csv_kind(header)
         f = str(path)
         if kind not in ("rooms", "devices", "ports"):
-            raise ConfigError(f"{f}: row 1: cannot tell what this CSV holds from its header "
+            raise ConfigError(f"{f}: row {hl}: cannot tell what this CSV holds from its header "
                               f"({', '.join(header)}); expected rooms, devices or ports columns")
         if kind == "rooms":
-            rows = _csv_rows(path, header, rows, ROOM_COLUMNS, {"building", "room", "type"}, self.issues)
+            rows = _csv_rows(path, header, rows, ROOM_COLUMNS, {"building", "room", "type"}, self.issues, hl)
             for line, d in rows:
                 self._room_row(f, line, d)
         elif kind == "devices":
-            rows = _csv_rows(path, header, rows, DEVICE_COLUMNS, {"id", "type"}, self.issues)
+            rows = _csv_rows(path, header, rows, DEVICE_COLUMNS, {"id", "type"}, self.issues, hl)
             for line, d in rows:
                 body = {k: v for k, v in d.items() if v.strip()}
                 if "l3" in body:
                     body["l3"] = body["l3"].strip().lower() in ("1", "true", "yes", "y")
                 self._validate_row("devices", Device, f, line, body)
         else:
-            rows = _csv_rows(path, header, rows, PORT_COLUMNS, {"device", "port", "role"}, self.issues)
+            rows = _csv_rows(path, header, rows, PORT_COLUMNS, {"device", "port", "role"}, self.issues, hl)
             for line, d in rows:
                 body = {k: v for k, v in d.items() if v.strip()}
                 self._validate_row("ports", Port, f, line, body)
@@ -723,8 +768,8 @@ def load_registry(paths: str | Path | Iterable[str | Path], strict: bool = False
                 loc = base + (i,)
                 rows.append((lines.get(loc), raw, lines, loc))
         elif p.suffix.lower() == ".csv":
-            header, crow = _read_csv(p)
-            crow = _csv_rows(p, header, crow, ASSET_COLUMNS, {"asset_tag"}, issues)
+            header, crow, hl = _read_csv(p, issues)
+            crow = _csv_rows(p, header, crow, ASSET_COLUMNS, {"asset_tag"}, issues, hl)
             for line, d in crow:
                 rows.append((line, {k: v for k, v in d.items() if v.strip()}, None, ()))
         else:
