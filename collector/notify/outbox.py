@@ -234,25 +234,14 @@ class Outbox:
         self._loop = asyncio.get_running_loop()
         ev = self._wake.setdefault(channel, asyncio.Event())
         while not stopping.is_set():
-            ev.clear()
             try:
-                rows = self.due(channel, time.time())
-            except sqlite3.Error as e:  # pragma: no cover - disk trouble
-                log.error("notify outbox read failed: %s", e)
-                rows = []
-            for row in rows:
-                if stopping.is_set():
-                    return
-                if await self._attempt(channel, row, send, retry, timeout, on_result) == "pending":
-                    # transient failure (peer down, rate limited): the whole channel backs off
-                    # instead of hammering the peer with every other due row
-                    self.postpone_channel(channel, row["id"])
-                    break
-            if rows:
-                continue
-            nxt = self.next_due(channel)
-            wait = 30.0 if nxt is None else max(0.0, min(30.0, nxt - time.time()))
-            if wait <= 0:
+                wait = await self._cycle(channel, ev, send, retry, timeout, stopping, on_result)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # database trouble or a bug: keep the dispatcher alive
+                log.exception("notify %s dispatcher", channel)
+                wait = 1.0
+            if wait <= 0 or stopping.is_set():
                 continue
             waiter = asyncio.ensure_future(ev.wait())
             stopper = asyncio.ensure_future(stopping.wait())
@@ -261,6 +250,23 @@ class Outbox:
             finally:
                 waiter.cancel()
                 stopper.cancel()
+
+    async def _cycle(self, channel, ev, send, retry, timeout, stopping, on_result) -> float:
+        """Send what is due; return how long to sleep (woken early by enqueue/stop)."""
+        ev.clear()
+        rows = self.due(channel, time.time())
+        for row in rows:
+            if stopping.is_set():
+                return 0.0
+            if await self._attempt(channel, row, send, retry, timeout, on_result) == "pending":
+                # transient failure (peer down, rate limited): the whole channel backs off
+                # instead of hammering the peer with every other due row
+                self.postpone_channel(channel, row["id"])
+                break
+        if rows:
+            return 0.0
+        nxt = self.next_due(channel)
+        return 30.0 if nxt is None else max(0.0, min(30.0, nxt - time.time()))
 
     def postpone_channel(self, channel: str, row_id: int) -> None:
         """Move the channel's other pending rows due before ``row_id``'s retry to that time."""
