@@ -369,3 +369,47 @@ async def test_driver_emits_health_poe_samples_and_entity_facts(sim):
         assert health and health[0].tags["site"] == "n" and "cpu_pct" in health[0].fields
         assert any(isinstance(r, Sample) and r.measurement == "poe_port" for r in recs)
         assert any(isinstance(r, Sample) and r.measurement == "interface" for r in recs)
+
+
+# ------------------------------------------------------------------------- fast client vs agent quirks
+
+IFX_COLS = ["1.3.6.1.2.1.31.1.1.1.1", "1.3.6.1.2.1.31.1.1.1.6", "1.3.6.1.2.1.31.1.1.1.10", "1.3.6.1.2.1.2.2.1.8"]
+
+
+async def _sim_device():
+    from campus_sense.sim.snmp_agent import start_simulated_device
+    return await start_simulated_device("access", community="q-" + "x" * 6, seed=3)
+
+
+async def test_fast_client_truncated_and_toobig_responses():
+    dev = await _sim_device()
+    try:
+        ref = await FastV2cSession("127.0.0.1", dev.port, "q-xxxxxx").walk(IFX_COLS, 10)
+        n = len(ref[IFX_COLS[0]])
+        assert n >= 50 and all(len(v) == n for v in ref.values())
+        dev.max_response_varbinds = 7            # truncated mid-row
+        s = FastV2cSession("127.0.0.1", dev.port, "q-xxxxxx")
+        r = await s.walk(IFX_COLS, 10)
+        assert {c: set(v) for c, v in r.items()} == {c: set(v) for c, v in ref.items()}
+        dev.max_response_varbinds = 1000
+        dev.too_big_above = 9                     # tooBig: max-repetitions halves until it fits
+        s = FastV2cSession("127.0.0.1", dev.port, "q-xxxxxx")
+        r = await s.walk(IFX_COLS, 25)
+        assert {c: set(v) for c, v in r.items()} == {c: set(v) for c, v in ref.items()}
+        assert (await s.get(["1.3.6.1.2.1.1.5.0", "1.3.6.1.2.1.1.99.0"])).keys() == {"1.3.6.1.2.1.1.5.0"}
+        assert s.max_varbinds_learned is not None and s.max_varbinds_learned <= 9
+    finally:
+        dev.close()
+
+
+async def test_fast_client_non_increasing_oid_stops_only_that_column():
+    dev = await _sim_device()
+    try:
+        dev.non_increasing_at = (1, 3, 6, 1, 2, 1, 31, 1, 1, 1, 6, 10)
+        s = FastV2cSession("127.0.0.1", dev.port, "q-xxxxxx")
+        r = await s.walk(IFX_COLS, 10)
+        assert max(int(i) for i in r["1.3.6.1.2.1.31.1.1.1.6"]) == 10         # stopped there
+        assert len(r["1.3.6.1.2.1.31.1.1.1.10"]) > 40                         # others complete
+        assert "non-increasing" in s.walk_errors["1.3.6.1.2.1.31.1.1.1.6"]
+    finally:
+        dev.close()

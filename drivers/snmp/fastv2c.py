@@ -321,6 +321,8 @@ class FastV2cSession:
         self.requests = 0
         self.varbinds = 0
         self.walk_errors: dict[str, str] = {}
+        #: varbinds per GETBULK that last fitted after a tooBig; later walks start from it
+        self.max_varbinds_learned: int | None = None
 
     @classmethod
     def from_target(cls, target: Any) -> "FastV2cSession":
@@ -426,13 +428,15 @@ class FastV2cSession:
         reps = max(1, int(max_repetitions))
         self.walk_errors = {}
         while active:
-            r = max(1, min(reps, self.MAX_VARBINDS // len(active)))
+            cap = self.MAX_VARBINDS if self.max_varbinds_learned is None else self.max_varbinds_learned
+            r = max(1, min(reps, cap // len(active)))
             try:
                 vbs = await self._request("bulk", [current[c] for c in active], r)
             except _TooBig:
                 if r == 1:
                     raise DeviceError("protocol", "tooBig even with max-repetitions 1") from None
                 reps = max(1, r // 2)
+                self.max_varbinds_learned = max(1, reps * len(active))
                 continue
             if not vbs:
                 raise DeviceError("protocol", "empty GETBULK response")

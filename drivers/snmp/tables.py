@@ -133,6 +133,8 @@ class _Ctx:
         s = session or self.session
         res = await asyncio.wait_for(s.walk(columns, self.reps), rem)
         self.varbinds += sum(len(v) for v in res.values())
+        for col, msg in (getattr(s, "walk_errors", None) or {}).items():  # fast client: per-column stops
+            self.errors.setdefault(f"walk {col}", msg)
         return res
 
     async def get(self, oids: list[str]) -> dict[str, Any]:
