@@ -119,13 +119,15 @@ def drain_discard(port, user, pw, n) -> float:
             done.set()
     c.on_message = on_message
     t = time.perf_counter()
+    cpu = time.process_time()
     c.connect("127.0.0.1", port, clean_start=False, properties=_props())
     c.loop_start()
     done.wait(600)
     dt = time.perf_counter() - t
+    cpu = time.process_time() - cpu
     c.disconnect()
     c.loop_stop()
-    return dt
+    return dt, cpu
 
 
 def drain_collector(port, user, pw, store, cid, points, profile=None) -> float:
@@ -142,12 +144,14 @@ def drain_collector(port, user, pw, store, cid, points, profile=None) -> float:
                 profile.disable()
         ing.process = process
     t = time.perf_counter()
+    c = time.process_time()
     ing.start()
     while store.counters.get("points_stored", 0) < points:
         time.sleep(0.01)
     dt = time.perf_counter() - t
+    cpu = time.process_time() - c
     ing.stop()
-    return dt
+    return dt, cpu
 
 
 def main() -> int:
@@ -192,9 +196,12 @@ def main() -> int:
             dt = drain_collector(mosq.port, "collector", users["collector"], store, SESSIONS[2], points)
             store.close()
             rows.append(("(c) collector ingest -> InfluxDB v2 sink (victoria-metrics)", dt))
-        print(f"\n{'path':<62}{'seconds':>9}{'msgs/s':>10}{'points/s':>12}")
-        for name, dt in rows:
-            print(f"{name:<62}{dt:>9.2f}{a.messages / dt:>10.0f}{points / dt:>12,.0f}")
+        print(f"\n{'path':<62}{'seconds':>8}{'msgs/s':>8}{'points/s':>11}{'CPU s':>7}{'points/CPU-s':>14}")
+        for name, (dt, cpu) in rows:
+            print(f"{name:<62}{dt:>8.2f}{a.messages / dt:>8.0f}{points / dt:>11,.0f}{cpu:>7.2f}"
+                  f"{points / cpu:>14,.0f}")
+        print("(CPU s = CPU time of this Python process during the drain, all threads; points/CPU-s is the\n"
+              " rate one fully available core would give; the broker and victoria-metrics run separately)")
         db = work / "sqlite.db"
         print(f"\nSQLite file {db.stat().st_size / 2**20:.0f} MiB "
               f"({db.stat().st_size / points:.0f} bytes/point incl. index)")

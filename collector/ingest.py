@@ -20,6 +20,7 @@ plugs in here; keep them fast or hand off to your own queue.
 """
 from __future__ import annotations
 
+import gc
 import logging
 import queue
 import ssl
@@ -119,6 +120,11 @@ class Ingest:
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> "Ingest":
+        # Each commit group allocates ~1M short-lived objects (decoded JSON); with the default
+        # thresholds the cyclic GC rescans them many times (~25% of ingest CPU). Raise gen0.
+        gc.freeze()
+        if gc.get_threshold()[0] < 50_000:
+            gc.set_threshold(50_000, 20, 100)
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = self.cfg.session_expiry_s
         props.ReceiveMaximum = self.cfg.receive_maximum

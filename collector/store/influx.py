@@ -23,34 +23,44 @@ _MEAS = str.maketrans({",": r"\,", " ": r"\ ", "\n": r"\n"})
 _TAG = str.maketrans({",": r"\,", " ": r"\ ", "=": r"\=", "\n": r"\n"})
 
 
-def _fv(v: Any) -> str | None:
-    t = type(v)
-    if t is float:
-        return repr(v) if v == v and v not in (float("inf"), float("-inf")) else None
-    if t is bool:
-        return "true" if v else "false"
-    if t is int:
-        return f"{v}i"
-    if t is str:
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
-    return None
-
-
-def to_line(it: dict) -> str | None:
-    tags = it.get("tags") or {}
-    head = it["m"].translate(_MEAS) + ",device=" + it["d"].translate(_TAG)
+def _prefix(m: str, d: str, tags: dict) -> str:
+    head = m.translate(_MEAS) + ",device=" + d.translate(_TAG)
     for k in sorted(tags):
         v = tags[k]
         if v and k != "device":
             head += "," + k.translate(_TAG) + "=" + v.translate(_TAG)
-    fields = []
-    for k, v in it["f"].items():
-        s = _fv(v)
-        if s is not None:
-            fields.append(k.translate(_TAG) + "=" + s)
-    if not fields:
+    return head + " "
+
+
+_fkeys: dict[str, str] = {}
+
+
+def _fields(f: dict) -> str:
+    """Line-protocol field set; '' if no field has a representable value."""
+    parts = []
+    fk = _fkeys
+    for k, v in f.items():
+        kk = fk.get(k)
+        if kk is None:
+            kk = fk[k] = k.translate(_TAG) + "="
+        t = type(v)
+        if t is float:
+            if v - v == 0.0:  # not NaN/inf
+                parts.append(kk + repr(v))
+        elif t is int:
+            parts.append(f"{kk}{v}i")
+        elif t is bool:
+            parts.append(kk + ("true" if v else "false"))
+        elif t is str:
+            parts.append(kk + '"' + v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"')
+    return ",".join(parts)
+
+
+def to_line(it: dict) -> str | None:
+    fs = _fields(it["f"])
+    if not fs:
         return None
-    return f"{head} {','.join(fields)} {it['t']}"
+    return f"{_prefix(it['m'], it['d'], it.get('tags') or {})}{fs} {it['t']}"
 
 
 class InfluxSink(TimeSeriesSink):
@@ -63,12 +73,26 @@ class InfluxSink(TimeSeriesSink):
         self.client = InfluxDBClient(url=url, token=token or "none", org=org, timeout=int(timeout_s * 1000))
         self.api = self.client.write_api(write_options=SYNCHRONOUS)
         self.written = 0
+        self._prefixes: dict[tuple, str] = {}
 
     def ping(self) -> bool:
         return self.client.ping()
 
     def write(self, samples: list[dict[str, Any]]) -> None:
-        lines = [ln for ln in map(to_line, samples) if ln is not None]
+        lines = []
+        cache = self._prefixes
+        for it in samples:
+            fs = _fields(it["f"])
+            if not fs:
+                continue
+            m, d, tags = it["m"], it["d"], it.get("tags")
+            key = (m, d, *tags.items()) if tags else (m, d)
+            p = cache.get(key)
+            if p is None:
+                if len(cache) > 1_000_000:
+                    cache.clear()
+                p = cache[key] = _prefix(m, d, tags or {})
+            lines.append(f"{p}{fs} {it['t']}")
         for i in range(0, len(lines), self.chunk):
             self.api.write(bucket=self.bucket, org=self.org, record="\n".join(lines[i:i + self.chunk]),
                            write_precision=WritePrecision.MS)
