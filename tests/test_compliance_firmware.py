@@ -127,3 +127,15 @@ def test_hardening_rules(facts, check, status):
     obs = Observations(time=T, devices={"d": DeviceObs(id="d", facts=facts, building="A")})
     res = [r for r in evaluate_hardening(campus, obs) if r.check == check]
     assert [r.status for r in res] == [status]
+
+
+@pytest.mark.parametrize("model,reported,status", [
+    ("S5735-L24T4X-A1", "Version 5.170 (S5735 V200R022C00SPC500)", "approved"),   # ENTITY-MIB style
+    ("S5735-L24T4X-A1", "V200R022C00SPC500T", "not_approved"),                     # not the same build
+    ("C9300-48P", "17.09.05", "approved"),                                         # zero-padded IOS XE
+    ("C9300-48P", "17.9.5.1", "not_approved"),
+    ("C9300-48P", "Cisco IOS XE Software, Version 16.12.04", "eol"),
+])
+def test_real_world_version_strings(model, reported, status):
+    c = load_catalog(DEFAULT_FIRMWARE_DIR)
+    assert firmware_status(model, reported, c, T)["status"] == status

@@ -59,10 +59,19 @@ class SoftwareVersion(BaseModel):
         return self
 
     def matches(self, v: str) -> bool:
+        """Exact version: the whole reported string or one of its tokens ("Version 5.170 (S5735
+        V200R022C00SPC500)" matches V200R022C00SPC500); leading zeros of numbers are ignored
+        (17.09.05 == 17.9.5). ``match``: fnmatch pattern over the whole string or one token."""
         vl = _norm_version(v)
-        if self.version and _norm_version(self.version) == vl:
-            return True
-        return bool(self.match and fnmatch.fnmatchcase(vl, _norm_version(self.match)))
+        tokens = {_norm_version(t) for t in re.split(r"[\s,;()\[\]]+", str(v)) if t}
+        if self.version:
+            want = _norm_version(self.version)
+            if want == vl or want in tokens:
+                return True
+        if self.match:
+            pat = _norm_version(self.match)
+            return fnmatch.fnmatchcase(vl, pat) or any(fnmatch.fnmatchcase(t, pat) for t in tokens)
+        return False
 
     @property
     def label(self) -> str:
@@ -97,6 +106,7 @@ class FirmwareRecord(BaseModel):
 def _norm_version(v: str) -> str:
     s = str(v).strip().lower()
     s = re.sub(r"^(version|ver\.?|v(?=\d))\s*", "", s)
+    s = re.sub(r"(?<![0-9])0+(?=[0-9])", "", s)      # 17.09.05 -> 17.9.5
     return re.sub(r"\s+", " ", s)
 
 
