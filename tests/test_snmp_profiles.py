@@ -413,3 +413,44 @@ async def test_fast_client_non_increasing_oid_stops_only_that_column():
         assert "non-increasing" in s.walk_errors["1.3.6.1.2.1.31.1.1.1.6"]
     finally:
         dev.close()
+
+
+def _wlc_generator():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("building_cpu", Path(__file__).parents[1] / "bench" / "building_cpu.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.wlc_recording
+
+
+async def test_wifi_controller_tables_agree_with_net_snmp(tmp_path):
+    """Cisco AIRESPACE layout (generated recording: no real controller recording is available)."""
+    rec = tmp_path / "wlc.snmprec"
+    _wlc_generator()(rec, 6, 4)
+    s = Snmpsim({"wlc": rec}).start()
+    try:
+        r = await _collect(s, "wlc")
+        assert r["_profile"] == "cisco_wlc"
+        w = r["wifi"]
+        names = {k: _hex(v).decode() for k, v in oracle(s, "wlc", "1.3.6.1.4.1.14179.2.2.1.1.3").items()}
+        assert {a["ap_mac"]: a["name"] for a in w["aps"]} == \
+            {":".join("%02x" % int(x) for x in k.split(".")): v for k, v in names.items()}
+        status = oracle(s, "wlc", "1.3.6.1.4.1.14179.2.2.1.1.6")
+        assert sum(a["up"] for a in w["aps"]) == sum(1 for v in status.values() if v[1] == "1")
+        ch = oracle(s, "wlc", "1.3.6.1.4.1.14179.2.2.2.1.4")
+        got = {f"{'.'.join(str(int(x, 16)) for x in r_['ap_mac'].split(':'))}.{r_['radio']}": r_ for r_ in w["radios"]}
+        assert {k: v["channel"] for k, v in got.items()} == {k: int(v[1]) for k, v in ch.items()}
+        assert all(v["band"] == ("2.4GHz" if v["radio"] == 0 else "5GHz") for v in got.values())
+        util = oracle(s, "wlc", "1.3.6.1.4.1.14179.2.2.13.1.3")
+        assert {k: v["util_pct"] for k, v in got.items()} == {k: int(v[1]) for k, v in util.items()}
+        rssi = oracle(s, "wlc", "1.3.6.1.4.1.14179.2.1.6.1.1")
+        assert {c["mac"]: c["rssi_dbm"] for c in w["clients"]} == \
+            {":".join("%02x" % int(x) for x in k.split(".")): int(v[1]) for k, v in rssi.items()}
+        assert len(w["clients"]) == 24 and all(c["ap_name"] for c in w["clients"])
+        per = {(c["ap_name"], c["band"]): c["clients"] for c in w["clients_per_ap"]}
+        assert per[("AP-000", "2.4GHz")] == 2 and per[("AP-000", "5GHz")] == 2 and len(per) == 12
+        recs = to_records("wlc1", r)
+        assert sum(1 for x in recs if getattr(x, "measurement", "") == "wifi_ap") == 6
+        assert sum(1 for x in recs if getattr(x, "measurement", "") == "wifi_radio") == 12
+    finally:
+        s.stop()
