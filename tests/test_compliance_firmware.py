@@ -135,6 +135,12 @@ def test_hardening_rules(facts, check, status):
     ("C9300-48P", "17.09.05", "approved"),                                         # zero-padded IOS XE
     ("C9300-48P", "17.9.5.1", "not_approved"),
     ("C9300-48P", "Cisco IOS XE Software, Version 16.12.04", "eol"),
+    ("WS-C2960X-24PS-L", "Cisco IOS Software, C2960X Software (C2960X-UNIVERSALK9-M), Version 15.2(7)E9, "
+                         "RELEASE SOFTWARE (fc2)", "expired"),
+    ("WS-C2960X-24PS-L", "Cisco IOS Software, C2960X Software (C2960X-UNIVERSALK9-M), Version 15.2(7)E10, "
+                         "RELEASE SOFTWARE (fc1)", "approved"),
+    ("RG-S2910-24GT4XS-E", "Ruijie Full Layer 2 Switch (S2910-24GT4XS-E) By Ruijie Networks, RGOS 11.4(1)B12P10",
+     "approved"),
 ])
 def test_real_world_version_strings(model, reported, status):
     c = load_catalog(DEFAULT_FIRMWARE_DIR)

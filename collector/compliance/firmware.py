@@ -63,7 +63,7 @@ class SoftwareVersion(BaseModel):
         V200R022C00SPC500)" matches V200R022C00SPC500); leading zeros of numbers are ignored
         (17.09.05 == 17.9.5). ``match``: fnmatch pattern over the whole string or one token."""
         vl = _norm_version(v)
-        tokens = {_norm_version(t) for t in re.split(r"[\s,;()\[\]]+", str(v)) if t}
+        tokens = {_norm_version(t.strip("()")) for t in re.split(r"[\s,;\[\]]+", str(v)) if t.strip("()")}
         if self.version:
             want = _norm_version(self.version)
             if want == vl or want in tokens:
