@@ -208,6 +208,9 @@ def test_cli_db_import_history_where(tmp_path, capsys):
         rc, out, _ = run_cli(capsys, "coverage", "--db", db, *obs)
         assert rc == 0
     assert len(json.loads(out)["history"]["campus"]) == 2
+    rc, out, _ = run_cli(capsys, "history", "--db", db, "--kind", "coverage", "--building", "A", "--room", "A-102")
+    h = json.loads(out)
+    assert rc == 0 and len(h) == 2 and h[-1]["status"] == "fail" and "wifi_coverage" in h[-1]["failed_checks"]
     rc, out, _ = run_cli(capsys, "where", "00:1b:1c:00:00:12", "--db", db, *obs)
     m = json.loads(out)["matches"][0]
     assert rc == 0 and (m["switch"], m["port"], m["room"]) == ("a-acc1", "GE0/0/5", "A-103")

@@ -6,6 +6,7 @@
     campus-sense report health --building A ...          (JSON)
     campus-sense report device a-acc1 ...                (JSON)
     campus-sense report import --campus rooms.csv ports.csv --registry assets.csv --db collector.db
+    campus-sense report history --db collector.db --kind coverage --building A
 
 Campus model and registry come from files (--campus / --registry, YAML or CSV, several
 allowed) and/or the SQLite DB (--db): files given with --db are upserted into it first and the
@@ -59,6 +60,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("device", help="device detail with checks and history (JSON)")
     p.add_argument("device_id")
     _common(p)
+    p = sub.add_parser("history", help="score/status history from the DB (JSON)")
+    p.add_argument("--db", required=True, metavar="PATH")
+    p.add_argument("--kind", choices=("coverage", "compliance"))
+    p.add_argument("--building", "-b", metavar="B")
+    p.add_argument("--room", metavar="ROOM")
+    p.add_argument("--device", metavar="ID")
+    p.add_argument("--limit", type=int, default=500)
     p = sub.add_parser("import", help="import campus model / registry files into the DB (upsert)")
     p.add_argument("--prune", action="store_true", help="delete DB rows the files no longer contain")
     _common(p, observations=False)
@@ -147,6 +155,12 @@ def _run(args: argparse.Namespace) -> int:
     from collector.compliance.inventory import where_is
 
     cmd = args.report_cmd
+    if cmd == "history":
+        from collector.campus.store import CampusStore
+        rows = CampusStore(args.db).history(args.kind, building=args.building, room=args.room, device=args.device,
+                                            limit=args.limit)
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        return 0
     if cmd == "import":
         if not args.db:
             raise ConfigError("import needs --db PATH")
