@@ -171,16 +171,29 @@ class Ingest:
         return group
 
     def _write_loop(self) -> None:
-        while True:
+        while not self._stop.is_set():
             group = self._take_group()
-            if not group:
-                if self._stop.is_set():
-                    return
-                continue
-            try:
-                self.process(group)
-            except Exception:  # noqa: BLE001 - never let the writer die
-                log.exception("ingest writer failed")
+            if group:
+                self._process_safe(group)
+        # stopping: commit and ack what is already queued, in groups; later arrivals stay unacked
+        left = self._q.qsize()
+        while left > 0:
+            group = []
+            while left > 0 and len(group) < self.batch_messages:
+                try:
+                    group.append(self._q.get_nowait())
+                except queue.Empty:
+                    left = 0
+                    break
+                left -= 1
+            if group:
+                self._process_safe(group)
+
+    def _process_safe(self, group: list) -> None:
+        try:
+            self.process(group)
+        except Exception:  # noqa: BLE001 - never let the writer die
+            log.exception("ingest writer failed")
 
     def _log_reject(self, reason: str, err: str) -> None:
         now = time.monotonic()
@@ -226,7 +239,7 @@ class Ingest:
                 log.error("commit of %d messages failed (%s); not acknowledged, retrying in %.1fs",
                           len(group), e, delay)
                 if self._stop.wait(delay):
-                    return  # unacked: the broker redelivers them to our session later
+                    return  # not acked: the broker redelivers them to our session later
                 delay = min(delay * 2, 30)
         gen = self._gen
         ack = self.client.ack
