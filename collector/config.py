@@ -130,4 +130,12 @@ def load(path: str | Path) -> CollectorConfig:
         cfg.store.path = str(base / cfg.store.path)
     if cfg.mqtt.password_file and not Path(cfg.mqtt.password_file).is_absolute():
         cfg.mqtt.password_file = str(base / cfg.mqtt.password_file)
+    if cfg.store.token_file and not Path(cfg.store.token_file).is_absolute():
+        cfg.store.token_file = str(base / cfg.store.token_file)
+    tls = cfg.mqtt.tls
+    if tls:
+        for k in ("ca_file", "cert_file", "key_file"):
+            v = getattr(tls, k)
+            if v and not Path(v).is_absolute():
+                setattr(tls, k, str(base / v))
     return cfg
