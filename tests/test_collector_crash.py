@@ -91,3 +91,31 @@ def _up(port):
         return True
     except httpx.HTTPError:
         return False
+
+
+def test_session_survives_collector_and_broker_restart(tmp_path, mosquitto, mqtt_users):
+    """Messages published while the collector is down, across a broker restart, are delivered."""
+    from collector.config import MQTT
+    from collector.ingest import Ingest
+    from collector.store.sqlite import SQLiteStore
+
+    store = SQLiteStore(str(tmp_path / "c.db"))
+    cfg = MQTT(host="127.0.0.1", port=mosquitto.port, username="collector", password=mqtt_users["collector"],
+               client_id="collector-restart")
+    ing = Ingest(cfg, store).start()
+    assert ing.connected.wait(10)
+    ing.stop()
+    pub = Publisher(mosquitto.port, "agent-a", mqtt_users["agent-a"])
+    for seq in range(1, 51):
+        pub.durable("metrics", seq, [wire.sample("m", "d1", seq, {"n": seq})])
+    pub.close()
+    mosquitto.stop()
+    mosquitto.start()
+    ing = Ingest(cfg, store).start()
+    try:
+        wait_until(lambda: store.counters.get("messages_stored", 0) >= 50, 30, "50 queued messages")
+        assert store.reader().execute("SELECT count(*) FROM samples").fetchone()[0] == 50
+        assert store.ingest_stats()["gaps"] == []
+    finally:
+        ing.stop()
+        store.close()
