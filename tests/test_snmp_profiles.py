@@ -64,6 +64,7 @@ def sim(tmp_path_factory):
     (d / "huawei.snmprec").write_text(_combine(FIX / "huawei_s5720_lldp.snmprec",
                                                FIX.parent / "snmprec" / "huawei_vrp_s5720.snmprec"))
     recs = {"cisco": CISCO, "hp": HP, "aruba": ARUBA, "h3c": H3C, "odd": d / "odd.snmprec", "huawei": d / "huawei.snmprec",
+            "huaweiac": FIX / "huawei_ac6605_wlan.snmprec",
             # Cisco per-VLAN contexts: VLAN 1 and 60 answer with the recorded bridge tables
             "ciscov@1": d / "cv1.snmprec", "ciscov@60": d / "cv1.snmprec", "ciscov": CISCO}
     s = Snmpsim(recs).start()
@@ -244,6 +245,28 @@ async def test_huawei_s5720_lldp_agrees_with_net_snmp(sim):
         assert [n["ifIndex"]] == want and n["local_port"] == loc[str(n["local_port_num"])]
     assert got["8626.14.1"]["ifIndex"] == 19 and got["8626.901.1"]["ifIndex"] == 4
     assert got["8626.50.1"]["sys_descr"].startswith("S5720-56C-PWR-EI-AC")
+
+
+async def test_huawei_ac6605_wifi_agrees_with_net_snmp(sim):
+    r = await _collect(sim, "huaweiac", soid="1.3.6.1.4.1.2011.2.240")
+    assert r["_profile"] == "huawei"
+    w = r["wifi"]
+    assert w["aps"] == [{"ap_mac": "50:6f:77:ea:dc:a0", "serial": "2102350PKF10J1000078", "model": "AP7050DN-E",
+                         "name": "TestAP-NAME"}]
+    radios = {x["radio"]: x for x in w["radios"]}
+    for col, key in ((7, "channel"), (25, "util_pct"), (29, "interference_pct"), (45, "tx_power_dbm")):
+        o = oracle(sim, "huaweiac", f"1.3.6.1.4.1.2011.6.139.16.1.2.1.{col}")
+        assert {int(k.rsplit(".", 1)[1]): int(v[1]) for k, v in o.items()} == {k: v[key] for k, v in radios.items()}
+    assert radios[0]["band"] == "2.4GHz" and radios[1]["band"] == "5GHz" and radios[1]["channel"] == 40
+    assert radios[0]["radio_mac"] == "50:6f:77:ea:dc:a0" and radios[0]["ap_name"] == "TestAP-NAME"
+    assert radios[0]["clients"] == 0                          # summed from hwWlanVapStaOnlineCnt
+    ssids = oracle(sim, "huaweiac", "1.3.6.1.4.1.2011.6.139.17.1.1.1.4")
+    assert sorted((v["radio"], v["wlan"], v["ssid"]) for v in w["vaps"]) == \
+        sorted((int(k.split(".")[6]), int(k.split(".")[7]), _hex(v).decode()) for k, v in ssids.items())
+    assert {(c["ap_name"], c["band"]): c["clients"] for c in w["clients_per_ap"]} == \
+        {("TestAP-NAME", "2.4GHz"): 0, ("TestAP-NAME", "5GHz"): 0}
+    samples = [x for x in to_records("ac1", r) if getattr(x, "measurement", "") == "wifi_radio"]
+    assert {x.tags["band"]: x.fields["tx_power_dbm"] for x in samples} == {"2.4GHz": 20, "5GHz": 23}
 
 
 async def test_hp_procurve_fdb_and_arp_agree_with_net_snmp(sim):

@@ -611,10 +611,21 @@ def _merge_rows(tables: dict[str, list[dict]], keys: tuple[str, ...]) -> list[di
 
 async def collect_wifi(ctx: _Ctx, profile: Profile) -> dict | None:
     aps = _merge_rows(await profile_tables(ctx, profile, "wifi_aps"), ("ap_mac",))
-    radios = _merge_rows(await profile_tables(ctx, profile, "wifi_radios"), ("ap_mac", "radio", "vap"))
+    radios = _merge_rows(await profile_tables(ctx, profile, "wifi_radios"), ("ap_mac", "radio"))
+    vaps = _merge_rows(await profile_tables(ctx, profile, "wifi_vaps"), ("ap_mac", "radio", "wlan", "vap"))
     clients = _merge_rows(await profile_tables(ctx, profile, "wifi_clients"), ("mac",))
-    if not (aps or radios or clients):
+    if not (aps or radios or vaps or clients):
         return None
+    # clients per radio from the VAP (SSID) table when the radio table has no count
+    vap_clients: dict[tuple, int] = {}
+    for v in vaps:
+        if isinstance(v.get("clients"), int):
+            k = (v.get("ap_mac"), v.get("radio"))
+            vap_clients[k] = vap_clients.get(k, 0) + v["clients"]
+    for r in radios:
+        k = (r.get("ap_mac"), r.get("radio"))
+        if "clients" not in r and k in vap_clients:
+            r["clients"] = vap_clients[k]
     ap_name = {a.get("ap_mac"): a.get("name") for a in aps}
     for a in aps:
         st = a.get("status")
@@ -650,6 +661,11 @@ async def collect_wifi(ctx: _Ctx, profile: Profile) -> dict | None:
         out["aps"] = aps
     if radios:
         out["radios"] = radios
+    if vaps:
+        for v in vaps:
+            if v.get("ap_mac") in ap_name:
+                v["ap_name"] = ap_name[v["ap_mac"]]
+        out["vaps"] = vaps
     if clients:
         out["clients"] = clients
     if per_ap:
@@ -785,7 +801,8 @@ def to_records(device: str, sections: dict) -> list[Record]:
             recs.append(Sample("wifi_ap", device, fields, {"ap": str(a.get("name") or a.get("ap_mac")),
                                                            "ap_mac": str(a.get("ap_mac"))}))
     for r in w.get("radios", []):
-        fields = {k: r[k] for k in ("channel", "util_pct", "noise_dbm", "tx_power_dbm", "tx_power_level", "clients")
+        fields = {k: r[k] for k in ("channel", "util_pct", "interference_pct", "noise_dbm", "tx_power_dbm",
+                                    "tx_power_level", "clients")
                   if isinstance(r.get(k), (int, float))}
         if fields:
             tags = {"ap": str(r.get("ap_name") or r.get("ap_mac") or ""), "radio": str(r.get("radio", r.get("radio_name", r.get("vap", "")))),
