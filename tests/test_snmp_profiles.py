@@ -477,3 +477,20 @@ async def test_wifi_controller_tables_agree_with_net_snmp(tmp_path):
         assert sum(1 for x in recs if getattr(x, "measurement", "") == "wifi_radio") == 12
     finally:
         s.stop()
+
+
+async def test_ruckus_smartzone_recording():
+    s = Snmpsim({"rk": FIX / "ruckus_sz104.snmprec"}).start()
+    try:
+        r = await _collect(s, "rk", soid="1.3.6.1.4.1.25053.3.1.11.1")
+        assert r["_profile"] == "ruckus"
+        w = r["wifi"]
+        assert w["summary"] == {"aps": 40, "clients": 146, "serial": "211838000212"}
+        o = oracle(s, "rk", "1.3.6.1.4.1.25053.1.4.2.1.1.1.2.1.12")
+        assert {v["wlan"]: v["clients"] for v in w["vaps"]} == {int(k): int(v[1]) for k, v in o.items()}
+        loads = [int(v[1]) for v in oracle(s, "rk", "1.3.6.1.2.1.25.3.3.1.2").values()]
+        assert r["health"]["cpu_pct"] == round(sum(loads) / len(loads), 2)      # hrProcessorLoad: average
+        rec = [x for x in to_records("sz", r) if getattr(x, "measurement", "") == "wifi_controller"]
+        assert rec[0].fields == {"aps": 40, "clients": 146}
+    finally:
+        s.stop()

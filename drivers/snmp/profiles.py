@@ -27,7 +27,7 @@ from campus_sense.yamlconf import ConfigError, load_model
 PROFILE_DIR = Path(__file__).resolve().parents[2] / "firmware_configs" / "snmp"
 
 STANDARD_SECTIONS = ("entity", "lldp", "fdb", "arp", "ip_addresses", "poe", "health", "wifi")
-TABLE_SECTIONS = ("health", "poe", "wifi_aps", "wifi_radios", "wifi_vaps", "wifi_clients", "custom")
+TABLE_SECTIONS = ("health", "poe", "wifi_summary", "wifi_aps", "wifi_radios", "wifi_vaps", "wifi_clients", "custom")
 _OID_RE = re.compile(r"^[0-2](\.[0-9]+)+$")
 
 ValueType = Literal["auto", "int", "float", "str", "mac", "ip", "hex", "oid", "bool", "enum", "dbm_signed"]
@@ -70,8 +70,10 @@ class IndexPart(_Strict):
 
 
 class Table(_Strict):
-    section: Literal["health", "poe", "wifi_aps", "wifi_radios", "wifi_vaps", "wifi_clients", "custom"]
+    section: Literal["health", "poe", "wifi_summary", "wifi_aps", "wifi_radios", "wifi_vaps", "wifi_clients",
+                     "custom"]
     measurement: str | None = None       # emit one Sample per row under this name
+    aggregate: Literal["max", "avg"] = "max"   # health: how rows of this table combine (CPU per core: avg)
     scalar: bool = False                 # columns are scalars: GET <oid>.0 instead of walking
     index: list[IndexPart] = Field(default_factory=list)
     columns: dict[str, Column]

@@ -563,10 +563,13 @@ async def collect_health(ctx: _Ctx, profile: Profile, entity: dict | None) -> di
         ctx.errors["health.entity_sensor"] = _err(e)
     tables = await profile_tables(ctx, profile, "health")
     for name, rows in tables.items():
+        t_cpus = [r["cpu_pct"] for r in rows if isinstance(r.get("cpu_pct"), (int, float)) and 0 <= r["cpu_pct"] <= 100]
+        if name == "entity_state":
+            t_cpus = [c for c in t_cpus if c > 0]     # 0 = this entity has no CPU
+        if t_cpus:
+            cpus.append(round(sum(t_cpus) / len(t_cpus), 2) if profile.tables[name].aggregate == "avg"
+                        else max(t_cpus))
         for row in rows:
-            if isinstance(row.get("cpu_pct"), (int, float)) and 0 <= row["cpu_pct"] <= 100:
-                if not (name == "entity_state" and row["cpu_pct"] == 0):  # 0 = entity has no CPU
-                    cpus.append(row["cpu_pct"])
             if isinstance(row.get("mem_pct"), (int, float)) and 0 < row["mem_pct"] <= 100:
                 mems.append(row["mem_pct"])
             used, free = row.get("mem_used_bytes", row.get("mem_used_kb")), row.get("mem_free_bytes", row.get("mem_free_kb"))
@@ -614,7 +617,11 @@ async def collect_wifi(ctx: _Ctx, profile: Profile) -> dict | None:
     radios = _merge_rows(await profile_tables(ctx, profile, "wifi_radios"), ("ap_mac", "radio"))
     vaps = _merge_rows(await profile_tables(ctx, profile, "wifi_vaps"), ("ap_mac", "radio", "wlan", "vap"))
     clients = _merge_rows(await profile_tables(ctx, profile, "wifi_clients"), ("mac",))
-    if not (aps or radios or vaps or clients):
+    summary: dict[str, Any] = {}
+    for rows in (await profile_tables(ctx, profile, "wifi_summary")).values():
+        for row in rows:
+            summary.update({k: v for k, v in row.items() if k != "index"})
+    if not (aps or radios or vaps or clients or summary):
         return None
     # clients per radio from the VAP (SSID) table when the radio table has no count
     vap_clients: dict[tuple, int] = {}
@@ -657,6 +664,8 @@ async def collect_wifi(ctx: _Ctx, profile: Profile) -> dict | None:
     per_ap = [{"ap_mac": k[0], "ap_name": ap_name.get(k[0]), "band": k[1], "clients": n}
               for k, n in sorted(counts.items(), key=lambda kv: (str(kv[0][0]), str(kv[0][1])))]
     out: dict[str, Any] = {}
+    if summary:
+        out["summary"] = summary
     if aps:
         out["aps"] = aps
     if radios:
@@ -795,6 +804,9 @@ def to_records(device: str, sections: dict) -> list[Record]:
         fields = {k: p[k] for k in ("delivering", "admin_enabled", "power_w", "max_power_w", "class") if p.get(k) is not None}
         recs.append(Sample("poe_port", device, fields, {"group": str(p["group"]), "port": str(p["port"])}))
     w = sections.get("wifi") or {}
+    summ = {k: v for k, v in (w.get("summary") or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    if summ:
+        recs.append(Sample("wifi_controller", device, summ))
     for a in w.get("aps", []):
         fields = {k: a[k] for k in ("up", "clients") if a.get(k) is not None}
         if fields:
