@@ -494,3 +494,16 @@ async def test_ruckus_smartzone_recording():
         assert rec[0].fields == {"aps": 40, "clients": 146}
     finally:
         s.stop()
+
+
+async def test_ruijie_entity_without_class_column():
+    s = Snmpsim({"rj": FIX / "ruijie_s6220_entity.snmprec"}).start()
+    try:
+        r = await _collect(s, "rj", soid="1.3.6.1.4.1.4881.1.1.10.1.251")
+        assert r["_profile"] == "ruijie" and r["_vendor"] == "Ruijie"
+        assert r["entity"]["chassis"]["model"] == "RG-S6220-48XS4QXS"
+        o = oracle(s, "rj", "1.3.6.1.2.1.47.1.1.1.1.13")
+        assert {x["index"]: x.get("model", "") for x in r["entity"]["physical"]} == \
+            {int(k): _hex(v).decode() for k, v in o.items()}
+    finally:
+        s.stop()
