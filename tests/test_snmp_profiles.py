@@ -49,6 +49,11 @@ ODD = textwrap.dedent("""\
     1.3.6.1.2.1.4.22.1.2.5.10.0.0.2|4x|0011223344
     1.3.6.1.2.1.4.22.1.2.5.10.0.0.3|4x|001122334455
     1.3.6.1.2.1.4.22.1.4.5.10.0.0.3|2|3
+    1.3.6.1.2.1.4.35.1.4.5.1.4.10.0.0.3|4x|001122334455
+    1.3.6.1.2.1.4.35.1.4.5.2.16.254.128.0.0.0.0.0.0.2.17.34.255.254.51.68.85|4x|001122334455
+    1.3.6.1.2.1.4.35.1.4.5.2.16.32.1.13.184.0.0.0.0.0.0.0.0.0.0.0.1|4x|
+    1.3.6.1.2.1.4.35.1.6.5.1.4.10.0.0.3|2|3
+    1.3.6.1.2.1.4.35.1.6.5.2.16.254.128.0.0.0.0.0.0.2.17.34.255.254.51.68.85|2|3
     1.3.6.1.2.1.47.1.1.1.1.5.1|4|chassis
     1.3.6.1.2.1.47.1.1.1.1.5.2|2|3
     1.3.6.1.2.1.47.1.1.1.1.11.2|4x|ff00fe41
@@ -308,8 +313,12 @@ async def test_aruba_and_h3c_recordings(sim):
 
 async def test_odd_values_are_skipped_per_table(sim):
     r = await _collect(sim, "odd")
-    # ARP: INTEGER instead of octets and a 5-byte MAC are skipped, the good row is kept
-    assert [(a["ip"], a["mac"]) for a in r["arp"]] == [("10.0.0.3", "00:11:22:33:44:55")]
+    # ARP: INTEGER instead of octets and a 5-byte MAC are skipped, the good rows are kept;
+    # ipNetToPhysicalTable brings IPv6 neighbours (an incomplete entry without MAC is left out)
+    assert sorted((a["ip"], a["mac"], a["family"]) for a in r["arp"]) == [
+        ("10.0.0.3", "00:11:22:33:44:55", 4), ("fe80::211:22ff:fe33:4455", "00:11:22:33:44:55", 6)]
+    o = oracle(sim, "odd", "1.3.6.1.2.1.4.35.1.4")
+    assert len(o) == 3 and all(a["ifIndex"] == 5 and a["type"] == "dynamic" for a in r["arp"])
     assert "values" in " ".join(r["_errors"])
     # ENTITY: class as a string is not trusted, the rest of the row is kept
     assert r["entity"]["chassis"]["model"] == "Model-X"
