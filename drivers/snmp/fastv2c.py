@@ -387,8 +387,8 @@ class FastV2cSession:
                 raise DeviceError("protocol", f"{self.host}: agent returned {name}{where}")
             self.varbinds += len(vbs)
             return vbs
-        raise DeviceError("timeout", f"no SNMP response from {self.host}:{self.port} after "
-                                     f"{self.retries + 1} attempt(s) of {self.timeout:g}s")
+        raise DeviceError("timeout", f"no response (timeout or wrong community) after "
+                                     f"{self.retries + 1} x {self.timeout:g}s")  # same text as client.py
 
     async def get(self, oids: list[str]) -> dict[str, Any]:
         """GET; noSuchObject/noSuchInstance are left out of the result."""
