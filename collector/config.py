@@ -110,7 +110,9 @@ class Agents(_Strict):
 class Ingest(_Strict):
     #: group commit: at most this many messages per SQLite transaction
     batch_messages: int = Field(500, ge=1)
-    #: ... or whatever arrived within this many ms after the first message of the group
+    #: ... or this many payload bytes (bounds memory and keeps groups cache-friendly: ~25k samples)
+    batch_bytes: int = Field(8 * 2**20, ge=1)
+    #: ... of whatever arrived within this many ms after the first message of the group
     batch_ms: float = Field(50, ge=0)
 
 

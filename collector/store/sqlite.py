@@ -126,6 +126,10 @@ class _SeqState:
         return False
 
 
+def _nonull(f: dict) -> dict:
+    return {k: v for k, v in f.items() if v is not None} if None in f.values() else f
+
+
 def _bucket_avg(points: list, step: int, single: bool) -> list:
     """Average numeric values (bools as 0/1) per bucket of ``step`` ms; bucket start as timestamp."""
     buckets: dict[int, dict] = {}
@@ -293,7 +297,8 @@ class SQLiteStore(Store):
                 points += len(items)
                 last_d = None
                 if to_sqlite:
-                    blocks_get = blocks.get
+                    blk = None
+                    last_gid = last_t = None
                     for it in items:
                         d = it["d"]
                         tags = it.get("tags")
@@ -302,26 +307,24 @@ class SQLiteStore(Store):
                         if s is None:
                             s = series_id(it["m"], d, tags or {}, key)
                         sid, gid, skey, special = s
-                        f = it["f"]
-                        if None in f.values():
-                            f = {k: v for k, v in f.items() if v is not None}
-                            if not f:
-                                continue
                         t = it["t"]
-                        bk = (gid, t)
-                        blk = blocks_get(bk)
-                        if blk is None:
-                            blocks[bk] = blk = {}
-                        blk[skey] = f
-                        if d != last_d:
-                            last_d = d
-                            ds = dev_seen.get(d)
-                            if ds is None:
-                                dev_seen[d] = [msg.agent, tp.site, tp.building, t]
-                            elif ds[3] < t:
-                                ds[3] = t
+                        if gid != last_gid or t != last_t:
+                            last_gid, last_t = gid, t
+                            bk = (gid, t)
+                            blk = blocks.get(bk)
+                            if blk is None:
+                                blocks[bk] = blk = {}
+                            if d != last_d:
+                                last_d = d
+                                ds = dev_seen.get(d)
+                                if ds is None:
+                                    dev_seen[d] = [msg.agent, tp.site, tp.building, t]
+                                elif ds[3] < t:
+                                    ds[3] = t
+                        # null fields are stored as null and dropped when read
+                        blk[skey] = it["f"]
                         if special:
-                            special_items.append((it, f))
+                            special_items.append((it, it["f"]))
                 else:
                     for it in items:
                         d = it["d"]
@@ -584,7 +587,7 @@ class SQLiteStore(Store):
                                       "ORDER BY ts_ms DESC, id DESC LIMIT ?", (gid, max_blocks)):
                 blk = _loads(data)
                 for k in [k for k in todo if k in blk]:
-                    out.append((todo.pop(k), ts, blk[k]))
+                    out.append((todo.pop(k), ts, _nonull(blk[k])))
                 if not todo:
                     break
         return out
@@ -646,7 +649,7 @@ class SQLiteStore(Store):
                             continue
                         e["points"].append([ts, v])
                     else:
-                        e["points"].append([ts, f])
+                        e["points"].append([ts, _nonull(f)])
                     n += 1
                 if n >= raw_budget:
                     truncated = True
