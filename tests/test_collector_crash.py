@@ -74,6 +74,15 @@ def test_sigkill_mid_ingest_no_loss_no_dup(tmp_path, mosquitto, mqtt_users):
         assert _count(db, "SELECT count(*) FROM gaps") == 0
         assert _count(db, "SELECT min(json_extract(fields, '$.n')) FROM samples") == 1000
         assert _count(db, "SELECT max(json_extract(fields, '$.n')) FROM samples") == N * 1000 + K - 1
+        # the running server answers with a token made by the CLI
+        tok = subprocess.run([sys.executable, "-m", "campus_sense", "collector", "token", "create", "--role", "it",
+                              "--config", str(cfg)], capture_output=True, text=True, check=True).stdout.strip()
+        base = f"http://127.0.0.1:{api_port}/api/v1"
+        assert httpx.get(f"{base}/agents").status_code == 401
+        agents = httpx.get(f"{base}/agents", headers={"Authorization": f"Bearer {tok}"}).json()
+        assert agents[0]["id"] == "agent-a" and agents[0]["gaps"] == [] and agents[0]["epochs"][0]["hwm"] == N
+        stats = httpx.get(f"{base}/ingest/stats", headers={"Authorization": f"Bearer {tok}"}).json()
+        assert stats["counters"]["points_stored"] >= N * K
         pub.close()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0

@@ -87,6 +87,11 @@ def test_ingest_to_api(stack):
     h = client.get("/api/v1/health", headers={"Authorization": ""}).json()
     assert h["ok"] and h["ingest"]["connected"]
 
+    pub.state("heartbeat", epoch="ep1", queue_depth=5, dropped_total=4, oldest_age_s=1.5, last_seq=9)
+    wait_until(lambda: client.get("/api/v1/agents").json()[0]["queue_depth"] == 5, what="heartbeat applied")
+    a = client.get("/api/v1/agents").json()[0]
+    assert a["dropped_total"] == 4 and a["oldest_age_s"] == 1.5 and a["seq_lag"] == 5
+    assert a["heartbeat_ms"] and a["info"]["last_seq"] == 9
     pub.state("death")
     wait_until(lambda: not client.get("/api/v1/agents").json()[0]["online"], what="agent offline after death")
 

@@ -546,6 +546,10 @@ class SQLiteStore(Store):
             a["gaps"] = g
             a["missing_total"] = sum(x["missing"] for x in g)
             a["epochs"] = hw.get(a["id"], [])
+            # how far the collector is behind what the agent has queued (from birth/heartbeat last_seq)
+            ep, last = a["info"].get("epoch"), a["info"].get("last_seq")
+            hwm = next((e["hwm"] for e in a["epochs"] if e["epoch"] == ep), 0)
+            a["seq_lag"] = max(0, last - hwm) if isinstance(last, int) and ep else None
             out.append(a)
         return out
 
