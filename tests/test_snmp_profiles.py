@@ -516,3 +516,13 @@ async def test_ruijie_entity_without_class_column():
             {int(k): _hex(v).decode() for k, v in o.items()}
     finally:
         s.stop()
+
+
+async def test_fast_client_concurrent_use_of_one_session():
+    dev = await _sim_device()
+    try:
+        s = FastV2cSession("127.0.0.1", dev.port, "q-xxxxxx")
+        a, b, c = await asyncio.gather(s.walk(IFX_COLS[:2]), s.walk(IFX_COLS[2:]), s.get(["1.3.6.1.2.1.1.5.0"]))
+        assert len(a[IFX_COLS[0]]) == len(b[IFX_COLS[2]]) > 40 and c
+    finally:
+        dev.close()

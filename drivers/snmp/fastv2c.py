@@ -295,8 +295,8 @@ class _TooBig(Exception):
 
 
 class FastV2cSession:
-    """SNMPv2c session over one connected UDP socket. Not safe for concurrent requests
-    from several tasks on the *same* session (one in flight at a time, like a poll cycle)."""
+    """SNMPv2c session over one connected UDP socket. Requests from several tasks on the
+    same session are serialised (one in flight at a time); use one session per device."""
 
     GET_CHUNK = 32
     #: cap on varbinds asked per GETBULK (columns x repetitions). Keeps responses near one
@@ -321,6 +321,7 @@ class FastV2cSession:
         self.requests = 0
         self.varbinds = 0
         self.walk_errors: dict[str, str] = {}
+        self._lock: asyncio.Lock | None = None
         #: varbinds per GETBULK that last fitted after a tooBig; later walks start from it
         self.max_varbinds_learned: int | None = None
 
@@ -362,6 +363,12 @@ class FastV2cSession:
             w.set_exception(DeviceError("unreachable", f"{self.host}:{self.port}: {exc}"))
 
     async def _request(self, kind: str, oids: list[bytes], max_repetitions: int = 0) -> list[tuple[bytes, Any]]:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            return await self._request_locked(kind, oids, max_repetitions)
+
+    async def _request_locked(self, kind: str, oids: list[bytes], max_repetitions: int) -> list[tuple[bytes, Any]]:
         await self._ensure()
         loop = asyncio.get_running_loop()
         for attempt in range(self.retries + 1):
