@@ -59,6 +59,7 @@ def test_ingest_to_api(stack):
 
     devs = {d["id"]: d for d in client.get("/api/v1/devices").json()}
     assert devs["sw1"]["facts"]["model"] == "C9300" and devs["sw1"]["reachable"] is True
+    assert "agent-a" not in devs and devs["sw1"]["agent"] == "agent-a" and devs["sw1"]["building"] == "A"
     assert devs["ap7"]["reachable"] is False and devs["ap7"]["reason"] == "timeout"
     assert "10.0.0.7" in devs["ap7"]["error"] and devs["ap7"]["last_poll_ms"] == now
     assert client.get("/api/v1/devices/sw1").json()["facts"]["serial"] == "S1"

@@ -314,13 +314,11 @@ class SQLiteStore(Store):
                             blk = blocks.get(bk)
                             if blk is None:
                                 blocks[bk] = blk = {}
-                            if d != last_d:
-                                last_d = d
-                                ds = dev_seen.get(d)
-                                if ds is None:
-                                    dev_seen[d] = [msg.agent, tp.site, tp.building, t]
-                                elif ds[3] < t:
-                                    ds[3] = t
+                            ds = dev_seen.get(d)
+                            if ds is None:
+                                dev_seen[d] = [msg.agent, tp.site, tp.building, t]
+                            elif ds[3] < t:
+                                ds[3] = t
                         # null fields are stored as null and dropped when read
                         blk[skey] = it["f"]
                         if special:
@@ -358,7 +356,7 @@ class SQLiteStore(Store):
                     d = it["d"]
                     t = it["t"]
                     events.append((msg.agent, d, t, it["type"], it.get("severity", "info"),
-                                   _dumps(it.get("tags") or {}), _dumps(it.get("data") or {})))
+                                   _dumps(it.get("tags") or {}).decode(), _dumps(it.get("data") or {}).decode()))
                     ds = dev_seen.get(d)
                     if ds is None:
                         dev_seen[d] = [msg.agent, tp.site, tp.building, t]
@@ -368,7 +366,7 @@ class SQLiteStore(Store):
                 for it in msg.items:
                     d = it["d"]
                     t = it["t"]
-                    facts.append((_dumps(it["facts"]), t, d, t))
+                    facts.append((_dumps(it["facts"]).decode(), t, d, t))
                     ds = dev_seen.get(d)
                     if ds is None:
                         dev_seen[d] = [msg.agent, tp.site, tp.building, t]
@@ -387,6 +385,9 @@ class SQLiteStore(Store):
                 for k in _AGENT_FIELDS:
                     if k in f:
                         a[k] = f[k]
+        for d in agent_stats:
+            if d in agents_seen:   # `agent` self-metrics: device id = agent id, not a monitored device
+                dev_seen.pop(d, None)
         # ---- time series
         if blocks:
             bid = self._next_block
@@ -461,7 +462,10 @@ class SQLiteStore(Store):
             c.update(newc)
         if to_sqlite and time.monotonic() >= self._next_retention:
             self._next_retention = time.monotonic() + self.retention_interval_s
-            self.retention(now)
+            try:
+                self.retention(now)
+            except sqlite3.Error as e:  # the group is committed; retention retries next interval
+                log.error("retention failed: %s", e)
         return res
 
     def _apply_state(self, msg: Message, now: int) -> None:
@@ -486,7 +490,7 @@ class SQLiteStore(Store):
             vals["drivers"] = _dumps(b["drivers"]).decode()
         sets = ", ".join(f"{k}=?" for k in vals)
         self._w.execute(f"UPDATE agents SET {sets}, info=json_patch(info, ?) WHERE id=?",
-                        (*vals.values(), _dumps(info), msg.agent))
+                        (*vals.values(), _dumps(info).decode(), msg.agent))
 
     def retention(self, now_ms: int | None = None, chunk: int = 5000) -> int:
         """Delete sample blocks older than retention, oldest-inserted first, in small transactions.
