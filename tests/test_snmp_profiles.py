@@ -224,6 +224,9 @@ async def test_cisco_3750_tables_agree_with_net_snmp(sim):
     # health: Cisco CPU from the vendor profile
     o = oracle(sim, "cisco", "1.3.6.1.4.1.9.9.109.1.1.1.1.8")
     assert r["health"]["cpu_pct"] == max(int(v[1]) for v in o.values())
+    used = sum(int(v[1]) for v in oracle(sim, "cisco", "1.3.6.1.4.1.9.9.48.1.1.1.5").values())
+    free = sum(int(v[1]) for v in oracle(sim, "cisco", "1.3.6.1.4.1.9.9.48.1.1.1.6").values())
+    assert r["health"]["mem_pct"] == round(100 * used / (used + free), 2)
     recs = to_records("sw1", r)
     facts = [x for x in recs if type(x).__name__ == "Facts"][0].facts
     assert facts["model"] == "WS-C3750-48PS-S" and facts["vendor"] == "Cisco" and len(facts["arp"]) == 85

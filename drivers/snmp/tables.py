@@ -569,12 +569,19 @@ async def collect_health(ctx: _Ctx, profile: Profile, entity: dict | None) -> di
         if t_cpus:
             cpus.append(round(sum(t_cpus) / len(t_cpus), 2) if profile.tables[name].aggregate == "avg"
                         else max(t_cpus))
+        pooled_used = pooled_total = 0
         for row in rows:
             if isinstance(row.get("mem_pct"), (int, float)) and 0 < row["mem_pct"] <= 100:
                 mems.append(row["mem_pct"])
             used, free = row.get("mem_used_bytes", row.get("mem_used_kb")), row.get("mem_free_bytes", row.get("mem_free_kb"))
             if isinstance(used, int) and isinstance(free, int) and used + free > 0:
-                mems.append(round(100.0 * used / (used + free), 2))
+                if profile.tables[name].aggregate == "avg":   # pools: used / total over all rows
+                    pooled_used += used
+                    pooled_total += used + free
+                else:
+                    mems.append(round(100.0 * used / (used + free), 2))
+        if pooled_total:
+            mems.append(round(100.0 * pooled_used / pooled_total, 2))
             t = row.get("temp_c")
             if isinstance(t, (int, float)) and 0 < t < 200:
                 temps.append({"sensor": row.get("sensor_name") or f"{name} {row.get('entity', row.get('sensor', ''))}".strip(),
