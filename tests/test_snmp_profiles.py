@@ -34,6 +34,11 @@ def _bridge_rows(src: Path) -> str:
     return "".join(l for l in src.read_text().splitlines(True) if l.startswith(keep))
 
 
+def _sorted_rec(text: str) -> str:
+    rows = [l for l in text.splitlines() if l.strip()]
+    return "\n".join(sorted(rows, key=lambda l: tuple(int(x) for x in l.split("|", 1)[0].split(".")))) + "\n"
+
+
 def _combine(*paths: Path) -> str:
     rows = {}
     for p in paths:
@@ -55,6 +60,15 @@ ODD = textwrap.dedent("""\
     1.3.6.1.2.1.4.35.1.6.5.1.4.10.0.0.3|2|3
     1.3.6.1.2.1.4.35.1.6.5.2.16.254.128.0.0.0.0.0.0.2.17.34.255.254.51.68.85|2|3
     1.3.6.1.2.1.47.1.1.1.1.5.1|4|chassis
+    1.3.6.1.2.1.17.1.4.1.2.1|2|101
+    1.3.6.1.2.1.17.1.4.1.2.2|2|102
+    1.3.6.1.2.1.17.7.1.2.2.1.2.5.0.17.34.51.68.85|2|1
+    1.3.6.1.2.1.17.7.1.2.2.1.2.7.170.187.204.221.238.255|2|2
+    1.3.6.1.2.1.17.7.1.2.2.1.2.7.1.2.3|2|2
+    1.3.6.1.2.1.17.7.1.2.2.1.3.5.0.17.34.51.68.85|2|3
+    1.3.6.1.2.1.17.7.1.2.2.1.3.7.170.187.204.221.238.255|2|5
+    1.3.6.1.2.1.17.7.1.4.2.1.3.0.10|66|5
+    1.3.6.1.2.1.17.7.1.4.2.1.3.0.20|66|7
     1.3.6.1.2.1.47.1.1.1.1.5.2|2|3
     1.3.6.1.2.1.47.1.1.1.1.11.2|4x|ff00fe41
     1.3.6.1.2.1.47.1.1.1.1.13.2|4|Model-X
@@ -65,7 +79,7 @@ ODD = textwrap.dedent("""\
 def sim(tmp_path_factory):
     d = tmp_path_factory.mktemp("recs")
     (d / "cv1.snmprec").write_text(_bridge_rows(CISCO))
-    (d / "odd.snmprec").write_text(ODD)
+    (d / "odd.snmprec").write_text(_sorted_rec(ODD))
     (d / "huawei.snmprec").write_text(_combine(FIX / "huawei_s5720_lldp.snmprec",
                                                FIX.parent / "snmprec" / "huawei_vrp_s5720.snmprec"))
     recs = {"cisco": CISCO, "hp": HP, "aruba": ARUBA, "h3c": H3C, "odd": d / "odd.snmprec", "huawei": d / "huawei.snmprec",
@@ -323,6 +337,11 @@ async def test_odd_values_are_skipped_per_table(sim):
     o = oracle(sim, "odd", "1.3.6.1.2.1.4.35.1.4")
     assert len(o) == 3 and all(a["ifIndex"] == 5 and a["type"] == "dynamic" for a in r["arp"])
     assert "values" in " ".join(r["_errors"])
+    # Q-BRIDGE: fdbId -> VLAN via dot1qVlanFdbId, bridge port -> ifIndex, bad index skipped
+    o = oracle(sim, "odd", "1.3.6.1.2.1.17.7.1.2.2.1.2")
+    assert len(o) == 3
+    assert sorted((f["mac"], f["vlan"], f["bridge_port"], f["ifIndex"], f["status"]) for f in r["fdb"]) == [
+        ("00:11:22:33:44:55", 10, 1, 101, "learned"), ("aa:bb:cc:dd:ee:ff", 20, 2, 102, "mgmt")]
     # ENTITY: class as a string is not trusted, the rest of the row is kept
     assert r["entity"]["chassis"]["model"] == "Model-X"
 
