@@ -79,6 +79,7 @@ async def test_reboot_resets_baseline(community, engine_cleanup):
     dev = await start_simulated_device("core", community=community, port=0)
     drv = create("core-1", Options(host="127.0.0.1", port=dev.port, community=community), {})
     try:
+        await asyncio.sleep(0.3)  # let sysUpTime grow so the reboot visibly sends it backwards
         await drv.poll()
         await asyncio.sleep(0.3)
         dev.reboot()
@@ -161,12 +162,20 @@ async def test_poll_of_dead_device_raises_timeout(engine_cleanup):
     dev = await start_simulated_device("wlc", community="right-community", port=0)
     port = dev.port
     dev.close()
+    # pysnmp's unconnected socket never sees the ICMP error: a silent timeout.
     drv = create("gone", Options(host="127.0.0.1", port=port, community="right-community",
-                                 timeout_s=0.2, retries=0), {})
+                                 timeout_s=0.2, retries=0, engine="pysnmp"), {})
     with pytest.raises(DeviceError) as ei:
         await drv.poll()
     assert ei.value.reason == "timeout"
     assert "timeout or wrong community" in str(ei.value)
+    await drv.close()
+    # The fast v2c path uses a connected socket, so the ICMP port-unreachable is reported.
+    drv = create("gone", Options(host="127.0.0.1", port=port, community="right-community",
+                                 timeout_s=0.2, retries=0), {})
+    with pytest.raises(DeviceError) as ei:
+        await drv.poll()
+    assert ei.value.reason == "unreachable", str(ei.value)
     await drv.close()
 
 
@@ -209,7 +218,7 @@ async def test_concurrent_polls_share_one_engine(engine_cleanup):
     comms = ["c-" + secrets.token_hex(4) for _ in kinds]
     devs = [await start_simulated_device(k, community=c, port=0, name=f"dev{i}")
             for i, (k, c) in enumerate(zip(kinds, comms))]
-    drivers = [create(f"d{i}", Options(host="127.0.0.1", port=d.port, community=c), {})
+    drivers = [create(f"d{i}", Options(host="127.0.0.1", port=d.port, community=c, engine="pysnmp"), {})
                for i, (d, c) in enumerate(zip(devs, comms))]
     try:
         for _ in range(2):
