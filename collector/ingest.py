@@ -1,11 +1,12 @@
 """MQTT ingest: persistent session, QoS 1, acknowledge only after commit.
 
-Threads:
-- paho's network loop (``loop_start``) appends raw messages to a queue;
-- the writer thread takes commit groups (whatever arrived within ``batch_ms`` of
-  the first message, up to ``batch_messages`` messages or ``batch_bytes`` of payload), decodes them with
-  ``wire.decode``, commits them with ``Store.apply`` (one transaction: data,
-  dedup, gaps, counters) and only then sends the PUBACKs (``manual_ack``).
+One ingest thread drives paho (``loop()``) and the store, so no second Python
+thread competes for the GIL on the hot path. It collects commit groups
+(whatever arrived within ``batch_ms`` of the first message, up to
+``batch_messages`` messages or ``batch_bytes`` of payload), decodes them with
+``wire.decode`` (``fastwire.decode``: same outcome, cheaper), commits them with
+``Store.apply`` (one transaction: data, dedup, gaps, counters) and only then
+sends the PUBACKs (``manual_ack``).
 
 A crash before the commit loses nothing (not acked: the broker redelivers from
 our persistent session); a crash between commit and ack gives a redelivery that
@@ -14,7 +15,7 @@ logged with their topic, counted by reason, and acked so they are not
 redelivered forever.
 
 ``Ingest.subscribers``: callables ``f(message: wire.Message)`` run in the
-writer thread after each commit, for every committed new message (durable
+ingest thread after each commit, for every committed new message (durable
 messages that were not duplicates, and birth/death/heartbeat). The alert engine
 plugs in here; keep them fast or hand off to your own queue.
 """
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import queue
 import ssl
 import threading
 import time
@@ -70,7 +70,9 @@ class Ingest:
         self.batch_bytes = ic.batch_bytes
         self.max_bytes = mqtt_cfg.max_message_bytes
         self.subscribers: list[Callable[[wire.Message], None]] = []
-        self._q: queue.SimpleQueue = queue.SimpleQueue()
+        self._pending: list[tuple] = []
+        self._pending_bytes = 0
+        self._ok_since_attempt = False
         self._gen = 0
         self._stop = threading.Event()
         self._writer: threading.Thread | None = None
@@ -104,6 +106,7 @@ class Ingest:
             log.error("MQTT broker %s:%d refused the connection: %s", self.cfg.host, self.cfg.port, reason_code)
             return
         self._gen += 1
+        self._ok_since_attempt = True
         self.stats["connects"] += 1
         log.info("connected to MQTT %s:%d as %s (session present: %s)", self.cfg.host, self.cfg.port,
                  self.cfg.client_id, flags.session_present)
@@ -117,7 +120,9 @@ class Ingest:
             log.warning("disconnected from MQTT (%s); reconnecting", reason_code)
 
     def _on_message(self, client, userdata, m):
-        self._q.put((self._gen, m.mid, m.qos, m._topic, m.payload))
+        p = m.payload
+        self._pending.append((self._gen, m.mid, m.qos, m._topic, p))
+        self._pending_bytes += len(p)
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> "Ingest":
@@ -131,8 +136,7 @@ class Ingest:
         props.ReceiveMaximum = self.cfg.receive_maximum
         self.client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s,
                                   clean_start=False, properties=props)
-        self.client.loop_start()
-        self._writer = threading.Thread(target=self._write_loop, name="ingest-writer", daemon=True)
+        self._writer = threading.Thread(target=self._run, name="ingest", daemon=True)
         self._writer.start()
         return self
 
@@ -141,61 +145,69 @@ class Ingest:
         self._stop.set()
         if self._writer:
             self._writer.join(timeout)
+
+    def _run(self) -> None:
+        """One thread does network I/O and commits: no GIL ping-pong with a network thread.
+
+        paho is driven with ``loop()``; messages accumulate in ``_pending`` (via on_message) until
+        the group is full (``batch_messages`` / ``batch_bytes``) or ``batch_ms`` passed since its
+        first message; then the group is committed and acked. While a group is being committed the
+        broker keeps up to ``receive_maximum`` messages in flight, TCP buffers the rest."""
+        c = self.client
+        backoff = 1.0
+        attempts = 0
+        first = 0.0
+        n, cap, linger = self.batch_messages, self.batch_bytes, self.batch_s
         try:
-            self.client.disconnect()
+            while not self._stop.is_set():
+                if not c.is_connected() and c._sock is None:
+                    if self._pending:
+                        self._commit()  # from the lost connection: stored, not acked (redelivered, deduped)
+                    if attempts and not self._ok_since_attempt:
+                        # refused or dropped before CONNACK: back off
+                        self._stop.wait(backoff)
+                        backoff = min(backoff * 2, 30.0)
+                        if self._stop.is_set():
+                            break
+                    attempts += 1
+                    self._ok_since_attempt = False
+                    try:
+                        c.reconnect()
+                    except OSError as e:
+                        log.error("cannot connect to MQTT %s:%d: %s; retrying in %.0fs", self.cfg.host,
+                                  self.cfg.port, e, backoff)
+                        continue
+                pending = self._pending
+                if pending:
+                    wait = max(0.0, first + linger - time.monotonic())
+                else:
+                    wait = 0.2
+                before = len(pending)
+                c.loop(timeout=min(wait, 0.2))
+                if self._ok_since_attempt:
+                    backoff = 1.0
+                if not pending or pending is not self._pending:
+                    continue
+                if before == 0:
+                    first = time.monotonic()
+                if len(pending) >= n or self._pending_bytes >= cap or time.monotonic() >= first + linger:
+                    self._commit()
+            if self._pending:
+                self._commit()
         finally:
-            self.client.loop_stop()
-
-    # ------------------------------------------------------------ writer
-    def _take_group(self) -> list:
-        q = self._q
-        try:
-            first = q.get(timeout=0.2)
-        except queue.Empty:
-            return []
-        group = [first]
-        n = self.batch_messages
-        nbytes = len(first[4])
-        cap = self.batch_bytes
-        deadline = time.monotonic() + self.batch_s
-        while len(group) < n and nbytes < cap:
             try:
-                m = q.get_nowait()
-            except queue.Empty:
-                left = deadline - time.monotonic()
-                if left <= 0 or self._stop.is_set():
-                    break
-                try:
-                    m = q.get(timeout=left)
-                except queue.Empty:
-                    break
-            group.append(m)
-            nbytes += len(m[4])
-        return group
+                c.disconnect()
+                c.loop(timeout=0.1)
+            except Exception:  # noqa: BLE001
+                pass
 
-    def _write_loop(self) -> None:
-        while not self._stop.is_set():
-            group = self._take_group()
-            if group:
-                self._process_safe(group)
-        # stopping: commit and ack what is already queued, in groups; later arrivals stay unacked
-        left = self._q.qsize()
-        while left > 0:
-            group = []
-            while left > 0 and len(group) < self.batch_messages:
-                try:
-                    group.append(self._q.get_nowait())
-                except queue.Empty:
-                    left = 0
-                    break
-                left -= 1
-            if group:
-                self._process_safe(group)
-
-    def _process_safe(self, group: list) -> None:
+    def _commit(self) -> None:
+        group = self._pending
+        self._pending = []
+        self._pending_bytes = 0
         try:
             self.process(group)
-        except Exception:  # noqa: BLE001 - never let the writer die
+        except Exception:  # noqa: BLE001 - never let the ingest thread die
             log.exception("ingest writer failed")
 
     def _log_reject(self, reason: str, err: str) -> None:
@@ -272,5 +284,5 @@ class Ingest:
                         log.exception("ingest subscriber %r failed", sub)
 
     def snapshot(self) -> dict:
-        return {**self.stats, "connected": self.connected.is_set(), "queued": self._q.qsize(),
+        return {**self.stats, "connected": self.connected.is_set(), "queued": len(self._pending),
                 "client_id": self.cfg.client_id}
