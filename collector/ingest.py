@@ -201,6 +201,20 @@ class Ingest:
             except Exception:  # noqa: BLE001
                 pass
 
+    def _pump(self, seconds: float) -> bool:
+        """Wait, keeping the MQTT connection alive (pings); new messages queue up in ``_pending``.
+        True if stopping."""
+        end = time.monotonic() + seconds
+        while not self._stop.is_set():
+            left = end - time.monotonic()
+            if left <= 0:
+                return False
+            if self.client._sock is not None:
+                self.client.loop(timeout=min(left, 0.2))
+            else:
+                self._stop.wait(min(left, 0.2))
+        return True
+
     def _commit(self) -> None:
         group = self._pending
         self._pending = []
@@ -254,7 +268,7 @@ class Ingest:
                 self.stats["commit_errors"] += 1
                 log.error("commit of %d messages failed (%s); not acknowledged, retrying in %.1fs",
                           len(group), e, delay)
-                if self._stop.wait(delay):
+                if self._pump(delay):
                     return  # not acked: the broker redelivers them to our session later
                 delay = min(delay * 2, 30)
         gen = self._gen

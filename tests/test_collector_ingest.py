@@ -157,3 +157,36 @@ def test_bad_input_rejected_and_ingest_continues(stack, caplog):
     assert ifs[0]["in_bps"] == 7.0
     # the rejected seq 1/2 are recorded as a gap, the good message was stored
     assert [(g["first_seq"], g["last_seq"]) for g in stats["gaps"]] == [(1, 2)]
+
+
+def test_store_failure_not_acked_then_retried(tmp_path, mosquitto, mqtt_users):
+    """A sink outage rolls the group back and retries; the connection stays up (pings), data lands once."""
+    from collector.store.base import TimeSeriesSink
+
+    class Flaky(TimeSeriesSink):
+        def __init__(self):
+            self.calls = 0
+            self.got = []
+
+        def write(self, samples):
+            self.calls += 1
+            if self.calls <= 2:
+                raise ConnectionError("sink down")
+            self.got.extend(samples)
+
+    sink = Flaky()
+    store = SQLiteStore(str(tmp_path / "c.db"), sink=sink)
+    ing = Ingest(MQTT(host="127.0.0.1", port=mosquitto.port, username="collector",
+                      password=mqtt_users["collector"], client_id="collector-flaky"), store,
+                 IngestCfg(batch_ms=5)).start()
+    pub = Publisher(mosquitto.port, "agent-a", mqtt_users["agent-a"])
+    try:
+        assert ing.connected.wait(10)
+        pub.durable("metrics", 1, [iface("sw1", 1000, 1)])
+        wait_until(lambda: store.counters.get("messages_stored", 0) == 1, 30, "stored after retries")
+        assert ing.stats["commit_errors"] == 2 and len(sink.got) == 1 and ing.stats["acked"] == 1
+        assert ing.stats["connects"] == 1
+    finally:
+        pub.close()
+        ing.stop()
+        store.close()
