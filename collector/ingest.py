@@ -99,6 +99,7 @@ class Ingest:
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
+        c.on_subscribe = self._on_subscribe
         return c
 
     def _on_connect(self, client, userdata, flags, reason_code, properties):
@@ -111,7 +112,13 @@ class Ingest:
         log.info("connected to MQTT %s:%d as %s (session present: %s)", self.cfg.host, self.cfg.port,
                  self.cfg.client_id, flags.session_present)
         client.subscribe(wire.SUBSCRIPTION, qos=1)
-        self.connected.set()
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties):
+        if any(rc.is_failure for rc in reason_codes):
+            log.error("MQTT broker refused the subscription to %s: %s (check the broker ACL for user %s)",
+                      wire.SUBSCRIPTION, reason_codes, self.cfg.username)
+            return
+        self.connected.set()  # connected and subscribed: ready to receive
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):
         self._gen += 1  # acks of messages from the old connection must not be sent on the new one
