@@ -460,7 +460,7 @@ class SQLiteStore(Store):
         w.execute("COMMIT")
         with self.stats_lock:
             c.update(newc)
-        if to_sqlite and time.monotonic() >= self._next_retention:
+        if time.monotonic() >= self._next_retention:
             self._next_retention = time.monotonic() + self.retention_interval_s
             try:
                 self.retention(now)
@@ -516,6 +516,7 @@ class SQLiteStore(Store):
             total += n
             if n == 0:
                 break
+        w.execute("DELETE FROM events WHERE ts_ms < ?", (cutoff,))
         if total:
             log.info("retention: deleted %d sample blocks older than %d ms", total, cutoff)
         return total
