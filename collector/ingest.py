@@ -122,8 +122,9 @@ class Ingest:
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):
         self._gen += 1  # acks of messages from the old connection must not be sent on the new one
+        was = self.connected.is_set()
         self.connected.clear()
-        if not self._stop.is_set():
+        if was and not self._stop.is_set():
             log.warning("disconnected from MQTT (%s); reconnecting", reason_code)
 
     def _on_message(self, client, userdata, m):
