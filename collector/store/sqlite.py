@@ -726,7 +726,7 @@ class SQLiteStore(Store):
         return tid, token
 
     def token_list(self) -> list[dict]:
-        cols = ("id", "name", "role", "created_ms", "revoked_ms", "last_used_ms")
+        cols = ("id", "name", "role", "created_ms", "revoked_ms")
         return [dict(zip(cols, r)) for r in self.reader().execute(f"SELECT {', '.join(cols)} FROM tokens ORDER BY id")]
 
     def token_revoke(self, ident: str) -> int:
