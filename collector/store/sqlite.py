@@ -517,6 +517,9 @@ class SQLiteStore(Store):
             if n == 0:
                 break
         w.execute("DELETE FROM events WHERE ts_ms < ?", (cutoff,))
+        # a gap older than the retention can no longer be filled usefully
+        w.execute("DELETE FROM gaps WHERE detected_ms < ?", (cutoff,))
+        self._seq.clear()
         if total:
             log.info("retention: deleted %d sample blocks older than %d ms", total, cutoff)
         return total
