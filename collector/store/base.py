@@ -47,6 +47,15 @@ class TimeSeriesSink(abc.ABC):
         """Write wire sample items (``m``, ``d``, ``t``, ``tags``, ``f``) synchronously.
         Raise on failure: the commit group is then rolled back and not acknowledged."""
 
+    def write_begin(self, samples: list[dict[str, Any]]) -> Any:
+        """Start writing; the store does its SQLite work meanwhile and then calls ``write_end``.
+        Default: write synchronously here."""
+        self.write(samples)
+        return None
+
+    def write_end(self, handle: Any) -> None:
+        """Wait for ``write_begin``'s write; raise if it failed."""
+
     def close(self) -> None:  # pragma: no cover - default
         pass
 

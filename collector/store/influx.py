@@ -10,6 +10,7 @@ their types (int -> ``i``, float, bool, string).
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from influxdb_client import InfluxDBClient, WritePrecision
@@ -74,11 +75,30 @@ class InfluxSink(TimeSeriesSink):
         self.api = self.client.write_api(write_options=SYNCHRONOUS)
         self.written = 0
         self._prefixes: dict[tuple, str] = {}
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="influx-write")
 
     def ping(self) -> bool:
         return self.client.ping()
 
     def write(self, samples: list[dict[str, Any]]) -> None:
+        self.write_end(self.write_begin(samples))
+
+    def write_begin(self, samples: list[dict[str, Any]]):
+        """Build the lines here, send them from a helper thread (the HTTP wait overlaps with the
+        store's SQLite work for the same group)."""
+        lines = self._lines(samples)
+        return self._pool.submit(self._send, lines)
+
+    def write_end(self, handle) -> None:
+        handle.result()
+
+    def _send(self, lines: list[str]) -> None:
+        for i in range(0, len(lines), self.chunk):
+            self.api.write(bucket=self.bucket, org=self.org, record="\n".join(lines[i:i + self.chunk]),
+                           write_precision=WritePrecision.MS)
+        self.written += len(lines)
+
+    def _lines(self, samples: list[dict[str, Any]]) -> list[str]:
         lines = []
         cache = self._prefixes
         for it in samples:
@@ -93,12 +113,10 @@ class InfluxSink(TimeSeriesSink):
                     cache.clear()
                 p = cache[key] = _prefix(m, d, tags or {})
             lines.append(f"{p}{fs} {it['t']}")
-        for i in range(0, len(lines), self.chunk):
-            self.api.write(bucket=self.bucket, org=self.org, record="\n".join(lines[i:i + self.chunk]),
-                           write_precision=WritePrecision.MS)
-        self.written += len(lines)
+        return lines
 
     def close(self) -> None:
+        self._pool.shutdown(wait=True)
         try:
             self.api.close()
             self.client.close()

@@ -388,6 +388,9 @@ class SQLiteStore(Store):
         for d in agent_stats:
             if d in agents_seen:   # `agent` self-metrics: device id = agent id, not a monitored device
                 dev_seen.pop(d, None)
+        # ---- external sink first (its HTTP wait overlaps with the SQLite work below); if it
+        # fails, the whole group rolls back and is redelivered
+        pending_sink = self.sink.write_begin(sink_items) if sink_items else None
         # ---- time series
         if blocks:
             bid = self._next_block
@@ -454,9 +457,8 @@ class SQLiteStore(Store):
         if newc:
             w.executemany("INSERT INTO counters(name, value) VALUES (?,?) "
                           "ON CONFLICT(name) DO UPDATE SET value=excluded.value", newc.items())
-        # ---- external sink last: if it fails, the whole group rolls back and is redelivered
-        if sink_items:
-            self.sink.write(sink_items)
+        if pending_sink is not None:
+            self.sink.write_end(pending_sink)
         w.execute("COMMIT")
         with self.stats_lock:
             c.update(newc)
