@@ -50,6 +50,9 @@ class MQTT(_Strict):
     #: MQTT5 Receive Maximum: unacknowledged QoS 1 messages the broker may have in flight to us
     receive_maximum: int = Field(1000, ge=1, le=65535)
     keepalive_s: int = Field(30, ge=5)
+    #: "5" (default: session expiry, receive maximum) or "3.1.1" for brokers without MQTT 5
+    #: (e.g. the demo's embedded amqtt); 3.1.1 keeps the session with clean_session=False.
+    protocol: Literal["5", "3.1.1"] = "5"
     tls: TLS | None = None
     max_message_bytes: int = Field(wire.MAX_MESSAGE_BYTES, ge=1024)
 
@@ -116,12 +119,30 @@ class Ingest(_Strict):
     batch_ms: float = Field(50, ge=0)
 
 
+class Rules(_Strict):
+    #: rule files or directories (collector/rules/README.md); relative to this file
+    paths: list[str] = Field(min_length=1)
+    #: alerts, history, silences: a separate SQLite file so alert writes don't wait on sample commits
+    db: str = "alerts.db"
+    #: how often durations (for, staleness, escalation, expiry) are advanced
+    tick_s: float = Field(1, gt=0)
+    #: committed messages waiting for the engine; beyond this they are dropped (counted, logged)
+    queue_max: int = Field(10000, ge=1)
+
+
+class Notify(_Strict):
+    #: notify.yaml (collector/notify/README.md); the outbox lives in rules.db
+    config: str
+
+
 class CollectorConfig(_Strict):
     mqtt: MQTT
     store: Store = Store()
     api: API = API()
     agents: Agents = Agents()
     ingest: Ingest = Ingest()
+    rules: Rules | None = None
+    notify: Notify | None = None
 
 
 def load(path: str | Path) -> CollectorConfig:
@@ -134,6 +155,12 @@ def load(path: str | Path) -> CollectorConfig:
         cfg.mqtt.password_file = str(base / cfg.mqtt.password_file)
     if cfg.store.token_file and not Path(cfg.store.token_file).is_absolute():
         cfg.store.token_file = str(base / cfg.store.token_file)
+    if cfg.rules:
+        cfg.rules.paths = [p if Path(p).is_absolute() else str(base / p) for p in cfg.rules.paths]
+        if not Path(cfg.rules.db).is_absolute() and cfg.rules.db != ":memory:":
+            cfg.rules.db = str(base / cfg.rules.db)
+    if cfg.notify and not Path(cfg.notify.config).is_absolute():
+        cfg.notify.config = str(base / cfg.notify.config)
     tls = cfg.mqtt.tls
     if tls:
         for k in ("ca_file", "cert_file", "key_file"):

@@ -4,7 +4,7 @@ One ingest thread drives paho (``loop()``) and the store, so no second Python
 thread competes for the GIL on the hot path. It collects commit groups
 (whatever arrived within ``batch_ms`` of the first message, up to
 ``batch_messages`` messages or ``batch_bytes`` of payload), decodes them with
-``wire.decode`` (``fastwire.decode``: same outcome, cheaper), commits them with
+``wire.decode``, commits them with
 ``Store.apply`` (one transaction: data, dedup, gaps, counters) and only then
 sends the PUBACKs (``manual_ack``).
 
@@ -34,7 +34,6 @@ from paho.mqtt.properties import Properties
 
 from campus_sense import wire
 
-from . import fastwire
 from .config import MQTT, Ingest as IngestCfg
 from .store.base import Reject, Store
 
@@ -86,8 +85,12 @@ class Ingest:
 
     # ------------------------------------------------------------ mqtt
     def _make_client(self) -> mqtt.Client:
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.cfg.client_id,
-                        protocol=mqtt.MQTTv5, manual_ack=True)
+        if self.cfg.protocol == "5":
+            c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.cfg.client_id,
+                            protocol=mqtt.MQTTv5, manual_ack=True)
+        else:
+            c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.cfg.client_id,
+                            protocol=mqtt.MQTTv311, clean_session=False, manual_ack=True)
         c.username_pw_set(self.cfg.username, self.cfg.read_password())
         tls = self.cfg.tls
         if tls:
@@ -139,11 +142,14 @@ class Ingest:
         gc.freeze()
         if gc.get_threshold()[0] < 50_000:
             gc.set_threshold(50_000, 20, 100)
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = self.cfg.session_expiry_s
-        props.ReceiveMaximum = self.cfg.receive_maximum
-        self.client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s,
-                                  clean_start=False, properties=props)
+        if self.cfg.protocol == "5":
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = self.cfg.session_expiry_s
+            props.ReceiveMaximum = self.cfg.receive_maximum
+            self.client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s,
+                                      clean_start=False, properties=props)
+        else:
+            self.client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s)
         self._writer = threading.Thread(target=self._run, name="ingest", daemon=True)
         self._writer.start()
         return self
@@ -247,7 +253,7 @@ class Ingest:
     def process(self, group: list) -> None:
         """Decode, commit and ack one group of raw ``(gen, mid, qos, topic_bytes, payload)``."""
         cpu0 = time.thread_time()
-        decode = fastwire.decode  # same outcome as wire.decode, cheaper for metrics
+        decode = wire.decode
         max_bytes = self.max_bytes
         msgs: list[wire.Message] = []
         rejects: list[Reject] = []
