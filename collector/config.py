@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from campus_sense import wire
 from campus_sense.yamlconf import load_model
+from collector.compliance.settings import CampusSettings
 
 
 class _Strict(BaseModel):
@@ -141,6 +142,8 @@ class CollectorConfig(_Strict):
     api: API = API()
     agents: Agents = Agents()
     ingest: Ingest = Ingest()
+    #: coverage/compliance inputs (collector.compliance.settings): campus model, registry, policy, firmware
+    campus: CampusSettings | None = None
     rules: Rules | None = None
     notify: Notify | None = None
 
@@ -161,6 +164,8 @@ def load(path: str | Path) -> CollectorConfig:
             cfg.rules.db = str(base / cfg.rules.db)
     if cfg.notify and not Path(cfg.notify.config).is_absolute():
         cfg.notify.config = str(base / cfg.notify.config)
+    if cfg.campus is not None:
+        cfg.campus.resolve(base)
     tls = cfg.mqtt.tls
     if tls:
         for k in ("ca_file", "cert_file", "key_file"):

@@ -92,6 +92,8 @@ def serve(cfg) -> int:
     store = open_store(cfg)
     ingest = Ingest(cfg.mqtt, store, cfg.ingest)
     app = create_app(store, ingest, cfg.agents.offline_after_s)
+    from .compliance.service import attach as attach_compliance  # coverage/compliance API + history job
+    compliance = attach_compliance(app, store, getattr(cfg, "campus", None), cfg.agents.offline_after_s)
     server = uvicorn.Server(uvicorn.Config(app, host=cfg.api.host, port=cfg.api.port, log_level="warning",
                                            access_log=False, lifespan="off"))
     stop = threading.Event()
@@ -115,6 +117,7 @@ def serve(cfg) -> int:
                 break
     finally:
         server.should_exit = True
+        compliance.stop()
         ingest.stop()
         web.join(5)
         store.close()

@@ -16,6 +16,12 @@ Routes (under the prefix):
     GET  /compliance/where?q=<mac|ip|serial|asset tag|device id>
     GET  /compliance/history?kind=coverage|compliance&building=&room=&device=&since=
     POST /compliance/snapshot      (compute both reports and append them to the history)
+    POST /compliance/import        (only with ``importer``: re-import the configured campus files)
+
+Optional hooks: ``alerts(building) -> int | None`` adds ``open_alerts`` to the building health;
+``device_extra(device_id) -> dict | None`` adds collector-side detail (reachability, last poll,
+recent events) under ``collector`` in the device detail; ``importer() -> dict`` serves
+``POST /compliance/import``.
 """
 from __future__ import annotations
 
@@ -65,7 +71,10 @@ def _render(rep: dict[str, Any], fmt: str, name: str) -> Response:
     return Response(body, media_type="application/json")
 
 
-def make_router(provider: Callable[[], Inputs], read: Sequence[Any] = (), write: Sequence[Any] = ()) -> APIRouter:
+def make_router(provider: Callable[[], Inputs], read: Sequence[Any] = (), write: Sequence[Any] = (),
+                alerts: Callable[[str], int | None] | None = None,
+                device_extra: Callable[[str], dict | None] | None = None,
+                importer: Callable[[], dict] | None = None) -> APIRouter:
     r = APIRouter(prefix="/compliance", tags=["compliance"])
 
     def inputs(building: str | None = None) -> Inputs:
@@ -94,8 +103,13 @@ def make_router(provider: Callable[[], Inputs], read: Sequence[Any] = (), write:
     @r.get("/buildings/{building}/health", dependencies=list(read))
     def building_health(building: str):
         inp = inputs(building)
-        return JSONResponse(health.building_health(building, inp.campus, inp.registry, inp.obs, inp.catalog,
-                                                   inp.policy, inp.store))
+        out = health.building_health(building, inp.campus, inp.registry, inp.obs, inp.catalog, inp.policy,
+                                     inp.store)
+        if alerts is not None:
+            n = alerts(building)
+            if n is not None:
+                out["open_alerts"] = n
+        return JSONResponse(out)
 
     @r.get("/devices/{device_id}", dependencies=list(read))
     def device(device_id: str):
@@ -105,6 +119,8 @@ def make_router(provider: Callable[[], Inputs], read: Sequence[Any] = (), write:
                                      inp.store)
         except KeyError:
             raise HTTPException(404, f"unknown device {device_id!r}") from None
+        if device_extra is not None:
+            d["collector"] = device_extra(device_id)
         return JSONResponse(d)
 
     @r.get("/where", dependencies=list(read))
@@ -125,5 +141,10 @@ def make_router(provider: Callable[[], Inputs], read: Sequence[Any] = (), write:
     @r.post("/snapshot", dependencies=list(write))
     def snapshot():
         return JSONResponse(record_snapshot(provider()))
+
+    if importer is not None:
+        @r.post("/import", dependencies=list(write))
+        def import_files():
+            return JSONResponse(importer())
 
     return r

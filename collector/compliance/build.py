@@ -6,15 +6,24 @@ measurement)`` callable giving ``[(tags, ts_ms, fields)]``) and the campus model
 (to turn LLDP system names / AP names into device ids). ``observations_from_store``
 is the thin wrapper over a collector ``Store``.
 
-What is read (SNMP driver + profiles, agent, watch):
+What is read (SNMP driver + profiles, agent, watch, audit):
 
 * device row: ``id, building, facts, facts_ms, last_seen_ms, reachable``
 * facts: model, serial, firmware, mac, ip, vendor, sysName, ``ip_addresses`` (-> IPv6),
+  ``ipv6`` (bool from the SNMP driver: False = addresses collected, no global IPv6),
   ``lldp`` rows (local_port, ifIndex, sys_name, chassis_id, port_id, port_descr),
   ``fdb`` rows (mac, vlan, ifIndex, ifName, status), ``arp`` rows (ip, mac),
-  hardening facts (see ``DeviceObs``), ``sightings`` (watch/ONVIF/PJLink: mac, ip, source, time, facts)
-* ``interface`` samples: tags ifIndex/ifName, fields speed_mbps, oper_up, admin_up
-* ``wifi_ap`` samples (controller/AP): tags ap, ap_mac; field up
+  hardening facts (see ``DeviceObs``; the ``audit`` driver sends them under ``insecure``),
+  ``sightings`` (watch/ONVIF/PJLink: mac, ip, source, time, facts),
+  ``netwatch_stations`` (netwatch driver: mac, ip, first_seen, last_seen epoch s -> sightings)
+* ``interface`` samples: tags ifIndex/ifName, fields speed_mbps, oper_up, admin_up,
+  util_in_pct/util_out_pct, in_errors_ps/out_errors_ps, in_errors/out_errors
+* topology samples of the SNMP driver (one sample per table entry, field ``seen``; only those
+  newer than ``now - topology_fresh_s`` count, the newest per entry gives its time):
+  ``fdb`` (tags mac, ifIndex, ifName, vlan), ``arp`` (ip, mac, ifIndex), ``lldp`` (ifIndex,
+  local_port, remote_chassis, remote_port, remote_name), ``ip_address`` (ip, family ipv4|ipv6)
+* ``wifi_ap`` samples (controller/AP): tags ap, ap_mac; fields up, clients
+* ``wifi_clients`` samples (clients per AP and band): tags ap, band; field clients (AP load)
 * ``wifi_client`` samples (AP-reported client): tags mac, ap[, ssid]; fields rssi_dbm, snr_db
 * ``wifi_survey`` samples (agent Wi-Fi survey): tags ssid, bssid[, room]; fields signal_dbm,
   snr_db | noise_dbm; room defaults to the surveying device's campus room
@@ -97,18 +106,41 @@ class _Resolver:
         return None
 
 
+TOPOLOGY = ("fdb", "arp", "lldp", "ip_address")
+WIFI = ("wifi_ap", "wifi_clients", "wifi_client", "wifi_survey")
+#: default freshness window of topology samples: three collections at the driver's 300 s interval
+TOPOLOGY_FRESH_S = 900.0
+_IF_EXTRA = ("util_in_pct", "util_out_pct", "in_errors_ps", "out_errors_ps", "in_errors", "out_errors")
+
+
+def _num(v: Any) -> float | None:
+    return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
 def observations_from_collector(devices: Iterable[dict], agents: Iterable[dict], latest: Latest,
                                 campus: CampusModel, now: float | None = None) -> Observations:
+    """``latest(device, measurement)`` -> ``[(tags, ts_ms, fields)]``; for the topology
+    measurements (``fdb``/``arp``/``lldp``/``ip_address``) it should return only fresh entries."""
     devices = list(devices)
     now = _time.time() if now is None else now
     obs = Observations(time=now)
     resolve = _Resolver(campus, devices)
+    fdb: dict[tuple, FdbEntry] = {}
+    arp: dict[tuple, ArpEntry] = {}
+    lldp: dict[tuple, LldpLink] = {}
+
+    def keep(table: dict, key: tuple, item: Any, t: float | None, attr: str) -> None:
+        prev = table.get(key)
+        if prev is None or (getattr(prev, attr) or 0) <= (t or 0):
+            table[key] = item
+
+    ap_clients: dict[str, int] = {}
     for d in devices:
         dev = d["id"]
         f = dict(d.get("facts") or {})
         ft = _ms(d.get("facts_ms"))
         cm = campus.devices.get(dev)
-        slim = {k: v for k, v in f.items() if k not in ("lldp", "fdb", "arp", "sightings")}
+        slim = {k: v for k, v in f.items() if k not in ("lldp", "fdb", "arp", "sightings", "netwatch_stations")}
         obs.devices[dev] = DeviceObs(id=dev, facts=slim, type=cm.type if cm else None,
                                      building=d.get("building") or campus.device_building(dev),
                                      room=cm.room if cm else None, online=d.get("reachable"),
@@ -117,35 +149,89 @@ def observations_from_collector(devices: Iterable[dict], agents: Iterable[dict],
         if isinstance(ips, list):
             obs.ipv6[dev] = [str(x.get("ip") if isinstance(x, dict) else x) for x in ips
                              if ":" in str(x.get("ip") if isinstance(x, dict) else x)]
+        elif f.get("ipv6") is False:        # SNMP driver: addresses were read, no global IPv6 among them
+            obs.ipv6[dev] = []
+        # ---- tables sent as facts (snmp-inventory style documents)
         for row in f.get("lldp") or []:
-            obs.lldp.append(LldpLink(device=dev, local_port=row.get("local_port"), local_if_index=_int(row.get("ifIndex")),
-                                     remote_device=resolve(row.get("sys_name"), row.get("chassis_id"))
-                                     or row.get("sys_name") or row.get("chassis_id"),
-                                     remote_port=row.get("port_id") or row.get("port_descr"), time=ft))
+            if not isinstance(row, dict):
+                continue
+            l = LldpLink(device=dev, local_port=row.get("local_port"), local_if_index=_int(row.get("ifIndex")),
+                         remote_device=resolve(row.get("sys_name"), row.get("chassis_id"))
+                         or row.get("sys_name") or row.get("chassis_id"),
+                         remote_port=row.get("port_id") or row.get("port_descr"), time=ft)
+            keep(lldp, (dev, l.local_port or l.local_if_index, l.remote_device), l, ft, "time")
         for row in f.get("fdb") or []:
+            if not isinstance(row, dict):
+                continue
             m = _mac(row.get("mac"))
             if m is None or row.get("status") in ("self", "mgmt"):
                 continue
-            obs.fdb.append(FdbEntry(switch=dev, mac=m, port=row.get("ifName"), if_index=_int(row.get("ifIndex")),
-                                    vlan=_int(row.get("vlan")), last_seen=ft))
+            e = FdbEntry(switch=dev, mac=m, port=row.get("ifName"), if_index=_int(row.get("ifIndex")),
+                         vlan=_int(row.get("vlan")), last_seen=ft)
+            keep(fdb, (dev, m, e.vlan), e, ft, "last_seen")
         for row in f.get("arp") or []:
+            if not isinstance(row, dict):
+                continue
             m = _mac(row.get("mac"))
             if m is None or not row.get("ip"):
                 continue
-            obs.arp.append(ArpEntry(ip=str(row["ip"]), mac=m, device=dev, last_seen=ft))
+            keep(arp, (dev, str(row["ip"])), ArpEntry(ip=str(row["ip"]), mac=m, device=dev, last_seen=ft), ft,
+                 "last_seen")
         for row in f.get("sightings") or []:
+            if not isinstance(row, dict):
+                continue
             obs.sightings.append(Sighting(mac=_mac(row.get("mac")), ip=row.get("ip"), source=row.get("source", "watch"),
                                           time=to_epoch(row.get("time")) or ft, building=d.get("building"),
                                           facts=row.get("facts") or {}))
+        for row in f.get("netwatch_stations") or []:    # netwatch driver: passive ARP watch
+            if not isinstance(row, dict) or not (row.get("mac") or row.get("ip")):
+                continue
+            obs.sightings.append(Sighting(mac=_mac(row.get("mac")), ip=row.get("ip"), source="netwatch",
+                                          time=_epoch(row.get("last_seen")) or ft, building=d.get("building")))
+        # ---- topology samples (SNMP driver, every topology_interval_s)
+        for tags, ts, _fl in latest(dev, "fdb"):
+            m = _mac(tags.get("mac"))
+            if m is None:
+                continue
+            t = _ms(ts)
+            e = FdbEntry(switch=dev, mac=m, port=tags.get("ifName"), if_index=_int(tags.get("ifIndex")),
+                         vlan=_int(tags.get("vlan")), last_seen=t)
+            keep(fdb, (dev, m, e.vlan), e, t, "last_seen")
+        for tags, ts, _fl in latest(dev, "arp"):
+            m = _mac(tags.get("mac"))
+            if m is None or not tags.get("ip"):
+                continue
+            t = _ms(ts)
+            keep(arp, (dev, str(tags["ip"])), ArpEntry(ip=str(tags["ip"]), mac=m, device=dev, last_seen=t), t,
+                 "last_seen")
+        for tags, ts, _fl in latest(dev, "lldp"):
+            t = _ms(ts)
+            name, chassis = tags.get("remote_name"), tags.get("remote_chassis")
+            l = LldpLink(device=dev, local_port=tags.get("local_port"), local_if_index=_int(tags.get("ifIndex")),
+                         remote_device=resolve(name, chassis) or name or chassis,
+                         remote_port=tags.get("remote_port"), time=t)
+            keep(lldp, (dev, l.local_port or l.local_if_index, l.remote_device), l, t, "time")
+        addrs = latest(dev, "ip_address")
+        if addrs:
+            v6 = sorted({str(tags["ip"]) for tags, _ts, _fl in addrs
+                         if tags.get("ip") and (tags.get("family") == "ipv6" or ":" in str(tags["ip"]))})
+            obs.ipv6[dev] = v6
+        # ---- interfaces
         for tags, ts, fl in latest(dev, "interface"):
             obs.interfaces.append(InterfaceObs(device=dev, if_index=_int(tags.get("ifIndex")),
                                                name=tags.get("ifName"), speed_mbps=fl.get("speed_mbps"),
                                                oper_up=fl.get("oper_up"), admin_up=fl.get("admin_up"),
-                                               time=_ms(ts)))
+                                               time=_ms(ts), **{k: _num(fl.get(k)) for k in _IF_EXTRA}))
+        # ---- Wi-Fi (SNMP Wi-Fi profiles of controllers/APs; agent surveys)
         for tags, ts, fl in latest(dev, "wifi_ap"):
             ap = resolve(tags.get("ap"), tags.get("ap_mac"))
             if ap is not None and fl.get("up") is not None:
                 obs.aps[ap] = ApStatus(ap=ap, up=bool(fl["up"]), time=_ms(ts), clients=_int(fl.get("clients")))
+        for tags, ts, fl in latest(dev, "wifi_clients"):
+            ap = resolve(tags.get("ap")) or (dev if cm is not None and cm.type == "ap" else None)
+            n = _int(fl.get("clients"))
+            if ap is not None and n is not None:
+                ap_clients[ap] = ap_clients.get(ap, 0) + n
         for tags, ts, fl in latest(dev, "wifi_client"):
             ap = resolve(tags.get("ap")) or (dev if cm is not None and cm.type == "ap" else None)
             if fl.get("rssi_dbm") is None:
@@ -161,20 +247,147 @@ def observations_from_collector(devices: Iterable[dict], agents: Iterable[dict],
                                         noise_dbm=fl.get("noise_dbm"), room=tags.get("room") or (cm.room if cm else None),
                                         agent=d.get("agent") or dev, source="survey", time=_ms(ts),
                                         channel=_int(fl.get("channel"))))
+    for ap, n in ap_clients.items():       # per-band counts: the AP's load when wifi_ap has no count
+        st = obs.aps.get(ap)
+        if st is not None and st.clients is None:
+            st.clients = n
+    obs.fdb = sorted(fdb.values(), key=lambda e: (e.switch, e.if_index or 0, e.mac))
+    obs.arp = sorted(arp.values(), key=lambda e: (e.device or "", e.ip))
+    obs.lldp = sorted(lldp.values(), key=lambda e: (e.device, e.local_if_index or 0, str(e.local_port)))
     for a in agents:
         obs.agents.append(AgentStatus(id=a["id"], building=a.get("building"), online=bool(a.get("online")),
                                       last_seen=_ms(a.get("last_seen_ms")), site=a.get("site")))
     return obs
 
 
+def _epoch(v: Any) -> float | None:
+    try:
+        return to_epoch(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def fresh_samples(conn: Any, measurements: Iterable[str], since_ms: int) -> dict[tuple[str, str], list]:
+    """Newest sample per series of ``measurements`` at or after ``since_ms``, straight from the
+    collector's SQLite tables: ``{(device, measurement): [(tags, ts_ms, fields)]}``.
+
+    Reads the ``sample_blocks`` of each (measurement, device) group in the window through the
+    ``(grp, ts_ms)`` index (one block per cycle holds a whole table), and the ``latest`` table
+    (kept instead when time series go to an external sink)."""
+    import orjson
+
+    ms = list(dict.fromkeys(measurements))
+    if not ms:
+        return {}
+    marks = ",".join("?" * len(ms))
+    try:
+        series = {sid: (dev, m, tags) for sid, dev, m, tags in conn.execute(
+            f"SELECT id, device, measurement, tags FROM series WHERE measurement IN ({marks})", ms)}
+        groups = [g for (g,) in conn.execute(f"SELECT id FROM series_groups WHERE measurement IN ({marks})", ms)]
+    except Exception as e:  # noqa: BLE001 - not a collector DB (e.g. only campus tables)
+        if "no such table" in str(e):
+            return {}
+        raise
+    best: dict[int, tuple[int, Any]] = {}
+    for gid in groups:
+        for ts, data in conn.execute("SELECT ts_ms, data FROM sample_blocks WHERE grp=? AND ts_ms >= ?",
+                                     (gid, since_ms)):
+            for k, f in orjson.loads(data).items():
+                sid = int(k)
+                prev = best.get(sid)
+                if prev is None or prev[0] <= ts:
+                    best[sid] = (ts, f)
+    for sid, ts, f in conn.execute(
+            f"SELECT l.series_id, l.ts_ms, l.fields FROM latest l JOIN series s ON s.id = l.series_id "
+            f"WHERE s.measurement IN ({marks}) AND l.ts_ms >= ?", (*ms, since_ms)):
+        prev = best.get(sid)
+        if prev is None or prev[0] <= ts:
+            best[sid] = (ts, f)
+    out: dict[tuple[str, str], list] = {}
+    for sid, (ts, f) in best.items():
+        s = series.get(sid)
+        if s is None:
+            continue
+        if isinstance(f, (str, bytes)):
+            f = orjson.loads(f)
+        f = {k: v for k, v in (f or {}).items() if v is not None}
+        out.setdefault((s[0], s[1]), []).append((orjson.loads(s[2]), ts, f))
+    return out
+
+
 def observations_from_store(store: Any, campus: CampusModel, now: float | None = None,
-                            offline_after_s: float = 180) -> Observations:
+                            offline_after_s: float = 180, topology_fresh_s: float = TOPOLOGY_FRESH_S) -> Observations:
     """Snapshot from a collector Store (``devices()``, ``agents(now_ms, offline_after_s)``,
-    ``latest(device, measurement)``)."""
+    ``latest(device, measurement)``; with ``reader()`` (SQLiteStore) the topology samples of
+    the last ``topology_fresh_s`` are read in bulk and ``latest`` is only asked for groups
+    that exist)."""
     now = _time.time() if now is None else now
     latest = getattr(store, "latest", None)
     if latest is None:
         def latest(_d: str, _m: str) -> list:   # noqa: E306 - store without latest values
             return []
+    reader = getattr(store, "reader", None)
+    if reader is not None:
+        conn = reader()
+        topo = fresh_samples(conn, TOPOLOGY, int((now - topology_fresh_s) * 1000))
+        try:
+            present = set(conn.execute("SELECT device, measurement FROM series_groups WHERE measurement IN "
+                                       "(?,?,?,?,?)", ("interface", *WIFI)).fetchall())
+        except Exception as e:  # noqa: BLE001
+            if "no such table" not in str(e):
+                raise
+            present = set()
+        store_latest = latest
+
+        def latest(d: str, m: str) -> list:   # noqa: E306
+            if m in TOPOLOGY:
+                return topo.get((d, m), [])
+            if (d, m) not in present:
+                return []
+            return store_latest(d, m)
     return observations_from_collector(store.devices(), store.agents(int(now * 1000), offline_after_s), latest,
                                        campus, now)
+
+
+def open_collector_db(path: str) -> Any:
+    """A read-only view of a collector database (``campus-sense report ... --db``): the
+    SQLiteStore queries, no writer connection, no schema changes, no checkpoint on close."""
+    import sqlite3
+    import threading
+    from pathlib import Path
+
+    from collector.store.sqlite import SQLiteStore
+
+    if not Path(path).is_file():
+        raise ValueError(f"{path}: no such database")
+
+    class _ReadOnly(SQLiteStore):
+        def __init__(self, p: str):     # noqa: D401 - deliberately no super().__init__ (no writer)
+            self.path = p
+            self.sink = None
+            self._local = threading.local()
+
+        def reader(self) -> sqlite3.Connection:
+            c = getattr(self._local, "c", None)
+            if c is None:
+                c = sqlite3.connect(f"file:{Path(self.path).resolve()}?mode=ro", uri=True, timeout=30,
+                                    check_same_thread=False)
+                self._local.c = c
+            return c
+
+        def close(self) -> None:
+            c = getattr(self._local, "c", None)
+            if c is not None:
+                c.close()
+                self._local.c = None
+
+    db = _ReadOnly(path)
+    c = db.reader()
+    tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if "devices" not in tables or "series" not in tables:
+        db.close()
+        raise ValueError(f"{path}: not a collector database (no devices/series tables); "
+                         "give --observations FILE.json")
+    if c.execute("SELECT 1 FROM latest LIMIT 1").fetchone():   # time series went to an external sink
+        db.sink = True
+    return db

@@ -7,6 +7,7 @@
     campus-sense report device a-acc1 ...                (JSON)
     campus-sense report import --campus rooms.csv ports.csv --registry assets.csv --db collector.db
     campus-sense report history --db collector.db --kind coverage --building A
+    campus-sense report coverage --building A --format html --db collector.db   (live collector data)
 
 Campus model and registry come from files (--campus / --registry, YAML or CSV, several
 allowed) and/or the SQLite DB (--db): files given with --db are upserted into it first and the
@@ -36,7 +37,12 @@ def _common(p: argparse.ArgumentParser, observations: bool = True) -> None:
     p.add_argument("--strict", action="store_true", help="any bad row in an import file is fatal")
     p.add_argument("--policy", metavar="FILE", help="policy YAML (default firmware_configs/policy/campus-policy.yaml)")
     if observations:
-        p.add_argument("--observations", metavar="FILE.json", help="observation snapshot (JSON, offline use)")
+        p.add_argument("--observations", metavar="FILE.json", help="observation snapshot (JSON, offline use); "
+                                                                   "without it, --db reads the collector's live data")
+        p.add_argument("--offline-after-s", type=float, default=180.0, metavar="S",
+                       help="with --db: an agent silent this long counts as offline (collector agents.offline_after_s)")
+        p.add_argument("--topology-fresh-s", type=float, default=900.0, metavar="S",
+                       help="with --db: FDB/ARP/LLDP/IP samples older than this are ignored")
         p.add_argument("--firmware-dir", metavar="DIR", help="approved-firmware records (default "
                                                              "firmware_configs/firmware)")
 
@@ -119,8 +125,13 @@ def _load_inputs(args: argparse.Namespace, need_obs: bool = True) -> dict[str, A
     if args.observations:
         out["obs"] = Observations.load(args.observations)
     elif args.db:
-        raise ConfigError("reading observations from the collector DB is not wired yet; "
-                          "pass --observations FILE.json")
+        from collector.compliance.build import observations_from_store, open_collector_db
+        db = open_collector_db(args.db)
+        try:
+            out["obs"] = observations_from_store(db, campus, offline_after_s=args.offline_after_s,
+                                                 topology_fresh_s=args.topology_fresh_s)
+        finally:
+            db.close()
     else:
         raise ConfigError("no observations: give --observations FILE.json")
     out["catalog"] = load_catalog(args.firmware_dir or DEFAULT_FIRMWARE_DIR, strict=args.strict)

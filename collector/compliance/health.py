@@ -55,10 +55,47 @@ def building_health(building: str, campus: CampusModel, registry: Registry, obs:
                         for c in sorted({category(r.check) for r in cov + comp})},
         "findings": [r.to_dict() for r in findings[:top]], "findings_total": len(findings),
     }
+    out.update(_load_and_errors(building, campus, obs, seen_devs, aps, top))
     if store is not None:
         out["history"] = {"coverage": store.history("coverage", building=building),
                           "compliance": store.history("compliance", building=building)}
     return out
+
+
+def _load_and_errors(building: str, campus: CampusModel, obs: Observations, seen_devs: list, aps: list,
+                     top: int) -> dict[str, Any]:
+    """Interfaces with errors, the busiest interfaces and AP client load of a building."""
+    devs = {d.id for d in seen_devs}
+    rows = []
+    for i in obs.interfaces:
+        if i.device not in devs:
+            continue
+        p = campus.port(i.device, i.name, i.if_index)
+        rows.append((i, p))
+
+    def ifrow(i, p) -> dict[str, Any]:
+        return {"device": i.device, "ifIndex": i.if_index, "name": i.name, "speed_mbps": i.speed_mbps,
+                "oper_up": i.oper_up, "role": p.role if p else None, "room": p.room if p else None,
+                "util_in_pct": i.util_in_pct, "util_out_pct": i.util_out_pct,
+                "in_errors_ps": i.in_errors_ps, "out_errors_ps": i.out_errors_ps, "time": iso(i.time)}
+
+    errs = [(i, p) for i, p in rows if (i.in_errors_ps or 0) > 0 or (i.out_errors_ps or 0) > 0]
+    errs.sort(key=lambda x: -((x[0].in_errors_ps or 0) + (x[0].out_errors_ps or 0)))
+    util = [(i, p) for i, p in rows if i.util_in_pct is not None or i.util_out_pct is not None]
+    util.sort(key=lambda x: -max(x[0].util_in_pct or 0, x[0].util_out_pct or 0))
+    ap_ids = {a.id for a in aps} | {a for a in obs.aps if (campus.device_building(a) or None) == building}
+    load = [{"ap": a, "room": (campus.devices[a].room if a in campus.devices else None),
+             "up": obs.aps[a].up, "clients": obs.aps[a].clients, "time": iso(obs.aps[a].time)}
+            for a in sorted(ap_ids) if a in obs.aps]
+    load.sort(key=lambda x: -(x["clients"] or 0))
+    up_ifs = [i for i, _p in rows if i.oper_up]
+    return {
+        "interfaces": {"total": len(rows), "up": len(up_ifs),
+                       "with_errors": [ifrow(i, p) for i, p in errs[:top]], "with_errors_total": len(errs),
+                       "top_utilisation": [ifrow(i, p) for i, p in util[:top] if max(i.util_in_pct or 0,
+                                                                                   i.util_out_pct or 0) > 0]},
+        "ap_load": {"clients_total": sum(x["clients"] or 0 for x in load), "aps": load},
+    }
 
 
 def device_detail(device_id: str, campus: CampusModel, registry: Registry, obs: Observations, catalog: Catalog,

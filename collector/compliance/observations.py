@@ -70,6 +70,13 @@ class InterfaceObs:
     oper_up: bool | None
     admin_up: bool | None = None
     time: float | None = None
+    # optional load/error figures (SNMP ``interface`` fields) for health summaries
+    util_in_pct: float | None = None
+    util_out_pct: float | None = None
+    in_errors_ps: float | None = None
+    out_errors_ps: float | None = None
+    in_errors: float | None = None
+    out_errors: float | None = None
 
 
 @dataclass
