@@ -92,6 +92,17 @@ def serve(cfg) -> int:
     store = open_store(cfg)
     ingest = Ingest(cfg.mqtt, store, cfg.ingest)
     app = create_app(store, ingest, cfg.agents.offline_after_s)
+    alerting = None
+    if getattr(cfg, "rules", None) is not None:  # rule engine, notifications, alert API, console
+        from .alerting import Alerting
+        try:
+            alerting = Alerting(cfg, store, ingest)
+        except (ConfigError, OSError) as e:
+            print(f"campus-sense collector: rules: {e}", file=sys.stderr)
+            store.close()
+            return 2
+        alerting.mount(app)
+        alerting.start()
     from .compliance.service import attach as attach_compliance  # coverage/compliance API + history job
     compliance = attach_compliance(app, store, getattr(cfg, "campus", None), cfg.agents.offline_after_s)
     server = uvicorn.Server(uvicorn.Config(app, host=cfg.api.host, port=cfg.api.port, log_level="warning",
@@ -119,6 +130,8 @@ def serve(cfg) -> int:
         server.should_exit = True
         compliance.stop()
         ingest.stop()
+        if alerting is not None:
+            alerting.stop()
         web.join(5)
         store.close()
         log.info("collector stopped")

@@ -1,0 +1,411 @@
+"""Wiring of the rule engine and notifications into the running collector.
+
+``Alerting(cfg, store)`` builds
+- a ``RuleEngine`` over ``load_rules(*cfg.rules.paths)`` with its own ``AlertStore``
+  (``rules.db``, a separate SQLite file so alert writes never wait on sample commits);
+- ``device_meta`` from the collector store (``devices`` table: agent, site, building, facts;
+  room/type from the agent's birth message ``devices`` list), cached, invalidated on
+  birth/facts messages and when a device first appears;
+- ``topology`` (device -> upstream switch) from LLDP samples when there are any (neighbour of a
+  higher-ranked type is upstream), rebuilt at most once a minute;
+- optionally a ``Notifier`` (``notify.config``) running on its own asyncio loop thread;
+- a ``ChangeHub`` fanning ``AlertChange``s out to SSE clients (asyncio queues on the API loop).
+
+``on_message`` is the ingest subscriber: it only puts the message on a bounded queue (never
+blocks; a full queue drops the message, counted in ``stats['dropped']`` and logged at most once
+a minute). One engine thread takes messages from the queue, feeds ``on_samples`` /
+``on_events`` / ``on_agent_state`` and calls ``tick`` every ``rules.tick_s``. ``stop()`` drains
+the queue, flushes last-seen times and stops the notifier.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from campus_sense import wire
+from campus_sense.yamlconf import ConfigError
+
+log = logging.getLogger("collector.alerting")
+
+#: higher = closer to the core; an LLDP neighbour of higher rank is upstream
+_TYPE_RANK = {"router": 5, "firewall": 5, "core": 4, "core-switch": 4, "distribution": 3,
+              "distribution-switch": 3, "switch": 2, "access-switch": 2, "wlc": 2}
+
+#: measurements / event types that make an alert a "network" alert (visible to the it role)
+NETWORK_MEASUREMENTS = frozenset({"interface", "agent_poll", "system", "agent", "lldp"})
+NETWORK_EVENTS = frozenset({"link_down", "link_up", "port_down", "port_up", "link_flap", "uplink_down",
+                            "stp_change", "poe_fault"})
+
+
+class ChangeHub:
+    """Thread-safe fan-out of alert changes to asyncio subscribers (SSE streams)."""
+
+    def __init__(self, max_queue: int = 1000):
+        self._subs: dict[int, tuple[asyncio.AbstractEventLoop, asyncio.Queue, Any]] = {}
+        self._lock = threading.Lock()
+        self._next = 0
+        self.max_queue = max_queue
+        self.seq = 0
+
+    def subscribe(self, loop: asyncio.AbstractEventLoop, accept=None) -> tuple[int, asyncio.Queue]:
+        q: asyncio.Queue = asyncio.Queue(self.max_queue)
+        with self._lock:
+            self._next += 1
+            self._subs[self._next] = (loop, q, accept)
+            return self._next, q
+
+    def unsubscribe(self, sid: int) -> None:
+        with self._lock:
+            self._subs.pop(sid, None)
+
+    @property
+    def clients(self) -> int:
+        return len(self._subs)
+
+    def publish(self, change) -> None:
+        """Engine listener (any thread)."""
+        with self._lock:
+            if not self._subs:
+                return
+            self.seq += 1
+            subs = list(self._subs.values())
+            seq = self.seq
+        d = change.to_dict() if hasattr(change, "to_dict") else dict(change)
+        d["seq"] = seq
+        data = json.dumps(d, default=str, separators=(",", ":"))
+        alert = change.alert if hasattr(change, "alert") else None
+        for loop, q, accept in subs:
+            if accept is not None and alert is not None and not accept(alert):
+                continue
+            try:
+                loop.call_soon_threadsafe(_put, q, data)
+            except RuntimeError:  # loop closed
+                pass
+
+
+def _put(q: asyncio.Queue, data: str) -> None:
+    try:
+        q.put_nowait(data)
+    except asyncio.QueueFull:
+        # slow client: tell it to reload instead of silently losing changes
+        while not q.empty():
+            q.get_nowait()
+        q.put_nowait('{"kind":"resync"}')
+
+
+class Alerting:
+    def __init__(self, cfg, store, ingest=None):
+        from .rules import AlertStore, RuleEngine, load_rules
+
+        self.cfg = cfg
+        self.rules_cfg = cfg.rules
+        self.store = store
+        self.ingest = ingest
+        self.rule_paths = list(cfg.rules.paths)
+        ruleset = load_rules(*self.rule_paths)  # ConfigError names file:line
+        self.alert_store = AlertStore(cfg.rules.db)
+        self._meta_lock = threading.Lock()
+        self._missing: set[str] = set()
+        self._topo: dict[str, str] = {}
+        self._topo_at = 0.0
+        self.engine = RuleEngine(ruleset, self.alert_store, device_meta=self.device_meta, topology=self.topology)
+        self.hub = ChangeHub()
+        self.engine.listeners.append(self.hub.publish)
+        self.notifier = None
+        if cfg.notify is not None:
+            from .notify import Notifier
+            db = Path(cfg.rules.db)
+            ndb = db.with_name(db.stem + "-notify" + (db.suffix or ".db")) if cfg.rules.db != ":memory:" else ":memory:"
+            self.notifier = Notifier(cfg.notify.config, ndb)
+            self.engine.listeners.append(self.notifier.on_alert_change)
+        self._q: queue.Queue = queue.Queue(cfg.rules.queue_max)
+        self.stats = {"queued": 0, "processed": 0, "dropped": 0, "engine_errors": 0, "ticks": 0,
+                      "engine_cpu_s": 0.0}
+        self._drop_logged = 0.0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: threading.Thread | None = None
+        self.network_rules: frozenset[str] = frozenset()
+        self._update_network_rules()
+        if ingest is not None:
+            ingest.subscribers.append(self.on_message)
+
+    # ------------------------------------------------------------ lifecycle
+    def mount(self, app) -> None:
+        """Add the alert API (/api/v1/alerts, /silences, /rules, /notifications) and the console."""
+        from .api.alerts import router as alerts_router
+        from .api.console import router as console_router
+        app.state.alerting = self
+        app.include_router(alerts_router(self), prefix="/api/v1")
+        app.include_router(console_router())
+
+    def start(self) -> "Alerting":
+        if self.notifier is not None:
+            self._loop = asyncio.new_event_loop()
+            self._loop_thread = threading.Thread(target=self._loop.run_forever, name="notify", daemon=True)
+            self._loop_thread.start()
+            asyncio.run_coroutine_threadsafe(self.notifier.start(), self._loop).result(10)
+        self._thread = threading.Thread(target=self._run, name="alert-engine", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        try:
+            self.engine.flush()
+        except Exception:  # noqa: BLE001
+            log.exception("alert engine flush failed")
+        if self.notifier is not None and self._loop is not None:
+            try:
+                asyncio.run_coroutine_threadsafe(self.notifier.stop(), self._loop).result(10)
+            except Exception:  # noqa: BLE001
+                log.exception("notifier stop failed")
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._loop_thread.join(5)
+            self.notifier.close()
+        self.alert_store.close()
+
+    # ------------------------------------------------------------ ingest side (ingest thread: must be fast)
+    def on_message(self, msg: wire.Message) -> None:
+        try:
+            self._q.put_nowait(msg)
+            self.stats["queued"] += 1
+        except queue.Full:
+            self.stats["dropped"] += 1
+            now = time.monotonic()
+            if now - self._drop_logged > 60:
+                self._drop_logged = now
+                log.warning("alert engine queue full (%d messages): dropping committed messages for the rule "
+                            "engine (%d dropped so far); data is stored, only alert evaluation misses them",
+                            self._q.maxsize, self.stats["dropped"])
+
+    # ------------------------------------------------------------ engine thread
+    def _run(self) -> None:
+        tick_s = self.rules_cfg.tick_s
+        next_tick = time.monotonic()
+        get = self._q.get
+        while True:
+            wait = next_tick - time.monotonic()
+            try:
+                msg = get(timeout=max(0.0, min(wait, 0.5)))
+            except queue.Empty:
+                msg = None
+            if msg is not None:
+                self._handle(msg)
+            if time.monotonic() >= next_tick:
+                cpu0 = time.thread_time()
+                try:
+                    self.engine.tick()
+                    self.stats["ticks"] += 1
+                except Exception:  # noqa: BLE001
+                    self.stats["engine_errors"] += 1
+                    log.exception("alert engine tick failed")
+                self.stats["engine_cpu_s"] += time.thread_time() - cpu0
+                next_tick = time.monotonic() + tick_s
+            if self._stop.is_set() and self._q.empty():
+                break
+
+    def _handle(self, msg: wire.Message) -> None:
+        cpu0 = time.thread_time()
+        e = self.engine
+        try:
+            k = msg.kind
+            if k == "metrics":
+                if self._missing:
+                    self._check_missing(msg.items)
+                e.on_samples(msg.items, agent=msg.agent)
+            elif k == "events":
+                if self._missing:
+                    self._check_missing(msg.items)
+                e.on_events(msg.items, agent=msg.agent)
+            elif k == "facts":
+                for it in msg.items:
+                    self._invalidate(it.get("d"))
+            else:
+                b = msg.body
+                t = b.get("sent_ms") if type(b.get("sent_ms")) is int else int(time.time() * 1000)
+                if k == "birth":
+                    for d in b.get("devices") or []:
+                        if isinstance(d, dict) and isinstance(d.get("id"), str):
+                            self._invalidate(d["id"])
+                            e.track_device(d["id"], t, agent=msg.agent)
+                e.on_agent_state(msg.agent, k != "death", t, site=msg.topic.site, building=msg.topic.building)
+        except Exception:  # noqa: BLE001 - bad data must not stop the engine thread
+            self.stats["engine_errors"] += 1
+            log.exception("alert engine failed on a %s message from %s", msg.kind, msg.agent)
+        self.stats["processed"] += 1
+        self.stats["engine_cpu_s"] += time.thread_time() - cpu0
+
+    def _check_missing(self, items) -> None:
+        miss = self._missing
+        for it in items:
+            d = it.get("d")
+            if d in miss:
+                self._invalidate(d)
+
+    def _invalidate(self, d: str | None) -> None:
+        if d is None:
+            return
+        self._missing.discard(d)
+        self.engine.invalidate_device(d)
+
+    # ------------------------------------------------------------ device metadata / topology
+    def device_meta(self, d: str) -> dict | None:
+        """{site, building, room, type, tags, agent, facts} from the collector store (cached by the engine)."""
+        try:
+            dev = self.store.device(d)
+        except Exception:  # noqa: BLE001
+            log.exception("device lookup failed for %s", d)
+            dev = None
+        if dev is None:
+            self._missing.add(d)
+            return None
+        meta = {"site": dev.get("site"), "building": dev.get("building"), "agent": dev.get("agent"),
+                "tags": {}, "room": None, "type": None}
+        facts = dev.get("facts") or {}
+        for k in ("room", "type"):
+            if isinstance(facts.get(k), str):
+                meta[k] = facts[k]
+        if dev.get("agent"):
+            row = self.store.reader().execute("SELECT info FROM agents WHERE id=?", (dev["agent"],)).fetchone()
+            if row and row[0]:
+                try:
+                    info = json.loads(row[0])
+                except ValueError:
+                    info = {}
+                for dd in info.get("devices") or []:
+                    if isinstance(dd, dict) and dd.get("id") == d:
+                        for k in ("room", "type"):
+                            if dd.get(k):
+                                meta[k] = dd[k]
+                        if isinstance(dd.get("tags"), dict):
+                            meta["tags"] = {str(k): str(v) for k, v in dd["tags"].items()}
+                        break
+        if meta["room"] is None and meta["type"] is None and not dev.get("building"):
+            self._missing.add(d)  # look again when it shows up with more metadata
+        return meta
+
+    def topology(self, d: str) -> str | None:
+        now = time.monotonic()
+        if now - self._topo_at > 60:
+            self._topo_at = now
+            try:
+                self._topo = self._build_topology()
+            except Exception:  # noqa: BLE001
+                log.exception("topology from LLDP failed")
+        return self._topo.get(d)
+
+    def _build_topology(self) -> dict[str, str]:
+        c = self.store.reader()
+        rows = c.execute("SELECT device, tags FROM series WHERE measurement='lldp'").fetchall()
+        if not rows:
+            return {}
+        types: dict[str, str] = {}
+        for (info,) in c.execute("SELECT info FROM agents"):
+            try:
+                for dd in json.loads(info or "{}").get("devices") or []:
+                    if isinstance(dd, dict) and dd.get("id") and dd.get("type"):
+                        types[dd["id"]] = dd["type"]
+            except ValueError:
+                continue
+        names: dict[str, str] = {}
+        for did, facts in c.execute("SELECT id, facts FROM devices"):
+            names[did.lower()] = did
+            try:
+                sn = json.loads(facts or "{}").get("sysName")
+            except ValueError:
+                sn = None
+            if isinstance(sn, str):
+                names[sn.lower()] = did
+        rank = lambda x: _TYPE_RANK.get((types.get(x) or "").lower(), 0)  # noqa: E731
+        up: dict[str, str] = {}
+        for dev, tj in rows:
+            try:
+                tags = json.loads(tj)
+            except ValueError:
+                continue
+            rn = tags.get("remote_name") or tags.get("remote_chassis")
+            peer = names.get(str(rn).lower()) if rn else None
+            if not peer or peer == dev:
+                continue
+            if rank(dev) > rank(peer):
+                up.setdefault(peer, dev)
+            elif rank(peer) > rank(dev):
+                up.setdefault(dev, peer)
+        return up
+
+    # ------------------------------------------------------------ rules (API)
+    def _update_network_rules(self) -> None:
+        names = set()
+        for m in self.engine.ruleset.rules:
+            labels = getattr(m, "labels", None) or {}
+            meas = getattr(m, "measurement", None)
+            events = set(getattr(m, "event", None) or []) | set(getattr(m, "clear_event", None) or [])
+            if (labels.get("category") == "network" or labels.get("kind") == "network"
+                    or m.kind == "agent_offline" or meas in NETWORK_MEASUREMENTS
+                    or (events & NETWORK_EVENTS)):
+                names.add(m.name)
+        self.network_rules = frozenset(names)
+
+    def is_network(self, alert) -> bool:
+        labels = alert.labels or {}
+        return (alert.rule in self.network_rules or labels.get("category") == "network"
+                or alert.kind == "agent_offline")
+
+    def rule_files(self) -> list[Path]:
+        out: list[Path] = []
+        for p in self.rule_paths:
+            pp = Path(p)
+            if pp.is_dir():
+                out += sorted(x for x in pp.iterdir() if x.suffix in (".yaml", ".yml") and x.is_file())
+            else:
+                out.append(pp)
+        return out
+
+    def replace_rules(self, text: str, file: str | None = None) -> Any:
+        """Validate ``text`` as the new content of one rule file (together with the other files),
+        write it atomically and reload the engine. Raises ConfigError (file:line) on invalid YAML."""
+        from .rules import load_rules
+        files = self.rule_files()
+        if file is None:
+            if not files:
+                target = Path(self.rule_paths[0])
+                if target.is_dir():
+                    target = target / "rules.yaml"
+            else:
+                target = files[0]
+        else:
+            target = next((f for f in files if str(f) == file or f.name == file), None)
+            if target is None:
+                raise FileNotFoundError(f"{file} is not one of the configured rule files "
+                                        f"({', '.join(str(f) for f in files)})")
+        tmp = target.with_name(f".{target.name}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        try:
+            others = [str(f) for f in files if f != target]
+            try:
+                rs = load_rules(*others, str(tmp))
+            except ConfigError as e:
+                # name the real file, not the temporary one
+                raise ConfigError(str(e).replace(str(tmp), str(target))) from None
+            tmp.replace(target)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        self.engine.reload(rs)
+        self._update_network_rules()
+        return rs
+
+    def snapshot(self) -> dict:
+        return {**self.stats, "queue": self._q.qsize(), "queue_max": self._q.maxsize,
+                "sse_clients": self.hub.clients, "rules": len(self.engine.ruleset.rules),
+                "bad_items": self.engine.bad_items}
