@@ -1,0 +1,51 @@
+"""`campus-sense demo` runs the whole system with nothing installed beforehand and exits cleanly."""
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.peers import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_demo_serves_devices_interfaces_and_live_rates(tmp_path):
+    port = free_port()
+    p = subprocess.Popen([sys.executable, "-m", "campus_sense", "demo", "--port", str(port), "--duration", "30",
+                          "--interval", "3", "--data-dir", str(tmp_path)], cwd=ROOT,
+                         stdout=subprocess.PIPE, stderr=open(tmp_path / "demo.err", "wb"), text=True)
+    try:
+        out = ""
+        while "Ctrl-C" not in out:
+            line = p.stdout.readline()
+            assert line, f"demo exited early: {(tmp_path / 'demo.err').read_text()[-2000:]}"
+            out += line
+        token = re.search(r"API token\s+(\S+)", out).group(1)
+        assert f"http://127.0.0.1:{port}/api/v1" in out and "/docs" in out
+        h = {"Authorization": f"Bearer {token}"}
+        base = f"http://127.0.0.1:{port}/api/v1"
+        assert httpx.get(f"{base}/devices", timeout=5).status_code == 401   # the API needs the token
+        deadline = time.monotonic() + 25
+        rates = {}
+        while time.monotonic() < deadline and len(rates) < 3:
+            devs = httpx.get(f"{base}/devices", headers=h, timeout=5).json()
+            for d in devs:
+                ifs = httpx.get(f"{base}/devices/{d['id']}/interfaces", headers=h, timeout=5).json()
+                live = [i for i in ifs if i.get("in_bps")]
+                if live:
+                    rates[d["id"]] = (ifs, live)
+            time.sleep(1)
+        assert set(rates) == {"core-sw1", "access-sw1", "wlc1"}, rates.keys()
+        core_ifs, core_live = rates["core-sw1"]
+        assert any(i["speed_mbps"] == 10000 for i in core_ifs)          # 10G uplinks
+        access_ifs, _ = rates["access-sw1"]
+        assert sum(1 for i in access_ifs if i["speed_mbps"] == 1000) >= 48   # 48 access ports
+        assert all(i["in_bps"] > 0 for i in core_live)
+        assert p.wait(60) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
