@@ -223,17 +223,20 @@ def observations_from_collector(devices: Iterable[dict], agents: Iterable[dict],
                                                oper_up=fl.get("oper_up"), admin_up=fl.get("admin_up"),
                                                time=_ms(ts), **{k: _num(fl.get(k)) for k in _IF_EXTRA}))
         # ---- Wi-Fi (SNMP Wi-Fi profiles of controllers/APs; agent surveys)
+        ap_names: dict[str, str] = {}     # the controller's AP names -> campus ids (wifi_ap has the MAC)
         for tags, ts, fl in latest(dev, "wifi_ap"):
             ap = resolve(tags.get("ap"), tags.get("ap_mac"))
+            if ap is not None and tags.get("ap"):
+                ap_names[str(tags["ap"])] = ap
             if ap is not None and fl.get("up") is not None:
                 obs.aps[ap] = ApStatus(ap=ap, up=bool(fl["up"]), time=_ms(ts), clients=_int(fl.get("clients")))
         for tags, ts, fl in latest(dev, "wifi_clients"):
-            ap = resolve(tags.get("ap")) or (dev if cm is not None and cm.type == "ap" else None)
+            ap = ap_names.get(str(tags.get("ap"))) or resolve(tags.get("ap")) or (dev if cm is not None and cm.type == "ap" else None)
             n = _int(fl.get("clients"))
             if ap is not None and n is not None:
                 ap_clients[ap] = ap_clients.get(ap, 0) + n
         for tags, ts, fl in latest(dev, "wifi_client"):
-            ap = resolve(tags.get("ap")) or (dev if cm is not None and cm.type == "ap" else None)
+            ap = ap_names.get(str(tags.get("ap"))) or resolve(tags.get("ap")) or (dev if cm is not None and cm.type == "ap" else None)
             if fl.get("rssi_dbm") is None:
                 continue
             obs.wifi.append(WifiReading(ssid=tags.get("ssid"), bssid=_mac(tags.get("bssid")),

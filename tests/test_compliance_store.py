@@ -1,0 +1,204 @@
+"""Observations from a real collector SQLiteStore filled through its public ingest path
+(wire messages -> ``apply``): device facts, agents, interface samples, the SNMP driver's topology
+samples (fdb/arp/lldp/ip_address), Wi-Fi profile samples, netwatch stations, audit facts."""
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from campus_sense import wire
+from collector.campus.model import load_campus, load_registry
+from collector.campus.store import CampusStore
+from collector.compliance.build import observations_from_store
+from collector.compliance.coverage import evaluate_coverage
+from collector.compliance.firmware import evaluate_hardening
+from collector.compliance.health import building_health
+from collector.compliance.inventory import evaluate_inventory, where_is
+from collector.compliance.firmware import load_catalog
+from collector.store.sqlite import SQLiteStore
+
+FIX = Path(__file__).parent / "fixtures" / "campus"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Feed:
+    """Durable wire messages for one agent, decoded exactly as ingest does, applied to the store."""
+
+    def __init__(self, store: SQLiteStore, agent: str = "agent-a", building: str = "A"):
+        self.store, self.agent, self.building, self.seq = store, agent, building, 0
+
+    def send(self, kind: str, items: list[dict]) -> None:
+        self.seq += 1
+        payload = wire.encode_durable(kind, self.agent, "ep1", self.seq, int(time.time() * 1000),
+                                      [wire.encode_item(i) for i in items])
+        msg = wire.decode(wire.topic("north", self.building, self.agent, kind), payload)
+        res = self.store.apply([msg], [])
+        assert len(res.accepted) == 1
+
+    def state(self, kind: str, **body) -> None:
+        msg = wire.decode(wire.topic("north", self.building, self.agent, kind),
+                          wire.encode_state(kind, self.agent, int(time.time() * 1000), **body))
+        self.store.apply([msg], [])
+
+
+def ifs(device: str, t: int, rows: list[tuple]) -> list[dict]:
+    out = []
+    for idx, name, speed, up, extra in rows:
+        f = {"speed_mbps": speed, "oper_up": up, "admin_up": True, "in_bps": 1.0, **extra}
+        out.append(wire.sample("interface", device, t, f, {"ifIndex": str(idx), "ifName": name, "role": "access"}))
+    return out
+
+
+def topo(m: str, device: str, t: int, tags: dict) -> dict:
+    # shape of drivers.snmp.topology_samples: device tags first, the entry's tags, field seen=1
+    return wire.sample(m, device, t, {"seen": 1}, {"site": "north", **tags})
+
+
+def fill(store: SQLiteStore, now_ms: int) -> None:
+    a = Feed(store)
+    a.state("birth", version="t", config_hash="h", drivers=["snmp"], devices=[])
+    old = now_ms - 3600_000                   # an hour ago: outside the topology freshness window
+    a.send("facts", [
+        wire.facts("a-acc1", now_ms - 60_000, {"model": "S5735-L24T4X-A1", "firmware": "V200R022C00SPC500",
+                                              "serial": "2102351HLS10K1000001", "mac": "00:e0:fc:00:00:02",
+                                              "sysName": "a-acc1.campus.example", "ipv6": False}),
+        wire.facts("a-core", now_ms - 60_000, {"model": "C9300-48P", "sysName": "A-CORE",
+                                              "mac": "00:a0:c9:00:00:01"}),
+        # audit driver: insecure settings under "insecure"
+        wire.facts("a-acc2", now_ms - 60_000, {"model": "WS-C2960X-24PS-L", "serial": "FOC1930W0AB",
+                                              "insecure": {"snmp_communities": ["public"], "snmp_versions": ["2c"],
+                                                           "telnet_open": True, "http_mgmt": True,
+                                                           "https_mgmt": False, "clock_offset_s": 42.0}}),
+        # netwatch: passive station table
+        wire.facts("probe-a", now_ms - 30_000, {"netwatch_stations": [
+            {"mac": "00:1b:1c:00:00:15", "ip": "10.0.5.15", "first_seen": now_ms / 1000 - 900,
+             "last_seen": now_ms / 1000 - 30}], "netwatch_stations_total": 1}),
+    ])
+    a.send("metrics", [
+        *ifs("a-acc1", now_ms - 10_000, [
+            (2, "GE0/0/2", 100, True, {"util_in_pct": 91.5, "util_out_pct": 3.0}),
+            (5, "GE0/0/5", 1000, True, {"in_errors_ps": 4.0, "util_in_pct": 1.0}),
+            (25, "XGE0/0/1", 10000, True, {}), (26, "XGE0/0/2", 10000, False, {})]),
+        wire.sample("agent_poll", "a-acc1", now_ms - 10_000, {"ok": True, "duration_s": 0.2}, {"driver": "snmp"}),
+        wire.sample("agent_poll", "a-acc2", now_ms - 10_000,
+                    {"ok": False, "reason": "timeout", "error": "no response"}, {"driver": "snmp"}),
+    ])
+    # topology: a stale FDB entry (old cycle) and a fresh cycle
+    a.send("metrics", [topo("fdb", "a-acc1", old, {"mac": "00:1b:1c:00:00:99", "ifIndex": "4", "ifName": "GE0/0/4",
+                                                   "vlan": "50"})])
+    a.send("metrics", [
+        topo("fdb", "a-acc1", now_ms - 20_000, {"mac": "00:1b:1c:00:00:12", "ifIndex": "5", "ifName": "GE0/0/5",
+                                                "vlan": "50"}),
+        topo("fdb", "a-acc1", now_ms - 20_000, {"mac": "de:ad:be:ef:00:01", "ifIndex": "2", "ifName": "GE0/0/2",
+                                                "vlan": "50"}),
+        topo("lldp", "a-acc1", now_ms - 20_000, {"ifIndex": "25", "local_port": "XGE0/0/1",
+                                                 "remote_chassis": "00:a0:c9:00:00:01", "remote_port": "Te1/0/1",
+                                                 "remote_name": "A-CORE.campus.example"}),
+        topo("ip_address", "a-core", now_ms - 20_000, {"ip": "10.0.0.1", "family": "ipv4", "ifIndex": "1"}),
+        topo("ip_address", "a-core", now_ms - 20_000, {"ip": "fe80::1", "family": "ipv6", "ifIndex": "1",
+                                                       "scope": "link"}),
+        topo("ip_address", "a-core", now_ms - 20_000, {"ip": "2001:db8:1::1", "family": "ipv6", "ifIndex": "1"}),
+        topo("arp", "a-core", now_ms - 20_000, {"ip": "10.0.5.12", "mac": "00:1b:1c:00:00:12", "ifIndex": "50"}),
+    ])
+    # Wi-Fi as the SNMP Wi-Fi profiles emit it (controller wlc-1) + an agent survey
+    a.send("metrics", [
+        wire.sample("wifi_ap", "wlc-1", now_ms - 5_000, {"up": False}, {"ap": "a-ap-103", "ap_mac": "10:4f:58:00:01:03"}),
+        wire.sample("wifi_ap", "wlc-1", now_ms - 5_000, {"up": True}, {"ap": "AP-201", "ap_mac": "10:4f:58:00:02:01"}),
+        wire.sample("wifi_clients", "wlc-1", now_ms - 5_000, {"clients": 17}, {"ap": "AP-201", "band": "5GHz"}),
+        wire.sample("wifi_clients", "wlc-1", now_ms - 5_000, {"clients": 4}, {"ap": "AP-201", "band": "2.4GHz"}),
+        wire.sample("wifi_client", "wlc-1", now_ms - 5_000, {"rssi_dbm": -58, "snr_db": 33},
+                    {"mac": "aa:aa:aa:00:00:01", "ap": "AP-201"}),
+        wire.sample("wifi_survey", "probe-a", now_ms - 5_000, {"signal_dbm": -79, "noise_dbm": -90},
+                    {"ssid": "Campus", "bssid": "10:4f:58:00:01:02", "room": "A-102"}),
+    ])
+
+
+def test_observations_from_real_store(tmp_path):
+    now = time.time()
+    now_ms = int(now * 1000)
+    store = SQLiteStore(str(tmp_path / "c.db"))
+    fill(store, now_ms)
+    campus = load_campus(FIX / "campus.yaml").value
+    obs = observations_from_store(store, campus, now)
+
+    assert obs.devices["a-acc1"].online is True and obs.devices["a-acc2"].online is False
+    assert obs.devices["a-acc1"].facts["firmware"] == "V200R022C00SPC500"
+    # topology samples: only the fresh FDB cycle; ifName/vlan/time from the sample
+    assert sorted((e.switch, e.port, e.mac, e.vlan) for e in obs.fdb) == [
+        ("a-acc1", "GE0/0/2", "de:ad:be:ef:00:01", 50), ("a-acc1", "GE0/0/5", "00:1b:1c:00:00:12", 50)]
+    assert abs(obs.fdb[0].last_seen - (now - 20)) < 1
+    assert [(l.local_port, l.remote_device, l.remote_port) for l in obs.lldp] == [("XGE0/0/1", "a-core", "Te1/0/1")]
+    assert obs.ipv6["a-core"] == ["2001:db8:1::1", "fe80::1"] and obs.ipv6["a-acc1"] == []
+    assert [(e.ip, e.mac, e.device) for e in obs.arp] == [("10.0.5.12", "00:1b:1c:00:00:12", "a-core")]
+    # interfaces carry load/error figures
+    ge2 = obs.interface("a-acc1", "GE0/0/2")
+    assert ge2.speed_mbps == 100 and ge2.util_in_pct == 91.5
+    # Wi-Fi: AP by name or by MAC, per-band client counts summed, client RSSI, survey
+    assert obs.aps["a-ap-103"].up is False and obs.aps["a-ap-201"].up is True and obs.aps["a-ap-201"].clients == 21
+    assert {(w.source, w.ap, w.room) for w in obs.wifi} == {("ap_client", "a-ap-201", None),
+                                                           ("survey", None, "A-102")}
+    # netwatch station -> sighting; audit facts reach the device
+    assert [(s.mac, s.ip, s.source) for s in obs.sightings] == [("00:1b:1c:00:00:15", "10.0.5.15", "netwatch")]
+    assert obs.devices["a-acc2"].facts["insecure"]["telnet_open"] is True
+    assert [a.id for a in obs.agents] == ["agent-a"] and obs.agents[0].online
+
+    cov = {(r.check, r.subject): r.status for r in evaluate_coverage(campus, obs, building="A")}
+    assert cov[("desk_port_speed", "a-acc1 GE0/0/2")] == "fail"
+    assert cov[("uplink_redundancy", "a-acc1")] == "fail"          # second uplink down
+    assert cov[("wifi_coverage", "A-102")] == "fail" and cov[("wifi_coverage", "A-201")] == "pass"
+    assert cov[("wifi_coverage", "A-103")] == "unknown"
+    assert cov[("ipv6", "a-core")] == "pass"
+    hard = {(r.check, r.device): r.status for r in evaluate_hardening(campus, obs)}
+    assert hard[("telnet", "a-acc2")] == "fail" and hard[("clock_drift", "a-acc2")] == "fail"
+
+    reg = load_registry(FIX / "assets.csv", campus=campus).value
+    inv = {(r.check, r.subject): r for r in evaluate_inventory(campus, reg, obs)}
+    assert inv[("inventory_moved", "AT-0012")].status == "fail"    # FDB sample: GE0/0/5 = A-103, registered A-102
+    assert any(c == "inventory_unknown" and "de:ad:be:ef:00:01" in s for c, s in inv)
+    w = where_is("de:ad:be:ef:00:01", campus, reg, obs)
+    m = w["matches"][0]
+    assert (m["switch"], m["port"], m["room"]) == ("a-acc1", "GE0/0/2", "A-102") and m["last_seen"]
+    w = where_is("10.0.5.12", campus, reg, obs)
+    assert w["matches"][0]["port"] == "GE0/0/5"
+
+    h = building_health("A", campus, reg, obs, load_catalog(FIX / "firmware"))
+    assert h["interfaces"]["with_errors"][0]["name"] == "GE0/0/5"
+    assert h["interfaces"]["top_utilisation"][0]["name"] == "GE0/0/2"
+    assert h["ap_load"]["clients_total"] == 21 and h["ap_load"]["aps"][0]["ap"] == "a-ap-201"
+    store.close()
+
+
+def test_cli_report_reads_collector_db(tmp_path):
+    now_ms = int(time.time() * 1000)
+    db = tmp_path / "c.db"
+    store = SQLiteStore(str(db))
+    fill(store, now_ms)
+    store.close()
+    cs = CampusStore(db)
+    cs.save_campus(load_campus(FIX / "campus.yaml").value)
+    cs.save_registry(load_registry(FIX / "assets.csv").value)
+
+    def report(*a):
+        return subprocess.run([sys.executable, "-m", "campus_sense", "report", *a], cwd=ROOT, capture_output=True,
+                              text=True, timeout=120)
+    r = report("coverage", "--building", "A", "--format", "json", "--db", str(db),
+               "--firmware-dir", str(FIX / "firmware"))
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    checks = {(c["check"], c["subject"]): c["status"] for b in rep["buildings"]
+              for c in b["checks"] + [x for room in b["rooms"] for x in room["checks"]]}
+    assert checks[("desk_port_speed", "a-acc1 GE0/0/2")] == "fail"
+    assert checks[("wifi_coverage", "A-102")] == "fail"
+    r = report("compliance", "--format", "csv", "--db", str(db), "--firmware-dir", str(FIX / "firmware"))
+    assert r.returncode == 0, r.stderr
+    assert "inventory_moved" in r.stdout and "telnet" in r.stdout
+    r = report("where", "de:ad:be:ef:00:01", "--db", str(db))
+    assert r.returncode == 0 and json.loads(r.stdout)["matches"][0]["port"] == "GE0/0/2"
+    hist = json.loads(report("history", "--db", str(db), "--kind", "coverage", "--building", "A").stdout)
+    assert len(hist) == 1                                          # the coverage run above was recorded
+    # a DB without collector tables: clear error, exit 2
+    other = tmp_path / "campus-only.db"
+    CampusStore(other).save_campus(load_campus(FIX / "campus.yaml").value)
+    r = report("coverage", "--db", str(other))
+    assert r.returncode == 2 and "not a collector database" in r.stderr
