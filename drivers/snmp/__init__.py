@@ -11,10 +11,13 @@ Records per poll: ``interface`` samples (tags ifIndex, ifName), one ``system`` s
 (uptime_s), ``Facts`` (sysObjectID, sysDescr, sysName, vendor, mac, ...: on the first poll,
 when they change and at least every ``facts_interval_s``), and ``link_down``/``link_up`` events
 when an interface's oper status changes between polls (``device_restart`` when sysUpTime went
-backwards). Other code (vendor profiles) builds on :mod:`drivers.snmp.client`.
+backwards), and every ``topology_interval_s`` one ``fdb``/``arp``/``lldp``/``ip_address`` sample
+per table entry (see README "Topology samples"). Other code (vendor profiles) builds on :mod:`drivers.snmp.client`.
 """
 from __future__ import annotations
 
+import asyncio
+import ipaddress
 import logging
 import time
 from typing import Any, Literal
@@ -29,7 +32,7 @@ from drivers.snmp.ifmib import (Interface, RateTracker, SystemInfo, read_interfa
 
 log = logging.getLogger("campus_sense.snmp")
 
-__all__ = ["Options", "SnmpDriver", "create", "DeviceError"]
+__all__ = ["Options", "SnmpDriver", "create", "DeviceError", "topology_samples"]
 
 
 class Options(BaseModel):
@@ -51,6 +54,9 @@ class Options(BaseModel):
     retries: int = Field(1, ge=0, le=10)
     max_repetitions: int = Field(25, ge=1, le=200)
     facts_interval_s: float = Field(3600.0, gt=0)
+    #: LLDP neighbours, bridge FDB, ARP/ND and own addresses as ``lldp``/``fdb``/``arp``/``ip_address``
+    #: samples, at most this often (s); 0 disables. Collected in the background on its own session.
+    topology_interval_s: float = Field(300.0, ge=0)
     #: "auto": v2c walks use the lean BER path in fastv2c (about 10x less CPU than pysnmp,
     #: see bench/snmp_vs_exporter.py); v3 always uses pysnmp (USM). "pysnmp" forces pysnmp.
     engine: Literal["auto", "pysnmp"] = "auto"
@@ -166,6 +172,9 @@ class SnmpDriver:
         self._depth_facts: dict[str, Any] = {}   # drivers.snmp.tables: model, serial, firmware, ipv6...
         self._depth_entity: dict | None = None
         self._depth_at = float("-inf")
+        self._topo_task: asyncio.Task | None = None
+        self._topo_at = float("-inf")
+        self.topology_errors: dict[str, str] = {}
 
     async def poll(self) -> list[Record]:
         system = await read_system(self.session)
@@ -212,6 +221,7 @@ class SnmpDriver:
         self._oper = {i.index: i.oper_up for i in interfaces}
 
         records.extend(await self._depth(system.object_id))
+        records.extend(await self._topology(system.object_id))
         facts = self._make_facts(system, interfaces)
         facts.update({k: v for k, v in self._depth_facts.items() if k not in facts})
         now = time.monotonic()
@@ -245,6 +255,70 @@ class SnmpDriver:
             r.tags = {**tags, **r.tags}
         return recs
 
+    # ------------------------------------------------------------------ topology
+    #: how long poll() waits for a topology collection it just started before leaving it to run
+    #: in the background (its samples then come with the next poll)
+    TOPOLOGY_WAIT_S = 2.0
+
+    async def _topology(self, sys_object_id: str | None) -> list[Record]:
+        """Topology samples (lldp/fdb/arp/ip_address) every ``topology_interval_s``.
+
+        Collected by a background task on its own session, so a slow or failing table never
+        delays or fails the IF-MIB poll: poll() waits at most TOPOLOGY_WAIT_S for a collection it
+        starts; otherwise the samples (stamped with the collection time) come with a later poll."""
+        if self.options.topology_interval_s <= 0:
+            return []
+        out: list[Record] = []
+        try:
+            task = self._topo_task
+            if task is not None and task.done():
+                self._topo_task = None
+                out.extend(self._topology_result(task))
+            now = time.monotonic()
+            if self._topo_task is None and not out and now - self._topo_at >= self.options.topology_interval_s:
+                self._topo_at = now
+                task = asyncio.create_task(self._collect_topology(sys_object_id),
+                                           name=f"snmp-topology-{self.device_id}")
+                self._topo_task = task
+                done, _ = await asyncio.wait({task}, timeout=min(self.TOPOLOGY_WAIT_S, self.options.timeout_s))
+                if task in done:
+                    self._topo_task = None
+                    out.extend(self._topology_result(task))
+        except Exception as e:  # noqa: BLE001 - isolation: the poll keeps its records
+            log.warning("%s: topology collection failed: %s", self.device_id, e)
+        return out
+
+    def _topology_result(self, task: asyncio.Task) -> list[Record]:
+        if task.cancelled():
+            return []
+        e = task.exception()
+        if e is not None:
+            log.warning("%s: topology collection failed: %s", self.device_id, e)
+            self.topology_errors = {"topology": f"{type(e).__name__}: {e}"}
+            return []
+        return task.result()
+
+    async def _collect_topology(self, sys_object_id: str | None) -> list[Record]:
+        from drivers.snmp.tables import collect_sections, vlan_session_factory
+        o = self.options
+        session = open_session(o)
+        if o.version == "2c" and o.engine == "auto":
+            from drivers.snmp.fastv2c import FastV2cSession
+            vlan = vlan_session_factory(o.target(), FastV2cSession.from_target)
+        else:
+            vlan = vlan_session_factory(o.target(), SnmpSession)
+        deadline = max(30.0, 8 * o.timeout_s * (o.retries + 1))
+        try:
+            sec = await collect_sections(session, sys_object_id, ["lldp", "fdb", "arp", "ip_addresses"],
+                                         deadline_s=deadline, vlan_session=vlan,
+                                         max_repetitions=o.max_repetitions)
+        finally:
+            await session.close()
+        self.topology_errors = dict(sec.get("_errors") or {})
+        if self.topology_errors:
+            log.info("%s: topology tables incomplete: %s", self.device_id, self.topology_errors)
+        return topology_samples(self.device_id, sec, self.tags)
+
     def _make_facts(self, system: SystemInfo, interfaces: list[Interface]) -> dict[str, Any]:
         facts: dict[str, Any] = {"sysObjectID": system.object_id, "sysDescr": system.descr,
                                  "sysName": system.name}
@@ -263,7 +337,75 @@ class SnmpDriver:
         return facts
 
     async def close(self) -> None:
+        task, self._topo_task = self._topo_task, None
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
         await self.session.close()
+
+
+def _put(tags: dict[str, str], key: str, v: Any) -> None:
+    if v is not None and v != "":
+        tags[key] = str(v)
+
+
+def _scope(ip: str) -> str | None:
+    try:
+        a = ipaddress.ip_address(ip)
+    except ValueError:
+        return None
+    if a.is_loopback:
+        return "host"
+    if a.is_link_local:
+        return "link"
+    return "global"
+
+
+def topology_samples(device: str, sections: dict, tags: dict[str, str] | None = None,
+                     time_ms: int | None = None) -> list[Sample]:
+    """collect_sections() lldp/fdb/arp/ip_addresses -> one Sample per entry, fields {"seen": 1}.
+
+    Tags (absent when the device does not say): fdb: mac, ifIndex, ifName, vlan; arp: ip, mac,
+    ifIndex; lldp: ifIndex, local_port, remote_chassis, remote_port, remote_name; ip_address: ip,
+    family (ipv4|ipv6), ifIndex, prefix, scope (host|link|global). Device tags come first, the
+    entry's tags win."""
+    base = dict(tags or {})
+    out: list[Sample] = []
+
+    def add(measurement: str, t: dict[str, str]) -> None:
+        s = Sample(measurement, device, {"seen": 1}, {**base, **t})
+        if time_ms is not None:
+            s.time_ms = time_ms
+        out.append(s)
+
+    for r in sections.get("fdb") or []:
+        t: dict[str, str] = {}
+        for k in ("mac", "ifIndex", "ifName", "vlan"):
+            _put(t, k, r.get(k))
+        add("fdb", t)
+    for r in sections.get("arp") or []:
+        t = {}
+        for k in ("ip", "mac", "ifIndex"):
+            _put(t, k, r.get(k))
+        add("arp", t)
+    for r in sections.get("lldp") or []:
+        t = {}
+        _put(t, "ifIndex", r.get("ifIndex"))
+        _put(t, "local_port", r.get("local_port"))
+        _put(t, "remote_chassis", r.get("chassis_id"))
+        _put(t, "remote_port", r.get("port_id"))
+        _put(t, "remote_name", r.get("sys_name"))
+        add("lldp", t)
+    for r in sections.get("ip_addresses") or []:
+        t = {}
+        _put(t, "ip", r.get("ip"))
+        _put(t, "family", {4: "ipv4", 6: "ipv6"}.get(r.get("family")))
+        _put(t, "ifIndex", r.get("ifIndex"))
+        _put(t, "prefix", r.get("prefix_len"))
+        if r.get("ip"):
+            _put(t, "scope", _scope(str(r["ip"])))
+        add("ip_address", t)
+    return out
 
 
 def create(device_id: str, options: Options, tags: dict[str, str]) -> SnmpDriver:
