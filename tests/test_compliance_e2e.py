@@ -88,6 +88,21 @@ versions:
 """
 
 
+# the alert engine is wired too: building health counts its open alerts
+RULES = """
+rules:
+  - name: slow-desk-port
+    kind: threshold
+    measurement: interface
+    field: speed_mbps
+    op: "<"
+    value: 1000
+    item_tags: ["ifName=Fa3/0/48"]
+    for: 0s
+    summary: "{device} {ifName} at {value} Mb/s"
+"""
+
+
 @pytest.fixture
 def mqtt_users():
     return {"agent-a": secrets.token_hex(8), "collector": secrets.token_hex(8), "probe-a": secrets.token_hex(8)}
@@ -125,7 +140,9 @@ def test_live_coverage_compliance_where_is_and_cli(tmp_path, mosquitto, mqtt_use
     ccfg = write_config(tmp_path / "collector.yaml", mosquitto.port, "collector", mqtt_users["collector"], db,
                         api_port, client_id="collector-compliance-e2e",
                         extra="agents: {offline_after_s: 60}\n"
-                              "campus: {model: [campus.yaml], registry: [assets.csv], firmware_dir: fw, cache_s: 0}\n")
+                              "campus: {model: [campus.yaml], registry: [assets.csv], firmware_dir: fw, cache_s: 0}\n"
+                              "rules: {paths: [rules.yaml], db: alerts.db}\n")
+    (tmp_path / "rules.yaml").write_text(RULES)
     (tmp_path / "agent.pass").write_text(mqtt_users["agent-a"] + "\n")
     acfg = tmp_path / "agent.yaml"
     acfg.write_text(
@@ -221,7 +238,10 @@ def test_live_coverage_compliance_where_is_and_cli(tmp_path, mosquitto, mqtt_use
         # ---- admin health + device detail with live data
         h = get("/compliance/buildings/A/health")
         assert h["devices"]["online"] >= 2 and h["ap_load"]["clients_total"] == 23
-        assert h["interfaces"]["total"] > 100 and "open_alerts" not in h
+        assert h["interfaces"]["total"] > 100
+        h = wait_until(lambda: (x := get("/compliance/buildings/A/health")) and x.get("open_alerts") and x, 60,
+                       "the alert engine's open alert counted in building health")
+        assert h["open_alerts"] == 1
         d = get("/compliance/devices/a-acc1")
         assert d["facts"]["serial"] == "CAT0952N20R" and d["collector"]["reachable"] is True
         assert d["firmware"]["status"] == "expired"
