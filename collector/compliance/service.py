@@ -10,7 +10,8 @@
 * ``inputs()`` — campus model + registry (from the DB, cached until the next import),
   an ``Observations`` snapshot from the live store (cached ``cache_s``), policy, catalog.
 * ``snapshot()`` — both reports appended to ``compliance_history``; ``start()`` runs it every
-  ``snapshot_interval_s`` on a daemon thread, ``stop()`` ends it.
+  ``snapshot_interval_s`` (the first one at most 5 min after start) on a daemon thread,
+  ``stop()`` ends it.
 * ``mount(app)`` — the routes of ``collector.compliance.api`` under ``/api/v1``: admin and it
   read, admin writes (snapshot, import); security gets 403. ``app.state.compliance`` = self.
 """
@@ -160,8 +161,13 @@ class ComplianceService:
             self._thread.start()
         return self
 
+    #: the first scheduled snapshot comes this soon after start (data needs a few polls to arrive)
+    FIRST_SNAPSHOT_S = 300.0
+
     def _run(self, interval: float) -> None:
-        while not self._stop.wait(interval):
+        wait = min(interval, self.FIRST_SNAPSHOT_S)
+        while not self._stop.wait(wait):
+            wait = interval
             try:
                 if self.model()[0].buildings:
                     self.snapshot()
