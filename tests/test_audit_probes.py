@@ -30,6 +30,7 @@ V2C_ONLY_PRIVATE = (
 
 
 def start_snmpd(tmp_path, extra: str = "") -> Snmpd:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     d = Snmpd(tmp_path)
     if extra:
         with open(d.conf, "a") as f:
