@@ -183,3 +183,28 @@ devices:
     p.write_text(p.read_text().replace("telnet: false", "telnet: nope"))
     with pytest.raises(Exception, match="telnet"):
         agent_config.load(p)
+
+
+async def test_facts_feed_the_compliance_hardening_checks(tmp_path):
+    """The facts shape is what collector.compliance reads (read-only use of the collector code)."""
+    from collector.campus.model import CampusModel
+    from collector.compliance.firmware import evaluate_hardening
+    from collector.compliance.observations import Observations
+    d = start_snmpd(tmp_path / "snmpd", V2C_ONLY_PRIVATE)
+    tel, tel_port = await start_telnet()
+    http = HttpPeer()
+    try:
+        drv = create("a", {"host": "127.0.0.1", "snmp_port": d.port, "telnet_port": tel_port,
+                           "http_port": http.port, "https_port": free_port(), "community": d.community,
+                           "timeout_s": 1, "retries": 0, "report_as": "a-acc1"}, {})
+        f = facts_of(await drv.poll())
+    finally:
+        d.stop()
+        http.stop()
+        tel.close()
+    obs = Observations.from_dict({"devices": [{"id": f.device, "facts": f.facts, "facts_time": f.time_ms}]})
+    res = {r.check: r for r in evaluate_hardening(CampusModel(), obs)}
+    assert res["snmp_community"].status == "fail" and "public" in res["snmp_community"].message
+    assert res["telnet"].status == "fail"
+    assert res["http_mgmt"].status == "fail" and "no HTTPS either" in res["http_mgmt"].message
+    assert res["clock_drift"].status == "pass"
