@@ -11,9 +11,9 @@
 - optionally a ``Notifier`` (``notify.config``) running on its own asyncio loop thread;
 - a ``ChangeHub`` fanning ``AlertChange``s out to SSE clients (asyncio queues on the API loop).
 
-``on_message`` is the ingest subscriber: it only puts the message on a bounded queue (never
+``on_message`` is the ingest subscriber: it only appends the message to a bounded queue (never
 blocks; a full queue drops the message, counted in ``stats['dropped']`` and logged at most once
-a minute). One engine thread takes messages from the queue, feeds ``on_samples`` /
+a minute). Events and agent state messages have their own queue that the engine serves first. One engine thread takes messages from the queue, feeds ``on_samples`` /
 ``on_events`` / ``on_agent_state`` and calls ``tick`` every ``rules.tick_s``. ``stop()`` drains
 the queue, flushes last-seen times and stops the notifier.
 """
@@ -22,9 +22,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import queue
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from campus_sense import wire
 from campus_sense.yamlconf import ConfigError
 
 log = logging.getLogger("collector.alerting")
+_DEBUG = bool(__import__("os").environ.get("CS_ALERT_DEBUG"))
 
 #: higher = closer to the core; an LLDP neighbour of higher rank is upstream
 _TYPE_RANK = {"router": 5, "firewall": 5, "core": 4, "core-switch": 4, "distribution": 3,
@@ -78,6 +79,7 @@ class ChangeHub:
             seq = self.seq
         d = change.to_dict() if hasattr(change, "to_dict") else dict(change)
         d["seq"] = seq
+        d["emitted_ms"] = time.time() * 1000
         data = json.dumps(d, default=str, separators=(",", ":"))
         alert = change.alert if hasattr(change, "alert") else None
         for loop, q, accept in subs:
@@ -124,9 +126,13 @@ class Alerting:
             ndb = db.with_name(db.stem + "-notify" + (db.suffix or ".db")) if cfg.rules.db != ":memory:" else ":memory:"
             self.notifier = Notifier(cfg.notify.config, ndb)
             self.engine.listeners.append(self.notifier.on_alert_change)
-        self._q: queue.Queue = queue.Queue(cfg.rules.queue_max)
+        self._max = cfg.rules.queue_max
+        self._prio: deque = deque()
+        self._bulk: deque = deque()
+        self._wake = threading.Event()
+        self._last_what = ""
         self.stats = {"queued": 0, "processed": 0, "dropped": 0, "engine_errors": 0, "ticks": 0,
-                      "engine_cpu_s": 0.0}
+                      "engine_cpu_s": 0.0, "event_lag_n": 0, "event_lag_ms_sum": 0.0, "event_lag_ms_max": 0.0}
         self._drop_logged = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -158,6 +164,7 @@ class Alerting:
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
         try:
@@ -176,31 +183,46 @@ class Alerting:
 
     # ------------------------------------------------------------ ingest side (ingest thread: must be fast)
     def on_message(self, msg: wire.Message) -> None:
-        try:
-            self._q.put_nowait(msg)
-            self.stats["queued"] += 1
-        except queue.Full:
+        # events, birth/death/heartbeat and facts go ahead of bulk metrics: an alarm must not wait
+        # behind seconds of interface samples (the engine orders by item time, not arrival)
+        q = self._bulk if msg.kind == "metrics" else self._prio
+        if len(q) >= self._max:
             self.stats["dropped"] += 1
             now = time.monotonic()
             if now - self._drop_logged > 60:
                 self._drop_logged = now
-                log.warning("alert engine queue full (%d messages): dropping committed messages for the rule "
+                log.warning("alert engine queue full (%d %s messages): dropping committed messages for the rule "
                             "engine (%d dropped so far); data is stored, only alert evaluation misses them",
-                            self._q.maxsize, self.stats["dropped"])
+                            self._max, "metrics" if q is self._bulk else "event/state", self.stats["dropped"])
+            return
+        q.append((time.monotonic(), msg))
+        self.stats["queued"] += 1
+        self._wake.set()
 
     # ------------------------------------------------------------ engine thread
     def _run(self) -> None:
         tick_s = self.rules_cfg.tick_s
         next_tick = time.monotonic()
-        get = self._q.get
+        prio, bulk, wake = self._prio, self._bulk, self._wake
         while True:
-            wait = next_tick - time.monotonic()
-            try:
-                msg = get(timeout=max(0.0, min(wait, 0.5)))
-            except queue.Empty:
-                msg = None
-            if msg is not None:
+            wake.clear()
+            if prio:
+                t0, msg = prio.popleft()
+                t1 = time.monotonic()
                 self._handle(msg)
+                self._lag(t0)
+                if _DEBUG and time.monotonic() - t0 > 0.1:
+                    log.warning("DEBUG lag wait %.0f ms handle %.0f ms (prio %d bulk %d) last %s",
+                                (t1 - t0) * 1000, (time.monotonic() - t1) * 1000, len(prio), len(bulk), self._last_what)
+            elif bulk:
+                t1 = time.monotonic()
+                self._handle(bulk.popleft()[1])
+                if _DEBUG:
+                    self._last_what = f"bulk {(time.monotonic() - t1) * 1000:.0f} ms"
+            else:
+                if self._stop.is_set():
+                    break
+                wake.wait(max(0.0, min(next_tick - time.monotonic(), 0.5)))
             if time.monotonic() >= next_tick:
                 cpu0 = time.thread_time()
                 try:
@@ -210,9 +232,18 @@ class Alerting:
                     self.stats["engine_errors"] += 1
                     log.exception("alert engine tick failed")
                 self.stats["engine_cpu_s"] += time.thread_time() - cpu0
+                if _DEBUG:
+                    self._last_what = f"tick {(time.thread_time() - cpu0) * 1000:.0f} ms cpu"
                 next_tick = time.monotonic() + tick_s
-            if self._stop.is_set() and self._q.empty():
-                break
+
+    def _lag(self, t0: float) -> None:
+        """Queue wait + evaluation (incl. alert store writes and listeners) of event/state messages."""
+        ms = (time.monotonic() - t0) * 1000
+        st = self.stats
+        st["event_lag_n"] += 1
+        st["event_lag_ms_sum"] += ms
+        if ms > st["event_lag_ms_max"]:
+            st["event_lag_ms_max"] = ms
 
     def _handle(self, msg: wire.Message) -> None:
         cpu0 = time.thread_time()
@@ -406,6 +437,6 @@ class Alerting:
         return rs
 
     def snapshot(self) -> dict:
-        return {**self.stats, "queue": self._q.qsize(), "queue_max": self._q.maxsize,
+        return {**self.stats, "queue": len(self._bulk) + len(self._prio), "queue_max": self._max,
                 "sse_clients": self.hub.clients, "rules": len(self.engine.ruleset.rules),
                 "bad_items": self.engine.bad_items}
