@@ -69,7 +69,7 @@ def test_roles_reports_health_device_where_history(env):
     assert "open_alerts" not in hl                        # no alert engine wired
     assert hl["devices"]["offline"] == ["a-acc2"]
     assert hl["interfaces"]["with_errors"][0]["name"] == "GE0/0/5"
-    assert hl["ap_load"]["clients_total"] == 21
+    assert hl["ap_load"]["clients_total"] == 23
 
     d = c.get(base + "/devices/a-acc1", headers=h["it"]).json()
     assert d["collector"]["reachable"] is True and d["facts"]["model"] == "S5735-L24T4X-A1"

@@ -107,6 +107,11 @@ def fill(store: SQLiteStore, now_ms: int) -> None:
         wire.sample("wifi_ap", "wlc-1", now_ms - 5_000, {"up": True}, {"ap": "AP-201", "ap_mac": "10:4f:58:00:02:01"}),
         wire.sample("wifi_clients", "wlc-1", now_ms - 5_000, {"clients": 17}, {"ap": "AP-201", "band": "5GHz"}),
         wire.sample("wifi_clients", "wlc-1", now_ms - 5_000, {"clients": 4}, {"ap": "AP-201", "band": "2.4GHz"}),
+        # an AP the controller has no name for: tables.py tags it with its MAC
+        wire.sample("wifi_ap", "wlc-1", now_ms - 5_000, {"up": True}, {"ap": "10:4f:58:00:01:01",
+                                                                       "ap_mac": "10:4f:58:00:01:01"}),
+        wire.sample("wifi_clients", "wlc-1", now_ms - 5_000, {"clients": 2}, {"ap": "10:4f:58:00:01:01",
+                                                                              "band": "5GHz"}),
         wire.sample("wifi_client", "wlc-1", now_ms - 5_000, {"rssi_dbm": -58, "snr_db": 33},
                     {"mac": "aa:aa:aa:00:00:01", "ap": "AP-201"}),
         wire.sample("wifi_survey", "probe-a", now_ms - 5_000, {"signal_dbm": -79, "noise_dbm": -90},
@@ -136,6 +141,7 @@ def test_observations_from_real_store(tmp_path):
     assert ge2.speed_mbps == 100 and ge2.util_in_pct == 91.5
     # Wi-Fi: AP by name or by MAC, per-band client counts summed, client RSSI, survey
     assert obs.aps["a-ap-103"].up is False and obs.aps["a-ap-201"].up is True and obs.aps["a-ap-201"].clients == 21
+    assert obs.aps["a-ap-101"].clients == 2
     assert {(w.source, w.ap, w.room) for w in obs.wifi} == {("ap_client", "a-ap-201", None),
                                                            ("survey", None, "A-102")}
     # netwatch station -> sighting; audit facts reach the device
@@ -165,7 +171,7 @@ def test_observations_from_real_store(tmp_path):
     h = building_health("A", campus, reg, obs, load_catalog(FIX / "firmware"))
     assert h["interfaces"]["with_errors"][0]["name"] == "GE0/0/5"
     assert h["interfaces"]["top_utilisation"][0]["name"] == "GE0/0/2"
-    assert h["ap_load"]["clients_total"] == 21 and h["ap_load"]["aps"][0]["ap"] == "a-ap-201"
+    assert h["ap_load"]["clients_total"] == 23 and h["ap_load"]["aps"][0]["ap"] == "a-ap-201"
     store.close()
 
 

@@ -96,7 +96,7 @@ class _Resolver:
             hit = self.by_name.get(n.lower()) or self.by_name.get(short.lower())
             if hit:
                 return hit
-        m = _mac(mac)
+        m = _mac(mac) or (_mac(name) if name else None)   # wifi_clients tags ap with the AP MAC when unnamed
         if m and m in self.by_mac:
             return self.by_mac[m]
         if m:   # an AP's radio MACs usually differ from its base MAC in the last bits: accept if unambiguous
