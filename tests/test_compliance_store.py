@@ -208,3 +208,31 @@ def test_cli_report_reads_collector_db(tmp_path):
     CampusStore(other).save_campus(load_campus(FIX / "campus.yaml").value)
     r = report("coverage", "--db", str(other))
     assert r.returncode == 2 and "not a collector database" in r.stderr
+
+
+def test_external_sink_latest_table(tmp_path):
+    """store.kind influxdb: samples go to the sink, the collector keeps the `latest` table;
+    observations (in the collector and via `report --db`) read topology and interfaces from it."""
+    from collector.compliance.build import open_collector_db
+    from collector.store.base import TimeSeriesSink
+
+    class Sink(TimeSeriesSink):
+        def __init__(self):
+            self.n = 0
+
+        def write(self, samples):
+            self.n += len(samples)
+
+    now = time.time()
+    sink = Sink()
+    store = SQLiteStore(str(tmp_path / "c.db"), sink=sink)
+    fill(store, int(now * 1000))
+    assert sink.n > 0
+    campus = load_campus(FIX / "campus.yaml").value
+    for src in (store, open_collector_db(str(tmp_path / "c.db"))):
+        obs = observations_from_store(src, campus, now)
+        assert sorted(e.mac for e in obs.fdb) == ["00:1b:1c:00:00:12", "de:ad:be:ef:00:01"]   # stale one left out
+        assert obs.interface("a-acc1", "GE0/0/2").speed_mbps == 100
+        assert obs.ipv6["a-core"] == ["2001:db8:1::1", "fe80::1"]
+    src.close()
+    store.close()

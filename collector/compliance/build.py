@@ -31,6 +31,7 @@ What is read (SNMP driver + profiles, agent, watch, audit):
 """
 from __future__ import annotations
 
+import sqlite3
 import time as _time
 from typing import Any, Callable, Iterable
 
@@ -287,7 +288,7 @@ def fresh_samples(conn: Any, measurements: Iterable[str], since_ms: int) -> dict
         series = {sid: (dev, m, tags) for sid, dev, m, tags in conn.execute(
             f"SELECT id, device, measurement, tags FROM series WHERE measurement IN ({marks})", ms)}
         groups = [g for (g,) in conn.execute(f"SELECT id FROM series_groups WHERE measurement IN ({marks})", ms)]
-    except Exception as e:  # noqa: BLE001 - not a collector DB (e.g. only campus tables)
+    except sqlite3.OperationalError as e:   # not a collector DB (e.g. only campus tables)
         if "no such table" in str(e):
             return {}
         raise
@@ -333,10 +334,11 @@ def observations_from_store(store: Any, campus: CampusModel, now: float | None =
     if reader is not None:
         conn = reader()
         topo = fresh_samples(conn, TOPOLOGY, int((now - topology_fresh_s) * 1000))
+        wanted = ("interface", *WIFI)
         try:
             present = set(conn.execute("SELECT device, measurement FROM series_groups WHERE measurement IN "
-                                       "(?,?,?,?,?)", ("interface", *WIFI)).fetchall())
-        except Exception as e:  # noqa: BLE001
+                                       f"({','.join('?' * len(wanted))})", wanted).fetchall())
+        except sqlite3.OperationalError as e:
             if "no such table" not in str(e):
                 raise
             present = set()
