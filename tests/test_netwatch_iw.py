@@ -73,7 +73,7 @@ async def test_driver_iw_survey_emits_evil_twin_events(tmp_path):
     task = asyncio.create_task(drv.run(records.append))
     try:
         for _ in range(200):
-            if any(isinstance(r, Sample) for r in records):
+            if any(isinstance(r, Sample) and r.measurement == "netwatch" for r in records):
                 break
             await asyncio.sleep(0.05)
     finally:
@@ -84,8 +84,15 @@ async def test_driver_iw_survey_emits_evil_twin_events(tmp_path):
     assert [(e.type, e.severity, e.data["bssid"], e.data["reason"]) for e in events] == [
         ("evil_twin", "critical", "66:66:66:00:00:01", "open_clone")]
     assert events[0].tags == {"building": "A"}
-    sample = next(r for r in records if isinstance(r, Sample))
-    assert sample.measurement == "netwatch" and sample.fields["wifi_bss"] == 10
+    sample = next(r for r in records if isinstance(r, Sample) and r.measurement == "netwatch")
+    assert sample.fields["wifi_bss"] == 10
+    # Every BSS heard becomes coverage evidence: a wifi_survey sample with SSID, BSSID, signal.
+    survey = [r for r in records if isinstance(r, Sample) and r.measurement == "wifi_survey"]
+    by_bssid = {r.tags["bssid"]: r for r in survey}
+    assert len(by_bssid) == 10
+    twin = by_bssid["66:66:66:00:00:01"]
+    assert twin.tags["ssid"] == "CampusNet" and twin.tags["security"] == "open"
+    assert twin.tags["building"] == "A" and isinstance(twin.fields["signal_dbm"], int)
 
 
 async def test_driver_iw_failure_keeps_running(tmp_path):

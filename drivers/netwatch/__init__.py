@@ -144,6 +144,7 @@ class NetwatchDriver:
         self._queue: asyncio.Queue | None = None
         self._emitted: dict[tuple[str, str], tuple[float, int]] = {}
         self._stations_reported = 0
+        self._survey_at = 0.0
         self._started = 0.0
         self._sniffers: list[Any] = []
 
@@ -250,6 +251,21 @@ class NetwatchDriver:
             "findings_suppressed": w.findings.suppressed, "stations_overflow": w.arp.overflow,
             "wifi_overflow": w.wifi.overflow,
         }, self._tags()))
+        self._survey(emit)
+
+    def _survey(self, emit: Callable[[Record], None]) -> None:
+        """One ``wifi_survey`` sample per BSS heard since the last report: the evidence the
+        collector's coverage check uses (campus SSID heard in this room at what signal)."""
+        since = self._survey_at
+        self._survey_at = time.time()
+        for b in self.watch.wifi.bss.values():
+            if b.signal_dbm is None or (b.last_seen or 0) < since:
+                continue
+            tags = {**self._tags(), "ssid": b.ssid, "bssid": b.bssid, "security": b.security}
+            if b.channel is not None:
+                tags["channel"] = str(b.channel)
+            emit(Sample("wifi_survey", self.device_id, {"signal_dbm": b.signal_dbm},
+                        tags, int((b.last_seen or time.time()) * 1000)))
 
     def _flush(self, emit: Callable[[Record], None]) -> None:
         now = time.monotonic()
@@ -267,6 +283,7 @@ class NetwatchDriver:
                                             bss["security"], time.time(), akm=bss["akm"],
                                             ssid_encoding=bss["ssid_encoding"])
                 self._flush(emit)
+                self._survey(emit)
             except (RuntimeError, OSError) as e:
                 self.scan_errors += 1
                 log.warning("netwatch %s: Wi-Fi scan: %s", self.device_id, e)
