@@ -156,3 +156,16 @@ def test_config_sections(tmp_path):
     with pytest.raises(ConfigError, match="rules.yaml:2"):
         Alerting(cfgmod.load(tmp_path / "c.yaml"), store)
     store.close()
+
+
+def test_collector_exits_2_on_bad_rules(tmp_path):
+    import subprocess
+    import sys
+    (tmp_path / "pw").write_text("x\n")
+    (tmp_path / "rules.yaml").write_text("rules:\n  - {name: x, kind: threshold, measurement: t, op: '=>', value: 1}\n")
+    (tmp_path / "c.yaml").write_text("mqtt: {host: 127.0.0.1, port: 1, username: c, password_file: pw}\n"
+                                     "store: {path: c.db}\napi: {port: 0}\nrules: {paths: [rules.yaml]}\n")
+    r = subprocess.run([sys.executable, "-m", "campus_sense", "collector", "--config", str(tmp_path / "c.yaml")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert "rules.yaml:2" in r.stderr and "Traceback" not in r.stderr
