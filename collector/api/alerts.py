@@ -259,7 +259,10 @@ def router(alerting) -> APIRouter:
             except SeriesQueryUnsupported as e:
                 res["samples_error"] = str(e)
                 series = []
-            res["samples"] = {"measurement": meas, "field": field, "series": series}
+            thr = getattr(m, "value", None)
+            res["samples"] = {"measurement": meas, "field": field, "series": series,
+                              "threshold": thr if isinstance(thr, (int, float)) and not isinstance(thr, bool)
+                              and m.kind == "threshold" else None}
         events = getattr(m, "event", None)
         if events:
             evs = []

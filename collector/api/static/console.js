@@ -83,7 +83,7 @@
     document.body.dataset.beeps = String(Number(document.body.dataset.beeps || 0) + 1);
   }
   function renderMute() {
-    $("#mute").textContent = state.muted ? "🔕 muted" : "🔔 sound on";
+    $("#mute").textContent = state.muted ? "sound: muted" : "sound: on";
     $("#mute").classList.toggle("muted", state.muted);
   }
 
@@ -252,22 +252,27 @@
   }
 
   // ---------------------------------------------------------------- detail
-  function sparkline(points) {
+  const num = (v) => String(+Number(v).toPrecision(4));
+  function sparkline(points, threshold) {
     const W = 320, H = 60, P = 4;
     const pts = points.filter((p) => typeof p[1] === "number" || typeof p[1] === "boolean")
       .map((p) => [p[0], Number(p[1])]);
     const s = svg("svg", { width: W, height: H, viewBox: `0 0 ${W} ${H}`, class: "spark" });
     if (pts.length < 1) return s;
     const xs = pts.map((p) => p[0]), ys = pts.map((p) => p[1]);
-    const x0 = Math.min(...xs), x1 = Math.max(...xs), y0 = Math.min(...ys), y1 = Math.max(...ys);
+    const hasT = typeof threshold === "number";
+    const x0 = Math.min(...xs), x1 = Math.max(...xs);
+    const y0 = Math.min(...ys, ...(hasT ? [threshold] : [])), y1 = Math.max(...ys, ...(hasT ? [threshold] : []));
     const X = (x) => P + (x1 === x0 ? (W - 2 * P) / 2 : ((x - x0) / (x1 - x0)) * (W - 2 * P));
     const Y = (y) => H - P - (y1 === y0 ? (H - 2 * P) / 2 : ((y - y0) / (y1 - y0)) * (H - 2 * P));
+    if (hasT) s.append(svg("line", { x1: P, x2: W - P, y1: Y(threshold), y2: Y(threshold), stroke: "#888",
+                                     "stroke-dasharray": "4 3", class: "threshold" }));
     s.append(svg("polyline", { points: pts.map((p) => `${X(p[0]).toFixed(1)},${Y(p[1]).toFixed(1)}`).join(" "),
                                 fill: "none", stroke: "#c62828", "stroke-width": "1.5" }));
     const last = pts[pts.length - 1];
     s.append(svg("circle", { cx: X(last[0]), cy: Y(last[1]), r: 2.5, fill: "#c62828" }));
     const lab = svg("text", { x: P, y: 11, "font-size": 10, fill: "#555" });
-    lab.textContent = `${y0} … ${y1}`;
+    lab.textContent = `${num(y0)} … ${num(y1)}` + (hasT ? ` (limit ${num(threshold)})` : "");
     s.append(lab);
     return s;
   }
@@ -286,7 +291,7 @@
       kids.push(el("h3", {}, `Samples: ${d.samples.measurement}${d.samples.field ? "." + d.samples.field : ""}`));
       for (const s of d.samples.series.slice(0, 4)) {
         const tags = Object.entries(s.tags || {}).map(([k, v]) => `${k}=${v}`).join(", ");
-        kids.push(el("div", { class: "series" }, el("div", { class: "tags" }, tags), sparkline(s.points)));
+        kids.push(el("div", { class: "series" }, el("div", { class: "tags" }, tags), sparkline(s.points, d.samples.threshold)));
       }
     }
     if (d.events && d.events.length) {
