@@ -53,7 +53,7 @@ def test_console_live_alert_and_ack(coll):
             page.click("#login button[type=submit]")
             page.wait_for_selector(f"tr[data-alert-id='{warm['id']}']")
             page.wait_for_selector("#live.on")  # SSE stream connected
-            assert "security" in page.inner_text("#who")
+            assert "security" in page.inner_text("#who") and page.is_hidden("#login")
             # the door is forced: pushed to the page, no reload
             page.evaluate("window.__marker = 1")
             c.events(wire.event("door-1", "door_forced", now_ms(), "critical"))
