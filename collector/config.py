@@ -79,6 +79,9 @@ class Store(_Strict):
     #: SQLite database: time series (kind sqlite) and always metadata (agents, devices, dedup, tokens)
     path: str = "collector.db"
     retention_days: float = Field(30, gt=0)
+    #: FULL: what was acknowledged to the broker survives a power cut (one fsync per commit
+    #: group); NORMAL: survives a collector crash only, fewer fsyncs
+    synchronous: Literal["FULL", "NORMAL"] = "FULL"
     #: how often old samples are deleted
     retention_interval_s: float = Field(3600, gt=0)
     # influxdb (v2 write API)
@@ -117,7 +120,7 @@ class Ingest(_Strict):
     #: ... or this many payload bytes (bounds memory and keeps groups cache-friendly: ~25k samples)
     batch_bytes: int = Field(8 * 2**20, ge=1)
     #: ... of whatever arrived within this many ms after the first message of the group
-    batch_ms: float = Field(50, ge=0)
+    batch_ms: float = Field(10, ge=0)
 
 
 class Rules(_Strict):

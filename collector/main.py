@@ -36,6 +36,7 @@ def open_store(cfg):
         sink = InfluxSink(cfg.store.url, cfg.store.read_token(), cfg.store.org, cfg.store.bucket,
                           timeout_s=cfg.store.timeout_s)
     return SQLiteStore(cfg.store.path, sink=sink, retention_days=cfg.store.retention_days,
+                       synchronous=cfg.store.synchronous,
                        retention_interval_s=cfg.store.retention_interval_s)
 
 

@@ -155,7 +155,10 @@ def _bucket_avg(points: list, step: int, single: bool) -> list:
 
 class SQLiteStore(Store):
     def __init__(self, path: str, sink: TimeSeriesSink | None = None, retention_days: float = 30,
-                 retention_interval_s: float = 3600):
+                 retention_interval_s: float = 3600, synchronous: str = "FULL"):
+        # FULL: a commit (and so the PUBACK sent after it) survives power loss, not just a
+        # process crash. NORMAL trades the last commits on power loss for fewer fsyncs.
+        self.synchronous = synchronous
         self.path = path
         self.sink = sink
         self.retention_ms = int(retention_days * 86400_000)
@@ -179,7 +182,7 @@ class SQLiteStore(Store):
     def _connect(self) -> sqlite3.Connection:
         c = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
         c.execute("PRAGMA journal_mode=WAL")
-        c.execute("PRAGMA synchronous=NORMAL")
+        c.execute(f"PRAGMA synchronous={self.synchronous}")
         c.execute("PRAGMA cache_size=-65536")
         c.execute("PRAGMA temp_store=MEMORY")
         c.execute("PRAGMA wal_autocheckpoint=10000")
