@@ -25,6 +25,19 @@ from pathlib import Path
 import yaml
 
 SITE, BUILDING, AGENT = "demo-campus", "A", "bldg-a"
+REPO = Path(__file__).resolve().parent.parent
+#: a demo-only rule so the scripted link failure shows the alert lifecycle on the console
+DEMO_RULES = """\
+rules:
+  - name: demo-access-port-down
+    kind: event
+    event: link_down
+    clear_event: link_up
+    by: [ifName]
+    scope: {type: switch}
+    severity: critical
+    summary: "Port {ifName} on {device} is down (scripted by the demo)"
+"""
 DEVICES = [  # (device id, simulator kind, room, type)
     ("core-sw1", "core", "A-000", "switch"),
     ("access-sw1", "access", "A-101", "switch"),
@@ -36,6 +49,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=8080, help="API/console port (default 8080)")
     parser.add_argument("--duration", type=float, help="exit cleanly after this many seconds")
     parser.add_argument("--interval", type=float, default=10, help="SNMP polling interval in seconds (default 10)")
+    parser.add_argument("--fail-at", type=float, default=30,
+                        help="take one access port down this many seconds after start, for 60 s, to show "
+                             "an alert firing and resolving (0: never; default 30)")
     parser.add_argument("--data-dir", help="keep configs, queue and database here (default: a temp dir)")
 
 
@@ -76,6 +92,10 @@ async def _main(args) -> int:
     community = secrets.token_urlsafe(12)
     sims = [await start_simulated_device(kind, community, name=dev_id) for dev_id, kind, _, _ in DEVICES]
 
+    FAIL_AT, RESTORE_AT = args.fail_at or float("inf"), (args.fail_at or float("inf")) + 60
+    rule_paths = [str(_write(work / "demo-rules.yaml", DEMO_RULES))]
+    if (REPO / "firmware_configs/rules/campus-default.yaml").exists():
+        rule_paths.insert(0, str(REPO / "firmware_configs/rules/campus-default.yaml"))
     _write(work / "collector.yaml", {
         "mqtt": {"host": "127.0.0.1", "port": mqtt_port, "username": "collector",
                  "password": users["collector"], "client_id": "demo-collector",
@@ -83,6 +103,7 @@ async def _main(args) -> int:
         "store": {"kind": "sqlite", "path": str(work / "collector.db"), "retention_days": 7},
         "api": {"host": "127.0.0.1", "port": args.port},
         "agents": {"offline_after_s": max(90, 4 * args.interval)},
+        "rules": {"paths": rule_paths, "db": str(work / "alerts.db")},
     })
     _write(work / "agent.yaml", {
         "agent": {"id": AGENT, "site": SITE, "building": BUILDING},
@@ -117,7 +138,8 @@ campus-sense demo is running (data in {work})
   simulated     {', '.join(f'{d} (SNMP 127.0.0.1:{s.port})' for (d, *_), s in zip(DEVICES, sims))}
   try:          curl -H "Authorization: Bearer {token}" {base}/api/v1/devices
   logs          {work}/collector.log, {work}/agent.log
-Ctrl-C stops everything.{'' if ok else '  (WARNING: the API did not answer within 30 s; see collector.log)'}
+{f"  scripted      one access-sw1 port goes down {FAIL_AT:.0f} s after start and back up 60 s later:" + chr(10) +
+ "                watch the alert fire and resolve on the console" + chr(10) if args.fail_at else ""}Ctrl-C stops everything.{'' if ok else '  (WARNING: the API did not answer within 30 s; see collector.log)'}
 """, flush=True)
 
     stop = asyncio.Event()
@@ -125,8 +147,16 @@ Ctrl-C stops everything.{'' if ok else '  (WARNING: the API did not answer withi
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     status = 0
-    deadline = time.monotonic() + args.duration if args.duration else None
+    t0 = time.monotonic()
+    deadline = t0 + args.duration if args.duration else None
+    access = sims[[d[0] for d in DEVICES].index("access-sw1")]
+    victim = next(p for p in access.ports if p.oper_up and p.speed_mbps == 1000)
     while not stop.is_set():
+        elapsed = time.monotonic() - t0
+        if FAIL_AT <= elapsed < RESTORE_AT and victim.oper_up:
+            access.set_oper(victim.index, False)
+        elif elapsed >= RESTORE_AT and not victim.oper_up:
+            access.set_oper(victim.index, True)
         try:
             await asyncio.wait_for(stop.wait(), 1.0)
         except asyncio.TimeoutError:

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_demo_serves_devices_interfaces_and_live_rates(tmp_path):
     port = free_port()
     p = subprocess.Popen([sys.executable, "-m", "campus_sense", "demo", "--port", str(port), "--duration", "30",
-                          "--interval", "3", "--data-dir", str(tmp_path)], cwd=ROOT,
+                          "--interval", "3", "--fail-at", "8", "--data-dir", str(tmp_path)], cwd=ROOT,
                          stdout=subprocess.PIPE, stderr=open(tmp_path / "demo.err", "wb"), text=True)
     try:
         out = ""
@@ -44,6 +44,13 @@ def test_demo_serves_devices_interfaces_and_live_rates(tmp_path):
         access_ifs, _ = rates["access-sw1"]
         assert sum(1 for i in access_ifs if i["speed_mbps"] == 1000) >= 48   # 48 access ports
         assert all(i["in_bps"] > 0 for i in core_live)
+        # The scripted port failure raises an alert through the collector's rule engine.
+        alerts = []
+        while time.monotonic() < deadline + 10 and not alerts:
+            alerts = [a for a in httpx.get(f"{base}/alerts", headers=h, timeout=5).json()
+                      if a["rule"] == "demo-access-port-down"]
+            time.sleep(1)
+        assert alerts and alerts[0]["state"] == "firing" and alerts[0]["labels"]["device"] == "access-sw1"
         assert p.wait(60) == 0
     finally:
         if p.poll() is None:
