@@ -236,3 +236,47 @@ def test_external_sink_latest_table(tmp_path):
         assert obs.ipv6["a-core"] == ["2001:db8:1::1", "fe80::1"]
     src.close()
     store.close()
+
+
+def test_netwatch_survey_samples_reach_wifi_coverage(tmp_path):
+    """The netwatch driver's own ``wifi_survey`` samples (tags ssid/bssid/security/channel + the
+    agent's device tags incl. room; fields signal_dbm[, noise_dbm]) through ingest -> store ->
+    observations -> wifi_coverage: the room comes from the surveying device's room."""
+    from drivers.base import Sample
+    from drivers.netwatch import Options, create
+
+    now = time.time()
+    drv = create("probe-b", Options.model_validate({"wifi_scan": {"enabled": True, "interface": "wlan0"}}),
+                 {"site": "north", "building": "B", "room": "B-101"})
+    wifi = drv.watch.wifi
+    wifi.observe("10:4f:58:00:0b:01", "Campus", 36, -55, "WPA2", now - 3, noise_dbm=-95)   # campus AP, SNR 40
+    wifi.observe("66:66:66:00:00:01", "Campus", 6, -40, "open", now - 2)                    # evil twin, no noise
+    records: list = []
+    drv._survey(records.append)
+    survey = [r for r in records if isinstance(r, Sample) and r.measurement == "wifi_survey"]
+    assert len(survey) == 2
+
+    store = SQLiteStore(str(tmp_path / "c.db"))
+    b = Feed(store, agent="agent-b", building="B")
+    b.state("birth", version="t", config_hash="h", drivers=["netwatch"], devices=[])
+    b.send("metrics", [wire.sample(r.measurement, r.device, r.time_ms, r.fields, r.tags) for r in survey])
+    campus = load_campus(FIX / "campus.yaml").value
+    obs = observations_from_store(store, campus, now)
+    got = sorted((w.room, w.bssid, w.signal_dbm, w.snr, w.channel, w.source, w.agent) for w in obs.wifi)
+    assert got == [("B-101", "10:4f:58:00:0b:01", -55, 40, 36, "survey", "agent-b"),
+                   ("B-101", "66:66:66:00:00:01", -40, None, 6, "survey", "agent-b")]
+    r = next(r for r in evaluate_coverage(campus, obs, building="B") if r.check == "wifi_coverage")
+    assert (r.subject, r.status) == ("B-101", "pass")
+    assert r.evidence[0]["bssid"] == "10:4f:58:00:0b:01" and r.evidence[0]["ap"] == "b-ap-101"
+    assert r.evidence[0]["snr_db"] == 40 and r.evidence[0]["time"]
+
+    # only the reading without noise: signal is strong but SNR unknown -> unknown, never pass
+    store2 = SQLiteStore(str(tmp_path / "c2.db"))
+    b2 = Feed(store2, agent="agent-b", building="B")
+    b2.send("metrics", [wire.sample(r.measurement, r.device, r.time_ms, r.fields, r.tags) for r in survey
+                        if "noise_dbm" not in r.fields])
+    r = next(r for r in evaluate_coverage(campus, observations_from_store(store2, campus, now), building="B")
+             if r.check == "wifi_coverage")
+    assert r.status == "unknown" and "no SNR" in r.message
+    store.close()
+    store2.close()

@@ -334,3 +334,19 @@ def test_radiotap_with_fcs_and_prism_headers():
     assert w.report()["wifi"] == [
         {"bssid": CAMPUS_AP1, "ssid": "FCSNet", "channel": 6, "signal_dbm": -50, "security": "WPA2"},
         {"bssid": CAMPUS_AP2, "ssid": "PrismNet", "channel": 11, "signal_dbm": -72, "security": "open"}]
+
+
+def test_radiotap_noise_is_kept_with_the_signal():
+    # monitor mode: radiotap dBm_AntNoise next to dBm_AntSignal -> SNR evidence for coverage
+    from scapy.layers.dot11 import Dot11, Dot11Beacon, Dot11Elt, RadioTap
+    frame = (RadioTap(present="Flags+Channel+dBm_AntSignal+dBm_AntNoise", ChannelFrequency=2437,
+                      ChannelFlags="2GHz+CCK", dBm_AntSignal=-58, dBm_AntNoise=-93)
+             / Dot11(type=0, subtype=8, addr1="ff:ff:ff:ff:ff:ff", addr2=CAMPUS_AP1, addr3=CAMPUS_AP1)
+             / Dot11Beacon(cap="ESS+privacy") / Dot11Elt(ID=0, info=b"CampusNet")
+             / Dot11Elt(ID=3, info=bytes([6])))
+    w = feed(NetWatch(), RadioTap(bytes(frame)), beacon(CAMPUS_AP2, "CampusNet", signal=-70))
+    assert w.wifi.bss[CAMPUS_AP1].signal_dbm == -58 and w.wifi.bss[CAMPUS_AP1].noise_dbm == -93
+    assert w.wifi.bss[CAMPUS_AP2].noise_dbm is None          # no noise field in that radiotap header
+    # a later reading without noise does not keep the old noise figure
+    w.feed(beacon(CAMPUS_AP1, "CampusNet", signal=-60), ts=2000.0)
+    assert w.wifi.bss[CAMPUS_AP1].signal_dbm == -60 and w.wifi.bss[CAMPUS_AP1].noise_dbm is None

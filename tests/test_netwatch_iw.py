@@ -9,9 +9,10 @@ import pytest
 
 from drivers.base import Event, Sample
 from drivers.netwatch import Options, create
-from drivers.netwatch.iwscan import iw_scan, parse_akms, parse_iw_scan, unescape_iw
+from drivers.netwatch.iwscan import iw_noise, iw_scan, parse_akms, parse_iw_scan, parse_iw_survey, unescape_iw
 
 IW_TXT = Path(__file__).resolve().parent / "fixtures" / "netwatch" / "iw_scan.txt"
+IW_SURVEY = Path(__file__).resolve().parent / "fixtures" / "netwatch" / "iw_survey_dump.txt"
 
 
 def test_parse_recorded_iw_scan():
@@ -135,3 +136,55 @@ async def test_unknown_interface_is_a_config_error():
         await drv.run(lambda r: None)
     assert ei.value.reason == "config" and "nonexistent0" in str(ei.value)
 
+
+
+def test_parse_iw_survey_dump():
+    assert parse_iw_survey(IW_SURVEY.read_text()) == {2412.0: -92, 2437.0: -95, 5180.0: -101}
+    assert parse_iw_survey("") == {}
+    assert parse_iw_survey(IW_TXT.read_text()) == {}     # scan output has no noise lines
+
+
+async def test_driver_iw_survey_samples_carry_noise(tmp_path):
+    # scan + survey dump (noise per frequency): wifi_survey samples get noise_dbm where known
+    iw = fake_iw(tmp_path, f'if [ "$3" = "survey" ]; then cat "{IW_SURVEY}"; else cat "{IW_TXT}"; fi\n')
+    assert await iw_noise("wlan9", iw) == {2412.0: -92, 2437.0: -95, 5180.0: -101}
+    opts = Options.model_validate({
+        "wifi_scan": {"enabled": True, "interface": "lo", "via": "iw", "interval_s": 3600, "iw_path": iw},
+        "sample_interval_s": 0.2})
+    drv = create("probe-a", opts, {"building": "A", "room": "A-101"})
+    records: list = []
+    task = asyncio.create_task(drv.run(records.append))
+    try:
+        for _ in range(200):
+            if any(isinstance(r, Sample) and r.measurement == "wifi_survey" for r in records):
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    by = {r.tags["bssid"]: r for r in records if isinstance(r, Sample) and r.measurement == "wifi_survey"}
+    assert by["00:1a:2b:00:00:01"].fields == {"signal_dbm": -61, "noise_dbm": -95}     # 2437 MHz
+    assert by["00:1a:2b:00:00:02"].fields == {"signal_dbm": -70, "noise_dbm": -101}    # 5180 MHz
+    assert by["00:1a:2b:00:00:07"].fields == {"signal_dbm": -66}                       # 5500 MHz: no noise
+    assert by["00:1a:2b:00:00:01"].tags["room"] == "A-101" and by["00:1a:2b:00:00:01"].tags["channel"] == "6"
+
+
+async def test_driver_iw_survey_dump_failure_is_not_a_scan_error(tmp_path):
+    iw = fake_iw(tmp_path, f'if [ "$3" = "survey" ]; then echo "command failed: Operation not supported (-95)" >&2; '
+                           f'exit 161; fi\ncat "{IW_TXT}"\n')
+    opts = Options.model_validate({"wifi_scan": {"enabled": True, "interface": "lo", "iw_path": iw,
+                                                 "interval_s": 3600}, "sample_interval_s": 0.2})
+    drv = create("x", opts, {})
+    records: list = []
+    task = asyncio.create_task(drv.run(records.append))
+    try:
+        for _ in range(200):
+            if any(isinstance(r, Sample) and r.measurement == "netwatch" for r in records):
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    survey = [r for r in records if isinstance(r, Sample) and r.measurement == "wifi_survey"]
+    assert len(survey) == 10 and all("noise_dbm" not in r.fields for r in survey)
+    assert all(r.fields["scan_errors"] == 0 for r in records if isinstance(r, Sample) and r.measurement == "netwatch")

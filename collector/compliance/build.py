@@ -25,8 +25,9 @@ What is read (SNMP driver + profiles, agent, watch, audit):
 * ``wifi_ap`` samples (controller/AP): tags ap, ap_mac; fields up, clients
 * ``wifi_clients`` samples (clients per AP and band): tags ap, band; field clients (AP load)
 * ``wifi_client`` samples (AP-reported client): tags mac, ap[, ssid]; fields rssi_dbm, snr_db
-* ``wifi_survey`` samples (agent Wi-Fi survey): tags ssid, bssid[, room]; fields signal_dbm,
-  snr_db | noise_dbm; room defaults to the surveying device's campus room
+* ``wifi_survey`` samples (agent Wi-Fi survey, netwatch driver): tags ssid, bssid[, room,
+  security, channel]; fields signal_dbm, snr_db | noise_dbm[, channel]; room: the ``room`` tag (the
+  agent adds the device's configured room to its tags), else the surveying device's campus room
 * agent rows: id, building, online, last_seen_ms
 """
 from __future__ import annotations
@@ -250,7 +251,7 @@ def observations_from_collector(devices: Iterable[dict], agents: Iterable[dict],
                                         signal_dbm=fl.get("signal_dbm"), snr_db=fl.get("snr_db"),
                                         noise_dbm=fl.get("noise_dbm"), room=tags.get("room") or (cm.room if cm else None),
                                         agent=d.get("agent") or dev, source="survey", time=_ms(ts),
-                                        channel=_int(fl.get("channel"))))
+                                        channel=_int(fl.get("channel", tags.get("channel")))))
     for ap, n in ap_clients.items():       # per-band counts: the AP's load when wifi_ap has no count
         st = obs.aps.get(ap)
         if st is not None and st.clients is None:

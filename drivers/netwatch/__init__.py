@@ -264,8 +264,10 @@ class NetwatchDriver:
             tags = {**self._tags(), "ssid": b.ssid, "bssid": b.bssid, "security": b.security}
             if b.channel is not None:
                 tags["channel"] = str(b.channel)
-            emit(Sample("wifi_survey", self.device_id, {"signal_dbm": b.signal_dbm},
-                        tags, int((b.last_seen or time.time()) * 1000)))
+            fields: dict[str, Any] = {"signal_dbm": b.signal_dbm}
+            if b.noise_dbm is not None:      # SNR = signal - noise (coverage needs it to pass)
+                fields["noise_dbm"] = b.noise_dbm
+            emit(Sample("wifi_survey", self.device_id, fields, tags, int((b.last_seen or time.time()) * 1000)))
 
     def _flush(self, emit: Callable[[Record], None]) -> None:
         now = time.monotonic()
@@ -274,14 +276,21 @@ class NetwatchDriver:
 
     # ------------------------------------------------------------------ tasks
     async def _iw_loop(self, emit: Callable[[Record], None]) -> None:
-        from drivers.netwatch.iwscan import iw_scan
+        from drivers.netwatch.iwscan import iw_noise, iw_scan
         ws = self.options.wifi_scan
         while True:
             try:
-                for bss in await iw_scan(ws.interface, ws.iw_path):
+                found = await iw_scan(ws.interface, ws.iw_path)
+                try:    # noise floor per channel (for the SNR); not every driver reports it
+                    noise = await iw_noise(ws.interface, ws.iw_path)
+                except (RuntimeError, OSError) as e:
+                    log.debug("netwatch %s: iw survey dump: %s", self.device_id, e)
+                    noise = {}
+                for bss in found:
                     self.watch.wifi.observe(bss["bssid"], bss["ssid"], bss["channel"], bss["signal_dbm"],
                                             bss["security"], time.time(), akm=bss["akm"],
-                                            ssid_encoding=bss["ssid_encoding"])
+                                            ssid_encoding=bss["ssid_encoding"],
+                                            noise_dbm=noise.get(bss["freq"]) if bss.get("freq") else None)
                 self._flush(emit)
                 self._survey(emit)
             except (RuntimeError, OSError) as e:

@@ -591,6 +591,7 @@ class Bss:
     frames: int = 1
     first_seen: float | None = None
     last_seen: float | None = None
+    noise_dbm: int | None = None   # radiotap antenna noise / iw survey dump of the channel (None: not known)
 
     def to_json(self) -> dict[str, Any]:
         return {"bssid": self.bssid, "ssid": self.ssid, "channel": self.channel,
@@ -653,12 +654,15 @@ class WifiSurvey:
             privacy = bool(body.cap.privacy)
         except AttributeError:
             privacy = False
-        signal = None
+        signal = noise = None
         if RadioTap in pkt:
             rt = pkt[RadioTap]
             sig = getattr(rt, "dBm_AntSignal", None)
             if sig is not None:
                 signal = int(sig)
+            nz = getattr(rt, "dBm_AntNoise", None)
+            if nz is not None:
+                noise = int(nz)
             if channel is None:
                 channel = freq_to_channel(getattr(rt, "ChannelFrequency", None))
         else:
@@ -670,19 +674,21 @@ class WifiSurvey:
                 pass
         ssid, enc = decode_ssid(ssid_raw)
         self.observe(bssid, ssid, channel, signal, security_from_akms(akms, rsn, wpa1, privacy), ts,
-                     akm=akms, ssid_encoding=enc)
+                     akm=akms, ssid_encoding=enc, noise_dbm=noise)
 
     def observe(self, bssid: str, ssid: str, channel: int | None, signal_dbm: int | None, security: str,
-                ts: float | None = None, akm: list[str] | None = None, ssid_encoding: str = "utf-8") -> Bss:
+                ts: float | None = None, akm: list[str] | None = None, ssid_encoding: str = "utf-8",
+                noise_dbm: int | None = None) -> Bss:
         bssid = norm_mac(bssid) or bssid
         b = self.bss.get(bssid)
         if b is None:
             if len(self.bss) >= self.max_bss:
                 self.overflow += 1
                 if ssid not in self.ssid_allow:
-                    return Bss(bssid, ssid, ssid_encoding, channel, signal_dbm, security, list(akm or []))
+                    return Bss(bssid, ssid, ssid_encoding, channel, signal_dbm, security, list(akm or []),
+                               noise_dbm=noise_dbm)
             b = Bss(bssid, ssid, ssid_encoding, channel, signal_dbm, security, list(akm or []), security,
-                    1, ts, ts)
+                    1, ts, ts, noise_dbm)
             self.bss[bssid] = b
         else:
             prev_best = b.best_security
@@ -692,6 +698,7 @@ class WifiSurvey:
                 b.channel = channel
             if signal_dbm is not None:
                 b.signal_dbm = signal_dbm
+                b.noise_dbm = noise_dbm   # a noise figure belongs to the reading it came with
             if ssid or not b.ssid:
                 b.ssid, b.ssid_encoding = ssid, ssid_encoding
             b.security, b.akm = security, list(akm or [])

@@ -126,6 +126,51 @@ def parse_iw_scan(text: str) -> list[dict[str, Any]]:
     return results
 
 
+def parse_iw_survey(text: str) -> dict[float, int]:
+    """``iw dev IFACE survey dump`` -> ``{frequency MHz: noise dBm}`` for the channels whose
+    block reports a noise figure (most drivers: every channel visited by the last scan;
+    some only the one ``[in use]``). Other lines are ignored."""
+    out: dict[float, int] = {}
+    freq: float | None = None
+    for line in text.splitlines():
+        s = line.strip()
+        if s.startswith("Survey data from"):
+            freq = None
+        elif s.startswith("frequency:"):
+            try:
+                freq = float(s.split(":", 1)[1].split()[0])
+            except (ValueError, IndexError):
+                freq = None
+        elif s.startswith("noise:") and freq is not None:
+            try:
+                out[freq] = int(round(float(s.split(":", 1)[1].split()[0])))
+            except (ValueError, IndexError):
+                pass
+    return out
+
+
+async def _run_iw(iw_path: str, args: list[str], timeout_s: float) -> str:
+    proc = await asyncio.create_subprocess_exec(iw_path, *args,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
+    except asyncio.TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise RuntimeError(f"{iw_path} {' '.join(args)}: no answer within {timeout_s:g}s") from None
+    if proc.returncode != 0:
+        msg = err.decode("utf-8", "replace").strip().splitlines()
+        raise RuntimeError(f"{iw_path} {' '.join(args)} failed (exit {proc.returncode}): "
+                           f"{msg[-1] if msg else 'no message'}")
+    return out.decode("utf-8", "surrogateescape")
+
+
+async def iw_noise(interface: str, iw_path: str = "iw", timeout_s: float = 10.0) -> dict[float, int]:
+    """Noise floor per frequency from ``iw dev IFACE survey dump`` (read-only). Raises
+    RuntimeError like ``iw_scan``; callers treat that as "noise not known"."""
+    return parse_iw_survey(await _run_iw(iw_path, ["dev", interface, "survey", "dump"], timeout_s))
+
+
 async def iw_scan(interface: str, iw_path: str = "iw", timeout_s: float = 30.0) -> list[dict[str, Any]]:
     """Run ``iw dev IFACE scan`` and parse it. Raises RuntimeError with iw's message on failure."""
     proc = await asyncio.create_subprocess_exec(iw_path, "dev", interface, "scan",
