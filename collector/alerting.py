@@ -6,8 +6,10 @@
 - ``device_meta`` from the collector store (``devices`` table: agent, site, building, facts;
   room/type from the agent's birth message ``devices`` list), cached, invalidated on
   birth/facts messages and when a device first appears;
-- ``topology`` (device -> upstream switch) from LLDP samples when there are any (neighbour of a
-  higher-ranked type is upstream), rebuilt at most once a minute;
+- ``topology`` (device -> upstream switch) from LLDP samples (neighbour of a higher-ranked type
+  is upstream) and, for devices without an LLDP upstream, from ``fdb`` samples: the switch that
+  learned the device's MAC (facts ``mac``, or facts ``ip`` via ``arp``) on an access port (no
+  switch neighbour on it; fewest MACs wins); rebuilt at most once a minute;
 - optionally a ``Notifier`` (``notify.config``) running on its own asyncio loop thread;
 - a ``ChangeHub`` fanning ``AlertChange``s out to SSE clients (asyncio queues on the API loop).
 
@@ -88,6 +90,14 @@ class ChangeHub:
                 loop.call_soon_threadsafe(_put, q, data)
             except RuntimeError:  # loop closed
                 pass
+
+
+def _norm_mac(v) -> str | None:
+    """'00:1A:2b:..', '001a.2b..', '00-1a-..' -> '001a2b3c4d5e'; None if not a MAC."""
+    if not isinstance(v, str):
+        return None
+    h = "".join(ch for ch in v.lower() if ch in "0123456789abcdef")
+    return h if len(h) == 12 and h != "000000000000" else None
 
 
 def _put(q: asyncio.Queue, data: str) -> None:
@@ -334,7 +344,8 @@ class Alerting:
     def _build_topology(self) -> dict[str, str]:
         c = self.store.reader()
         rows = c.execute("SELECT device, tags FROM series WHERE measurement='lldp'").fetchall()
-        if not rows:
+        fdb_rows = c.execute("SELECT device, tags FROM series WHERE measurement='fdb'").fetchall()
+        if not rows and not fdb_rows:
             return {}
         types: dict[str, str] = {}
         for (info,) in c.execute("SELECT info FROM agents"):
@@ -345,16 +356,25 @@ class Alerting:
             except ValueError:
                 continue
         names: dict[str, str] = {d.lower(): d for d in types}
+        macs: dict[str, str] = {}   # device -> normalised MAC (facts mac, else facts ip via ARP)
+        ips: dict[str, str] = {}
         for did, facts in c.execute("SELECT id, facts FROM devices"):
             names[did.lower()] = did
             try:
-                sn = json.loads(facts or "{}").get("sysName")
+                f = json.loads(facts or "{}")
             except ValueError:
-                sn = None
+                f = {}
+            f = f if isinstance(f, dict) else {}
+            sn = f.get("sysName")
             if isinstance(sn, str):
                 names[sn.lower()] = did
+            if _norm_mac(f.get("mac")):
+                macs[did] = _norm_mac(f.get("mac"))
+            elif isinstance(f.get("ip"), str):
+                ips[did] = f["ip"]
         rank = lambda x: _TYPE_RANK.get((types.get(x) or "").lower(), 0)  # noqa: E731
         up: dict[str, str] = {}
+        uplinks: set[tuple[str, Any]] = set()   # (switch, port) facing another switch: not an access port
         for dev, tj in rows:
             try:
                 tags = json.loads(tj)
@@ -368,7 +388,47 @@ class Alerting:
                 up.setdefault(peer, dev)
             elif rank(peer) > rank(dev):
                 up.setdefault(dev, peer)
+            if rank(peer) > 0:  # a port facing another switch/router is a trunk, not an access port
+                uplinks.add((dev, tags.get("ifIndex") or tags.get("local_port")))
+        if fdb_rows:
+            self._topology_from_fdb(c, fdb_rows, up, macs, ips, uplinks, rank)
         return up
+
+    @staticmethod
+    def _topology_from_fdb(c, fdb_rows, up: dict, macs: dict, ips: dict, uplinks: set, rank) -> None:
+        """Devices without an LLDP upstream: the switch whose FDB learned the device's MAC on an
+        access port (no LLDP neighbour on it), the port with the fewest MACs when several switches
+        learned it (switches further up learn it on their uplinks, which carry many MACs)."""
+        if ips:
+            for (tj,) in c.execute("SELECT tags FROM series WHERE measurement='arp'"):
+                try:
+                    t = json.loads(tj)
+                except ValueError:
+                    continue
+                for d, ip in list(ips.items()):
+                    if t.get("ip") == ip and _norm_mac(t.get("mac")):
+                        macs.setdefault(d, _norm_mac(t.get("mac")))
+        port_macs: dict[tuple[str, str], set[str]] = {}
+        for sw, tj in fdb_rows:
+            try:
+                t = json.loads(tj)
+            except ValueError:
+                continue
+            mac = _norm_mac(t.get("mac"))
+            port = t.get("ifIndex") or t.get("ifName")
+            if mac and port is not None and (sw, port) not in uplinks:
+                port_macs.setdefault((sw, str(port)), set()).add(mac)
+        by_mac: dict[str, list[tuple[int, str]]] = {}
+        for (sw, _port), ms in port_macs.items():
+            for m in ms:
+                by_mac.setdefault(m, []).append((len(ms), sw))
+        for d, m in macs.items():
+            if d in up or m not in by_mac:
+                continue
+            cands = sorted((n, sw) for n, sw in by_mac[m]
+                           if sw != d and (rank(d) == 0 or rank(sw) > rank(d)))
+            if cands:
+                up[d] = cands[0][1]
 
     # ------------------------------------------------------------ rules (API)
     def _update_network_rules(self) -> None:

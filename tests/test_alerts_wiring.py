@@ -105,6 +105,41 @@ def test_meta_from_store_topology_and_network_rules(env):
     assert al.is_network(al.engine.alerts({"rule": "switch-down"})[0]) is False
 
 
+def test_topology_from_fdb_behind_access_ports(env):
+    """Devices that speak no LLDP: the switch whose FDB learned their MAC on an access port is
+    upstream (a port facing another switch per LLDP is a trunk; among several switches the port
+    with the fewest MACs wins); a device known only by IP is resolved through ARP."""
+    al, feed, store = env
+    now = int(time.time() * 1000)
+    feed.state("birth", version="t", devices=[
+        {"id": "core1", "type": "core"}, {"id": "sw1", "type": "switch"}, {"id": "sw2", "type": "switch"},
+        {"id": "cam1", "type": "camera"}, {"id": "proj1", "type": "projector"}])
+    feed.durable("facts", [wire.facts("cam1", now, {"mac": "00:1A:2B:3C:4D:5E"}),
+                           wire.facts("proj1", now, {"ip": "10.0.0.50"})])
+    fdb = lambda sw, port, mac: wire.sample("fdb", sw, now, {"seen": 1},  # noqa: E731
+                                            {"ifIndex": port, "ifName": f"p{port}", "mac": mac, "vlan": "10"})
+    feed.durable("metrics", [
+        wire.sample("lldp", "core1", now, {"seen": 1}, {"ifIndex": "1", "remote_name": "sw1"}),
+        wire.sample("lldp", "core1", now, {"seen": 1}, {"ifIndex": "2", "remote_name": "sw2"}),
+        wire.sample("arp", "core1", now, {"seen": 1}, {"ip": "10.0.0.50", "mac": "aa-bb-cc-00-00-50"}),
+        # cam1: on core1's trunk to sw1 (LLDP: not an access port), on sw1's access port 5,
+        # and on sw2's port 24 (an uplink without LLDP, many MACs)
+        fdb("core1", "1", "001a.2b3c.4d5e"), fdb("sw1", "5", "00:1a:2b:3c:4d:5e"),
+        fdb("sw2", "24", "00:1a:2b:3c:4d:5e"), fdb("sw2", "24", "00:00:00:00:00:01"),
+        fdb("sw2", "24", "00:00:00:00:00:02"),
+        # proj1 (IP only, MAC from ARP) on sw2's access port 7
+        fdb("sw2", "7", "AA:BB:CC:00:00:50")])
+    wait_until(lambda: al.stats["processed"] >= 3, 10, "processed")
+    al._topo_at = 0
+    assert al.topology("cam1") == "sw1" and al.topology("proj1") == "sw2"
+    assert al.topology("sw1") == "core1" and al.topology("sw2") == "core1" and al.topology("core1") is None
+    # through the engine: sw1 unreachable suppresses the alert of the camera behind it
+    feed.durable("events", [wire.event("sw1", "unreachable", now + 5, "warning"),
+                            wire.event("cam1", "unreachable", now + 5, "warning")])
+    cam = wait_until(lambda: [x for x in al.engine.alerts({"rule": "cam-down"}) if x.suppressed], 10, "inhibited")
+    assert "switch-down" in cam[0].suppressed
+
+
 def test_bounded_queue_drops_and_bad_data(tmp_path, caplog):
     store = SQLiteStore(str(tmp_path / "c.db"))
     al = Alerting(_cfg(tmp_path, queue_max=5), store)  # not started: nothing drains the queue
