@@ -70,7 +70,7 @@ class Agent:
         return {"version": __version__, "config_hash": self.loaded.sha256,
                 "drivers": sorted({d.driver for d in devs}),
                 "devices": [{"id": d.id, "driver": d.driver, "interval_s": d.interval_s, "room": d.room,
-                             "type": d.type} for d in devs]}
+                             "type": d.type, **({"tags": dict(d.tags)} if d.tags else {})} for d in devs]}
 
     def self_metrics(self) -> Sample:
         q = self.queue
