@@ -153,6 +153,15 @@ def open_session(options: Options):
     return SnmpSession(target)
 
 
+def open_vlan_session_factory(options: Options):
+    """``vlan -> session`` for Cisco per-VLAN bridge tables, same engine choice as open_session."""
+    from drivers.snmp.tables import vlan_session_factory
+    if options.version == "2c" and options.engine == "auto":
+        from drivers.snmp.fastv2c import FastV2cSession
+        return vlan_session_factory(options.target(), FastV2cSession.from_target)
+    return vlan_session_factory(options.target(), SnmpSession)
+
+
 class SnmpDriver:
     """PollingDriver for one SNMP device."""
 
@@ -299,14 +308,10 @@ class SnmpDriver:
         return task.result()
 
     async def _collect_topology(self, sys_object_id: str | None) -> list[Record]:
-        from drivers.snmp.tables import collect_sections, vlan_session_factory
+        from drivers.snmp.tables import collect_sections
         o = self.options
         session = open_session(o)
-        if o.version == "2c" and o.engine == "auto":
-            from drivers.snmp.fastv2c import FastV2cSession
-            vlan = vlan_session_factory(o.target(), FastV2cSession.from_target)
-        else:
-            vlan = vlan_session_factory(o.target(), SnmpSession)
+        vlan = open_vlan_session_factory(o)
         deadline = max(30.0, 8 * o.timeout_s * (o.retries + 1))
         try:
             sec = await collect_sections(session, sys_object_id, ["lldp", "fdb", "arp", "ip_addresses"],

@@ -245,14 +245,39 @@ class _CountingUdpTransport(udp.UdpAsyncioTransport):
     def __init__(self, *a: Any, **kw: Any) -> None:
         super().__init__(*a, **kw)
         self.received: dict[tuple[str, int], int] = {}
+        #: datagrams per peer that are well-formed SNMP messages, by message version (0 v1, 1 v2c,
+        #: 3 v3): a v3 engine-discovery report is a valid datagram even when the request that
+        #: follows is dropped by the agent (wrong privacy key / protocol)
+        self.valid: dict[tuple[str, int, int], int] = {}
 
     def datagram_received(self, datagram, transportAddress):  # noqa: N803 - pysnmp's name
         try:
             key = (str(transportAddress[0]), int(transportAddress[1]))
             self.received[key] = self.received.get(key, 0) + 1
+            v = snmp_message_version(bytes(datagram))
+            if v is not None:
+                self.valid[key + (v,)] = self.valid.get(key + (v,), 0) + 1
         except (TypeError, ValueError, IndexError):
             pass
         super().datagram_received(datagram, transportAddress)
+
+
+def snmp_message_version(data: bytes) -> int | None:
+    """msgVersion of a well-formed SNMP message (outer SEQUENCE spanning the whole datagram,
+    then INTEGER version), else None."""
+    if len(data) < 5 or data[0] != 0x30:
+        return None
+    n = data[1]
+    pos = 2
+    if n & 0x80:
+        k = n & 0x7F
+        if not 0 < k <= 4 or len(data) < 2 + k:
+            return None
+        n = int.from_bytes(data[2:2 + k], "big")
+        pos = 2 + k
+    if pos + n != len(data) or len(data) < pos + 3 or data[pos] != 0x02 or data[pos + 1] != 1:
+        return None
+    return data[pos + 2]
 
 
 class _Engine:
@@ -489,7 +514,8 @@ class SnmpSession:
             raise DeviceError("config", f"cannot configure SNMP target: {e}") from None
         ctx_name = (self.target.context or "").encode() if self.target.version == "3" else b""
         key = (address[0], int(address[1]))
-        rx_before = eng.transport.received.get(key, 0)
+        rx_before = (eng.transport.received.get(key, 0),
+                     eng.transport.valid.get(key + (3 if self.target.version == "3" else 1,), 0))
         eng.in_flight[key] = eng.in_flight.get(key, 0) + 1
         try:
             return await self._exchange(eng, addr_name, ctx_name, kind, varbinds, max_repetitions, key, rx_before)
@@ -499,7 +525,7 @@ class SnmpSession:
                 del eng.in_flight[key]
 
     async def _exchange(self, eng: "_Engine", addr_name: str, ctx_name: bytes, kind: str, varbinds: list,
-                        max_repetitions: int, key: tuple[str, int], rx_before: int):
+                        max_repetitions: int, key: tuple[str, int], rx_before: tuple[int, int]):
         fut: asyncio.Future = asyncio.get_running_loop().create_future()
 
         def cb(snmpEngine, sendRequestHandle, errorIndication, errorStatus, errorIndex, varBinds, cbCtx):
@@ -524,11 +550,19 @@ class SnmpSession:
             if isinstance(ei, errind.TooBig):
                 raise _TooBig()
             if isinstance(ei, errind.RequestTimedOut):
-                got = eng.transport.received.get(key, 0) - rx_before
-                if got > 0 and eng.in_flight.get(key, 0) == 1:
-                    raise DeviceError("protocol", f"{got} datagram(s) came back but none was a valid SNMP "
+                got = eng.transport.received.get(key, 0) - rx_before[0]
+                valid = eng.transport.valid.get(key + (3 if self.target.version == "3" else 1,), 0) - rx_before[1]
+                if got > valid and eng.in_flight.get(key, 0) == 1:
+                    raise DeviceError("protocol", f"{got - valid} datagram(s) came back but none was a valid SNMP "
                                                   f"v{self.target.version} response (garbage, other SNMP version "
                                                   "or a mangling middlebox?)")
+                if (self.target.version == "3" and self.target.priv_protocol and eng.in_flight.get(key, 0) == 1
+                        and (valid > 0 or (self._answered_at < 0 and eng.transport.valid.get(key + (3,), 0) > 0))):
+                    # engine discovery was answered, the encrypted request was not: the agent could
+                    # not decrypt it (net-snmp drops AES garbage silently, no usmStatsDecryptionErrors)
+                    raise DeviceError("auth", f"agent answered SNMPv3 engine discovery but dropped the {kind} request: "
+                                              f"wrong privacy key, or privacy protocol {self.target.priv_protocol} "
+                                              f"not the one configured for user {self.target.user!r} on the agent")
             raise _map_error_indication(ei, self.target)
         self._answered_at = time.monotonic()
         es = int(es or 0)

@@ -38,6 +38,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=2.0, help="seconds per try (default 2)")
     parser.add_argument("--retries", type=int, default=1, help="extra tries (default 1)")
     parser.add_argument("--max-repetitions", type=int, default=25, help="GETBULK max-repetitions (default 25)")
+    parser.add_argument("--engine", choices=["auto", "pysnmp"], default="auto",
+                        help="auto: fast built-in v2c client (v3 always pysnmp); pysnmp: force pysnmp")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
@@ -63,7 +65,7 @@ def _options(args: argparse.Namespace):
     auth_key = args.auth_key or os.environ.get("CAMPUS_SENSE_SNMP_AUTH_KEY")
     priv_key = args.priv_key or os.environ.get("CAMPUS_SENSE_SNMP_PRIV_KEY")
     data: dict[str, Any] = {"host": host, "port": port, "timeout_s": args.timeout, "retries": args.retries,
-                            "max_repetitions": args.max_repetitions}
+                            "max_repetitions": args.max_repetitions, "engine": getattr(args, "engine", "auto")}
     v3_flags = [f for f, v in (("--auth-protocol", args.auth_protocol), ("--auth-key", args.auth_key),
                                ("--priv-protocol", args.priv_protocol), ("--priv-key", args.priv_key),
                                ("--context", args.context)) if v]
@@ -85,18 +87,19 @@ def _options(args: argparse.Namespace):
 
 async def collect(options, columns: list[str] | None = None) -> dict[str, Any]:
     """Read the inventory document (also usable from other code)."""
-    from drivers.snmp.client import SnmpSession, close_engines
+    from drivers.snmp import open_session, open_vlan_session_factory
+    from drivers.snmp.client import close_engines
     from drivers.snmp.ifmib import INVENTORY_COLUMNS, read_interfaces, read_system
 
-    session = SnmpSession(options.target())
+    session = open_session(options)  # same engine choice as the driver (fast v2c path by default)
     try:
         system = await read_system(session)
         if system.object_id is None and system.descr is None:
             raise DeviceError("protocol", "agent returned no SNMPv2-MIB system group")
         interfaces = await read_interfaces(session, options.max_repetitions, columns or INVENTORY_COLUMNS)
-        from drivers.snmp.tables import collect_sections, inventory_doc, vlan_session_factory
+        from drivers.snmp.tables import collect_sections, inventory_doc
         sections = await collect_sections(session, system.object_id, deadline_s=max(10.0, 15 * options.timeout_s),
-                                          vlan_session=vlan_session_factory(options.target(), SnmpSession),
+                                          vlan_session=open_vlan_session_factory(options),
                                           max_repetitions=options.max_repetitions)
     finally:
         await session.close()
