@@ -1,6 +1,6 @@
 """The security console in a real headless Chromium (Debian's /usr/bin/chromium via playwright):
 log in with a security token, an event published through Mosquitto appears without a reload,
-Acknowledge updates the alert in the API."""
+Acknowledge / Assign / Silence clicked on the page change the alert (and silences) in the API."""
 from __future__ import annotations
 
 import os
@@ -86,6 +86,26 @@ def test_console_live_alert_and_ack(coll):
             page.click(f"tr[data-alert-id='{warm['id']}'] .rule")
             line = page.wait_for_selector("#detail svg.spark polyline", state="attached")
             assert len(line.get_attribute("points").split()) == 2
+            # assign (prompt answered with the assignee) -> shown on the row and in the API
+            answers: list[str] = []
+            page.on("dialog", lambda d: d.accept(answers.pop(0)) if answers else d.dismiss())
+            answers.append("guard-2")
+            page.click(f"tr[data-alert-id='{alert_id}'] button.assign")
+            page.wait_for_selector(f"tr[data-alert-id='{alert_id}'] .assignee")
+            assert "guard-2" in page.inner_text(f"tr[data-alert-id='{alert_id}'] .assignee")
+            assert c.get(f"/alerts/{alert_id}", "admin").json()["assignee"] == "guard-2"
+            # silence the fridge alert for 30 minutes -> a silence in the API, the alert suppressed,
+            # pushed to the page (no reload)
+            answers.append("30")
+            page.click(f"tr[data-alert-id='{warm['id']}'] button.silence")
+            sil = wait_until(lambda: c.get("/silences?active=true", "admin").json(), 10, "silence")
+            assert sorted(sil[0]["matchers"]) == ['device="fridge-1"', 'rule="fridge-warm"']
+            assert 29 * 60_000 < sil[0]["ends_ms"] - sil[0]["starts_ms"] <= 30 * 60_000
+            assert sil[0]["created_by"] == "security-user (security)"
+            page.wait_for_selector(f"tr[data-alert-id='{warm['id']}'] .muted-by", timeout=20_000)
+            assert page.inner_text(f"tr[data-alert-id='{warm['id']}'] .muted-by") == f"silence:{sil[0]['id']}"
+            assert c.get(f"/alerts/{warm['id']}", "admin").json()["suppressed"] == f"silence:{sil[0]['id']}"
+            assert page.evaluate("window.__marker") == 1
             assert not errors, errors
         finally:
             browser.close()
