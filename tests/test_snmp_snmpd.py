@@ -115,8 +115,13 @@ def test_wrong_community_times_out_with_hint(snmpd):
 
 def test_closed_and_silent_ports_time_out(capsys):
     closed = free_port(socket.SOCK_DGRAM)
+    # fast v2c path (default): connected UDP socket, the ICMP port-unreachable is reported
     assert cli.main(["snmp-inventory", "--target", f"127.0.0.1:{closed}", "--community", "x-community",
                      "--timeout", "0.2", "--retries", "0"]) == 1
+    assert capsys.readouterr().err.strip() == (f"snmp-inventory: 127.0.0.1:{closed}: unreachable: 127.0.0.1:{closed}: "
+                                               "port closed (ICMP port unreachable: no SNMP agent listening)")
+    assert cli.main(["snmp-inventory", "--target", f"127.0.0.1:{closed}", "--community", "x-community",
+                     "--timeout", "0.2", "--retries", "0", "--engine", "pysnmp"]) == 1
     assert ": timeout: " in capsys.readouterr().err
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:        # bound, never answers
         silent.bind(("127.0.0.1", 0))

@@ -360,7 +360,11 @@ class FastV2cSession:
     def _on_error(self, exc: Exception) -> None:
         w = self._waiter
         if w is not None and not w.done():
-            w.set_exception(DeviceError("unreachable", f"{self.host}:{self.port}: {exc}"))
+            if isinstance(exc, ConnectionRefusedError):
+                msg = f"{self.host}:{self.port}: port closed (ICMP port unreachable: no SNMP agent listening)"
+            else:
+                msg = f"{self.host}:{self.port}: {exc}"
+            w.set_exception(DeviceError("unreachable", msg))
 
     async def _request(self, kind: str, oids: list[bytes], max_repetitions: int = 0) -> list[tuple[bytes, Any]]:
         if self._lock is None:
