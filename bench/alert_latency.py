@@ -14,8 +14,8 @@ which is MQTT + ingest group commit + engine; emitted -> received on the SSE str
 Goal: p99 < 500 ms. Not a test: numbers depend on the machine.
 
 On the 2-core shared dev VM (1000 events at 40/s, 50k points/s load, rules incl. a threshold on
-every interface sample and an absence rule): ``--batch-ms 10`` p50 ~35 ms, p99 ~230 ms;
-with the collector's default ``ingest.batch_ms: 50`` p50 ~100 ms, p99 ~550 ms. Nearly all of the
+every interface sample and an absence rule): with ``ingest.batch_ms: 10`` (the collector's default,
+``--batch-ms``) p50 ~35-45 ms, p99 ~180-230 ms; with ``--batch-ms 50`` p50 ~100 ms, p99 ~550 ms. Nearly all of the
 tail is publish -> commit in ingest (the engine adds ~3-6 ms mean, the SSE hop ~1-20 ms).
 """
 from __future__ import annotations
