@@ -102,6 +102,12 @@ class PublishSection(_Strict):
     shutdown_drain_s: float = Field(2.0, ge=0)
 
 
+class PollingSection(_Strict):
+    #: polling cycles running at once across all devices (a cycle waits for a slot before its
+    #: deadline starts); bounds sockets, memory and CPU bursts on a small agent box
+    max_concurrent: int = Field(32, ge=1, le=10000)
+
+
 class DeviceSection(_Strict):
     id: str = Field(min_length=1, max_length=128)
     driver: str
@@ -138,6 +144,7 @@ class AgentConfig(_Strict):
     mqtt: MqttSection
     queue: QueueSection
     publish: PublishSection = Field(default_factory=PublishSection)
+    polling: PollingSection = Field(default_factory=PollingSection)
     devices: list[DeviceSection] = Field(default_factory=list)
 
 

@@ -85,6 +85,7 @@ class Agent:
             self.batcher.add([self.self_metrics()])
 
     def _start_devices(self, tg: asyncio.TaskGroup) -> None:
+        limit = asyncio.Semaphore(self.cfg.polling.max_concurrent)  # bounded concurrency across devices
         for dev, opts in zip(self.cfg.devices, self.loaded.options):
             try:
                 drv = cfgmod.driver_module(dev.driver).create(dev.id, opts, dev.driver_tags())
@@ -96,7 +97,8 @@ class Agent:
                 continue
             self.drivers[dev.id] = drv
             if hasattr(drv, "poll"):
-                tg.create_task(run_polling(dev.id, dev.driver, drv, dev.interval_s, dev.deadline, self.batcher.add))
+                tg.create_task(run_polling(dev.id, dev.driver, drv, dev.interval_s, dev.deadline, self.batcher.add,
+                                           limit=limit))
             else:
                 tg.create_task(run_streaming(dev.id, dev.driver, drv, self.batcher.add))
 

@@ -34,8 +34,15 @@ def poll_sample(device_id: str, driver: str, ok: bool, duration_s: float, reason
     return Sample("agent_poll", device_id, fields, {"driver": driver})
 
 
-async def poll_once(device_id: str, driver_name: str, driver: Any, deadline_s: float, sink: Sink) -> Sample:
-    """One cycle: poll under the deadline, hand records to ``sink``, return the agent_poll sample."""
+async def poll_once(device_id: str, driver_name: str, driver: Any, deadline_s: float, sink: Sink,
+                    limit: asyncio.Semaphore | None = None) -> Sample:
+    """One cycle: poll under the deadline, hand records to ``sink``, return the agent_poll sample.
+
+    ``limit`` (shared by all devices) bounds how many cycles run at once; the deadline and
+    duration_s start when the cycle got its slot."""
+    if limit is not None:
+        async with limit:
+            return await poll_once(device_id, driver_name, driver, deadline_s, sink)
     t0 = time.monotonic()
     ok, reason, error = False, None, None
     try:
@@ -54,14 +61,14 @@ async def poll_once(device_id: str, driver_name: str, driver: Any, deadline_s: f
 
 
 async def run_polling(device_id: str, driver_name: str, driver: Any, interval_s: float, deadline_s: float,
-                      sink: Sink, jitter_s: float | None = None) -> None:
+                      sink: Sink, jitter_s: float | None = None, limit: asyncio.Semaphore | None = None) -> None:
     """Poll forever on a fixed grid; cycles missed by a slow poll are skipped, not bunched."""
     loop = asyncio.get_running_loop()
     await asyncio.sleep(random.uniform(0, min(interval_s, 5.0) if jitter_s is None else jitter_s))
     due = loop.time()
     last_reason: str | None = None  # log state changes, not every failed cycle of a dead device
     while True:
-        sample = await poll_once(device_id, driver_name, driver, deadline_s, sink)
+        sample = await poll_once(device_id, driver_name, driver, deadline_s, sink, limit)
         sink([sample])
         reason = sample.fields.get("reason")
         if reason != last_reason:
