@@ -123,6 +123,18 @@ def test_alert_lifecycle_roles_csv_notifications(coll):
     assert by_rule["door-forced"]["state"] == "resolved"
     it_rows = list(csv.DictReader(io.StringIO(c.get("/alerts/export.csv", "it").text)))
     assert [row["rule"] for row in it_rows] == ["uplink-down"]
+    # audit history as CSV: every transition and human action with its actor
+    r = c.get(f"/alerts/history.csv?alert_id={door['id']}", "security")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+    hrows = list(csv.DictReader(io.StringIO(r.text)))
+    assert [h["action"] for h in hrows][:4] == ["firing", "acked", "assigned", "commented"]
+    assert hrows[-1]["action"] == "manually_resolved" and hrows[-1]["actor"] == "security-user (security)"
+    assert "guard on the way" in hrows[1]["detail"]
+    all_rules = {h["rule"] for h in csv.DictReader(io.StringIO(c.get("/alerts/history.csv", "admin").text))}
+    assert all_rules == {"door-forced", "fridge-warm", "uplink-down"}
+    it_hist = list(csv.DictReader(io.StringIO(c.get("/alerts/history.csv", "it").text)))
+    assert it_hist and {h["rule"] for h in it_hist} == {"uplink-down"}
+    assert c.get(f"/alerts/history.csv?alert_id={door['id']}", "it").status_code == 403
 
     # ---- notifications: the failing channel is visible
     st = wait_until(lambda: (s := c.get("/notifications/status", "security").json())

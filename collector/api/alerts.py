@@ -12,6 +12,7 @@ Roles (401 without/with a bad token, 403 wrong role or an alert the role may not
 | GET /me | all |
 | GET /alerts?state=&severity=&building=&rule=&device=&acked=&limit= | all (it: network) |
 | GET /alerts/export.csv (same filters) | all (it: network) |
+| GET /alerts/history.csv?alert_id=&since_ms= (audit: transitions and every human action) | all (it: network) |
 | GET /alerts/{id} (alert, history, samples/events that fired it) | all (it: network) |
 | POST /alerts/{id}/ack {comment, expires_ms} · /unack · /comment {text} | all (it: network) |
 | POST /alerts/{id}/assign {assignee} · /resolve {comment} | admin, security |
@@ -37,7 +38,7 @@ from pydantic import BaseModel, Field
 
 from campus_sense.yamlconf import ConfigError
 
-from ..rules import AlertError, export_alerts_csv
+from ..rules import AlertError, export_alerts_csv, export_history_csv
 from ..store.base import SeriesQueryUnsupported
 from .app import Principal, require_role
 
@@ -172,6 +173,27 @@ def router(alerting) -> APIRouter:
             raise HTTPException(400, str(e)) from None
         return Response(buf.getvalue(), media_type="text/csv; charset=utf-8",
                         headers={"Content-Disposition": 'attachment; filename="alerts.csv"'})
+
+    @r.get("/alerts/history.csv", summary="audit history (every transition and human action) as CSV",
+           response_class=PlainTextResponse)
+    def history_csv(alert_id: int | None = None, since_ms: int | None = None,
+                    p: Principal = Depends(ALL)) -> Response:
+        if alert_id is not None:
+            get_alert(p, alert_id)  # 404 / 403
+        buf = io.StringIO()
+        export_history_csv(engine.store, buf, alert_id=alert_id, since_ms=since_ms)
+        text = buf.getvalue()
+        if p.role == "it" and alert_id is None:  # network alerts only
+            import csv
+            rows = list(csv.reader(io.StringIO(text)))
+            out = io.StringIO()
+            w = csv.writer(out)
+            w.writerow(rows[0])
+            ri = rows[0].index("rule")
+            w.writerows(x for x in rows[1:] if x[ri] in alerting.network_rules)
+            text = out.getvalue()
+        return Response(text, media_type="text/csv; charset=utf-8",
+                        headers={"Content-Disposition": 'attachment; filename="alert-history.csv"'})
 
     # ------------------------------------------------------------ live stream
     @r.post("/alerts/stream/ticket", summary="one-minute ticket for GET /alerts/stream?ticket= (EventSource)")
