@@ -86,6 +86,16 @@ def test_console_live_alert_and_ack(coll):
             page.click(f"tr[data-alert-id='{warm['id']}'] .rule")
             line = page.wait_for_selector("#detail svg.spark polyline", state="attached")
             assert len(line.get_attribute("points").split()) == 2
+            # acknowledge from the detail panel with a comment and an expiry
+            page.fill("#detail form.ack-form input", "probe checked")
+            page.select_option("#detail form.ack-form select", "60")
+            t_ack = now_ms()
+            page.click("#detail form.ack-form button[type=submit]")
+            page.wait_for_selector("#detail .acked-by")
+            w = c.get(f"/alerts/{warm['id']}", "admin").json()
+            assert w["acked"] and w["ack_comment"] == "probe checked"
+            assert t_ack + 55 * 60_000 < w["ack_expires_ms"] < now_ms() + 65 * 60_000
+            page.wait_for_selector(f"tr[data-alert-id='{warm['id']}'] .ackd")
             # assign (prompt answered with the assignee) -> shown on the row and in the API
             answers: list[str] = []
             page.on("dialog", lambda d: d.accept(answers.pop(0)) if answers else d.dismiss())

@@ -304,6 +304,26 @@
       el("li", {}, el("time", {}, fmt(h.t_ms)), " ", el("b", {}, h.action), h.actor ? ` by ${h.actor}` : "",
          h.detail && (h.detail.comment || h.detail.assignee || h.detail.reason)
            ? ` — ${h.detail.comment || h.detail.assignee || h.detail.reason}` : ""))));
+    if (!d.acked && d.state !== "resolved") {
+      // acknowledge with a comment and an optional expiry (the ack lapses; escalation resumes)
+      const ackForm = el("form", { class: "ack-form", onsubmit: async (e) => {
+        e.preventDefault();
+        const mins = Number(ackForm.querySelector("select").value);
+        const body = { comment: ackForm.querySelector("input").value.trim() || "acknowledged in console" };
+        if (mins > 0) body.expires_ms = Date.now() + mins * 60000;
+        try {
+          const n = await api(`/alerts/${id}/ack`, { method: "POST", body });
+          state.alerts.set(n.id, n); await showDetail(id);
+        } catch (_) { /* shown */ }
+      } }, el("input", { placeholder: "ack comment", "aria-label": "ack comment" }),
+         el("select", { "aria-label": "ack expires" }, el("option", { value: "" }, "no expiry"),
+            ...[[30, "30 min"], [60, "1 h"], [240, "4 h"], [480, "8 h"]].map(([v, t]) => el("option", { value: v }, `for ${t}`))),
+         el("button", { type: "submit" }, "Acknowledge"));
+      kids.push(ackForm);
+    } else if (d.acked) {
+      kids.push(el("p", { class: "acked-by" }, `Acknowledged by ${d.acked_by}` + (d.ack_comment ? ` — ${d.ack_comment}` : "") +
+                   (d.ack_expires_ms ? ` (until ${fmt(d.ack_expires_ms)})` : "")));
+    }
     const form = el("form", { class: "comment", onsubmit: async (e) => {
       e.preventDefault();
       const t = form.querySelector("input").value.trim();
