@@ -214,3 +214,38 @@ def test_bad_observations_json_names_the_item(tmp_path):
     with pytest.raises(ValueError, match="o.json:2: invalid JSON"):
         Observations.load(f)
     assert Observations.from_dict({"time": 1763632800000, "aps": {"x": False}}).aps["x"] == ApStatus("x", False)
+
+
+def test_capacity_peak_concurrent_use(campus, obs):
+    """"Supports peak concurrent use": clients per AP and uplink/backbone/inter-building
+    utilisation against the policy, with evidence; no data / AP down is unknown, port down n/a."""
+    obs.aps["a-ap-201"] = ApStatus(ap="a-ap-201", up=True, clients=64, time=T - 60)      # crowded lecture hall
+    for i in obs.interfaces:
+        if (i.device, i.name) == ("a-acc1", "XGE0/0/1"):
+            i.util_in_pct, i.util_out_pct = 35.0, 93.5                                    # saturated uplink
+        if (i.device, i.name) == ("a-acc1", "XGE0/0/2"):
+            i.util_in_pct, i.util_out_pct = 12.0, 20.0
+        if (i.device, i.name) == ("a-core", "Te1/1/1"):
+            i.oper_up = False
+            i.util_in_pct = 0.0
+    res = evaluate_coverage(campus, obs, building="A")
+    r = by(res, "ap_client_load", "a-ap-201")
+    assert r.status == "fail" and r.room == "A-201" and "64 clients (policy: <= 50 clients)" in r.message
+    assert r.evidence == [{"what": "ap load", "ap": "a-ap-201", "room": "A-201", "up": True, "clients": 64,
+                           "time": "2026-11-20T09:59:00Z"}]
+    assert by(res, "ap_client_load", "a-ap-101").status == "pass"                        # 31 clients
+    assert by(res, "ap_client_load", "a-ap-103").status == "unknown"                     # AP down
+    r = by(res, "link_utilisation", "a-acc1 XGE0/0/1")
+    assert r.status == "fail" and "93.5 %" in r.message
+    assert r.evidence[0]["util_out_pct"] == 93.5 and r.evidence[0]["port"] == "XGE0/0/1"
+    assert by(res, "link_utilisation", "a-acc1 XGE0/0/2").status == "pass"
+    assert by(res, "link_utilisation", "a-core Te1/1/1").status == "n/a"                # interbuilding link down
+    assert by(res, "link_utilisation", "a-acc2 Te1/0/1").status == "unknown"            # no utilisation collected
+    assert not [r for r in res if r.check == "link_utilisation" and "GE0/0/" in r.subject
+                and "XGE" not in r.subject]                                                # desk ports not judged
+    p = Policy.model_validate({"capacity": {"max_clients_per_ap": 80, "max_link_util_pct": 95}})
+    res = evaluate_coverage(campus, obs, p, building="A")
+    assert by(res, "ap_client_load", "a-ap-201").status == "pass"
+    assert by(res, "link_utilisation", "a-acc1 XGE0/0/1").status == "pass"
+    p = Policy.model_validate({"capacity": {"enabled": False}})
+    assert not [r for r in evaluate_coverage(campus, obs, p) if r.check in ("ap_client_load", "link_utilisation")]

@@ -49,11 +49,13 @@ def test_coverage_report_finds_every_gap(inputs):
     assert st[("wifi_coverage", "A-103")] == "unknown" and st[("wifi_coverage", "A-104")] == "unknown"
     a = next(b for b in rep["buildings"] if b["id"] == "A")
     rooms = {r["id"]: r for r in a["rooms"]}
-    assert rooms["A-102"]["status"] == "fail" and rooms["A-102"]["score"] == 0
+    # wifi fail, desk port fail, its AP's client load (2 clients) pass
+    assert rooms["A-102"]["status"] == "fail" and rooms["A-102"]["score"] == 33.3
     assert rooms["A-101"]["status"] == "pass" and rooms["A-101"]["score"] == 100
     assert rooms["A-103"]["status"] == "unknown"
-    assert a["summary"] == {"status": "fail", "score": 72.2, "pass": 13, "fail": 3, "unknown": 2, "na": 1}
-    assert rep["summary"]["score"] == round(100 * 19 / 26, 1)
+    # + capacity: 3 AP loads pass, a-ap-103 down and 4 links without utilisation data unknown
+    assert a["summary"] == {"status": "fail", "score": 61.5, "pass": 16, "fail": 3, "unknown": 7, "na": 1}
+    assert rep["summary"]["score"] == round(100 * 23 / 38, 1)      # both buildings, capacity included
     assert rep["observed_at"] == "2026-11-20T10:00:00Z"
 
 
@@ -112,7 +114,8 @@ def test_html_report_is_self_contained_with_evidence(inputs):
     assert p.scripts == 0                           # no external resources, no JS
     assert "Campus network coverage report — building A" in text
     assert "2026-11-20T10:00:00Z" in text and rep["generated_at"] in text
-    assert "72.2%" in text
+    assert "61.5%" in text      # 16 pass of 26 scored (unknown never counts as a pass)
+    assert "a-ap-101: 31 clients (policy: <= 50 clients)" in text          # capacity evidence
     # the evidence of each gap: port + speed, AP + reading + time, single uplink port
     assert "a-acc1 GE0/0/2 up at 100 Mb/s" in text
     assert "10:4f:58:00:01:02" in text and "-78" in text and "2026-11-20T08:00:00Z" in text

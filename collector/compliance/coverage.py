@@ -18,7 +18,7 @@ from collector.compliance.results import FAIL, NA, PASS, UNKNOWN, CheckResult
 def evaluate_coverage(campus: CampusModel, obs: Observations, policy: Policy | None = None,
                       building: str | None = None, now: float | None = None) -> list[CheckResult]:
     """Every coverage check for one building (or all). Order: per building, wifi rooms,
-    ports, redundancy, IPv6, agent."""
+    ports, redundancy, capacity, IPv6, agent."""
     policy = policy or Policy()
     now = obs.time if now is None else now
     out: list[CheckResult] = []
@@ -27,6 +27,7 @@ def evaluate_coverage(campus: CampusModel, obs: Observations, policy: Policy | N
         out += wifi_coverage(campus, obs, policy, b, now)
         out += port_speeds(campus, obs, policy, b)
         out += uplink_redundancy(campus, obs, policy, b)
+        out += capacity(campus, obs, policy, b)
         out += ipv6_presence(campus, obs, policy, b)
         out += agent_presence(campus, obs, policy, b, now)
     return out
@@ -253,6 +254,65 @@ def uplink_redundancy(campus: CampusModel, obs: Observations, policy: Policy, bu
             r.status = FAIL
             r.severity = "critical"
             r.message = f"{d.id}: only {n_up} of {len(ups)} uplinks up (policy: >= {need} up)"
+        out.append(r)
+    return out
+
+
+# --------------------------------------------------------------------------- capacity
+
+def capacity(campus: CampusModel, obs: Observations, policy: Policy, building: str) -> list[CheckResult]:
+    """"Supports peak concurrent use", judged on the load seen at this snapshot: clients per
+    AP (``ap_client_load``) and max(in, out) utilisation of uplink/backbone/inter-building
+    ports (``link_utilisation``). Recorded with every snapshot, so the history holds the
+    busy hours; no data is unknown, a down AP / port is unknown / n/a."""
+    cp = policy.capacity
+    if not cp.enabled:
+        return []
+    out = []
+    for d in sorted(campus.devices_in(building), key=lambda x: x.id):
+        if d.type != "ap":
+            continue
+        st = obs.aps.get(d.id)
+        r = CheckResult("ap_client_load", UNKNOWN, d.id, "", building=building, room=d.room, device=d.id)
+        th = f"(policy: <= {cp.max_clients_per_ap} clients)"
+        if st is not None:
+            r.evidence.append({"what": "ap load", "ap": d.id, "room": d.room, "up": st.up, "clients": st.clients,
+                               "time": iso(st.time)})
+        if st is None or (st.up and st.clients is None):
+            r.message = f"{d.id}: no client count collected"
+        elif not st.up:
+            r.message = f"{d.id} is down: load unknown"
+        elif st.clients > cp.max_clients_per_ap:
+            r.status = FAIL
+            r.message = f"{d.id}: {st.clients} clients {th}"
+        else:
+            r.status = PASS
+            r.message = f"{d.id}: {st.clients} clients {th}"
+        out.append(r)
+    for p in sorted(campus.ports.values(), key=lambda x: (x.device, x.port)):
+        if p.role not in cp.link_roles or _port_building(campus, p) != building:
+            continue
+        i = obs.interface(p.device, p.port, p.if_index)
+        subj = f"{p.device} {p.port}"
+        ev = _iface_ev(p, i)
+        r = CheckResult("link_utilisation", UNKNOWN, subj, "", building=building, room=p.room, device=p.device,
+                        evidence=[ev])
+        th = f"(policy: <= {cp.max_link_util_pct:g} %)"
+        utils = [u for u in ((i.util_in_pct, i.util_out_pct) if i is not None else ()) if u is not None]
+        if i is not None:
+            ev.update({"util_in_pct": i.util_in_pct, "util_out_pct": i.util_out_pct})
+        if i is None:
+            r.message = f"no interface data for {subj}"
+        elif i.oper_up is False:
+            r.status = NA
+            r.severity = "info"
+            r.message = f"{subj} is down"
+        elif not utils:
+            r.message = f"{subj}: no utilisation collected"
+        else:
+            u = max(utils)
+            r.status = FAIL if u > cp.max_link_util_pct else PASS
+            r.message = f"{subj} ({p.role}) at {u:g} % {th}"
         out.append(r)
     return out
 

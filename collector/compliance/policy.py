@@ -38,6 +38,16 @@ class WiredPolicy(_P):
     uplink_peer_roles: list[str] = Field(default_factory=lambda: ["distribution", "core", "gateway", "border"])
 
 
+class CapacityPolicy(_P):
+    """"The network supports peak concurrent use": the campus rules give no number; these are
+    starting values (vendor high-density guidance, a classroom of ~40 on one AP; links that
+    run hotter than this at busy hours queue and drop). Set them from your own design."""
+    enabled: bool = True
+    max_clients_per_ap: int = Field(50, ge=1)
+    max_link_util_pct: float = Field(80.0, gt=0, le=100)
+    link_roles: list[str] = Field(default_factory=lambda: ["uplink", "backbone", "interbuilding"])
+
+
 class Ipv6Policy(_P):
     required: bool = True          # a global IPv6 address on every gateway / L3 device
 
@@ -70,6 +80,7 @@ class HardeningPolicy(_P):
 class Policy(_P):
     wireless: WirelessPolicy = Field(default_factory=WirelessPolicy)
     wired: WiredPolicy = Field(default_factory=WiredPolicy)
+    capacity: CapacityPolicy = Field(default_factory=CapacityPolicy)
     ipv6: Ipv6Policy = Field(default_factory=Ipv6Policy)
     agents: AgentPolicy = Field(default_factory=AgentPolicy)
     inventory: InventoryPolicy = Field(default_factory=InventoryPolicy)

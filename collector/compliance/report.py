@@ -48,6 +48,8 @@ def category(check: str) -> str:
         return "wireless"
     if check in ("ipv6", "agent_online"):
         return "network"
+    if check in ("ap_client_load", "link_utilisation"):
+        return "capacity"
     return "wired"
 
 
@@ -101,7 +103,7 @@ def build_coverage_report(campus: CampusModel, obs: Observations, policy: Policy
     policy = policy or Policy()
     res = evaluate_coverage(campus, obs, policy, building, now=obs.time)
     pol = {"wireless": policy.wireless.model_dump(), "wired": policy.wired.model_dump(),
-           "ipv6": policy.ipv6.model_dump(), "agents": policy.agents.model_dump()}
+           "capacity": policy.capacity.model_dump(), "ipv6": policy.ipv6.model_dump(), "agents": policy.agents.model_dump()}
     return _group("coverage", "Campus network coverage report", campus, res, obs, pol, building,
                   time.time() if now is None else now, list(notes or []))
 

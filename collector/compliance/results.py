@@ -14,6 +14,8 @@ CHECKS: dict[str, tuple[str, str]] = {
     "backbone_speed": ("10G backbone", "安全通信网络-网络架构"),
     "interbuilding_speed": ("10G between buildings", "安全通信网络-网络架构"),
     "uplink_redundancy": ("Redundant uplinks", "安全通信网络-网络架构 (冗余)"),
+    "ap_client_load": ("AP client load (concurrent use)", "安全通信网络-网络架构 (业务高峰期容量)"),
+    "link_utilisation": ("Uplink/backbone utilisation (concurrent use)", "安全通信网络-网络架构 (业务高峰期带宽)"),
     "ipv6": ("IPv6 on gateways/L3", "安全通信网络-网络架构"),
     "agent_online": ("Monitoring agent online", "安全管理中心-集中管控"),
     "inventory_missing": ("Registered asset not seen", "安全运维管理-资产管理"),
