@@ -580,12 +580,12 @@ async def collect_health(ctx: _Ctx, profile: Profile, entity: dict | None) -> di
                     pooled_total += used + free
                 else:
                     mems.append(round(100.0 * used / (used + free), 2))
-        if pooled_total:
-            mems.append(round(100.0 * pooled_used / pooled_total, 2))
             t = row.get("temp_c")
             if isinstance(t, (int, float)) and 0 < t < 200:
                 temps.append({"sensor": row.get("sensor_name") or f"{name} {row.get('entity', row.get('sensor', ''))}".strip(),
                               "type": "celsius", "value": t})
+        if pooled_total:
+            mems.append(round(100.0 * pooled_used / pooled_total, 2))
     if cpus:
         out["cpu_pct"] = max(cpus)
     if mems:
