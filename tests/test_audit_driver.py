@@ -39,7 +39,8 @@ def events_of(recs, type_="insecure_setting"):
 
 
 async def test_insecure_device_all_findings(tmp_path):
-    d = start_snmpd(tmp_path / "snmpd", V2C_ONLY_PRIVATE)
+    # + a net-snmp template user "initial" left enabled without authentication (SNMPv3 noAuthNoPriv)
+    d = start_snmpd(tmp_path / "snmpd", V2C_ONLY_PRIVATE + "createUser initial\nrouser -s usm initial noauth\n")
     tel, tel_port = await start_telnet()
     http = HttpPeer()
     tls, tls_port, _ = await start_tls_server(tmp_path)
@@ -53,18 +54,23 @@ async def test_insecure_device_all_findings(tmp_path):
         ins = f.facts["insecure"]
         offset = ins.pop("clock_offset_s")
         assert ins == {"snmp_communities": ["public", "private"], "snmp_versions": ["1", "2c"],
+                       "snmpv3_noauth_users": ["initial"], "default_credentials": ["initial"],
                        "telnet_open": True, "http_mgmt": True, "https_mgmt": True,
                        "http_redirects_to_https": False}
         assert isinstance(offset, float) and abs(offset) < 5       # snmpd runs on this host's clock
         a = f.facts["audit"]
         assert a["snmp"] == {"public": ["1", "2c"], "private": ["2c"]}
+        assert a["snmpv3"]["initial"] == "accepted" and a["snmpv3"]["public"].startswith("agent report")
         assert a["telnet"]["banner"].startswith("User Access Verification")
         assert a["http"]["status"] == 200 and a["https"]["tls_version"] in ("TLSv1.2", "TLSv1.3")
         assert a["clock"]["timezone_known"] is True and "errors" not in a
         assert f.facts["audit_time"].endswith("Z") and f.facts["audit_time"][:2] == "20"
         ev = events_of(recs)
-        assert sorted(e.data["setting"] for e in ev) == ["http_mgmt", "snmp_community", "snmp_community",
-                                                         "telnet_open"]
+        assert sorted(e.data["setting"] for e in ev) == ["default_credentials", "http_mgmt", "snmp_community",
+                                                         "snmp_community", "telnet_open"]
+        cred = next(e for e in ev if e.data["setting"] == "default_credentials")
+        assert cred.data == {"host": "127.0.0.1", "setting": "default_credentials", "protocol": "snmpv3",
+                             "user": "initial", "security_level": "noAuthNoPriv", "port": d.port}
         assert all(e.severity == "warning" and e.tags == {"room": "A-001"} and e.device == "sw1-audit" for e in ev)
         pub = next(e for e in ev if e.data.get("community") == "public")
         assert pub.data == {"host": "127.0.0.1", "setting": "snmp_community", "community": "public",
@@ -102,7 +108,8 @@ async def test_hardened_device_no_findings(tmp_path):
         recs = await drv.poll()
         f = facts_of(recs)
         assert f.device == "sw2"                                # merged into the switch's facts
-        assert f.facts["insecure"] == {"snmp_communities": [], "snmp_versions": [], "telnet_open": False,
+        assert f.facts["insecure"] == {"snmp_communities": [], "snmp_versions": [], "snmpv3_noauth_users": [],
+                                       "default_credentials": [], "telnet_open": False,
                                        "http_mgmt": True, "https_mgmt": True, "http_redirects_to_https": True,
                                        "clock_offset_s": None}
         assert f.facts["audit"]["clock"] == {"skipped": "no 'community' configured"}
@@ -120,12 +127,14 @@ async def test_nothing_listening_and_checks_switched_off():
                        "community": "whatever", "checks": {"snmp_default_communities": False}}, {})
     recs = await drv.poll()
     f = facts_of(recs)
+    # no SNMP engine answered the v3 probes either: default_credentials is not reported (not "rejected")
     assert f.facts["insecure"] == {"telnet_open": False, "http_mgmt": False, "https_mgmt": False,
                                    "http_redirects_to_https": False, "clock_offset_s": None}
     assert f.facts["audit"]["clock"]["error"]
     assert [r for r in recs if isinstance(r, Event)] == []
     drv = create("y", {"host": "127.0.0.1", "checks": {"snmp_default_communities": False, "telnet": False,
-                                                       "http": False, "clock": False}}, {})
+                                                       "http": False, "clock": False,
+                                                       "snmpv3_default_users": False}}, {})
     f = facts_of(await drv.poll())
     assert f.facts["insecure"] == {}
 
@@ -190,7 +199,7 @@ async def test_facts_feed_the_compliance_hardening_checks(tmp_path):
     from collector.campus.model import CampusModel
     from collector.compliance.firmware import evaluate_hardening
     from collector.compliance.observations import Observations
-    d = start_snmpd(tmp_path / "snmpd", V2C_ONLY_PRIVATE)
+    d = start_snmpd(tmp_path / "snmpd", V2C_ONLY_PRIVATE + "createUser initial\nrouser -s usm initial noauth\n")
     tel, tel_port = await start_telnet()
     http = HttpPeer()
     try:
@@ -208,3 +217,4 @@ async def test_facts_feed_the_compliance_hardening_checks(tmp_path):
     assert res["telnet"].status == "fail"
     assert res["http_mgmt"].status == "fail" and "no HTTPS either" in res["http_mgmt"].message
     assert res["clock_drift"].status == "pass"
+    assert res["default_credentials"].status == "fail" and "user initial" in res["default_credentials"].message

@@ -298,3 +298,23 @@ async def test_tls_probe_on_plain_tcp_and_closed_port():
                                                            "IncompleteReadError"))
     r = await tls_probe("127.0.0.1", free_port(), timeout=1)
     assert not r.open and r.error == "refused"
+
+
+@needs_snmpd
+async def test_snmpv3_noauth_default_user(tmp_path):
+    """SNMPv3 GET at noAuthNoPriv, no key: only a user configured without authentication answers."""
+    from drivers.audit.probes import snmpv3_noauth_get
+    d = start_snmpd(tmp_path, "createUser initial\nrouser -s usm initial noauth\ncreateUser noview\n")
+    try:
+        a = await snmpv3_noauth_get("127.0.0.1", d.port, "initial", timeout=2, retries=0)
+        assert a.accepted and a.error_status == 0 and "Linux" in str(a.value)
+        a = await snmpv3_noauth_get("127.0.0.1", d.port, "nosuchuser", timeout=2, retries=0)
+        assert not a.accepted and a.error.startswith("agent report")          # usmStatsUnknownUserNames
+        a = await snmpv3_noauth_get("127.0.0.1", d.port, d.user, timeout=2, retries=0)  # authPriv user
+        assert not a.accepted
+        a = await snmpv3_noauth_get("127.0.0.1", d.port, "noview", timeout=2, retries=0)  # no VACM access
+        assert not a.accepted
+    finally:
+        d.stop()
+    a = await snmpv3_noauth_get("127.0.0.1", free_port(2), "initial", timeout=0.3, retries=0)
+    assert not a.answered and not a.error.startswith("agent report")          # silence: not a verdict

@@ -11,11 +11,13 @@ agent.yaml::
         community_file: /etc/campus-sense/core-sw1.community   # optional: clock check
 
 Probes (all concurrent, each bounded by ``timeout_s``; see README for why they are harmless):
-SNMP v1 + v2c GET sysDescr.0 with each of ``communities`` (default public, private); TCP 23
+SNMP v1 + v2c GET sysDescr.0 with each of ``communities`` (default public, private); SNMPv3 GET
+at noAuthNoPriv as each of ``v3_users`` (default initial, public, private: no key); TCP 23
 connect + banner read; HTTP ``GET /`` on 80 (served? redirect to https?); TLS handshake on 443;
 HOST-RESOURCES-MIB hrSystemDate.0 with the configured ``community`` -> device clock offset.
 
-Records per audit: ``Facts`` {"insecure": {snmp_communities, snmp_versions, telnet_open, http_mgmt,
+Records per audit: ``Facts`` {"insecure": {snmp_communities, snmp_versions, snmpv3_noauth_users,
+default_credentials, telnet_open, http_mgmt,
 https_mgmt, http_redirects_to_https, clock_offset_s}, "audit_time": ISO-8601 UTC, "audit": details},
 one ``Event("insecure_setting", "warning")`` per finding not present in the previous audit and
 ``Event("insecure_setting_cleared", "info")`` per finding gone since. Between audits poll() returns [].
@@ -31,7 +33,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from drivers.audit.probes import (HR_SYSTEM_DATE, SYS_DESCR, SnmpAnswer, decode_date_and_time, http_probe,
-                                  snmp_get, telnet_probe, tls_probe)
+                                  snmp_get, snmpv3_noauth_get, telnet_probe, tls_probe)
 from drivers.base import Event, Facts, Record
 
 log = logging.getLogger("campus_sense.audit")
@@ -46,6 +48,7 @@ class Checks(BaseModel):
     telnet: bool = True
     http: bool = True          # plain HTTP (80) and HTTPS (443)
     clock: bool = True         # needs ``community``
+    snmpv3_default_users: bool = True   # SNMPv3 GET at noAuthNoPriv as each of ``v3_users``
 
 
 class Options(BaseModel):
@@ -60,6 +63,9 @@ class Options(BaseModel):
     retries: int = Field(1, ge=0, le=5)
     #: community strings tried read-only with v1 and v2c GET sysDescr.0
     communities: list[str] = Field(default_factory=lambda: ["public", "private"], min_length=1)
+    #: SNMPv3 user names tried with noAuthNoPriv (no key: a user that answers without
+    #: authentication is a default credential accepted)
+    v3_users: list[str] = Field(default_factory=lambda: ["initial", "public", "private"])
     #: the device's real (v2c) community, only for the clock check (hrSystemDate.0)
     community: str | None = None
     snmp_port: int = Field(161, ge=1, le=65535)
@@ -138,6 +144,10 @@ class AuditDriver:
                 for v in ("1", "2c"):
                     tasks[f"snmp:{v}:{c}"] = asyncio.ensure_future(
                         snmp_get(o.host, o.snmp_port, v, c, SYS_DESCR, timeout=o.timeout_s, retries=o.retries))
+        if o.checks.snmpv3_default_users:
+            for u in o.v3_users:
+                tasks[f"snmpv3:{u}"] = asyncio.ensure_future(
+                    snmpv3_noauth_get(o.host, o.snmp_port, u, SYS_DESCR, timeout=o.timeout_s, retries=o.retries))
         if o.checks.telnet:
             tasks["telnet"] = asyncio.ensure_future(
                 telnet_probe(o.host, o.telnet_port, timeout=o.timeout_s, banner_s=min(1.5, o.timeout_s)))
@@ -176,6 +186,20 @@ class AuditDriver:
             for c, vs in accepted.items():
                 findings[f"snmp_community:{c}"] = {"setting": "snmp_community", "community": c, "versions": vs,
                                                    "port": o.snmp_port}
+        # judged only when the SNMP engine spoke (an answer or a USM report): silence is not "rejected"
+        if o.checks.snmpv3_default_users and all(f"snmpv3:{u}" in res for u in o.v3_users) and any(
+                res[f"snmpv3:{u}"].answered or (res[f"snmpv3:{u}"].error or "").startswith("agent report")
+                for u in o.v3_users):
+            users = [u for u in o.v3_users if res[f"snmpv3:{u}"].accepted]
+            insecure["snmpv3_noauth_users"] = users
+            insecure["default_credentials"] = users     # compliance check default_credentials
+            details["snmpv3"] = {u: ("accepted" if res[f"snmpv3:{u}"].accepted else
+                                     res[f"snmpv3:{u}"].error or f"error-status {res[f'snmpv3:{u}'].error_status}")
+                                 for u in o.v3_users}
+            for u in users:
+                findings[f"default_credentials:{u}"] = {"setting": "default_credentials", "protocol": "snmpv3",
+                                                        "user": u, "security_level": "noAuthNoPriv",
+                                                        "port": o.snmp_port}
         if o.checks.telnet and "telnet" in res:
             t = res["telnet"]
             insecure["telnet_open"] = t.open
@@ -232,6 +256,11 @@ class AuditDriver:
             c = key.split(":", 1)[1]
             return not o.checks.snmp_default_communities or c not in o.communities or \
                 any(f"snmp:{v}:{c}" not in res for v in ("1", "2c"))
+        if key.startswith("default_credentials:"):
+            u = key.split(":", 1)[1]
+            a = res.get(f"snmpv3:{u}")
+            return not o.checks.snmpv3_default_users or u not in o.v3_users or a is None or not (
+                a.answered or (a.error or "").startswith("agent report"))
         if key == "telnet_open":
             return not o.checks.telnet or "telnet" not in res
         if key == "http_mgmt":

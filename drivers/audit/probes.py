@@ -2,6 +2,7 @@
 
 * :func:`snmp_get` — one SNMP v1 or v2c GET (never SET) over UDP, own tiny BER encoder,
   responses parsed by :func:`drivers.snmp.fastv2c.decode_response`.
+* :func:`snmpv3_noauth_get` — one SNMPv3 GET at noAuthNoPriv as a given user (pysnmp), no key.
 * :func:`decode_date_and_time` — SNMPv2-TC DateAndTime (8 or 11 octets) -> aware datetime.
 * :func:`telnet_probe` — TCP connect, read the banner briefly, close (sends nothing).
 * :func:`http_probe` — ``GET / HTTP/1.1`` (no body, ``Connection: close``), status + Location.
@@ -113,6 +114,44 @@ async def snmp_get(host: str, port: int, version: str, community: str, oid: str 
         return SnmpAnswer(False, error=f"timeout: no answer after {retries + 1} x {timeout:g}s")
     finally:
         transport.close()
+
+
+_V3_REPORTS = {"UnknownUserName", "UnsupportedSecurityLevel", "NotInTimeWindow", "UnknownEngineID", "WrongDigest",
+               "DecryptionError", "ReportPduReceived", "UnknownSecurityName"}
+
+
+async def snmpv3_noauth_get(host: str, port: int, user: str, oid: str = SYS_DESCR, *,
+                            timeout: float = 2.0, retries: int = 1) -> SnmpAnswer:
+    """One SNMPv3 GET at security level noAuthNoPriv as USM user ``user`` (no key, no
+    password: nothing is guessed, the user name is the whole "credential"). ``accepted``:
+    the agent answered with data for a user that needs no authentication — a default /
+    template user left enabled (e.g. net-snmp ``initial``). An unknown user, a user that needs
+    auth (usmStatsUnsupportedSecLevels) or a VACM refusal is not accepted. Read-only: a GET."""
+    from pysnmp.hlapi.v3arch.asyncio import (ContextData, ObjectIdentity, ObjectType, SnmpEngine,
+                                             UdpTransportTarget, UsmUserData, get_cmd)
+    engine = SnmpEngine()
+    try:
+        try:
+            target = await UdpTransportTarget.create((host, port), timeout=timeout, retries=retries)
+        except Exception as e:  # noqa: BLE001 - DNS / address errors
+            return SnmpAnswer(False, error=f"unreachable: {e}")
+        err_ind, err_status, _idx, vbs = await get_cmd(engine, UsmUserData(user), target, ContextData(),
+                                                       ObjectType(ObjectIdentity(oid)))
+        if err_ind:     # the agent's own USM report (user unknown, needs auth) vs. no answer at all
+            rep = type(err_ind).__name__ in _V3_REPORTS
+            return SnmpAnswer(False, error=("agent report: " if rep else "") + str(err_ind))
+        value = None
+        for _oid, v in vbs:
+            cls = type(v).__name__
+            if cls in ("NoSuchObject", "NoSuchInstance", "EndOfMibView"):
+                continue
+            value = bytes(v) if cls == "OctetString" else str(v)
+        status = int(err_status)
+        if status == 0 and value is None:   # VACM: no view for this user -> noSuchObject
+            status = 16
+        return SnmpAnswer(True, status, value)
+    finally:
+        engine.close_dispatcher()
 
 
 def decode_date_and_time(v: Any) -> datetime:
