@@ -139,6 +139,34 @@ def test_shipped_profiles_load_and_select():
         assert name in ps
 
 
+def test_profile_selection_by_sys_descr():
+    """UniFi APs: 41112, Frogfoot 10002.1, or net-snmp's Linux OID with a UAP/U6 sysDescr
+    (LibreNMS' unifi detection and its tests/snmpsim/unifi.snmprec)."""
+    ps = load_profiles()
+    linux = "1.3.6.1.4.1.8072.3.2.10"
+    assert ps.select("1.3.6.1.4.1.41112.1.6").name == "ubiquiti"
+    assert ps.select("1.3.6.1.4.1.10002.1", "Linux 3.3.8 #1 Wed Jan 18 09:26:53 PST 2017 mips").name == "ubiquiti"
+    assert ps.select(linux, "UAP-AC-Pro 6.5.28.14491").name == "ubiquiti"
+    assert ps.select(linux, b"U6-LR 6.6.55").name == "ubiquiti"
+    assert ps.select(linux, "Linux snmpd-host 6.1.0").name == "generic"
+    assert ps.select(linux).name == "generic"
+
+
+def test_profile_match_list_and_descr_only(tmp_path):
+    shutil.copy(Path(load_profiles()["generic"].source), tmp_path / "generic.yaml")
+    (tmp_path / "a.yaml").write_text("name: a\nextends: generic\nmatch: {sys_object_id: [1.3.6.1.4.1.9]}\n")
+    (tmp_path / "b.yaml").write_text("name: b\nextends: generic\nmatch:\n  - sys_descr: ['^Special']\n"
+                                     "  - sys_object_id: [1.3.6.1.4.1.77]\n")
+    ps = load_profiles(tmp_path)
+    assert ps.select("1.3.6.1.4.1.9.1.1", "Special box").name == "b"     # sysDescr rule is more specific
+    assert ps.select("1.3.6.1.4.1.9.1.1", "Cisco IOS").name == "a"
+    assert ps.select("1.3.6.1.4.1.77.5").name == "b" and ps.select(None, "Special").name == "b"
+    (tmp_path / "c.yaml").write_text("name: c\nmatch: {sys_descr: ['(unclosed']}\n")
+    with pytest.raises(ConfigError) as ei:
+        load_profiles(tmp_path)
+    assert "c.yaml" in str(ei.value) and "sys_descr" in str(ei.value) and "bad regular expression" in str(ei.value)
+
+
 @pytest.mark.parametrize("body,key", [
     ("name: bad\nextends: generic\ntables:\n  t:\n    section: health\n    columns:\n      cpu: {oid: 1.3.x.5}\n",
      "tables.t.columns.cpu.oid"),
@@ -148,7 +176,7 @@ def test_shipped_profiles_load_and_select():
      "tables.t.columns.s"),
     ("name: bad\nextends: generic\ntables:\n  t:\n    section: wifi\n    columns:\n      s: {oid: 1.3.6}\n",
      "tables.t.section"),
-    ("name: bad\nmatch: {sys_object_id: []}\n", "match.sys_object_id"),
+    ("name: bad\nmatch: {sys_object_id: []}\n", "match.0.sys_object_id"),
     ("name: bad\nextends: nosuch\n", "extends"),
     ("name: bad\nfacts:\n  model: {oid: 1.3.6.1, colour: red}\n", "facts.model.colour"),
 ])

@@ -249,6 +249,7 @@ class SnmpDriver:
             sec = await collect_sections(
                 self.session, sys_object_id,
                 ["entity", "ip_addresses", "health", "poe", "wifi"] if full else ["health", "poe", "wifi"],
+                sys_descr=self.system.descr if self.system else None,
                 deadline_s=4 * self.options.timeout_s * (self.options.retries + 1),
                 max_repetitions=self.options.max_repetitions, entity=None if full else self._depth_entity)
         except Exception as e:  # noqa: BLE001 - isolation: report and keep the interface data
@@ -315,6 +316,7 @@ class SnmpDriver:
         deadline = max(30.0, 8 * o.timeout_s * (o.retries + 1))
         try:
             sec = await collect_sections(session, sys_object_id, ["lldp", "fdb", "arp", "ip_addresses"],
+                                         sys_descr=self.system.descr if self.system else None,
                                          deadline_s=deadline, vlan_session=vlan,
                                          max_repetitions=o.max_repetitions)
         finally:

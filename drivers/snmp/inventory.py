@@ -98,7 +98,8 @@ async def collect(options, columns: list[str] | None = None) -> dict[str, Any]:
             raise DeviceError("protocol", "agent returned no SNMPv2-MIB system group")
         interfaces = await read_interfaces(session, options.max_repetitions, columns or INVENTORY_COLUMNS)
         from drivers.snmp.tables import collect_sections, inventory_doc
-        sections = await collect_sections(session, system.object_id, deadline_s=max(10.0, 15 * options.timeout_s),
+        sections = await collect_sections(session, system.object_id, sys_descr=system.descr,
+                                          deadline_s=max(10.0, 15 * options.timeout_s),
                                           vlan_session=open_vlan_session_factory(options),
                                           max_repetitions=options.max_repetitions)
     finally:

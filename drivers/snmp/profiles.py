@@ -2,7 +2,8 @@
 
 A profile says which standard sections to collect and adds vendor tables (health, Wi-Fi
 APs/radios/clients, PoE extras...) as *column OID -> field* maps with type conversions and
-scaling. Profiles are selected by the longest matching ``match.sys_object_id`` prefix;
+scaling. Profiles are selected by the longest matching ``match.sys_object_id`` prefix (a rule
+that also names ``match.sys_descr`` regexes, matched against sysDescr, wins over one without);
 ``generic.yaml`` (MIB-II + standard MIBs) is the fallback. ``extends: <name>`` inherits
 another profile's sections, tables and facts (child entries override by key; ``null``
 removes an inherited table).
@@ -87,12 +88,38 @@ class Table(_Strict):
 
 
 class Match(_Strict):
-    sys_object_id: list[str] = Field(min_length=1)
+    """One way to recognise a device: sysObjectID prefixes and/or sysDescr regular expressions
+    (both given: both must match). ``match:`` may also be a list of these (any may match)."""
+
+    sys_object_id: list[str] = Field(default_factory=list)
+    #: regular expressions searched in sysDescr (re.search), e.g. '^UAP' for UniFi APs whose
+    #: sysObjectID is net-snmp's 1.3.6.1.4.1.8072.3.2.10
+    sys_descr: list[str] = Field(default_factory=list)
 
     @field_validator("sys_object_id")
     @classmethod
     def _oids(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("give at least one sysObjectID prefix (or leave the key out)")
         return [_check_oid(x) for x in v]
+
+    @field_validator("sys_descr")
+    @classmethod
+    def _regexes(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("give at least one regular expression (or leave the key out)")
+        for x in v:
+            try:
+                re.compile(x)
+            except re.error as e:
+                raise ValueError(f"bad regular expression {x!r}: {e}") from None
+        return v
+
+    @model_validator(mode="after")
+    def _some(self) -> "Match":
+        if not self.sys_object_id and not self.sys_descr:
+            raise ValueError("match needs sys_object_id and/or sys_descr")
+        return self
 
 
 class Profile(_Strict):
@@ -100,7 +127,8 @@ class Profile(_Strict):
     vendor: str | None = None
     description: str | None = None
     extends: str | None = None
-    match: Match | None = None
+    #: one Match or a list of them (any may match); stored as a list
+    match: list[Match] | None = None
     sections: list[Literal["entity", "lldp", "fdb", "arp", "ip_addresses", "poe", "health", "wifi"]] | None = None
     #: Cisco-style per-VLAN bridge tables: walk BRIDGE-MIB once per VLAN (vtpVlanState)
     #: with community@vlan (v2c) or context vlan-<id> (v3)
@@ -111,6 +139,15 @@ class Profile(_Strict):
     #: set by the loader
     source: str = ""
 
+    @field_validator("match", mode="before")
+    @classmethod
+    def _one_or_list(cls, v: Any) -> Any:
+        return [v] if isinstance(v, dict) else v
+
+    @property
+    def matches(self) -> list[Match]:
+        return list(self.match or [])
+
     @property
     def enabled_sections(self) -> tuple[str, ...]:
         return tuple(self.sections) if self.sections is not None else STANDARD_SECTIONS
@@ -119,10 +156,15 @@ class Profile(_Strict):
 class ProfileSet:
     def __init__(self, profiles: dict[str, Profile]):
         self.profiles = profiles
-        self._prefixes = sorted(
-            ((tuple(int(x) for x in p.split(".")), name)
-             for name, prof in profiles.items() if prof.match for p in prof.match.sys_object_id),
-            key=lambda t: -len(t[0]))
+        # (prefix, compiled sysDescr regexes or None, profile name); a rule with a sysDescr
+        # condition is more specific than one without, then the longest prefix wins
+        rules = []
+        for name, prof in profiles.items():
+            for m in prof.matches:
+                regs = [re.compile(r) for r in m.sys_descr] or None
+                for p in (m.sys_object_id or [""]):
+                    rules.append((tuple(int(x) for x in p.split(".")) if p else (), regs, name))
+        self._rules = sorted(rules, key=lambda t: (t[1] is None, -len(t[0])))
 
     def __getitem__(self, name: str) -> Profile:
         return self.profiles[name]
@@ -130,16 +172,25 @@ class ProfileSet:
     def __contains__(self, name: str) -> bool:
         return name in self.profiles
 
-    def select(self, sys_object_id: str | None) -> Profile:
-        """Longest sysObjectID prefix match (on sub-identifier boundaries); generic otherwise."""
+    def select(self, sys_object_id: str | None, sys_descr: str | bytes | None = None) -> Profile:
+        """Rules with a matching sysDescr regex first, then the longest sysObjectID prefix match
+        (on sub-identifier boundaries); generic otherwise."""
+        t: tuple[int, ...] = ()
         if sys_object_id:
             try:
                 t = tuple(int(x) for x in str(sys_object_id).strip().lstrip(".").split("."))
             except ValueError:
                 t = ()
-            for prefix, name in self._prefixes:
-                if t[:len(prefix)] == prefix:
-                    return self.profiles[name]
+        if isinstance(sys_descr, bytes):
+            sys_descr = sys_descr.decode("utf-8", "replace")
+        for prefix, regs, name in self._rules:
+            if prefix and t[:len(prefix)] != prefix:
+                continue
+            if regs is not None and not (sys_descr and any(r.search(sys_descr) for r in regs)):
+                continue
+            if not prefix and regs is None:
+                continue
+            return self.profiles[name]
         return self.profiles["generic"]
 
 

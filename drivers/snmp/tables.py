@@ -694,17 +694,18 @@ async def collect_wifi(ctx: _Ctx, profile: Profile) -> dict | None:
 async def collect_sections(session: Any, sys_object_id: str | None, sections: list[str] | None = None, *,
                            deadline_s: float | None = 30.0, vlan_session: Callable[[int], Any] | None = None,
                            profiles: ProfileSet | None = None, max_repetitions: int = DEFAULT_REPS,
-                           entity: dict | None = None) -> dict:
+                           entity: dict | None = None, sys_descr: str | bytes | None = None) -> dict:
     """Collect the network-depth sections for one device; see module doc.
 
     ``vlan_session(vlan) -> session`` gives a session for a VLAN context (Cisco
     community@vlan / v3 context ``vlan-<id>``); without it, per-VLAN FDB is skipped.
     Sections with no data are absent; per-table failures are listed under ``_errors``.
     ``entity``: a previous result's ``entity`` section, reused (not re-walked) for sensor names
-    when only health/poe/wifi are asked for on every poll.
+    when only health/poe/wifi are asked for on every poll. ``sys_descr`` lets profiles that
+    match on sysDescr (``match.sys_descr``) be selected.
     """
     ps = profiles or default_profiles()
-    prof = ps.select(sys_object_id)
+    prof = ps.select(sys_object_id, sys_descr)
     wanted = [s for s in prof.enabled_sections if sections is None or s in sections]
     ctx = _Ctx(session, time.monotonic() + (deadline_s if deadline_s else 1e9), max_repetitions)
     out: dict[str, Any] = {}
