@@ -158,3 +158,40 @@ def test_where_is_assigned_ip_of_asset_seen_elsewhere(campus, registry, obs):
     w = where_is("10.0.5.30", campus, registry, obs)
     assert w["kind"] == "ip" and w["matches"][0]["asset_tag"] == "AT-0013"
     assert w["matches"][0]["ips"] == ["10.0.5.99"] and w["matches"][0]["switch"] == "b-acc1"
+
+
+def test_missing_for_n_days_remembers_last_seen_beyond_the_live_window(tmp_path, campus, registry, obs):
+    """Live FDB/ARP only reach back topology_fresh_s (minutes); the CampusStore remembers when each
+    MAC was last discovered, so an endpoint switched off overnight is not "never seen", and one
+    gone longer than inventory.missing_after_days (7) is "not seen for N days"."""
+    from collector.campus.store import CampusStore
+    from collector.compliance.build import with_remembered
+    DAY = 86400.0
+    mac = "00:1b:1c:00:00:12"
+    tag = next(a.asset_tag for a in registry.assets.values() if a.mac == mac)
+    store = CampusStore(tmp_path / "c.db")
+    with_remembered(obs, campus, store)                          # day 0: seen in FDB/ARP, remembered
+    row = next(r for r in store.seen() if r["mac"] == mac)
+    assert row["ip"] == "10.0.5.12" and abs(row["last_seen"] - T) < 3600
+
+    def later(days: float, memory: bool = True) -> dict:
+        o = Observations.load(FIX / "observations.json")
+        o.time = T + days * DAY
+        o.fdb = [e for e in o.fdb if e.mac != mac]               # gone from the live tables
+        o.arp = [e for e in o.arp if e.mac != mac]
+        o.sightings = [s for s in o.sightings if s.mac != mac]
+        if memory:
+            with_remembered(o, campus, store)
+        return {r.subject: r for r in evaluate_inventory(campus, registry, o) if r.subject == tag
+                and r.check == "inventory_missing"}
+
+    assert "never seen" in later(1, memory=False)[tag].message  # without memory: missing at once
+    assert later(1) == {}                                        # remembered: seen yesterday, not missing
+    r = later(10)[tag]
+    assert r.status == "fail" and "not seen for 10 days" in r.message
+    assert any(e.get("source") == "remembered" or "remembered" in str(e) for e in r.evidence)
+    # a new discovery moves the memory forward; an older one never moves it back
+    store.remember_seen([(mac, "10.0.5.12", "A", "fdb", T + 20 * DAY)])
+    store.remember_seen([(mac, "10.0.5.99", "A", "fdb", T + 5 * DAY)])
+    assert [r["last_seen"] for r in store.seen() if r["mac"] == mac] == [T + 20 * DAY]
+    assert later(21) == {}

@@ -36,6 +36,10 @@ CREATE TABLE IF NOT EXISTS compliance_history (id INTEGER PRIMARY KEY AUTOINCREM
     passed INTEGER, failed INTEGER, unknown INTEGER, data TEXT);
 CREATE INDEX IF NOT EXISTS compliance_history_q ON compliance_history(kind, building, room, time);
 CREATE INDEX IF NOT EXISTS compliance_history_dev ON compliance_history(device, time);
+-- when each MAC was last discovered (FDB/ARP/facts/watch): live topology is only kept for minutes,
+-- the inventory's "missing for N days" needs days
+CREATE TABLE IF NOT EXISTS inventory_seen (mac TEXT PRIMARY KEY, ip TEXT, building TEXT, source TEXT,
+    last_seen REAL NOT NULL);
 """
 
 _TABLES = {
@@ -160,6 +164,35 @@ class CampusStore:
         return reg
 
     # ------------------------------------------------------------------ history
+    def remember_seen(self, rows: list[tuple[str, str | None, str | None, str | None, float]],
+                      forget_before: float | None = None) -> int:
+        """Upsert (mac, ip, building, source, last_seen); a row only moves forward in time.
+        ``forget_before``: delete rows last seen before this (keeps the table bounded)."""
+        with self._conn() as c:
+            c.executemany(
+                "INSERT INTO inventory_seen(mac, ip, building, source, last_seen) VALUES (?,?,?,?,?) "
+                "ON CONFLICT(mac) DO UPDATE SET ip=COALESCE(excluded.ip, ip), building=COALESCE(excluded.building, "
+                "building), source=excluded.source, last_seen=excluded.last_seen "
+                "WHERE excluded.last_seen > inventory_seen.last_seen", rows)
+            if forget_before is not None:
+                c.execute("DELETE FROM inventory_seen WHERE last_seen < ?", (forget_before,))
+        return len(rows)
+
+    def seen(self, since: float | None = None) -> list[dict[str, Any]]:
+        """Remembered MACs (last seen at or after ``since``); [] on a read-only DB without the table."""
+        try:
+            c = sqlite3.connect(f"file:{Path(self.path).resolve()}?mode=ro", uri=True, timeout=30)
+        except sqlite3.Error:
+            return []
+        try:
+            rows = c.execute("SELECT mac, ip, building, source, last_seen FROM inventory_seen WHERE last_seen >= ?",
+                             (since if since is not None else float("-inf"),)).fetchall()
+        except sqlite3.OperationalError:
+            return []
+        finally:
+            c.close()
+        return [{"mac": m, "ip": ip, "building": b, "source": src, "last_seen": t} for m, ip, b, src, t in rows]
+
     def record_report(self, report: dict[str, Any]) -> int:
         """Append the campus, per-building, per-room and per-device status/score of a
         coverage/compliance report (collector.compliance.report.build_*_report). Returns rows written."""

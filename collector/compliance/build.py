@@ -265,6 +265,42 @@ def observations_from_collector(devices: Iterable[dict], agents: Iterable[dict],
     return obs
 
 
+def with_remembered(obs: Observations, campus: CampusModel, campus_store: Any, policy: Any = None,
+                    remember: bool = True) -> Observations:
+    """Give the inventory a memory longer than the live topology window (``topology_fresh_s``):
+    ``remember``: store every MAC discovered in ``obs`` with its last-seen time
+    (``CampusStore.remember_seen``); then add, for each remembered MAC *not* discovered now, a
+    ``Sighting(source="remembered", time=<last seen>)`` (no location, so it counts for
+    presence only). A registered PC switched off overnight is therefore not "never seen";
+    one not seen for ``inventory.missing_after_days`` is "missing, not seen for N days".
+    Rows older than 4 x the missing window (at least a year) are forgotten. Returns ``obs``."""
+    from collector.compliance.inventory import discover
+    from collector.compliance.policy import Policy
+
+    policy = policy or Policy()
+    now = obs.time
+    seen = discover(campus, obs, policy)
+    if remember:
+        rows = []
+        for sn in seen.values():
+            if sn.mac and sn.last_seen is not None:
+                ip = max(sn.ips, key=lambda k: sn.ips[k] or 0) if sn.ips else None
+                rows.append((sn.mac, ip, sn.building, ",".join(sorted(sn.sources)) or None, sn.last_seen))
+        keep_s = max(4 * policy.inventory.missing_after_days, 365) * 86400.0
+        try:
+            campus_store.remember_seen(rows, forget_before=now - keep_s)
+        except sqlite3.Error as e:     # a read-only or busy DB: the report still works without memory
+            import logging
+            logging.getLogger("campus_sense.compliance").warning("inventory last-seen memory not saved: %s", e)
+    current = {sn.mac for sn in seen.values() if sn.mac}
+    for row in campus_store.seen():
+        if row["mac"] in current:
+            continue
+        obs.sightings.append(Sighting(mac=row["mac"], ip=row["ip"], source="remembered", time=row["last_seen"],
+                                      building=row["building"]))
+    return obs
+
+
 def _epoch(v: Any) -> float | None:
     try:
         return to_epoch(v)

@@ -130,6 +130,9 @@ def _load_inputs(args: argparse.Namespace, need_obs: bool = True) -> dict[str, A
         try:
             out["obs"] = observations_from_store(db, campus, offline_after_s=args.offline_after_s,
                                                  topology_fresh_s=args.topology_fresh_s)
+            from collector.compliance.build import with_remembered
+            # read-only: what the collector remembered (last seen per MAC), nothing written here
+            out["obs"] = with_remembered(out["obs"], campus, _ReadOnlyCampus(args.db), remember=False)
         finally:
             db.close()
     else:
@@ -211,3 +214,14 @@ def _run(args: argparse.Namespace) -> int:
                          indent=2, ensure_ascii=False, default=str))
         return 0
     raise ConfigError(f"unknown report command {cmd!r}")
+
+
+class _ReadOnlyCampus:
+    """``seen()`` of a CampusStore without creating tables in someone else's database."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def seen(self, since: float | None = None) -> list:
+        from collector.campus.store import CampusStore
+        return CampusStore.seen(self, since)   # type: ignore[arg-type] - only .path is used

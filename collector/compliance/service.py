@@ -27,7 +27,7 @@ from campus_sense.yamlconf import ConfigError
 from collector.campus.model import CampusImportError, CampusModel, Registry, load_campus, load_registry
 from collector.campus.store import CampusStore
 from collector.compliance.api import Inputs, make_router, record_snapshot
-from collector.compliance.build import observations_from_store
+from collector.compliance.build import observations_from_store, with_remembered
 from collector.compliance.settings import CampusSettings
 
 log = logging.getLogger("collector.compliance")
@@ -137,6 +137,7 @@ class ComplianceService:
             if not fresh and self._obs is not None and now - self._obs[0] < self.settings.cache_s:
                 return self._obs[1]
         obs = observations_from_store(self.store, campus, now, self.offline_after_s, self.settings.topology_fresh_s)
+        obs = with_remembered(obs, campus, self.campus_store, self.policy)   # "missing for N days" needs days
         with self._lock:
             self._obs = (now, obs)
         return obs
