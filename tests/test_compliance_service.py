@@ -112,6 +112,9 @@ def test_periodic_snapshot_records_history(tmp_path):
         while time.monotonic() < end and len(svc.campus_store.history("coverage")) < 2:
             time.sleep(0.05)
         assert len(svc.campus_store.history("coverage")) >= 2
+        # the inventory's last-seen memory was written into the collector DB by the snapshot
+        seen = {r["mac"] for r in svc.campus_store.seen()}
+        assert seen and all(r["last_seen"] > 0 for r in svc.campus_store.seen())
     finally:
         svc.stop()
         store.close()

@@ -48,6 +48,7 @@ class ComplianceService:
         self._lock = threading.Lock()
         self._model: tuple[CampusModel, Registry] | None = None
         self._obs: tuple[float, Any] | None = None
+        self._remembered_at = float("-inf")
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.last_import: dict[str, Any] | None = None
@@ -137,7 +138,11 @@ class ComplianceService:
             if not fresh and self._obs is not None and now - self._obs[0] < self.settings.cache_s:
                 return self._obs[1]
         obs = observations_from_store(self.store, campus, now, self.offline_after_s, self.settings.topology_fresh_s)
-        obs = with_remembered(obs, campus, self.campus_store, self.policy)   # "missing for N days" needs days
+        # "missing for N days" needs days: remember last-seen per MAC (written at most every 5 min)
+        remember = now - self._remembered_at >= 300.0
+        obs = with_remembered(obs, campus, self.campus_store, self.policy, remember=remember)
+        if remember:
+            self._remembered_at = now
         with self._lock:
             self._obs = (now, obs)
         return obs
