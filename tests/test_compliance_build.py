@@ -97,3 +97,21 @@ def test_from_store_wrapper():
 
     obs = observations_from_store(FakeStore(), campus, NOW)
     assert len(obs.devices) == 4 and len(obs.agents) == 2 and obs.time == NOW
+
+
+def test_survey_without_room_tag_takes_the_surveying_devices_room():
+    """A survey sample without a ``room`` tag: the room of the surveying device in the campus model
+    (here an AP scanning its neighbours); channel may come as a tag (netwatch) or a field."""
+    campus = load_campus(FIX / "campus.yaml").value
+    devices = [{"id": "a-ap-101", "agent": "agent-a", "building": "A", "facts": {}, "reachable": True},
+               {"id": "probe-x", "agent": "agent-a", "building": "A", "facts": {}, "reachable": True}]
+    survey = {"a-ap-101": [({"ssid": "Campus", "bssid": "10:4f:58:00:02:01", "channel": "11", "security": "WPA2"},
+                            MS, {"signal_dbm": -52, "noise_dbm": -95})],
+              "probe-x": [({"ssid": "Campus", "bssid": "10:4f:58:00:02:01"}, MS, {"signal_dbm": -52})]}
+    obs = observations_from_collector(devices, [], lambda d, m: survey.get(d, []) if m == "wifi_survey" else [],
+                                      campus, NOW)
+    got = {(w.agent, w.room, w.channel, w.snr) for w in obs.wifi}
+    # probe-x is not in the campus model and sent no room: the reading has no room (not guessed)
+    assert got == {("agent-a", "A-101", 11, 43), ("agent-a", None, None, None)}
+    r = next(r for r in evaluate_coverage(campus, obs, building="A") if r.subject == "A-101")
+    assert r.status == "pass" and r.evidence[0]["signal_dbm"] == -52
