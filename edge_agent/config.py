@@ -23,6 +23,7 @@ from campus_sense.yamlconf import ConfigError, load_model, load_yaml
 #: driver name -> package exposing ``Options`` and ``create(device_id, options, tags)``.
 DRIVERS: dict[str, str] = {
     "audit": "drivers.audit",
+    "modbus": "drivers.modbus",
     "netwatch": "drivers.netwatch",
     "snmp": "drivers.snmp",
     "synthetic": "drivers.synthetic",
