@@ -23,8 +23,11 @@ from campus_sense.yamlconf import ConfigError, load_model, load_yaml
 #: driver name -> package exposing ``Options`` and ``create(device_id, options, tags)``.
 DRIVERS: dict[str, str] = {
     "audit": "drivers.audit",
+    "camera_health": "drivers.camera_health",
     "modbus": "drivers.modbus",
     "netwatch": "drivers.netwatch",
+    "onvif": "drivers.onvif",
+    "pjlink": "drivers.pjlink",
     "snmp": "drivers.snmp",
     "synthetic": "drivers.synthetic",
 }
