@@ -1,0 +1,219 @@
+"""ONVIF driver against tests/onvif_sim.py (spec-shaped SOAP device on 127.0.0.1).
+
+The client side is the real onvif-zeep-async stack (zeep, bundled WSDLs, UsernameToken digest)."""
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import secrets
+import socket
+
+import pytest
+from pydantic import ValidationError
+
+from drivers.base import DeviceError, Event, Facts, Sample
+from drivers.onvif import Options, create, parsers
+from tests.onvif_sim import OnvifSim, password_digest
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def creds():
+    return "ops-" + secrets.token_hex(3), secrets.token_urlsafe(12)
+
+
+@pytest.fixture
+def sim(creds):
+    s = OnvifSim(*creds).start()
+    yield s
+    s.stop()
+
+
+def _driver(sim, creds, **kw):
+    user, pw = creds
+    return create("cam-a1", Options(host="127.0.0.1", port=sim.port, username=user, password=pw, **kw),
+                  {"type": "camera", "room": "A-101"})
+
+
+def test_password_digest_matches_onvif_programmers_guide_vector():
+    # ONVIF Application Programmer's Guide, WS-UsernameToken example.
+    nonce = base64.b64decode("LKqI6G/AikKCQrN0zqZFlg==")
+    assert password_digest(nonce, "2010-09-16T07:50:45Z", "userpassword") == "tuOSpGlFlIXsozq4HFNeeGeFLEI="
+
+
+async def test_facts_clock_offset_and_sample(sim, creds):
+    sim.clock_skew_s = 42.0
+    d = _driver(sim, creds)
+    try:
+        recs = await d.poll()
+        facts = [r for r in recs if isinstance(r, Facts)]
+        assert len(facts) == 1
+        f = facts[0].facts
+        assert f["manufacturer"] == f["vendor"] == "SimCam"
+        assert (f["model"], f["firmware"], f["serial"], f["hardware_id"]) == ("SC-200", "2.4.1", "SC200-0042", "HW-7")
+        assert f["mac"] == "00:11:22:33:44:55"
+        assert 40.0 <= f["clock_offset_s"] <= 44.0  # camera answers in whole seconds
+        assert f["time_source"] == "NTP"
+        s = [r for r in recs if isinstance(r, Sample)]
+        assert s[0].measurement == "onvif" and s[0].fields["subscribed"] is True
+        assert s[0].tags == {"type": "camera", "room": "A-101"}
+        # authenticated operations all passed the digest check
+        assert sim.auth_failures == 0
+        assert {"GetDeviceInformation", "GetNetworkInterfaces", "GetSystemDateAndTime",
+                "CreatePullPointSubscription", "PullMessages"} <= set(sim.ops)
+        # unchanged facts are not re-sent on the next poll
+        recs2 = await d.poll()
+        assert not [r for r in recs2 if isinstance(r, Facts)]
+        # a clock that jumps is: compliance sees the new offset
+        sim.clock_skew_s = 0.0
+        recs3 = await d.poll()
+        f3 = [r for r in recs3 if isinstance(r, Facts)]
+        assert f3 and abs(f3[0].facts["clock_offset_s"]) <= 2.0
+    finally:
+        await d.close()
+    assert "Unsubscribe" in sim.ops and sim.subscriptions == 0
+
+
+async def test_events_are_mapped_by_topic(sim, creds):
+    d = _driver(sim, creds)
+    try:
+        await d.poll()  # subscribes
+        vs = {"VideoSourceToken": "VideoSource_1"}
+        sim.push("tns1:VideoSource/SignalLoss", vs, {"State": "true"})
+        sim.push("tns1:VideoSource/ImageTooDark/ImagingService", vs, {"State": "true"})
+        sim.push("tns1:VideoSource/ImageTooBlurry/AnalyticsService", vs, {"State": "true"})
+        sim.push("tns1:VideoSource/GlobalSceneChange/ImagingService", vs, {"State": "true"})
+        sim.push("tns1:VideoSource/GlobalSceneChange/ImagingService", vs, {"State": "false"})
+        sim.push("tns1:Device/Trigger/DigitalInput", {"InputToken": "DI_0"}, {"LogicalState": "true"})
+        sim.push("tns1:RuleEngine/CellMotionDetector/Motion//.",
+                 {"VideoSourceConfigurationToken": "VSC1", "VideoAnalyticsConfigurationToken": "VAC1",
+                  "Rule": "MyMotionDetectorRule"}, {"IsMotion": "true"})
+        sim.push("tns1:VideoSource/SignalLoss", vs, {"State": "false"}, operation="Initialized")  # not news
+        sim.push("tns1:Monitoring/ProcessorUsage", {"Token": "cpu"}, {"Value": "12"})  # no parser
+        recs = await d.poll()
+    finally:
+        await d.close()
+    ev = [r for r in recs if isinstance(r, Event)]
+    got = [(e.type, e.data.get("reason")) for e in ev]
+    assert got == [("video_loss", "signal_loss"), ("camera_tamper", "too_dark"), ("camera_tamper", "too_blurry"),
+                   ("camera_tamper", "scene_change"), ("camera_tamper_cleared", "scene_change"),
+                   ("digital_input", None), ("motion", None)]
+    assert all(e.device == "cam-a1" and e.tags["type"] == "camera" for e in ev)
+    assert ev[0].severity == "warning" and ev[0].data["source"] == "VideoSource_1"
+    assert ev[5].data == {"input": "DI_0", "state": True, "topic": "tns1:Device/Trigger/DigitalInput",
+                          "origin": "onvif"}
+    assert ev[6].data["rule"] == "MyMotionDetectorRule" and ev[6].data["active"] is True
+    sample = [r for r in recs if isinstance(r, Sample)][0]
+    assert sample.fields["events"] == 9
+    assert d.diagnostics()["events"]["unhandled_topics"] == {"tns1:Monitoring/ProcessorUsage": 1}
+
+
+async def test_renew_and_resubscribe_after_camera_forgets(sim, creds):
+    d = _driver(sim, creds, subscription_s=6, pull_timeout_s=0.2)
+    try:
+        await d.poll()
+        await asyncio.sleep(3.2)  # past half of the 6 s subscription -> Renew
+        await d.poll()
+        assert "Renew" in sim.ops and d.renewals == 1
+        sim.expire_subscriptions()  # camera rebooted
+        recs = await d.poll()  # PullMessages fault -> new subscription, poll still succeeds
+        assert any(isinstance(r, Sample) for r in recs)
+        assert sim.ops.count("CreatePullPointSubscription") == 2 and sim.subscriptions == 1
+        sim.push("tns1:VideoSource/SignalLoss", {"VideoSourceToken": "VS"}, {"State": "true"})
+        recs = await d.poll()
+        assert [r.type for r in recs if isinstance(r, Event)] == ["video_loss"]
+    finally:
+        await d.close()
+
+
+async def test_wrong_password_is_auth_and_never_leaks(sim, creds, caplog):
+    caplog.set_level(logging.DEBUG)
+    user, pw = creds
+    wrong = "not-" + pw
+    d = create("cam-a1", Options(host="127.0.0.1", port=sim.port, username=user, password=wrong), {})
+    with pytest.raises(DeviceError) as ei:
+        await d.poll()
+    assert ei.value.reason == "auth"
+    assert "NotAuthorized" in str(ei.value)
+    assert sim.auth_failures >= 1
+    diag = json.dumps(d.diagnostics())
+    await d.close()
+    for text in (str(ei.value), diag, caplog.text):
+        assert wrong not in text and pw not in text
+    assert '"password": "**REDACTED**"' in diag and d.diagnostics()["last_error"].startswith("auth")
+
+
+async def test_password_file_and_options_validation(sim, creds, tmp_path):
+    user, pw = creds
+    pf = tmp_path / "cam.pass"
+    pf.write_text(pw + "\n")
+    d = create("cam-a1", Options(host="127.0.0.1", port=sim.port, username=user, password_file=pf,
+                                 events=False), {})
+    try:
+        recs = await d.poll()
+        assert any(isinstance(r, Facts) for r in recs)
+        assert "CreatePullPointSubscription" not in sim.ops
+    finally:
+        await d.close()
+    with pytest.raises(ValidationError):
+        Options(host="cam", username="u")  # no password at all
+    with pytest.raises(ValidationError):
+        Options(host="cam", username="u", password="x", password_file=pf)
+    with pytest.raises(ValidationError):
+        Options(host="cam", password="x")  # no default user
+    d = create("x", Options(host="127.0.0.1", port=sim.port, username=user, password_file=tmp_path / "nope"), {})
+    with pytest.raises(DeviceError) as ei:
+        await d.poll()
+    assert ei.value.reason == "config"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def test_unreachable_timeout_protocol(sim, creds):
+    user, pw = creds
+    d = create("x", Options(host="127.0.0.1", port=_free_port(), username=user, password=pw, timeout_s=3), {})
+    with pytest.raises(DeviceError) as ei:
+        await d.poll()
+    await d.close()
+    assert ei.value.reason == "unreachable"
+
+    sim.delay_s = 1.5
+    d = _driver(sim, creds, timeout_s=0.5)
+    with pytest.raises(DeviceError) as ei:
+        await d.poll()
+    await d.close()
+    assert ei.value.reason == "timeout"
+
+    sim.delay_s = 0
+    sim.garbage = True
+    d = _driver(sim, creds)
+    with pytest.raises(DeviceError) as ei:
+        await d.poll()
+    await d.close()
+    assert ei.value.reason == "protocol"
+
+
+def test_parser_registry():
+    assert parsers.lookup("tns1:VideoSource/ImageTooDark/RecordingService") is parsers.PARSERS[
+        "tns1:VideoSource/ImageTooDark"]
+    assert parsers.lookup("tns:VideoSource/SignalLoss/") is parsers.PARSERS["tns1:VideoSource/SignalLoss"]
+    assert parsers.lookup("tns1:VideoSource") is None
+    with pytest.raises(ValueError):
+        parsers.parser("tns1:VideoSource/SignalLoss")(lambda m: None)
+
+    @parsers.parser("tns1:Test/OnlyHere")
+    def _p(msg):
+        return parsers.Parsed("test_event", "info", {"v": msg.data.get("V")})
+
+    try:
+        msg = parsers.OnvifMessage("tns1:Test/OnlyHere/Sub", "Changed", None, {}, {"V": "1"})
+        assert parsers.lookup(msg.topic)(msg).data == {"v": "1"}
+    finally:
+        del parsers.PARSERS["tns1:Test/OnlyHere"]
