@@ -25,6 +25,7 @@ DRIVERS: dict[str, str] = {
     "audit": "drivers.audit",
     "camera_health": "drivers.camera_health",
     "modbus": "drivers.modbus",
+    "mqtt_sensors": "drivers.mqtt_sensors",
     "netwatch": "drivers.netwatch",
     "onvif": "drivers.onvif",
     "pjlink": "drivers.pjlink",
