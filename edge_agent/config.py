@@ -22,6 +22,7 @@ from campus_sense.yamlconf import ConfigError, load_model, load_yaml
 
 #: driver name -> package exposing ``Options`` and ``create(device_id, options, tags)``.
 DRIVERS: dict[str, str] = {
+    "access": "drivers.access",
     "audit": "drivers.audit",
     "camera_health": "drivers.camera_health",
     "modbus": "drivers.modbus",
