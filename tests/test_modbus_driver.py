@@ -225,3 +225,36 @@ def test_plan_and_decode():
     assert [(x.start, x.count) for x in plan(regs, max_count=2) if x.kind == "holding"] == [(0, 1), (1, 2), (3, 1), (5, 1)]
     assert decode(Register(address=0, measurement="m", type="int16", scale=0.1), [0xFF4B]) == -18.1
     assert decode(Register(address=0, measurement="m", type="float32", word_order="little"), f32(4.5, "little")) == 4.5
+
+
+async def test_server_restart_reconnects():
+    port = free_port()
+    ctx = ModbusServerContext(devices={1: ModbusDeviceContext(hr=block({0: 30}), ir=block({0: 47, 1: 0, 2: 0}))},
+                              single=False)
+
+    async def start():
+        srv = ModbusTcpServer(ctx, address=("127.0.0.1", port))
+        task = asyncio.create_task(srv.serve_forever())
+        for _ in range(100):
+            try:
+                _, w = await asyncio.open_connection("127.0.0.1", port)
+                w.close()
+                return srv, task
+            except OSError:
+                await asyncio.sleep(0.05)
+        raise TimeoutError("modbus server did not start")
+
+    srv, task = await start()
+    d = create("f", Options.model_validate({"host": "127.0.0.1", "port": port, "timeout_s": 1,
+                                             "profile": "cold-controller"}), {})
+    assert by_m(await d.poll())["temperature"].fields["value"] == 4.7
+    await srv.shutdown()
+    task.cancel()
+    with pytest.raises(DeviceError) as ei:
+        await d.poll()
+    assert ei.value.reason in ("unreachable", "timeout")
+    srv, task = await start()
+    assert by_m(await d.poll())["temperature"].fields["value"] == 4.7
+    await d.close()
+    await srv.shutdown()
+    task.cancel()

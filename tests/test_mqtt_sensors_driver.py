@@ -143,3 +143,22 @@ def test_handle_paths_and_values():
     assert got == {"temperature": {"value": 4.5}, "relay": {"on": True}} and r[-1].device == "x-a/b"
     assert d.handle("site/a", b'{"temperature": NaN}') == [] and d.stats["malformed"] == 1
     assert d.handle("other", b"{}") == [] and d.stats["unmatched"] == 1
+
+
+async def test_broker_lost_is_unreachable_and_restart_works(mosquitto, mqtt_users):
+    records: list = []
+    drv = create("gw", opts(mosquitto.port, "agent-a", mqtt_users["agent-a"]), {})
+    task = asyncio.create_task(drv.run(records.append))
+    await wait_for(drv.connected.is_set, "subscribed")
+    mosquitto.stop()
+    with pytest.raises(DeviceError) as ei:
+        await asyncio.wait_for(task, 60)
+    assert ei.value.reason == "unreachable" and "lost" in str(ei.value)
+    mosquitto.start()  # same port: the agent's restart of the driver picks up again
+    task = asyncio.create_task(drv.run(records.append))
+    await wait_for(drv.connected.is_set, "subscribed again")
+    async with aiomqtt.Client("127.0.0.1", mosquitto.port, username="collector",
+                              password=mqtt_users["collector"]) as pub:
+        await pub.publish("zigbee2mqtt/kitchen-fridge-1", json.dumps({"temperature": 3.0}))
+        await wait_for(lambda: samples(records, "kitchen-fridge-1"), "sample after restart")
+    task.cancel()

@@ -196,7 +196,13 @@ class MqttSensorsDriver:
                         topic = msg.topic.value
                         payload = msg.payload if isinstance(msg.payload, (bytes, bytearray)) else \
                             str(msg.payload).encode()
-                        for rec in self.handle(topic, bytes(payload), bool(msg.retain)):
+                        try:
+                            recs = self.handle(topic, bytes(payload), bool(msg.retain))
+                        except Exception as e:  # a bug in a mapping must not stop the other sensors
+                            log.exception("%s: message on %s could not be handled", self.device_id, topic)
+                            self._malformed(topic, f"{type(e).__name__}: {e}")
+                            continue
+                        for rec in recs:
                             emit(rec)
                 finally:
                     stats.cancel()
