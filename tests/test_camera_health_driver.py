@@ -272,3 +272,59 @@ async def test_missing_password_file_is_config_error(tmp_path):
         await d.poll()
     await d.close()
     assert ei.value.reason == "config"
+
+
+async def test_silent_server_hits_the_open_deadline():
+    """A host that accepts TCP and never answers (hung camera) must not hang the poll."""
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(8)
+    conns = []
+    stop = threading.Event()
+
+    def accept():
+        ls.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conns.append(ls.accept()[0])
+            except OSError:
+                pass
+
+    threading.Thread(target=accept, daemon=True).start()
+    d = create("cam-g7", Options(url=f"http://127.0.0.1:{ls.getsockname()[1]}/video.mjpg",
+                                 open_timeout_s=1, read_timeout_s=1), {})
+    try:
+        recs = await d.poll()
+    finally:
+        await d.close()
+        stop.set()
+        for c in conns:
+            c.close()
+        ls.close()
+    assert [t for t, _ in _events(recs)] == ["video_loss"]
+    assert _sample(recs).fields["ok"] is False
+
+
+def test_agent_config_accepts_camera_health(tmp_path):
+    from edge_agent.config import load
+
+    (tmp_path / "mqtt.pass").write_text("x\n")
+    (tmp_path / "cam.pass").write_text("y\n")
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text(f"""
+agent: {{id: bldg-a, site: north, building: A}}
+mqtt: {{host: 127.0.0.1, username: bldg-a, password_file: {tmp_path / 'mqtt.pass'}}}
+queue: {{path: {tmp_path / 'q.db'}}}
+devices:
+  - id: cam-a101
+    driver: camera_health
+    interval_s: 120
+    type: camera
+    options: {{url: "rtsp://10.0.0.5:554/stream2", username: viewer, password_file: {tmp_path / 'cam.pass'}}}
+""")
+    loaded = load(cfg)
+    assert loaded.options[0].username == "viewer"
+    cfg.write_text(cfg.read_text().replace("username: viewer", "username: viewer, blur: 3"))
+    with pytest.raises(Exception) as ei:
+        load(cfg)
+    assert "devices.0.options.blur" in str(ei.value)

@@ -217,3 +217,41 @@ def test_parser_registry():
         assert parsers.lookup(msg.topic)(msg).data == {"v": "1"}
     finally:
         del parsers.PARSERS["tns1:Test/OnlyHere"]
+
+
+async def test_agent_config_and_scheduler_cycle(sim, creds, tmp_path):
+    """agent.yaml validation of the onvif block, and one scheduler cycle (agent_poll sample)."""
+    from edge_agent.config import load
+    from edge_agent.scheduler import poll_once
+
+    user, pw = creds
+    (tmp_path / "mqtt.pass").write_text("x\n")
+    (tmp_path / "cam.pass").write_text(pw + "\n")
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text(f"""
+agent: {{id: bldg-a, site: north, building: A}}
+mqtt: {{host: 127.0.0.1, username: bldg-a, password_file: {tmp_path / 'mqtt.pass'}}}
+queue: {{path: {tmp_path / 'q.db'}}}
+devices:
+  - id: cam-a101
+    driver: onvif
+    interval_s: 60
+    type: camera
+    room: A-101
+    options: {{host: 127.0.0.1, port: {sim.port}, username: {user}, password_file: {tmp_path / 'cam.pass'}}}
+""")
+    loaded = load(cfg)
+    dev, opts = loaded.model.devices[0], loaded.options[0]
+    d = create(dev.id, opts, dev.driver_tags())
+    got = []
+    try:
+        s = await poll_once(dev.id, dev.driver, d, dev.deadline, got.extend)
+    finally:
+        await d.close()
+    assert s.fields["ok"] is True
+    assert any(isinstance(r, Facts) for r in got)
+    assert [r for r in got if isinstance(r, Sample)][0].tags == {"room": "A-101", "type": "camera"}
+    cfg.write_text(cfg.read_text().replace(f"port: {sim.port}", f"port: {sim.port}, pasword: x"))
+    with pytest.raises(Exception) as ei:
+        load(cfg)
+    assert "devices.0.options.pasword" in str(ei.value)

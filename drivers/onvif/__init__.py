@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any, Awaitable
@@ -166,8 +167,10 @@ class OnvifDriver:
         from onvif import ONVIFCamera
 
         password = self._password()
+        saved = {k: os.environ[k] for k in ("http_proxy", "https_proxy") if k in os.environ}
         cam = ONVIFCamera(self.opts.host, self.opts.port, self.opts.username, password, no_cache=True,
                           adjust_time=self.opts.adjust_time)
+        os.environ.update(saved)  # ONVIFCamera() drops them process-wide; other drivers may need them
         try:
             await self._call(cam.update_xaddrs(), "GetServices/GetCapabilities")
             self._dm = await self._call(cam.create_devicemgmt_service(), "device service")
