@@ -19,8 +19,9 @@ protocol as specified:
   filter, other; 0 OK, 1 warning, 2 error), LAMP (pairs "<hours> <0|1>", ERR1 if the
   projector has no lamp), INST, NAME, INF1, INF2, INFO, CLSS.
 - Class 2 (only on a class 2 projector, with header ``%2``): SNUM, SVER, FILT, RLMP,
-  RFIL, INNM, IRES, RRES, FREZ; class 2 INPT/AVMT with ``%2``. A class 1 projector
-  answers ``%2...`` commands with ERR1.
+  RFIL, INNM, IRES, RRES, FREZ, SVOL, MVOL; INPT/INST also with ``%2``. Class 1 commands
+  keep the ``%1`` header on a class 2 projector. A class 1 projector answers ``%2...``
+  commands with ERR1.
 - The projector closes a connection that stays idle for 30 s.
 
 Test knobs: ``state`` (power, errors, lamps, ...), ``force`` (command -> forced answer, e.g.
@@ -37,8 +38,8 @@ from dataclasses import dataclass, field
 CR = b"\r"
 MAX_CMD = 136
 CLASS1 = {"POWR", "INPT", "AVMT", "ERST", "LAMP", "INST", "NAME", "INF1", "INF2", "INFO", "CLSS"}
-CLASS2 = {"POWR", "INPT", "AVMT", "SNUM", "SVER", "FILT", "RLMP", "RFIL", "INNM", "IRES", "RRES", "FREZ",
-          "INST", "SVOL", "MVOL"}
+# Commands defined with header %2 (class 2 spec); class 1 commands keep %1 on a class 2 projector.
+CLASS2 = {"INPT", "INST", "SNUM", "SVER", "INNM", "IRES", "RRES", "FILT", "RLMP", "RFIL", "SVOL", "MVOL", "FREZ"}
 
 
 @dataclass

@@ -241,6 +241,14 @@ def test_options_validation(opts, msg):
     assert msg in str(e.value)
 
 
+def test_numeric_yaml_keys_are_codes():
+    o = Options.model_validate({"listen_port": 9000, "token": TOKEN, "codes": {120: "access_granted"},
+                                "doors": {101: "door-a101"}})
+    d = create("panel-a", o, {})
+    ev = d.handle_message({"code": 120, "door": 101}, "test")
+    assert ev.type == "access_granted" and ev.device == "door-a101" and ev.data == {"code": "120", "door": 101}
+
+
 def test_short_key_rejected(tmp_path):
     k = tmp_path / "k"
     k.write_text("short\n")

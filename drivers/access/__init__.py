@@ -36,7 +36,7 @@ from hashlib import sha256
 from pathlib import Path
 from typing import Any, Callable, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
 
 from drivers.base import DeviceError, Event, Record, Sample
 
@@ -107,6 +107,14 @@ class Options(BaseModel):
             raise ValueError(f"token_file {path!r} is empty")
         data["token"] = secret
         return data
+
+    @field_validator("codes", "doors", mode="before")
+    @classmethod
+    def _str_keys(cls, v: Any) -> Any:
+        # YAML turns `120: access_granted` into an int key; panel codes and door ids are text.
+        if isinstance(v, dict):
+            return {str(k) if isinstance(k, int) and not isinstance(k, bool) else k: x for k, x in v.items()}
+        return v
 
     @model_validator(mode="after")
     def _check(self) -> "Options":
