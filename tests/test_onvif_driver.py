@@ -55,6 +55,7 @@ async def test_facts_clock_offset_and_sample(sim, creds):
         assert f["manufacturer"] == f["vendor"] == "SimCam"
         assert (f["model"], f["firmware"], f["serial"], f["hardware_id"]) == ("SC-200", "2.4.1", "SC200-0042", "HW-7")
         assert f["mac"] == "00:11:22:33:44:55"
+        assert f["ip"] == "127.0.0.1" and f["device_ip"] == "127.0.0.1"
         assert 40.0 <= f["clock_offset_s"] <= 44.0  # camera answers in whole seconds
         assert f["time_source"] == "NTP"
         s = [r for r in recs if isinstance(r, Sample)]

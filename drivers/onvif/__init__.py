@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import ipaddress
 import logging
 import os
 import time
@@ -118,6 +119,23 @@ def _camera_utc(sdt: Any) -> tuple[dt.datetime | None, str | None]:
     except (AttributeError, TypeError, ValueError):
         return None, kind
     return d, kind
+
+
+def _nic_ipv4(nic: Any) -> list[str]:
+    """IPv4 addresses of a tt:NetworkInterface: the DHCP lease when DHCP is on, else the manual ones."""
+    cfg = getattr(getattr(nic, "IPv4", None), "Config", None)
+    if cfg is None:
+        return []
+    out = []
+    if getattr(cfg, "DHCP", False):
+        a = getattr(getattr(cfg, "FromDHCP", None), "Address", None)
+        if a:
+            out.append(str(a))
+    for m in getattr(cfg, "Manual", None) or []:
+        a = getattr(m, "Address", None)
+        if a and str(a) not in out:
+            out.append(str(a))
+    return out
 
 
 class OnvifDriver:
@@ -236,8 +254,9 @@ class OnvifDriver:
         cam, kind = _camera_utc(sdt)
         if cam is None:
             return None, kind
-        # The camera answers in whole seconds: compare with the middle of the round trip.
-        self.clock_offset_s = round(cam.timestamp() - (t0 + t1) / 2, 1)
+        # The camera answers in whole (truncated) seconds: its clock was somewhere in [s, s+1), so
+        # take s + 0.5 and compare with the middle of the round trip.
+        self.clock_offset_s = round(cam.timestamp() + 0.5 - (t0 + t1) / 2, 1)
         return self.clock_offset_s, kind
 
     async def _facts(self) -> dict[str, Any]:
@@ -251,19 +270,28 @@ class OnvifDriver:
             "firmware": getattr(info, "FirmwareVersion", None),
             "serial": getattr(info, "SerialNumber", None),
             "hardware_id": getattr(info, "HardwareId", None),
-            "ip": self.opts.host,
         }
+        try:
+            f["ip"] = str(ipaddress.ip_address(self.opts.host))
+        except ValueError:
+            f["hostname"] = self.opts.host
         try:
             nics = await self._call(self._dm.GetNetworkInterfaces(), "GetNetworkInterfaces")
         except DeviceError as e:
             if e.reason != "protocol" or not isinstance(e.__cause__, Fault):
                 raise
             nics = []  # optional on some encoders ("not implemented")
-        macs = []
+        macs, ips = [], []
         for nic in nics or []:
+            if not getattr(nic, "Enabled", True):
+                continue
             hw = getattr(getattr(nic, "Info", None), "HwAddress", None)
-            if hw and getattr(nic, "Enabled", True):
+            if hw:
                 macs.append(str(hw).lower().replace("-", ":"))
+            ips.extend(_nic_ipv4(nic))
+        if ips:
+            f["device_ip"] = ips[0]  # what the camera says it has (differs from ip behind NAT)
+            f.setdefault("ip", ips[0])
         if macs:
             f["mac"] = macs[0]
             if len(macs) > 1:
