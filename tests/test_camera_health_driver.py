@@ -145,10 +145,13 @@ async def test_repeat_and_restore(videos, tmp_path):
         time.sleep(0.02)
         assert _events(await d.poll()) == [("camera_tamper", "too_dark")]  # still dark: re-sent
         link.unlink()
+        link.symlink_to(tmp_path / "gone.mp4")  # stream lost while dark: tamper state unknown, kept
+        assert _events(await d.poll()) == [("video_loss", "unreachable")]
+        link.unlink()
         link.symlink_to(videos["good"])
         recs = await d.poll()
-        assert _events(recs) == [("camera_tamper_cleared", "too_dark")]
-        assert [r.severity for r in recs if isinstance(r, Event)] == ["info"]
+        assert sorted(_events(recs)) == [("camera_tamper_cleared", "too_dark"), ("video_restored", "unreachable")]
+        assert [r.severity for r in recs if isinstance(r, Event)] == ["info", "info"]
     finally:
         await d.close()
 

@@ -309,6 +309,8 @@ class CameraHealthDriver:
                                   "url": redact_url(self.opts.url), **data}, dict(self.tags)))
         for key in [k for k in self._problems if k not in current]:
             t, r = key
+            if t == "camera_tamper" and not c.ok:
+                continue  # no picture: cannot tell whether the tamper condition is over
             p = self._problems.pop(key)
             cleared = "camera_tamper_cleared" if t == "camera_tamper" else "video_restored"
             # a video_loss ending because the stream is now unreadable in another way is not "restored"
