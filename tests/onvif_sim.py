@@ -20,7 +20,8 @@ spec: clients need the device time to build the token). Unknown operations get
 ``env:Receiver / ter:ActionNotSupported``; an unknown or expired subscription gets
 ``env:Sender / ter:InvalidArgVal / ter:ResourceUnknown`` (event.wsdl ``ResourceUnknownFault``).
 
-Test knobs: ``clock_skew_s`` (device clock offset), ``delay_s`` (answer late), ``garbage``
+Test knobs: ``clock_skew_s`` (device clock offset), ``max_created_skew_s`` (reject tokens whose
+``Created`` is too far from the device clock, as many cameras do), ``delay_s`` (answer late), ``garbage``
 (answer with non-SOAP bytes), ``push(topic, source, data)`` (queue an event for every live
 subscription), ``expire_subscriptions()``, ``ops`` (operations seen, in order).
 """
@@ -98,6 +99,8 @@ class OnvifSim:
         self.mac, self.clock_skew_s = mac, clock_skew_s
         self.delay_s = 0.0
         self.garbage = False
+        #: reject tokens whose Created is further than this from the device clock (None: accept any)
+        self.max_created_skew_s: float | None = None
         self.ops: list[str] = []
         self.auth_failures = 0
         self._nonces: set[bytes] = set()
@@ -199,6 +202,13 @@ class OnvifSim:
             nonce = base64.b64decode(nonce_b64, validate=True)
         except ValueError:
             return False
+        if self.max_created_skew_s is not None:
+            try:
+                c = dt.datetime.fromisoformat(created.replace("Z", "+00:00"))
+            except ValueError:
+                return False
+            if c.tzinfo is None or abs((c - self._now()).total_seconds()) > self.max_created_skew_s:
+                return False
         with self._cond:
             if nonce in self._nonces:
                 return False  # replay

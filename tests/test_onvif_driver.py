@@ -256,3 +256,23 @@ devices:
     with pytest.raises(Exception) as ei:
         load(cfg)
     assert "devices.0.options.pasword" in str(ei.value)
+
+
+async def test_camera_with_wrong_clock_needs_adjust_time(sim, creds):
+    """Cameras reject UsernameTokens whose Created is far from their clock: auth error, and the
+    clock offset is still measured (pre-auth); adjust_time signs with the camera's time."""
+    sim.clock_skew_s, sim.max_created_skew_s = 3600.0, 60.0
+    d = _driver(sim, creds, events=False)
+    with pytest.raises(DeviceError) as ei:
+        await d.poll()
+    await d.close()
+    assert ei.value.reason == "auth"
+    assert "camera clock is +3600 s off" in str(ei.value) and "adjust_time" in str(ei.value)
+    assert d.clock_offset_s is not None and abs(d.clock_offset_s - 3600) <= 2
+    d = _driver(sim, creds, events=False, adjust_time=True)
+    try:
+        recs = await d.poll()
+    finally:
+        await d.close()
+    (f,) = [r for r in recs if isinstance(r, Facts)]
+    assert 3598 <= f.facts["clock_offset_s"] <= 3602

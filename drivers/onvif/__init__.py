@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 PULLPOINT_NS = "http://www.onvif.org/ver10/events/wsdl/PullPointSubscription"
 EVENTS_NS = "http://www.onvif.org/ver10/events/wsdl"
 REDACTED = "**REDACTED**"
+CLOCK_AUTH_HINT_S = 30.0  # clock offset beyond which an auth failure gets the clock hint
 
 
 class Options(BaseModel):
@@ -190,9 +191,27 @@ class OnvifDriver:
                           adjust_time=self.opts.adjust_time)
         os.environ.update(saved)  # ONVIFCamera() drops them process-wide; other drivers may need them
         try:
-            await self._call(cam.update_xaddrs(), "GetServices/GetCapabilities")
+            # Clock first (pre-auth): a camera whose clock is far off rejects our WS-Security
+            # timestamps, and the offset is what explains the 'auth' error then.
+            self._dm = await self._call(cam.create_devicemgmt_service(), "device service")
+            try:
+                await self._clock()
+            except DeviceError as e:
+                if e.reason in ("unreachable", "timeout"):
+                    raise
+            try:
+                await self._call(cam.update_xaddrs(), "GetServices/GetCapabilities")
+            except DeviceError as e:
+                off = self.clock_offset_s
+                if (e.reason == "auth" and off is not None and abs(off) > CLOCK_AUTH_HINT_S
+                        and not self.opts.adjust_time):
+                    raise DeviceError("auth", f"{e} (camera clock is {off:+.0f} s off the agent's; cameras reject "
+                                              "WS-Security timestamps that far off: fix NTP on the camera or set "
+                                              "adjust_time: true)") from e
+                raise
             self._dm = await self._call(cam.create_devicemgmt_service(), "device service")
         except BaseException:
+            self._dm = None
             await self._close_cam(cam)
             raise
         self._cam = cam
