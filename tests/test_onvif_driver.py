@@ -276,3 +276,23 @@ async def test_camera_with_wrong_clock_needs_adjust_time(sim, creds):
         await d.close()
     (f,) = [r for r in recs if isinstance(r, Facts)]
     assert 3598 <= f.facts["clock_offset_s"] <= 3602
+
+
+def test_normalize_lxml_message_and_bad_times():
+    """Vendor messages zeep cannot bind arrive as lxml elements; Hikvision-style zero times are dropped."""
+    from types import SimpleNamespace
+
+    from lxml import etree
+
+    el = etree.fromstring(
+        '<tt:Message xmlns:tt="http://www.onvif.org/ver10/schema" UtcTime="0000-00-00T00:00:00Z"'
+        ' PropertyOperation="Changed"><tt:Source><tt:SimpleItem Name="InputToken" Value="DI_1"/></tt:Source>'
+        '<tt:Data><tt:SimpleItem Name="LogicalState" Value="true"/></tt:Data></tt:Message>')
+    nm = SimpleNamespace(Topic=SimpleNamespace(_value_1="ns2:Device/Trigger/DigitalInput/"),
+                         Message=SimpleNamespace(_value_1=el))
+    msg = parsers.normalize(nm)
+    assert msg.topic == "tns1:Device/Trigger/DigitalInput" and msg.utc_ms is None
+    assert msg.source == {"InputToken": "DI_1"} and msg.data == {"LogicalState": "true"}
+    p = parsers.lookup(msg.topic)(msg)
+    assert (p.type, p.data["input"], p.data["state"]) == ("digital_input", "DI_1", True)
+    assert parsers.normalize(SimpleNamespace(Topic=None, Message=None)) is None
