@@ -94,8 +94,9 @@ async def _main(args) -> int:
 
     FAIL_AT, RESTORE_AT = args.fail_at or float("inf"), (args.fail_at or float("inf")) + 60
     rule_paths = [str(_write(work / "demo-rules.yaml", DEMO_RULES))]
-    if (REPO / "firmware_configs/rules/campus-default.yaml").exists():
-        rule_paths.insert(0, str(REPO / "firmware_configs/rules/campus-default.yaml"))
+    from campus_sense import configs_dir
+    if (configs_dir() / "rules/campus-default.yaml").exists():
+        rule_paths.insert(0, str(configs_dir() / "rules/campus-default.yaml"))
     _write(work / "collector.yaml", {
         "mqtt": {"host": "127.0.0.1", "port": mqtt_port, "username": "collector",
                  "password": users["collector"], "client_id": "demo-collector",

@@ -9,11 +9,12 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from campus_sense import configs_dir
 from campus_sense.yamlconf import load_model
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_POLICY_FILE = REPO_ROOT / "firmware_configs" / "policy" / "campus-policy.yaml"
-DEFAULT_FIRMWARE_DIR = REPO_ROOT / "firmware_configs" / "firmware"
+DEFAULT_POLICY_FILE = configs_dir() / "policy" / "campus-policy.yaml"
+DEFAULT_FIRMWARE_DIR = configs_dir() / "firmware"
 
 
 class _P(BaseModel):

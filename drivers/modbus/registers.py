@@ -14,9 +14,10 @@ from typing import Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
+from campus_sense import configs_dir
 from campus_sense.yamlconf import load_model
 
-PROFILE_DIR = Path(__file__).resolve().parents[2] / "firmware_configs" / "modbus"
+PROFILE_DIR = configs_dir() / "modbus"
 
 WORDS = {"int16": 1, "uint16": 1, "int32": 2, "uint32": 2, "float32": 2}
 MAX_READ = 125  # registers per read request (Modbus spec limit for FC 3/4)

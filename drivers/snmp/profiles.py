@@ -23,9 +23,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from campus_sense import configs_dir
 from campus_sense.yamlconf import ConfigError, load_model
 
-PROFILE_DIR = Path(__file__).resolve().parents[2] / "firmware_configs" / "snmp"
+PROFILE_DIR = configs_dir() / "snmp"
 
 STANDARD_SECTIONS = ("entity", "lldp", "fdb", "arp", "ip_addresses", "poe", "health", "wifi")
 TABLE_SECTIONS = ("health", "poe", "wifi_summary", "wifi_aps", "wifi_radios", "wifi_vaps", "wifi_clients", "custom")
