@@ -38,6 +38,7 @@ from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
 
+from campus_sense.yamlconf import resolve_secret_files
 from drivers.base import DeviceError, Event, Record, Sample
 
 log = logging.getLogger(__name__)
@@ -92,21 +93,7 @@ class Options(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _token_file(cls, data: Any) -> Any:
-        if not isinstance(data, dict) or "token_file" not in data:
-            return data
-        data = dict(data)
-        path = data.pop("token_file")
-        if data.get("token") is not None:
-            raise ValueError("give either 'token' or 'token_file', not both")
-        try:
-            with open(path, encoding="utf-8") as fh:
-                secret = fh.readline().strip()
-        except OSError as e:
-            raise ValueError(f"token_file {path!r}: cannot read ({e.strerror})") from None
-        if not secret:
-            raise ValueError(f"token_file {path!r} is empty")
-        data["token"] = secret
-        return data
+        return resolve_secret_files(data, "token")
 
     @field_validator("codes", "doors", mode="before")
     @classmethod

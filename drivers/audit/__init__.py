@@ -32,6 +32,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from campus_sense.yamlconf import resolve_secret_files
 from drivers.audit.probes import (HR_SYSTEM_DATE, SYS_DESCR, SnmpAnswer, decode_date_and_time, http_probe,
                                   snmp_get, snmpv3_noauth_get, telnet_probe, tls_probe)
 from drivers.base import Event, Facts, Record
@@ -81,21 +82,7 @@ class Options(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _secret_file(cls, data: Any) -> Any:
-        if not isinstance(data, dict) or data.get("community_file") is None:
-            return data
-        data = dict(data)
-        path = data.pop("community_file")
-        if data.get("community") is not None:
-            raise ValueError("give either 'community' or 'community_file', not both")
-        try:
-            with open(path, encoding="utf-8") as fh:
-                secret = fh.readline().strip()
-        except OSError as e:
-            raise ValueError(f"community_file {path!r}: cannot read ({e.strerror})") from None
-        if not secret:
-            raise ValueError(f"community_file {path!r} is empty")
-        data["community"] = secret
-        return data
+        return resolve_secret_files(data, "community")
 
     def __repr__(self) -> str:  # keep the community out of logs
         return f"Options(host={self.host!r}, checks={self.checks!r})"

@@ -47,6 +47,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
+from campus_sense.yamlconf import resolve_secret_files
 from drivers.base import DeviceError, Event, Facts, Record, Sample
 
 log = logging.getLogger(__name__)
@@ -75,21 +76,7 @@ class Options(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _password_file(cls, data: Any) -> Any:
-        if not isinstance(data, dict) or "password_file" not in data:
-            return data
-        data = dict(data)
-        path = data.pop("password_file")
-        if data.get("password") is not None:
-            raise ValueError("give either 'password' or 'password_file', not both")
-        try:
-            with open(path, encoding="utf-8") as fh:
-                secret = fh.readline().strip()
-        except OSError as e:
-            raise ValueError(f"password_file {path!r}: cannot read ({e.strerror})") from None
-        if not secret:
-            raise ValueError(f"password_file {path!r} is empty")
-        data["password"] = secret
-        return data
+        return resolve_secret_files(data, "password")
 
     @model_validator(mode="after")
     def _check(self) -> "Options":

@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from campus_sense.yamlconf import resolve_secret_files
 from drivers.base import DeviceError, Event, Facts, Record, Sample
 from drivers.snmp.client import (SnmpSession, SnmpTarget, normalize_auth_protocol,
                                  normalize_priv_protocol)
@@ -66,24 +67,7 @@ class Options(BaseModel):
     def _secret_files(cls, data: Any) -> Any:
         """``community_file`` / ``auth_key_file`` / ``priv_key_file``: read the secret from a file
         (first line, surrounding whitespace stripped) so agent.yaml holds no credentials."""
-        if not isinstance(data, dict):
-            return data
-        data = dict(data)
-        for name in ("community", "auth_key", "priv_key"):
-            path = data.pop(f"{name}_file", None)
-            if path is None:
-                continue
-            if data.get(name) is not None:
-                raise ValueError(f"give either '{name}' or '{name}_file', not both")
-            try:
-                with open(path, encoding="utf-8") as fh:
-                    secret = fh.readline().strip()
-            except OSError as e:
-                raise ValueError(f"{name}_file {path!r}: cannot read ({e.strerror})") from None
-            if not secret:
-                raise ValueError(f"{name}_file {path!r} is empty")
-            data[name] = secret
-        return data
+        return resolve_secret_files(data, "community", "auth_key", "priv_key")
 
     @field_validator("version", mode="before")
     @classmethod
