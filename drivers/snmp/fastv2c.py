@@ -92,21 +92,13 @@ def decode_oid(b: bytes) -> str:
 
 
 def _oid_ints(b: bytes) -> list[int]:
-    out: list[int] = []
-    x = 0
-    for c in b:
-        x = (x << 7) | (c & 0x7F)
-        if not c & 0x80:
-            out.append(x)
-            x = 0
-    if b[-1] & 0x80:
-        raise BERError("truncated OID sub-identifier")
-    first = out[0]
+    """BER OID content -> sub-identifiers, with the first two folded back out of byte one."""
+    first, *rest = _suffix_tuple(b)
     if first < 40:
-        return [0, first] + out[1:]
+        return [0, first, *rest]
     if first < 80:
-        return [1, first - 40] + out[1:]
-    return [2, first - 80] + out[1:]
+        return [1, first - 40, *rest]
+    return [2, first - 80, *rest]
 
 
 def _suffix_tuple(b: bytes) -> tuple[int, ...]:
