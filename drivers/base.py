@@ -8,9 +8,15 @@ reports them per device and carries on with the others.
 """
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import time
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Callable, Protocol, Union
+from typing import Any, AsyncContextManager, AsyncIterator, Callable, Protocol, Union
+
+log = logging.getLogger("campus_sense.drivers")
 
 
 def now_ms() -> int:
@@ -71,6 +77,66 @@ class StreamingDriver(Protocol):
     name: str
 
     async def run(self, emit: Callable[[Record], None]) -> None: ...
+
+
+class Slots:
+    """The agent's bound on device conversations at once (``polling.max_concurrent``).
+
+    The scheduler holds one per polling cycle; device work a driver runs outside poll() (SNMP
+    topology walks) holds one through :func:`device_slot`, so 20 switches with
+    ``max_concurrent: 4`` never have more than 4 conversations in flight."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._sem = asyncio.Semaphore(size)
+        self.in_use = 0
+        self.waits_total = 0       # acquisitions that found every slot busy
+        self.wait_s_total = 0.0    # time spent waiting for a slot
+
+    def free(self) -> bool:
+        return not self._sem.locked()
+
+    @contextlib.asynccontextmanager
+    async def hold(self, who: str) -> AsyncIterator[None]:
+        if self._sem.locked():
+            self.waits_total += 1
+            log.debug("%s: waiting for a polling slot (%d/%d busy)", who, self.in_use, self.size)
+            t0 = time.monotonic()
+            try:
+                await self._sem.acquire()
+            finally:
+                self.wait_s_total += time.monotonic() - t0
+        else:
+            await self._sem.acquire()
+        self.in_use += 1
+        try:
+            yield
+        finally:
+            self.in_use -= 1
+            self._sem.release()
+
+
+# A context variable, not a module global: asyncio tasks inherit it, so the agent's device tasks
+# and every task a driver starts from them share the agent's slots, while code outside an agent
+# (snmp-inventory, tests, a second agent in the same process) is not bound to them.
+_slots: ContextVar[Slots | None] = ContextVar("campus_sense_slots", default=None)
+
+
+def install_slots(slots: Slots | None) -> None:
+    """Make ``slots`` the limit for device work in tasks created from now on in this context."""
+    _slots.set(slots)
+
+
+def device_slot(who: str) -> AsyncContextManager[Any]:
+    """``async with device_slot(who):`` hold one of the agent's slots; unlimited without an agent."""
+    s = _slots.get()
+    return s.hold(who) if s is not None else contextlib.nullcontext()
+
+
+def slot_free() -> bool:
+    """Whether device_slot() would be granted without waiting."""
+    s = _slots.get()
+    return s is None or s.free()
 
 
 async def aiter_records(records: list[Record]) -> AsyncIterator[Record]:

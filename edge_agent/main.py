@@ -16,7 +16,7 @@ import sys
 
 from campus_sense import __version__
 from campus_sense.yamlconf import ConfigError
-from drivers.base import Sample
+from drivers.base import Sample, Slots, install_slots
 from edge_agent import config as cfgmod
 from edge_agent.batcher import Batcher
 from edge_agent.publisher import Publisher
@@ -64,6 +64,8 @@ class Agent:
         self.batcher = Batcher(self.queue, cfg.agent.id, cfg.publish.max_message_bytes, cfg.publish.batch_max_items,
                                on_flushed=self.publisher.wake)
         self.drivers: dict[str, object] = {}
+        #: polling slots shared by every device's cycles and its driver's background device work
+        self.slots = Slots(cfg.polling.max_concurrent)
 
     def birth_body(self) -> dict:
         devs = self.cfg.devices
@@ -77,7 +79,8 @@ class Agent:
         return Sample("agent", self.cfg.agent.id, {
             "queue_depth": q.depth, "queue_bytes": q.bytes, "oldest_age_s": round(q.oldest_age_s(), 3),
             "dropped_total": q.dropped_total, "published_total": self.publisher.published_total,
-            "last_seq": q.last_seq, "connected": self.publisher.connected})
+            "last_seq": q.last_seq, "connected": self.publisher.connected,
+            "slot_waits_total": self.slots.waits_total, "slot_wait_s_total": round(self.slots.wait_s_total, 3)})
 
     async def _self_metrics_loop(self) -> None:
         while True:
@@ -85,7 +88,7 @@ class Agent:
             self.batcher.add([self.self_metrics()])
 
     def _start_devices(self, tg: asyncio.TaskGroup) -> None:
-        limit = asyncio.Semaphore(self.cfg.polling.max_concurrent)  # bounded concurrency across devices
+        install_slots(self.slots)   # inherited by the device tasks below and the tasks their drivers start
         for dev, opts in zip(self.cfg.devices, self.loaded.options):
             try:
                 drv = cfgmod.driver_module(dev.driver).create(dev.id, opts, dev.driver_tags())
@@ -98,7 +101,7 @@ class Agent:
             self.drivers[dev.id] = drv
             if hasattr(drv, "poll"):
                 tg.create_task(run_polling(dev.id, dev.driver, drv, dev.interval_s, dev.deadline, self.batcher.add,
-                                           limit=limit))
+                                           limit=self.slots))
             else:
                 tg.create_task(run_streaming(dev.id, dev.driver, drv, self.batcher.add))
 

@@ -18,7 +18,7 @@ import random
 import time
 from typing import Any, Callable
 
-from drivers.base import DeviceError, Record, Sample
+from drivers.base import DeviceError, Record, Sample, Slots
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +35,13 @@ def poll_sample(device_id: str, driver: str, ok: bool, duration_s: float, reason
 
 
 async def poll_once(device_id: str, driver_name: str, driver: Any, deadline_s: float, sink: Sink,
-                    limit: asyncio.Semaphore | None = None) -> Sample:
+                    limit: Slots | None = None) -> Sample:
     """One cycle: poll under the deadline, hand records to ``sink``, return the agent_poll sample.
 
-    ``limit`` (shared by all devices) bounds how many cycles run at once; the deadline and
-    duration_s start when the cycle got its slot."""
+    ``limit`` (shared by all devices and their drivers' background work) bounds how many cycles
+    run at once; the deadline and duration_s start when the cycle got its slot."""
     if limit is not None:
-        async with limit:
+        async with limit.hold(f"device {device_id}"):
             return await poll_once(device_id, driver_name, driver, deadline_s, sink)
     t0 = time.monotonic()
     ok, reason, error = False, None, None
@@ -61,7 +61,7 @@ async def poll_once(device_id: str, driver_name: str, driver: Any, deadline_s: f
 
 
 async def run_polling(device_id: str, driver_name: str, driver: Any, interval_s: float, deadline_s: float,
-                      sink: Sink, jitter_s: float | None = None, limit: asyncio.Semaphore | None = None) -> None:
+                      sink: Sink, jitter_s: float | None = None, limit: Slots | None = None) -> None:
     """Poll forever on a fixed grid; cycles missed by a slow poll are skipped, not bunched."""
     loop = asyncio.get_running_loop()
     await asyncio.sleep(random.uniform(0, min(interval_s, 5.0) if jitter_s is None else jitter_s))

@@ -25,7 +25,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from campus_sense.yamlconf import resolve_secret_files
-from drivers.base import DeviceError, Event, Facts, Record, Sample
+from drivers.base import DeviceError, Event, Facts, Record, Sample, device_slot, slot_free
 from drivers.snmp.client import (SnmpSession, SnmpTarget, normalize_auth_protocol,
                                  normalize_priv_protocol)
 from drivers.snmp.ifmib import (Interface, RateTracker, SystemInfo, read_interfaces, read_system,
@@ -56,7 +56,8 @@ class Options(BaseModel):
     max_repetitions: int = Field(25, ge=1, le=200)
     facts_interval_s: float = Field(3600.0, gt=0)
     #: LLDP neighbours, bridge FDB, ARP/ND and own addresses as ``lldp``/``fdb``/``arp``/``ip_address``
-    #: samples, at most this often (s); 0 disables. Collected in the background on its own session.
+    #: samples, at most this often (s); 0 disables. Collected in the background on its own session,
+    #: inside one of the agent's polling slots (polling.max_concurrent).
     topology_interval_s: float = Field(300.0, ge=0)
     #: "auto": v2c walks use the lean BER path in fastv2c (about 10x less CPU than pysnmp,
     #: see bench/snmp_vs_exporter.py); v3 always uses pysnmp (USM). "pysnmp" forces pysnmp.
@@ -259,7 +260,10 @@ class SnmpDriver:
 
         Collected by a background task on its own session, so a slow or failing table never
         delays or fails the IF-MIB poll: poll() waits at most TOPOLOGY_WAIT_S for a collection it
-        starts; otherwise the samples (stamped with the collection time) come with a later poll."""
+        starts; otherwise the samples (stamped with the collection time) come with a later poll.
+        The task holds an agent polling slot of its own (drivers.base.device_slot); when none is
+        free poll() does not wait at all: it may hold the last slot itself (max_concurrent: 1), and
+        waiting would only keep that slot idle."""
         if self.options.topology_interval_s <= 0:
             return []
         out: list[Record] = []
@@ -271,13 +275,15 @@ class SnmpDriver:
             now = time.monotonic()
             if self._topo_task is None and not out and now - self._topo_at >= self.options.topology_interval_s:
                 self._topo_at = now
+                starts_now = slot_free()
                 task = asyncio.create_task(self._collect_topology(sys_object_id),
                                            name=f"snmp-topology-{self.device_id}")
                 self._topo_task = task
-                done, _ = await asyncio.wait({task}, timeout=min(self.TOPOLOGY_WAIT_S, self.options.timeout_s))
-                if task in done:
-                    self._topo_task = None
-                    out.extend(self._topology_result(task))
+                if starts_now:
+                    done, _ = await asyncio.wait({task}, timeout=min(self.TOPOLOGY_WAIT_S, self.options.timeout_s))
+                    if task in done:
+                        self._topo_task = None
+                        out.extend(self._topology_result(task))
         except Exception as e:  # noqa: BLE001 - isolation: the poll keeps its records
             log.warning("%s: topology collection failed: %s", self.device_id, e)
         return out
@@ -293,18 +299,20 @@ class SnmpDriver:
         return task.result()
 
     async def _collect_topology(self, sys_object_id: str | None) -> list[Record]:
+        """The walks, inside an agent polling slot; the deadline starts when the slot is granted."""
         from drivers.snmp.tables import collect_sections
         o = self.options
-        session = open_session(o)
-        vlan = open_vlan_session_factory(o)
-        deadline = max(30.0, 8 * o.timeout_s * (o.retries + 1))
-        try:
-            sec = await collect_sections(session, sys_object_id, ["lldp", "fdb", "arp", "ip_addresses"],
-                                         sys_descr=self.system.descr if self.system else None,
-                                         deadline_s=deadline, vlan_session=vlan,
-                                         max_repetitions=o.max_repetitions)
-        finally:
-            await session.close()
+        async with device_slot(f"device {self.device_id} topology"):
+            session = open_session(o)
+            vlan = open_vlan_session_factory(o)
+            deadline = max(30.0, 8 * o.timeout_s * (o.retries + 1))
+            try:
+                sec = await collect_sections(session, sys_object_id, ["lldp", "fdb", "arp", "ip_addresses"],
+                                             sys_descr=self.system.descr if self.system else None,
+                                             deadline_s=deadline, vlan_session=vlan,
+                                             max_repetitions=o.max_repetitions)
+            finally:
+                await session.close()
         self.topology_errors = dict(sec.get("_errors") or {})
         if self.topology_errors:
             log.info("%s: topology tables incomplete: %s", self.device_id, self.topology_errors)
