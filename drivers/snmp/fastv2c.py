@@ -3,7 +3,7 @@
 Why: decoding GETBULK responses through pysnmp/pyasn1 costs ~20x the CPU of the Go
 snmp_exporter per varbind (see bench/snmp_vs_exporter.py). For v2c table walks -- the
 bulk of a campus agent's work -- this module encodes requests and decodes responses
-directly from bytes. SNMPv3 stays on pysnmp (drivers/snmp/client.py).
+directly from bytes. SNMPv3 (USM) reuses the PDU codec in drivers/snmp/fastv3.py.
 
 Same API and value conventions as ``drivers.snmp.client.SnmpSession``:
 
@@ -29,7 +29,8 @@ from typing import Any
 
 from drivers.base import DeviceError
 
-__all__ = ["FastV2cSession", "encode_oid", "decode_oid", "encode_request", "decode_response", "BERError"]
+__all__ = ["FastV2cSession", "encode_oid", "decode_oid", "encode_request", "decode_response", "BERError",
+           "encode_pdu", "decode_pdu", "hdr"]
 
 
 class BERError(ValueError):
@@ -121,15 +122,21 @@ _PDU_TAGS = {"get": 0xA0, "next": 0xA1, "bulk": 0xA5}
 _NULL_VB_TAIL = b"\x05\x00"
 
 
-def encode_request(kind: str, community: bytes, request_id: int, oids: list[bytes],
-                   non_repeaters: int = 0, max_repetitions: int = 0) -> bytes:
-    """Build a v2c GET/GETNEXT/GETBULK message; ``oids`` are BER content octets."""
+def encode_pdu(kind: str, request_id: int, oids: list[bytes], non_repeaters: int = 0,
+               max_repetitions: int = 0) -> bytes:
+    """GET/GETNEXT/GETBULK PDU (shared by the v2c message and the v3 ScopedPDU)."""
     vbs = b"".join(_tlv(0x30, _tlv(0x06, o) + _NULL_VB_TAIL) for o in oids)
     if kind == "bulk":
         a, b = non_repeaters, max_repetitions
     else:
         a = b = 0
-    pdu = _tlv(_PDU_TAGS[kind], _enc_int(request_id) + _enc_int(a) + _enc_int(b) + _tlv(0x30, vbs))
+    return _tlv(_PDU_TAGS[kind], _enc_int(request_id) + _enc_int(a) + _enc_int(b) + _tlv(0x30, vbs))
+
+
+def encode_request(kind: str, community: bytes, request_id: int, oids: list[bytes],
+                   non_repeaters: int = 0, max_repetitions: int = 0) -> bytes:
+    """Build a v2c GET/GETNEXT/GETBULK message; ``oids`` are BER content octets."""
+    pdu = encode_pdu(kind, request_id, oids, non_repeaters, max_repetitions)
     return _tlv(0x30, _enc_int(1) + _tlv(0x04, community) + pdu)
 
 
@@ -167,44 +174,52 @@ def decode_response(data: bytes) -> tuple[int, int, int, list[tuple[bytes, Any]]
         raise BERError(f"truncated or malformed message ({e})") from None
 
 
+def hdr(mv: bytes, pos: int, want: int | None = None) -> tuple[int, int, int]:
+    """(tag, content start, content length) of the TLV at ``pos``; checks ``want`` and bounds."""
+    tag = mv[pos]
+    if want is not None and tag != want:
+        raise BERError(f"expected tag 0x{want:02x} at {pos}, got 0x{tag:02x}")
+    ln = mv[pos + 1]
+    pos += 2
+    if ln & 0x80:
+        k = ln & 0x7F
+        if k == 0 or k > 4:
+            raise BERError("unsupported length encoding")
+        ln = int.from_bytes(mv[pos:pos + k], "big")
+        pos += k
+    if pos + ln > len(mv):
+        raise BERError("length beyond end of message")
+    return tag, pos, ln
+
+
 def _decode_response(data: bytes) -> tuple[int, int, int, list[tuple[bytes, Any]]]:
-    mv = data
-    n = len(mv)
-
-    def hdr(pos: int, want: int | None = None) -> tuple[int, int, int]:
-        tag = mv[pos]
-        if want is not None and tag != want:
-            raise BERError(f"expected tag 0x{want:02x} at {pos}, got 0x{tag:02x}")
-        ln = mv[pos + 1]
-        pos += 2
-        if ln & 0x80:
-            k = ln & 0x7F
-            if k == 0 or k > 4:
-                raise BERError("unsupported length encoding")
-            ln = int.from_bytes(mv[pos:pos + k], "big")
-            pos += k
-        if pos + ln > n:
-            raise BERError("length beyond end of message")
-        return tag, pos, ln
-
-    _, p, _ = hdr(0, 0x30)
-    _, p, ln = hdr(p, 0x02)  # version
+    _, p, _ = hdr(data, 0, 0x30)
+    _, p, ln = hdr(data, p, 0x02)  # version
     p += ln
-    _, p, ln = hdr(p, 0x04)  # community
+    _, p, ln = hdr(data, p, 0x04)  # community
     p += ln
-    tag, p, ln = hdr(p)
+    tag, req_id, err_status, err_index, out = decode_pdu(data, p)
     if tag != 0xA2:
         raise BERError(f"not a Response PDU (tag 0x{tag:02x})")
-    _, p, ln = hdr(p, 0x02)
+    return req_id, err_status, err_index, out
+
+
+def decode_pdu(mv: bytes, p: int) -> tuple[int, int, int, int, list[tuple[bytes, Any]]]:
+    """PDU at ``mv[p:]`` -> (pdu tag, request_id, error_status, error_index, varbinds).
+    Shared by v2c messages and v3 ScopedPDUs; raises BERError/IndexError/ValueError."""
+    pdu_tag, p, _ = hdr(mv, p)
+    if pdu_tag not in (0xA2, 0xA8):
+        raise BERError(f"not a Response PDU (tag 0x{pdu_tag:02x})")
+    _, p, ln = hdr(mv, p, 0x02)
     req_id = int.from_bytes(mv[p:p + ln], "big", signed=True)
     p += ln
-    _, p, ln = hdr(p, 0x02)
+    _, p, ln = hdr(mv, p, 0x02)
     err_status = int.from_bytes(mv[p:p + ln], "big", signed=True)
     p += ln
-    _, p, ln = hdr(p, 0x02)
+    _, p, ln = hdr(mv, p, 0x02)
     err_index = int.from_bytes(mv[p:p + ln], "big", signed=True)
     p += ln
-    _, p, ln = hdr(p, 0x30)
+    _, p, ln = hdr(mv, p, 0x30)
     end = p + ln
     out: list[tuple[bytes, Any]] = []
     append = out.append
@@ -262,7 +277,7 @@ def _decode_response(data: bytes) -> tuple[int, int, int, list[tuple[bytes, Any]
             val = mv[p:vb_end]
         p = vb_end
         append((oid, val))
-    return req_id, err_status, err_index, out
+    return pdu_tag, req_id, err_status, err_index, out
 
 
 # ------------------------------------------------------------------------------- transport
