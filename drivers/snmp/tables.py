@@ -553,12 +553,15 @@ async def collect_health(ctx: _Ctx, profile: Profile, entity: dict | None) -> di
             scale = r.get(_col(ENT_SENSOR, 2), {}).get(i, 9)
             prec = r.get(_col(ENT_SENSOR, 3), {}).get(i, 0)
             oper = r.get(_col(ENT_SENSOR, 5), {}).get(i, 1)
-            if not all(isinstance(x, int) for x in (typ, val, scale, prec)) or oper != 1:
+            # +-1e9 are the ends of EntitySensorValue's range: Arista reports -1000000000 (status ok)
+            # for an optic that reads nothing; not a measurement
+            if not all(isinstance(x, int) for x in (typ, val, scale, prec)) or oper != 1 or abs(val) >= 10 ** 9:
                 continue
             value = val * (10 ** (3 * (scale - 9))) / (10 ** prec)
             idx = int(i) if i.isdigit() else i
+            # 6 significant digits: milli-scaled optics (0.0006322 W) must not round to 0.001
             temps.append({"sensor": ent_names.get(idx) or f"sensor {i}", "index": idx,
-                          "type": SENSOR_TYPE.get(typ, str(typ)), "value": round(value, 3)})
+                          "type": SENSOR_TYPE.get(typ, str(typ)), "value": float(f"{value:.6g}")})
     except (DeviceError, asyncio.TimeoutError) as e:
         ctx.errors["health.entity_sensor"] = _err(e)
     tables = await profile_tables(ctx, profile, "health")
