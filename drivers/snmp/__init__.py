@@ -59,8 +59,8 @@ class Options(BaseModel):
     #: samples, at most this often (s); 0 disables. Collected in the background on its own session,
     #: inside one of the agent's polling slots (polling.max_concurrent).
     topology_interval_s: float = Field(300.0, ge=0)
-    #: "auto": v2c walks use the lean BER path in fastv2c (about 10x less CPU than pysnmp,
-    #: see bench/snmp_vs_exporter.py); v3 always uses pysnmp (USM). "pysnmp" forces pysnmp.
+    #: "auto": the lean BER paths, fastv2c for v2c and fastv3 (USM) for v3 (several times less
+    #: CPU than pysnmp, see bench/snmp_vs_exporter.py); v3 3DES stays on pysnmp. "pysnmp" forces pysnmp.
     engine: Literal["auto", "pysnmp"] = "auto"
 
     @model_validator(mode="before")
@@ -129,22 +129,29 @@ class Options(BaseModel):
     __str__ = __repr__
 
 
-def open_session(options: Options):
-    """The session for a device: the fast v2c path when allowed, pysnmp otherwise."""
-    target = options.target()
-    if options.version == "2c" and options.engine == "auto":
+def _fast_session_cls(options: Options):
+    """The lean session class for "auto" (fastv2c / fastv3), or None for pysnmp
+    (engine: pysnmp, or 3DES, which only pysnmp implements)."""
+    if options.engine != "auto":
+        return None
+    if options.version == "2c":
         from drivers.snmp.fastv2c import FastV2cSession
-        return FastV2cSession.from_target(target)
-    return SnmpSession(target)
+        return FastV2cSession
+    from drivers.snmp.fastv3 import PRIV, FastV3Session
+    return FastV3Session if options.priv_protocol in (None, *PRIV) else None
+
+
+def open_session(options: Options):
+    """The session for a device: the fast v2c/v3 path when allowed, pysnmp otherwise."""
+    cls = _fast_session_cls(options)
+    return cls.from_target(options.target()) if cls else SnmpSession(options.target())
 
 
 def open_vlan_session_factory(options: Options):
     """``vlan -> session`` for Cisco per-VLAN bridge tables, same engine choice as open_session."""
     from drivers.snmp.tables import vlan_session_factory
-    if options.version == "2c" and options.engine == "auto":
-        from drivers.snmp.fastv2c import FastV2cSession
-        return vlan_session_factory(options.target(), FastV2cSession.from_target)
-    return vlan_session_factory(options.target(), SnmpSession)
+    cls = _fast_session_cls(options)
+    return vlan_session_factory(options.target(), cls.from_target if cls else SnmpSession)
 
 
 class SnmpDriver:
