@@ -511,20 +511,28 @@ async def collect_poe(ctx: _Ctx, profile: Profile) -> dict | None:
                                "delivering": det == 3,
                                "class": cls - 1 if isinstance(cls, int) and 1 <= cls <= 5 else None}
     extra = await profile_tables(ctx, profile, "poe")
+    by_if: dict[int, dict] = {}     # vendor tables indexed by ifIndex (HUAWEI-POE-MIB): own port rows
     for rows in extra.values():
         for row in rows:
             key = (row.get("group"), row.get("port"))
             if key in ports:
                 ports[key].update({k: v for k, v in row.items() if k not in ("group", "port")})
+            elif isinstance(row.get("ifIndex"), int):
+                by_if.setdefault(row["ifIndex"], {}).update(row)
+    if by_if:
+        names = await ctx.ifnames()
+        for i, row in by_if.items():
+            if names.get(i):
+                row["ifName"] = names[i]
     psu = []
     for i, v in r.get(_col(PETH_MAIN, 2), {}).items():
         st = r.get(_col(PETH_MAIN, 3), {}).get(i)
         psu.append({"group": int(i) if i.isdigit() else i, "power_w": v if isinstance(v, int) else None,
                     "status": {1: "on", 2: "off", 3: "faulty"}.get(st) if isinstance(st, int) else None,
                     "consumption_w": r.get(_col(PETH_MAIN, 4), {}).get(i)})
-    if not ports and not psu:
+    if not ports and not psu and not by_if:
         return None
-    return {"ports": [ports[k] for k in sorted(ports)], "pse": psu}
+    return {"ports": [ports[k] for k in sorted(ports)] + [by_if[k] for k in sorted(by_if)], "pse": psu}
 
 
 # ---------------------------------------------------------------------------- health
@@ -611,6 +619,9 @@ def _band_from_channel(ch: Any) -> str | None:
     return "2.4GHz" if ch <= 14 else "5GHz"
 
 
+_BAND_NAMES = {"ng": "2.4GHz", "na": "5GHz", "6e": "6GHz"}   # UniFi unifiRadioRadio / unifiVapRadio
+
+
 def _merge_rows(tables: dict[str, list[dict]], keys: tuple[str, ...]) -> list[dict]:
     merged: dict[tuple, dict] = {}
     for rows in tables.values():
@@ -633,16 +644,30 @@ async def collect_wifi(ctx: _Ctx, profile: Profile) -> dict | None:
             summary.update({k: v for k, v in row.items() if k != "index"})
     if not (aps or radios or vaps or clients or summary):
         return None
-    # clients per radio from the VAP (SSID) table when the radio table has no count
-    vap_clients: dict[tuple, int] = {}
-    for v in vaps:
-        if isinstance(v.get("clients"), int):
-            k = (v.get("ap_mac"), v.get("radio"))
-            vap_clients[k] = vap_clients.get(k, 0) + v["clients"]
+    for r in radios + vaps:
+        if r.get("band") in _BAND_NAMES:
+            r["band"] = _BAND_NAMES[r["band"]]
+    # clients per radio from the VAP (SSID) table when the radio table has no count. A VAP that
+    # names no radio, only its band (UniFi), belongs to the AP's radio of that band and also
+    # gives that radio its channel and transmit power (the same on every VAP of a radio).
+    radio_of: dict[tuple, Any] = {}
     for r in radios:
-        k = (r.get("ap_mac"), r.get("radio"))
-        if "clients" not in r and k in vap_clients:
-            r["clients"] = vap_clients[k]
+        radio_of.setdefault((r.get("ap_mac"), r.get("band")), r.get("radio"))
+    from_vaps: dict[tuple, dict] = {}
+    for v in vaps:
+        radio = v.get("radio")
+        if radio is None and v.get("band"):
+            radio = radio_of.get((v.get("ap_mac"), v["band"]))
+        agg = from_vaps.setdefault((v.get("ap_mac"), radio), {})
+        if isinstance(v.get("clients"), int):
+            agg["clients"] = agg.get("clients", 0) + v["clients"]
+        if v.get("radio") is None:
+            for f in ("channel", "tx_power_dbm"):
+                if isinstance(v.get(f), (int, float)):
+                    agg.setdefault(f, v[f])
+    for r in radios:
+        for f, val in from_vaps.get((r.get("ap_mac"), r.get("radio")), {}).items():
+            r.setdefault(f, val)
     ap_name = {a.get("ap_mac"): a.get("name") for a in aps}
     for a in aps:
         st = a.get("status")
@@ -655,18 +680,19 @@ async def collect_wifi(ctx: _Ctx, profile: Profile) -> dict | None:
             b = _band_from_channel(r.get("channel"))
             if b:
                 r["band"] = b
-        elif r["band"] in ("ng", "na"):  # UniFi radio names
-            r["band"] = "2.4GHz" if r["band"] == "ng" else "5GHz"
     radio_band = {(r.get("ap_mac"), r.get("radio")): r.get("band") for r in radios}
     counts: dict[tuple, int] = {}
-    if clients:
-        for c in clients:
-            band = c.get("band") or radio_band.get((c.get("ap_mac"), c.get("radio")))
-            c.setdefault("band", band)
-            c["ap_name"] = ap_name.get(c.get("ap_mac"))
+    # count stations per AP and band only from a station table that names the AP (Cisco
+    # recordings may carry only SSID/status columns); otherwise the radio counts
+    by_station = any(c.get("ap_mac") for c in clients)
+    for c in clients:
+        band = c.get("band") or radio_band.get((c.get("ap_mac"), c.get("radio")))
+        c.setdefault("band", band)
+        c["ap_name"] = ap_name.get(c.get("ap_mac"))
+        if by_station:
             key = (c.get("ap_mac"), band)
             counts[key] = counts.get(key, 0) + 1
-    else:
+    if not by_station:
         for r in radios:
             if isinstance(r.get("clients"), int):
                 key = (r.get("ap_mac"), r.get("band"))
@@ -813,7 +839,9 @@ def to_records(device: str, sections: dict) -> list[Record]:
         recs.append(Sample("sensor", device, {"value": s["value"]}, {"sensor": str(s["sensor"]), "type": s["type"]}))
     for p in (sections.get("poe") or {}).get("ports", []):
         fields = {k: p[k] for k in ("delivering", "admin_enabled", "power_w", "max_power_w", "class") if p.get(k) is not None}
-        recs.append(Sample("poe_port", device, fields, {"group": str(p["group"]), "port": str(p["port"])}))
+        tags = ({"group": str(p["group"]), "port": str(p["port"])} if "group" in p
+                else {"ifIndex": str(p["ifIndex"]), "ifName": str(p.get("ifName") or p["ifIndex"])})
+        recs.append(Sample("poe_port", device, fields, tags))
     w = sections.get("wifi") or {}
     summ = {k: v for k, v in (w.get("summary") or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     if summ:
