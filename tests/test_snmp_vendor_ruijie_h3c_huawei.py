@@ -98,3 +98,27 @@ async def test_huawei_s5720_entity_state_health(sim):
     # power supply / fan entities report 0 for all three (no CPU, no sensor)
     assert h["cpu_pct"] == 44 and h["mem_pct"] == 9 and h["temp_c_max"] == 42
     assert [x["value"] for x in h["sensors"]] == [42]
+
+
+HW_POE = "1.3.6.1.4.1.2011.5.25.195.3.1"
+
+
+async def test_huawei_s5720_poe_by_ifindex(sim):
+    """The real S5720-56C-PWR-EI has no POWER-ETHERNET-MIB rows: PoE comes only from
+    HUAWEI-POE-MIB hwPoePortTable (index ifIndex, milliwatts)."""
+    r = await _collect(sim, "hw")
+    ports = r["poe"]["ports"]
+    assert "_errors" not in r and r["poe"]["pse"] == []
+    mw = {k: v / 1000 for k, v in _column(sim, "hw", f"{HW_POE}.5").items()}
+    assert {str(p["ifIndex"]): p["max_power_w"] for p in ports} == mw
+    enabled = _column(sim, "hw", f"{HW_POE}.3")
+    assert {str(p["ifIndex"]): p["admin_enabled"] for p in ports} == {k: v == 1 for k, v in enabled.items()}
+    used = _column(sim, "hw", f"{HW_POE}.10")
+    assert {str(p["ifIndex"]): p["power_w"] for p in ports} == {k: v / 1000 for k, v in used.items()}
+    # read off the recording: ports 6.. (GigabitEthernet0/0/1..) enabled, 30 W budget, nothing drawing
+    p6 = next(p for p in ports if p["ifIndex"] == 6)
+    assert p6 == {"ifIndex": 6, "ifName": "GigabitEthernet0/0/1", "admin_enabled": True, "max_power_w": 30.0,
+                  "reference_power_w": 0.0, "power_w": 0.0, "peak_power_w": 0.0}
+    recs = [x for x in to_records("sw", r) if isinstance(x, Sample) and x.measurement == "poe_port"]
+    assert len(recs) == 5 and recs[0].tags == {"ifIndex": "6", "ifName": "GigabitEthernet0/0/1"}
+    assert recs[0].fields == {"admin_enabled": True, "power_w": 0.0, "max_power_w": 30.0}
