@@ -1,6 +1,7 @@
 """Device health from ENTITY-SENSOR-MIB and from a vendor profile's temperature column, served
-by snmpsim, snmpbulkwalk as the oracle. The recording is hand-made (no real-device recording in
-tests/fixtures has ENTITY-SENSOR rows or Huawei hwEntityStateTable temperatures)."""
+by snmpsim, snmpbulkwalk as the oracle. The recording is hand-made (edge cases: an unavailable
+sensor, voltsDC milli); ENTITY-SENSOR against a real Arista recording is in
+tests/test_snmp_entity_sensor_real.py."""
 from __future__ import annotations
 
 import shutil
