@@ -511,20 +511,28 @@ async def collect_poe(ctx: _Ctx, profile: Profile) -> dict | None:
                                "delivering": det == 3,
                                "class": cls - 1 if isinstance(cls, int) and 1 <= cls <= 5 else None}
     extra = await profile_tables(ctx, profile, "poe")
+    by_if: dict[int, dict] = {}     # vendor tables indexed by ifIndex (HUAWEI-POE-MIB): own port rows
     for rows in extra.values():
         for row in rows:
             key = (row.get("group"), row.get("port"))
             if key in ports:
                 ports[key].update({k: v for k, v in row.items() if k not in ("group", "port")})
+            elif isinstance(row.get("ifIndex"), int):
+                by_if.setdefault(row["ifIndex"], {}).update(row)
+    if by_if:
+        names = await ctx.ifnames()
+        for i, row in by_if.items():
+            if names.get(i):
+                row["ifName"] = names[i]
     psu = []
     for i, v in r.get(_col(PETH_MAIN, 2), {}).items():
         st = r.get(_col(PETH_MAIN, 3), {}).get(i)
         psu.append({"group": int(i) if i.isdigit() else i, "power_w": v if isinstance(v, int) else None,
                     "status": {1: "on", 2: "off", 3: "faulty"}.get(st) if isinstance(st, int) else None,
                     "consumption_w": r.get(_col(PETH_MAIN, 4), {}).get(i)})
-    if not ports and not psu:
+    if not ports and not psu and not by_if:
         return None
-    return {"ports": [ports[k] for k in sorted(ports)], "pse": psu}
+    return {"ports": [ports[k] for k in sorted(ports)] + [by_if[k] for k in sorted(by_if)], "pse": psu}
 
 
 # ---------------------------------------------------------------------------- health
@@ -553,12 +561,15 @@ async def collect_health(ctx: _Ctx, profile: Profile, entity: dict | None) -> di
             scale = r.get(_col(ENT_SENSOR, 2), {}).get(i, 9)
             prec = r.get(_col(ENT_SENSOR, 3), {}).get(i, 0)
             oper = r.get(_col(ENT_SENSOR, 5), {}).get(i, 1)
-            if not all(isinstance(x, int) for x in (typ, val, scale, prec)) or oper != 1:
+            # +-1e9 are the ends of EntitySensorValue's range: Arista reports -1000000000 (status ok)
+            # for an optic that reads nothing; not a measurement
+            if not all(isinstance(x, int) for x in (typ, val, scale, prec)) or oper != 1 or abs(val) >= 10 ** 9:
                 continue
             value = val * (10 ** (3 * (scale - 9))) / (10 ** prec)
             idx = int(i) if i.isdigit() else i
+            # 6 significant digits: milli-scaled optics (0.0006322 W) must not round to 0.001
             temps.append({"sensor": ent_names.get(idx) or f"sensor {i}", "index": idx,
-                          "type": SENSOR_TYPE.get(typ, str(typ)), "value": round(value, 3)})
+                          "type": SENSOR_TYPE.get(typ, str(typ)), "value": float(f"{value:.6g}")})
     except (DeviceError, asyncio.TimeoutError) as e:
         ctx.errors["health.entity_sensor"] = _err(e)
     tables = await profile_tables(ctx, profile, "health")
@@ -828,7 +839,9 @@ def to_records(device: str, sections: dict) -> list[Record]:
         recs.append(Sample("sensor", device, {"value": s["value"]}, {"sensor": str(s["sensor"]), "type": s["type"]}))
     for p in (sections.get("poe") or {}).get("ports", []):
         fields = {k: p[k] for k in ("delivering", "admin_enabled", "power_w", "max_power_w", "class") if p.get(k) is not None}
-        recs.append(Sample("poe_port", device, fields, {"group": str(p["group"]), "port": str(p["port"])}))
+        tags = ({"group": str(p["group"]), "port": str(p["port"])} if "group" in p
+                else {"ifIndex": str(p["ifIndex"]), "ifName": str(p.get("ifName") or p["ifIndex"])})
+        recs.append(Sample("poe_port", device, fields, tags))
     w = sections.get("wifi") or {}
     summ = {k: v for k, v in (w.get("summary") or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     if summ:
