@@ -122,3 +122,14 @@ async def test_huawei_s5720_poe_by_ifindex(sim):
     recs = [x for x in to_records("sw", r) if isinstance(x, Sample) and x.measurement == "poe_port"]
     assert len(recs) == 5 and recs[0].tags == {"ifIndex": "6", "ifName": "GigabitEthernet0/0/1"}
     assert recs[0].fields == {"admin_enabled": True, "power_w": 0.0, "max_power_w": 30.0}
+
+
+# --------------------------------------------------------------------------- Ruijie
+
+async def test_ruijie_s6220_recording_has_no_vendor_health_rows(sim):
+    """The only public Ruijie recording (S6220) carries no enterprise-4881 rows: the Ruijie CPU /
+    temperature tables come back empty without errors and the standard sections still work."""
+    r = await _collect(sim, "rj", soid="1.3.6.1.4.1.4881.1.1.10.1.150")   # sysObjectID of ruijie.snmprec
+    assert r["_profile"] == "ruijie" and "_errors" not in r
+    assert bulkwalk(sim.port, "rj", "1.3.6.1.4.1.4881") == {}
+    assert "health" not in r and r["entity"]["chassis"]["model"] == "RG-S6220-48XS4QXS"
