@@ -227,7 +227,7 @@ class FastV3Session(FastV2cSession):
             salt = boots.to_bytes(4, "big") + (next(self._salt) & 0xFFFFFFFF).to_bytes(4, "big")
             iv = bytes(a ^ b for a, b in zip(self._kpriv[8:16], salt))
             scoped += bytes(-len(scoped) % 8)
-            c = self._Cipher(self._DES(self._kpriv[:8]), self._CBC(iv)).encryptor()
+            c = self._Cipher(self._DES(self._kpriv[:8] * 3), self._CBC(iv)).encryptor()
         else:
             salt = (next(self._salt) & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "big")
             iv = boots.to_bytes(4, "big") + etime.to_bytes(4, "big") + salt
@@ -241,7 +241,7 @@ class FastV3Session(FastV2cSession):
             if len(data) % 8:
                 return None
             iv = bytes(a ^ b for a, b in zip(self._kpriv[8:16], salt))
-            c = self._Cipher(self._DES(self._kpriv[:8]), self._CBC(iv)).decryptor()
+            c = self._Cipher(self._DES(self._kpriv[:8] * 3), self._CBC(iv)).decryptor()
         else:
             iv = boots.to_bytes(4, "big") + etime.to_bytes(4, "big") + salt
             c = self._Cipher(self._AES(self._kpriv), self._CFB(iv)).decryptor()

@@ -1,0 +1,447 @@
+"""drivers.snmp.fastv3 (own USM + BER codec) against real peers: net-snmp snmpd with a user for
+every auth x priv combination it supports, snmpsimd (pysnmp's agent) serving a real Cisco recording
+with v3 contexts; net-snmp's snmpbulkwalk/snmpget -v3 as the oracle and the pysnmp SnmpSession as
+a second opinion. Error reasons, garbage from a fake UDP peer, engine reboot, per-VLAN contexts."""
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from drivers.base import DeviceError
+from drivers.snmp.client import SnmpSession, SnmpTarget, close_engines
+from drivers.snmp.fastv2c import encode_oid, encode_request
+from drivers.snmp.fastv3 import FastV3Session
+from tests.peers_snmp import Snmpd, Snmpsim, _nosnmp_env, _wait_snmp
+
+AUTHS = ["MD5", "SHA", "SHA-224", "SHA-256", "SHA-384", "SHA-512"]
+PRIVS = [None, "DES", "AES", "AES-192", "AES-256", "AES-192-C", "AES-256-C"]
+COLS = ["1.3.6.1.2.1.2.2.1.2", "1.3.6.1.2.1.2.2.1.3", "1.3.6.1.2.1.2.2.1.4", "1.3.6.1.2.1.2.2.1.6",
+        "1.3.6.1.2.1.31.1.1.1.1"]          # ifDescr ifType ifMtu ifPhysAddress ifName (no moving counters)
+SCALARS = ["1.3.6.1.2.1.1.2.0", "1.3.6.1.2.1.1.4.0", "1.3.6.1.2.1.1.5.0", "1.3.6.1.2.1.1.6.0"]
+VENDORS = Path(__file__).parent / "fixtures" / "snmprec_vendors"
+
+
+def _user(auth: str | None, priv: str | None) -> str:
+    return f"u-{auth or 'none'}-{priv or 'none'}".lower()
+
+
+def _combos():
+    return [(a, p) for a in AUTHS for p in PRIVS]
+
+
+def _snmpd_users(d: Snmpd) -> str:
+    lines = [f"createUser {_user(None, None)}\nrouser {_user(None, None)} noauth\n"]
+    for a, p in _combos():
+        u = _user(a, p)
+        lines.append(f"createUser {u} {a} {d.auth_key}" + (f" {p} {d.priv_key}" if p else "")
+                     + f"\nrouser {u} {'priv' if p else 'auth'}\n")
+    return "".join(lines)
+
+
+@pytest.fixture(scope="module")
+def snmpd(tmp_path_factory):
+    d = Snmpd(tmp_path_factory.mktemp("snmpd-fastv3"))
+    d.conf.write_text(d.conf.read_text() + _snmpd_users(d))
+    d.start()
+    yield d
+    d.stop()
+
+
+# ------------------------------------------------------------------------------- oracle
+
+def _cli_args(user: str, auth: str | None, auth_key: str | None, priv: str | None, priv_key: str | None,
+              context: str | None = None) -> list[str]:
+    level = "authPriv" if priv else ("authNoPriv" if auth else "noAuthNoPriv")
+    args = ["-v3", "-l", level, "-u", user]
+    if auth:
+        args += ["-a", auth, "-A", auth_key]
+    if priv:
+        args += ["-x", priv, "-X", priv_key]
+    if context:
+        args += ["-n", context]
+    return args
+
+
+_LINE = re.compile(r"^\.?([0-9.]+) = (?:([A-Za-z0-9-]+): ?)?(.*)$")
+
+
+def _value(typ: str, text: str):
+    if typ == "Hex-STRING":
+        return bytes.fromhex(re.sub(r"\s+", "", text))
+    if typ == "STRING" or text == '""':
+        return text.strip('"').encode()
+    if typ == "OID":
+        return text.lstrip(".")
+    if typ == "IpAddress":
+        return text
+    return int(text.split()[0])
+
+
+def oracle(tool: str, port: int, args: list[str], *oids: str) -> dict[str, object]:
+    """net-snmp ``snmpbulkwalk``/``snmpget`` -v3 -On -Ox -Oe -Ot -> {numeric oid: python value}."""
+    r = subprocess.run([tool, *args, "-On", "-Ox", "-Oe", "-Ot", "-t", "2", "-r", "1", f"127.0.0.1:{port}", *oids],
+                       capture_output=True, text=True, env=_nosnmp_env(), timeout=60)
+    assert r.returncode == 0, r.stderr
+    out: dict[str, list] = {}
+    last = None
+    for line in r.stdout.splitlines():
+        m = _LINE.match(line)
+        if m and not m.group(3).startswith(("No more variables", "No Such")):
+            last = m.group(1)
+            out[last] = [m.group(2) or "", m.group(3)]
+        elif last is not None and not m:
+            out[last][1] += " " + line
+    return {k: _value(t, v) for k, (t, v) in out.items()}
+
+
+def oracle_walk(port: int, args: list[str], cols: list[str]) -> dict[str, dict[str, object]]:
+    res = {}
+    for c in cols:
+        res[c] = {k[len(c) + 1:]: v for k, v in oracle("snmpbulkwalk", port, args, c).items()
+                  if k.startswith(c + ".")}
+    return res
+
+
+# ------------------------------------------------------------------------------- every combination
+
+async def _fast_and_pysnmp(port: int, user: str, auth, auth_key, priv, priv_key, context=None, cols=COLS):
+    kw = dict(user=user, auth_protocol=auth, auth_key=auth_key, priv_protocol=priv, priv_key=priv_key,
+              context=context, timeout=2.0, retries=1)
+    fast = FastV3Session("127.0.0.1", port, **kw)
+    slow = SnmpSession(SnmpTarget("127.0.0.1", port, version="3", **kw))
+    try:
+        got = [(await s.get(SCALARS), await s.walk(cols, max_repetitions=10)) for s in (fast, slow)]
+    finally:
+        await fast.close()
+        await slow.close()
+        await close_engines()
+    return fast, got[0], got[1]
+
+
+@pytest.mark.parametrize("auth,priv", [(None, None)] + _combos(),
+                         ids=lambda v: v or "none")
+async def test_every_auth_priv_combination_matches_net_snmp_and_pysnmp(snmpd, auth, priv):
+    d = snmpd
+    user = _user(auth, priv)
+    fast, (g, w), (pg, pw) = await _fast_and_pysnmp(d.port, user, auth, d.auth_key if auth else None, priv,
+                                                     d.priv_key if priv else None)
+    args = _cli_args(user, auth, d.auth_key, priv, d.priv_key)
+    assert g == oracle("snmpget", d.port, args, *SCALARS)
+    assert g["1.3.6.1.2.1.1.5.0"] == f"snmpd-test-{d.port}".encode()
+    assert w == oracle_walk(d.port, args, COLS)
+    assert len(w[COLS[0]]) >= 1 and w[COLS[0]].keys() == w[COLS[1]].keys()
+    assert (g, w) == (pg, pw)                       # same values and types as the pysnmp path
+    assert fast.discoveries == 1 and fast.malformed == fast.auth_failures == fast.decrypt_failures == 0
+
+
+async def test_blumenthal_and_reeder_key_extensions_are_not_interchangeable(snmpd):
+    """MD5 keys (16 bytes) must be extended for AES-256: net-snmp's AES-256 (Blumenthal) and
+    AES-256-C (Reeder/Cisco) give different keys, so the wrong one is dropped by the agent."""
+    d = snmpd
+    for user_priv, sent in (("AES-256", "AES-256-C"), ("AES-256-C", "AES-256"), ("AES-192", "AES-192-C")):
+        s = FastV3Session("127.0.0.1", d.port, _user("MD5", user_priv), "MD5", d.auth_key, sent, d.priv_key,
+                          timeout=0.5, retries=0)
+        with pytest.raises(DeviceError) as ei:
+            await s.get(["1.3.6.1.2.1.1.5.0"])
+        await s.close()
+        assert ei.value.reason == "auth" and f"privacy protocol {sent} not the one" in str(ei.value)
+
+
+# ------------------------------------------------------------------------------- errors
+
+async def _fast_get(port: int, **kw):
+    s = FastV3Session("127.0.0.1", port, timeout=0.5, retries=0, **kw)
+    try:
+        return await s.get(["1.3.6.1.2.1.1.5.0"])
+    except DeviceError as e:
+        return e
+    finally:
+        await s.close()
+
+
+async def test_usm_reports_give_auth_reason_and_pysnmp_message(snmpd):
+    d = snmpd
+    e = await _fast_get(d.port, user="nobody-here", auth_protocol="SHA-256", auth_key=d.auth_key)
+    assert e.reason == "auth" and str(e) == "unknown user name 'nobody-here' (agent reported usmStatsUnknownUserNames)"
+    e = await _fast_get(d.port, user=_user("SHA-256", None), auth_protocol="SHA-256", auth_key="wrong-auth-key")
+    assert e.reason == "auth" and "wrong authentication key or protocol" in str(e) and "usmStatsWrongDigests" in str(e)
+    e = await _fast_get(d.port, user=_user("SHA-256", None), auth_protocol="SHA-512", auth_key=d.auth_key)
+    assert e.reason == "auth" and "usmStatsWrongDigests" in str(e)
+    e = await _fast_get(d.port, user=_user("SHA-256", None), auth_protocol="SHA-256", auth_key=d.auth_key,
+                        priv_protocol="AES", priv_key=d.priv_key)
+    assert e.reason == "auth" and "security level not supported" in str(e) and "usmStatsUnsupportedSecLevels" in str(e)
+    e = await _fast_get(d.port, user=_user("SHA", "DES"), auth_protocol="SHA", auth_key=d.auth_key,
+                        priv_protocol="AES", priv_key=d.priv_key)
+    assert e.reason == "auth" and "usmStatsDecryptionErrors" in str(e)
+    for proto, key in (("AES-256", d.priv_key), ("DES", d.priv_key), ("AES", "wrong-priv-key-1")):
+        e = await _fast_get(d.port, user=_user("SHA-256", "AES"), auth_protocol="SHA-256", auth_key=d.auth_key,
+                            priv_protocol=proto, priv_key=key)
+        assert e.reason == "auth" and "engine discovery" in str(e) and "wrong privacy key" in str(e), (proto, e)
+        assert f"privacy protocol {'AES-128' if proto == 'AES' else proto} " in str(e)
+
+
+def _silent_udp(port: int) -> socket.socket:
+    """Something bound on the port that never answers (no ICMP port unreachable either)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", port))
+    return s
+
+
+async def test_wrong_privacy_key_after_successful_polls_vs_dead_device(tmp_path):
+    """The agent's privacy key changes under a running session: it still answers discovery but drops
+    the encrypted requests -> auth with the precise message. A dead device -> timeout."""
+    d = Snmpd(tmp_path)
+    d.start()
+    s = FastV3Session("127.0.0.1", d.port, d.user, "SHA-256", d.auth_key, "AES", d.priv_key, timeout=0.5, retries=0)
+    try:
+        assert (await s.get(["1.3.6.1.2.1.1.5.0"]))["1.3.6.1.2.1.1.5.0"] == f"snmpd-test-{d.port}".encode()
+        d.stop()
+        d.conf.write_text(d.conf.read_text().replace(d.priv_key, "p-changed-on-the-device"))
+        d.start()
+        with pytest.raises(DeviceError) as ei:
+            await s.get(["1.3.6.1.2.1.1.5.0"])
+        assert ei.value.reason == "auth"
+        assert str(ei.value) == (f"agent answered SNMPv3 engine discovery but dropped the get request: wrong privacy "
+                                 f"key, or privacy protocol AES-128 not the one configured for user {d.user!r} on "
+                                 "the agent")
+        d.stop()
+        silent = _silent_udp(d.port)
+        try:
+            with pytest.raises(DeviceError) as ei:
+                await s.get(["1.3.6.1.2.1.1.5.0"])
+            assert ei.value.reason == "timeout" and str(ei.value) == "no response (timeout) after 1 x 0.5s"
+            fresh = FastV3Session("127.0.0.1", d.port, d.user, "SHA-256", d.auth_key, "AES", d.priv_key,
+                                  timeout=0.5, retries=0)
+            with pytest.raises(DeviceError) as ei:
+                await fresh.get(["1.3.6.1.2.1.1.5.0"])
+            await fresh.close()
+            assert ei.value.reason == "timeout" and "no answer to SNMPv3 engine discovery" in str(ei.value)
+        finally:
+            silent.close()
+        # nothing listening at all: ICMP port unreachable on loopback
+        with pytest.raises(DeviceError) as ei:
+            await s.get(["1.3.6.1.2.1.1.5.0"])
+        assert ei.value.reason in ("unreachable", "timeout")
+    finally:
+        await s.close()
+        d.stop()
+
+
+def _keep_engine_state(d: Snmpd) -> None:
+    """Tests/peers_snmp runs snmpd with -C (its persistent store is written, not read back): carry
+    engineBoots/oldEngineID into the config so a restart behaves like a real agent's reboot."""
+    state = [ln for ln in (d.dir / "persist" / "snmpd.conf").read_text().splitlines()
+             if ln.startswith(("engineBoots ", "oldEngineID "))]
+    base = re.sub(r"(?m)^(engineBoots|oldEngineID) .*\n", "", d.conf.read_text())
+    d.conf.write_text(base + "\n".join(state) + "\n")
+
+
+async def test_engine_reboot_is_followed(tmp_path):
+    """snmpd restarted with its persistent store: engineBoots goes up, engineTime restarts; the
+    session resynchronises once (usmStatsNotInTimeWindows report) and the poll succeeds."""
+    d = Snmpd(tmp_path)
+    d.start()
+    s = FastV3Session("127.0.0.1", d.port, d.user, "SHA-256", d.auth_key, "AES", d.priv_key, timeout=1, retries=0)
+    try:
+        await s.get(["1.3.6.1.2.1.1.5.0"])
+        engine, boots = s.engine_id, s.boots
+        d.stop()
+        _keep_engine_state(d)
+        d.start()
+        got = await s.get(["1.3.6.1.2.1.1.5.0"])
+        assert got == {"1.3.6.1.2.1.1.5.0": f"snmpd-test-{d.port}".encode()}
+        assert s.engine_id == engine and s.boots == boots + 1 and s.resyncs == 1
+        # engine ID changes too (store lost): unknownEngineID report -> rediscovered
+        d.stop()
+        d.conf.write_text(re.sub(r"(?m)^(engineBoots|oldEngineID) .*\n", "", d.conf.read_text()))
+        d.start()
+        assert await s.get(["1.3.6.1.2.1.1.5.0"]) == got
+        assert s.engine_id != engine and s.discoveries == 2
+    finally:
+        await s.close()
+        d.stop()
+
+
+# ------------------------------------------------------------------------------- garbage
+
+class _Relay(asyncio.DatagramProtocol):
+    """UDP relay on 127.0.0.1 in front of a real agent (or of nothing: junk only). Before each
+    real answer it sends ``junk(answer)``."""
+
+    def __init__(self, upstream: int | None, junk):
+        self.upstream, self.junk = upstream, junk
+        self.front = None
+        self.client = None
+        self.back = None
+
+    def connection_made(self, transport):
+        self.front = transport
+
+    def datagram_received(self, data, addr):
+        self.client = addr
+        if self.upstream is None:
+            for j in self.junk(data):
+                self.front.sendto(j, addr)
+            return
+        asyncio.get_running_loop().create_task(self._forward(data))
+
+    async def _forward(self, data):
+        loop = asyncio.get_running_loop()
+        if self.back is None:
+            relay = self
+
+            class Back(asyncio.DatagramProtocol):
+                def datagram_received(self, answer, _addr):
+                    for j in relay.junk(answer):
+                        relay.front.sendto(j, relay.client)
+                    relay.front.sendto(answer, relay.client)
+
+            self.back, _ = await loop.create_datagram_endpoint(Back, remote_addr=("127.0.0.1", self.upstream))
+        self.back.sendto(data)
+
+
+def _junk(msg: bytes) -> list[bytes]:
+    tampered = msg[:-1] + bytes((msg[-1] ^ 0x55,))
+    return [b"", b"\x30", b"\xff" * 40, msg[: len(msg) // 2], msg + b"\x00",
+            encode_request("get", b"public", 1, [encode_oid("1.3.6.1.2.1.1.5.0")]),   # a v2c message
+            tampered]
+
+
+async def _relay(upstream: int | None, junk=_junk):
+    loop = asyncio.get_running_loop()
+    tr, proto = await loop.create_datagram_endpoint(lambda: _Relay(upstream, junk), local_addr=("127.0.0.1", 0))
+    return tr, proto, tr.get_extra_info("sockname")[1]
+
+
+async def test_garbage_and_forged_datagrams_are_dropped_and_counted(snmpd):
+    d = snmpd
+    tr, proto, port = await _relay(d.port)
+    kw = dict(user=_user("SHA", "AES"), auth_protocol="SHA", auth_key=d.auth_key, priv_protocol="AES",
+              priv_key=d.priv_key, timeout=2.0, retries=0)
+    s = FastV3Session("127.0.0.1", port, **kw)
+    try:
+        w = await s.walk(COLS, max_repetitions=3)
+        assert w == oracle_walk(d.port, _cli_args(kw["user"], "SHA", d.auth_key, "AES", d.priv_key), COLS)
+        assert s.malformed >= 2 * s.requests and s.auth_failures >= s.requests - 1   # discovery is unauthenticated
+    finally:
+        await s.close()
+        tr.close()
+        if proto.back:
+            proto.back.close()
+
+
+async def test_only_garbage_comes_back_is_a_protocol_error():
+    tr, proto, port = await _relay(None, lambda m: _junk(m)[:-1])
+    s = FastV3Session("127.0.0.1", port, "u", "SHA", "auth-key-1", "AES", "priv-key-1", timeout=0.3, retries=0)
+    try:
+        with pytest.raises(DeviceError) as ei:
+            await s.get(["1.3.6.1.2.1.1.5.0"])
+        assert ei.value.reason == "protocol" and "datagram(s) came back but none was a valid SNMP v3" in str(ei.value)
+        assert s.malformed >= 5
+    finally:
+        await s.close()
+        tr.close()
+
+
+# ------------------------------------------------------------------------------- snmpsim + driver wiring
+
+class _SnmpsimV3(Snmpsim):
+    """snmpsimd in its v3 architecture with one authPriv user; v3 context name = recording name."""
+
+    def __init__(self, recordings, user, auth_key, priv_key):
+        super().__init__(recordings)
+        self.user, self.auth_key, self.priv_key = user, auth_key, priv_key
+
+    def start(self):
+        args = ["snmpsimd", f"--data-dir={self.data}", f"--cache-dir={self.cache}",
+                f"--agent-udpv4-endpoint=127.0.0.1:{self.port}", "--logging-method=null",
+                f"--v3-user={self.user}", f"--v3-auth-key={self.auth_key}", "--v3-auth-proto=SHA",
+                f"--v3-priv-key={self.priv_key}", "--v3-priv-proto=AES"]
+        if os.geteuid() == 0:
+            args += ["--process-user=nobody", "--process-group=nogroup"]
+        self.log = open(self.dir / "snmpsimd.log", "ab")
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=self.log, cwd=self.dir)
+        _wait_snmp(self.port, self.communities[0], timeout=30, proc=self.proc)
+        return self
+
+
+VTP_STATE = "1.3.6.1.4.1.9.9.46.1.3.1.1.2"
+BRIDGE = ("1.3.6.1.2.1.17.1.4.1.", "1.3.6.1.2.1.17.4.3.1.")
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory):
+    """Cisco 3750 recording (verbatim rows): default context 'main' and, for every active VLAN of
+    vtpVlanState, a context 'vlan-<id>' holding the recording's BRIDGE-MIB rows (as Cisco does)."""
+    rows = (VENDORS / "cisco_c3750.snmprec").read_text().splitlines()
+    keep = ("1.3.6.1.2.1.1.", "1.3.6.1.2.1.2.2.1.", "1.3.6.1.2.1.31.1.1.1.", VTP_STATE + ".") + BRIDGE
+    d = tmp_path_factory.mktemp("sim-v3")
+    (d / "main.snmprec").write_text("\n".join(r for r in rows if r.startswith(keep)) + "\n")
+    vlans = sorted({int(r.split("|")[0].rsplit(".", 1)[1]) for r in rows
+                    if r.startswith(VTP_STATE + ".") and r.endswith("|2|1")} - {1002, 1003, 1004, 1005})
+    per_vlan = "\n".join(r for r in rows if r.startswith(("1.3.6.1.2.1.1.",) + BRIDGE)) + "\n"
+    recs = {"main": d / "main.snmprec"}
+    for v in vlans:
+        (d / f"vlan-{v}.snmprec").write_text(per_vlan)
+        recs[f"vlan-{v}"] = d / f"vlan-{v}.snmprec"
+    s = _SnmpsimV3(recs, "campus-ro", "auth-" + os.urandom(4).hex(), "priv-" + os.urandom(4).hex()).start()
+    s.vlans = vlans
+    yield s
+    s.stop()
+
+
+async def test_snmpsim_recording_over_v3_matches_net_snmp_and_pysnmp(sim):
+    cols = COLS + ["1.3.6.1.2.1.31.1.1.1.15", "1.3.6.1.2.1.2.2.1.7"]
+    fast, (g, w), (pg, pw) = await _fast_and_pysnmp(sim.port, sim.user, "SHA", sim.auth_key, "AES", sim.priv_key,
+                                                     context="main", cols=cols)
+    args = _cli_args(sim.user, "SHA", sim.auth_key, "AES", sim.priv_key, "main")
+    assert w == oracle_walk(sim.port, args, cols) and len(w[COLS[0]]) > 40
+    assert g == oracle("snmpget", sim.port, args, *SCALARS) and g["1.3.6.1.2.1.1.2.0"] == "1.3.6.1.4.1.9.1.516"
+    assert (g, w) == (pg, pw)
+
+
+async def test_cisco_per_vlan_fdb_uses_v3_context_on_the_fast_session(sim):
+    from drivers.snmp import Options, open_session, open_vlan_session_factory
+    from drivers.snmp.tables import collect_sections
+
+    results = {}
+    for engine in ("auto", "pysnmp"):
+        o = Options.model_validate({"host": "127.0.0.1", "port": sim.port, "version": 3, "user": sim.user,
+                                    "auth_protocol": "SHA", "auth_key": sim.auth_key, "priv_protocol": "AES",
+                                    "priv_key": sim.priv_key, "context": "main", "engine": engine})
+        session = open_session(o)
+        vlan_factory = open_vlan_session_factory(o)
+        assert isinstance(session, FastV3Session) == (engine == "auto")
+        assert isinstance(vlan_factory(10), FastV3Session) == (engine == "auto")
+        try:
+            sec = await collect_sections(session, "1.3.6.1.4.1.9.1.516", ["fdb"], vlan_session=vlan_factory,
+                                         deadline_s=60)
+        finally:
+            await session.close()
+            await close_engines()
+        assert not sec.get("_errors"), sec.get("_errors")
+        results[engine] = sorted((r["mac"], r["vlan"], r.get("ifIndex") or 0) for r in sec["fdb"])
+    fdb = results["auto"]
+    assert fdb == results["pysnmp"]
+    assert {v for _, v, _ in fdb} == set(sim.vlans) and len(sim.vlans) > 3
+    args = _cli_args(sim.user, "SHA", sim.auth_key, "AES", sim.priv_key, f"vlan-{sim.vlans[0]}")
+    macs = {":".join(f"{int(x):02x}" for x in k.split(".")[-6:])
+            for k in oracle("snmpbulkwalk", sim.port, args, "1.3.6.1.2.1.17.4.3.1.2")}
+    assert {m for m, v, _ in fdb if v == sim.vlans[0]} == macs
+
+
+def test_auto_engine_choice_for_v3():
+    from drivers.snmp import Options, open_session
+
+    base = {"host": "127.0.0.1", "version": 3, "user": "u", "auth_protocol": "SHA-256", "auth_key": "a" * 8}
+    assert isinstance(open_session(Options.model_validate(base)), FastV3Session)
+    assert isinstance(open_session(Options.model_validate({**base, "priv_protocol": "AES-256-C",
+                                                           "priv_key": "p" * 8})), FastV3Session)
+    assert type(open_session(Options.model_validate({**base, "engine": "pysnmp"}))) is SnmpSession
+    assert type(open_session(Options.model_validate({**base, "priv_protocol": "3DES", "priv_key": "p" * 8}))) is SnmpSession
