@@ -1,5 +1,6 @@
 """SNMPv3 errors with a precise reason per device, and snmp-inventory's engine selection,
-against a real net-snmp snmpd (users: AES authPriv, DES authPriv, SHA-256 authNoPriv)."""
+against a real net-snmp snmpd (users: AES authPriv, DES authPriv, SHA-256 authNoPriv). Both v3
+engines (pysnmp SnmpSession and the fast USM path, drivers.snmp.fastv3) must agree."""
 from __future__ import annotations
 
 import json
@@ -9,6 +10,7 @@ import pytest
 from campus_sense import cli
 from drivers.base import DeviceError
 from drivers.snmp.client import SnmpSession, SnmpTarget, close_engines
+from drivers.snmp.fastv3 import FastV3Session
 from tests.peers_snmp import Snmpd, oracle_interfaces
 
 
@@ -23,8 +25,11 @@ def snmpd(tmp_path_factory):
     d.stop()
 
 
-async def _get(d: Snmpd, **kw) -> DeviceError | dict:
-    s = SnmpSession(SnmpTarget("127.0.0.1", d.port, version="3", timeout=0.5, retries=0, **kw))
+ENGINES = {"pysnmp": SnmpSession, "fast": FastV3Session.from_target}
+
+
+async def _get(d: Snmpd, engine: str = "pysnmp", **kw) -> DeviceError | dict:
+    s = ENGINES[engine](SnmpTarget("127.0.0.1", d.port, version="3", timeout=0.5, retries=0, **kw))
     try:
         return await s.get(["1.3.6.1.2.1.1.5.0"])
     except DeviceError as e:
@@ -33,27 +38,28 @@ async def _get(d: Snmpd, **kw) -> DeviceError | dict:
         await s.close()
 
 
-async def test_v3_privacy_errors_have_precise_reasons(snmpd):
+@pytest.mark.parametrize("engine", list(ENGINES))
+async def test_v3_privacy_errors_have_precise_reasons(snmpd, engine):
     d = snmpd
     try:
-        ok = await _get(d, user="desuser", auth_protocol="SHA", auth_key=d.auth_key,
+        ok = await _get(d, engine, user="desuser", auth_protocol="SHA", auth_key=d.auth_key,
                         priv_protocol="DES", priv_key=d.priv_key)
         assert ok == {"1.3.6.1.2.1.1.5.0": f"snmpd-test-{d.port}".encode()}
         # privacy asked of a user that has none on the agent
-        e = await _get(d, user="nopriv", auth_protocol="SHA-256", auth_key=d.auth_key,
+        e = await _get(d, engine, user="nopriv", auth_protocol="SHA-256", auth_key=d.auth_key,
                        priv_protocol="AES", priv_key=d.priv_key)
         assert isinstance(e, DeviceError) and e.reason == "auth"
         assert "usmStatsUnsupportedSecLevels" in str(e) and "security level not supported" in str(e)
         # AES user, other privacy protocol / wrong privacy key: net-snmp drops the packet silently
         for proto, key in (("AES-256", d.priv_key), ("DES", d.priv_key), ("AES", "wrong-priv-key-1")):
-            e = await _get(d, user=d.user, auth_protocol="SHA-256", auth_key=d.auth_key,
+            e = await _get(d, engine, user=d.user, auth_protocol="SHA-256", auth_key=d.auth_key,
                            priv_protocol=proto, priv_key=key)
             assert isinstance(e, DeviceError) and e.reason == "auth", (proto, e)
             assert "engine discovery" in str(e) and "wrong privacy key" in str(e), (proto, e)
             assert f"privacy protocol {'AES-128' if proto == 'AES' else proto} " in str(e)
             assert d.user in str(e)
         # DES user asked AES: the agent reports usmStatsDecryptionErrors
-        e = await _get(d, user="desuser", auth_protocol="SHA", auth_key=d.auth_key,
+        e = await _get(d, engine, user="desuser", auth_protocol="SHA", auth_key=d.auth_key,
                        priv_protocol="AES", priv_key=d.priv_key)
         assert isinstance(e, DeviceError) and e.reason == "auth" and "usmStatsDecryptionErrors" in str(e)
     finally:
@@ -69,7 +75,8 @@ def test_inventory_v3_unsupported_privacy_one_line(snmpd, capsys):
     assert err.startswith(f"snmp-inventory: 127.0.0.1:{snmpd.port}: auth: security level not supported")
 
 
-async def test_driver_reports_wrong_privacy_per_device(snmpd):
+@pytest.mark.parametrize("engine", ["auto", "pysnmp"])
+async def test_driver_reports_wrong_privacy_per_device(snmpd, engine):
     """Through the agent's scheduler: agent_poll says reason auth with the precise message; the
     healthy device polled alongside is unaffected."""
     from drivers.snmp import Options, create
@@ -78,11 +85,12 @@ async def test_driver_reports_wrong_privacy_per_device(snmpd):
     good = create("good", Options.model_validate({
         "host": "127.0.0.1", "port": snmpd.port, "version": 3, "user": snmpd.user, "auth_protocol": "SHA-256",
         "auth_key": snmpd.auth_key, "priv_protocol": "AES", "priv_key": snmpd.priv_key, "timeout_s": 1,
-        "topology_interval_s": 0}), {})
+        "topology_interval_s": 0, "engine": engine}), {})
     bad = create("bad", Options.model_validate({
         "host": "127.0.0.1", "port": snmpd.port, "version": 3, "user": snmpd.user, "auth_protocol": "SHA-256",
         "auth_key": snmpd.auth_key, "priv_protocol": "AES-256", "priv_key": snmpd.priv_key, "timeout_s": 0.5,
-        "retries": 0, "topology_interval_s": 0}), {})
+        "retries": 0, "topology_interval_s": 0, "engine": engine}), {})
+    assert isinstance(good.session, FastV3Session) == (engine == "auto")
     got: list = []
     try:
         import asyncio
