@@ -2,7 +2,8 @@
 
 snmpsim serves verbatim excerpts (tests/fixtures/snmprec_vendors/, see NOTICE): an Arista
 DCS-7050TX-128 (LibreNMS arista_eos.snmprec) for entPhySensorTable, a Linux net-snmp agent
-(snmpsim's recorded/linux-full-walk) for hrStorage/hrProcessorLoad. net-snmp's snmpbulkwalk
+(snmpsim's recorded/linux-full-walk) and a Palo Alto PA-VM (LibreNMS panos.snmprec) for
+hrStorage/hrProcessorLoad. net-snmp's snmpbulkwalk
 on the same snmpsim is the oracle; spot values are worked out by hand from the recording.
 """
 from __future__ import annotations
@@ -20,6 +21,7 @@ from tests.peers_snmp import Snmpsim, bulkwalk
 FIX = Path(__file__).parent / "fixtures" / "snmprec_vendors"
 ARISTA = FIX / "arista_7050_entity_sensor.snmprec"
 LINUX = FIX / "linux_netsnmp_hostres.snmprec"
+PANOS = FIX / "paloalto_pavm_hostres.snmprec"
 SENSOR = "1.3.6.1.2.1.99.1.1.1"
 
 pytestmark = pytest.mark.skipif(not shutil.which("snmpsimd") or not shutil.which("snmpbulkwalk"),
@@ -28,7 +30,7 @@ pytestmark = pytest.mark.skipif(not shutil.which("snmpsimd") or not shutil.which
 
 @pytest.fixture(scope="module")
 def sim():
-    s = Snmpsim({"arista": ARISTA, "linux": LINUX}).start()
+    s = Snmpsim({"arista": ARISTA, "linux": LINUX, "panos": PANOS}).start()
     yield s
     s.stop()
 
@@ -82,18 +84,24 @@ async def test_arista_entity_sensors_agree_with_net_snmp(sim):
         == [25.8, 42.0, 53.3, 64.8]
 
 
-async def test_linux_host_resources_agree_with_net_snmp(sim):
-    r = await _collect(sim, "linux")
+@pytest.mark.parametrize("community, loads, devices, ram, mem_pct", [
+    ("linux", [13, 9], [768, 769], "1", 93.76),        # 958176 / 1021976 kB "Physical memory"
+    ("panos", [2, 0], [1, 2], "1020", 47.73),          # 2920240 / 6118176 kB "Slot-1 Management Memory"
+])
+async def test_host_resources_agree_with_net_snmp(sim, community, loads, devices, ram, mem_pct):
+    r = await _collect(sim, community)
     assert r["_profile"] == "generic" and "_errors" not in r
     h = r["health"]
-    loads = [int(v) for v in _column(sim, "linux", "1.3.6.1.2.1.25.3.3.1.2").values()]
-    assert loads == [13, 9] and h["cpu_pct"] == 11.0          # hrProcessorLoad, two CPUs: average
-    assert h["tables"]["hr_cpu"] == [{"hr_device": 768, "cpu_pct": 13}, {"hr_device": 769, "cpu_pct": 9}]
-    # memory: the hrStorageRam row only ("Physical memory"), not virtual memory or "/"
-    types = _column(sim, "linux", "1.3.6.1.2.1.25.2.3.1.2")
-    size = _column(sim, "linux", "1.3.6.1.2.1.25.2.3.1.5")
-    used = _column(sim, "linux", "1.3.6.1.2.1.25.2.3.1.6")
-    ram = [i for i, t in types.items() if t.endswith("1.3.6.1.2.1.25.2.1.2")]
-    assert ram == ["1"]
-    assert h["mem_pct"] == round(100.0 * int(used["1"]) / int(size["1"]), 2) == 93.76   # 958176 / 1021976 kB
+    got = {int(k): int(v) for k, v in _column(sim, community, "1.3.6.1.2.1.25.3.3.1.2").items()}
+    assert got == dict(zip(devices, loads))
+    assert h["tables"]["hr_cpu"] == [{"hr_device": d, "cpu_pct": c} for d, c in got.items()]
+    assert h["cpu_pct"] == round(sum(loads) / len(loads), 2)     # hrProcessorLoad per CPU: average
+    # memory: the hrStorageRam row only, not virtual memory, swap, buffers or file systems
+    types = _column(sim, community, "1.3.6.1.2.1.25.2.3.1.2")
+    size = _column(sim, community, "1.3.6.1.2.1.25.2.3.1.5")
+    used = _column(sim, community, "1.3.6.1.2.1.25.2.3.1.6")
+    assert [i for i, t in types.items() if t.endswith("1.3.6.1.2.1.25.2.1.2")] == [ram]
+    assert h["mem_pct"] == round(100.0 * int(used[ram]) / int(size[ram]), 2) == mem_pct
     assert "sensors" not in h and "temp_c_max" not in h
+    health = [x for x in to_records("h1", r) if isinstance(x, Sample) and x.measurement == "device_health"]
+    assert health[0].fields == {"cpu_pct": h["cpu_pct"], "mem_pct": mem_pct}
