@@ -101,8 +101,10 @@ class Snmpsim:
     """Debian's snmpsimd serving ``.snmprec`` recordings; the community of each recording is
     its file name without extension (snmpsim's rule), so copy recordings under random names."""
 
-    def __init__(self, recordings: dict[str, Path], port: int | None = None):
-        """``recordings``: community -> .snmprec path."""
+    def __init__(self, recordings: dict[str, Path], port: int | None = None, v3: dict[str, str] | None = None):
+        """``recordings``: community -> .snmprec path. ``v3``: one USM user, keys user, auth_proto,
+        auth_key, priv_proto, priv_key (snmpsimd spellings, e.g. SHA / AES); the v3 context name
+        of a recording is its community."""
         if not shutil.which("snmpsimd"):
             raise RuntimeError("snmpsimd is not installed (apt-get install snmpsim)")
         # snmpsimd refuses to run as root unless it drops privileges to nobody, so its
@@ -119,12 +121,16 @@ class Snmpsim:
             os.chmod(p, 0o777 if p.is_dir() else 0o644)
         self.port = port or free_port(socket.SOCK_DGRAM)
         self.communities = list(recordings)
+        self.v3 = v3
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "Snmpsim":
         args = ["snmpsimd", f"--data-dir={self.data}", f"--cache-dir={self.cache}",
-                f"--agent-udpv4-endpoint=127.0.0.1:{self.port}", "--v2c-arch",
-                "--logging-method=null"]
+                f"--agent-udpv4-endpoint=127.0.0.1:{self.port}", "--logging-method=null"]
+        if self.v3:
+            args += [f"--v3-{k.replace('_', '-')}={v}" for k, v in self.v3.items()]
+        else:
+            args.append("--v2c-arch")
         if os.geteuid() == 0:
             args += ["--process-user=nobody", "--process-group=nogroup"]
         self.log = open(self.dir / "snmpsimd.log", "ab")
