@@ -17,7 +17,7 @@ from drivers.base import DeviceError
 from drivers.snmp.client import SnmpSession, SnmpTarget, close_engines
 from drivers.snmp.fastv2c import encode_oid, encode_request
 from drivers.snmp.fastv3 import FastV3Session
-from tests.peers_snmp import Snmpd, Snmpsim, _nosnmp_env, _wait_snmp
+from tests.peers_snmp import Snmpd, Snmpsim, _nosnmp_env
 
 AUTHS = ["MD5", "SHA", "SHA-224", "SHA-256", "SHA-384", "SHA-512"]
 PRIVS = [None, "DES", "AES", "AES-192", "AES-256", "AES-192-C", "AES-256-C"]
@@ -351,26 +351,6 @@ async def test_only_garbage_comes_back_is_a_protocol_error():
 
 # ------------------------------------------------------------------------------- snmpsim + driver wiring
 
-class _SnmpsimV3(Snmpsim):
-    """snmpsimd in its v3 architecture with one authPriv user; v3 context name = recording name."""
-
-    def __init__(self, recordings, user, auth_key, priv_key):
-        super().__init__(recordings)
-        self.user, self.auth_key, self.priv_key = user, auth_key, priv_key
-
-    def start(self):
-        args = ["snmpsimd", f"--data-dir={self.data}", f"--cache-dir={self.cache}",
-                f"--agent-udpv4-endpoint=127.0.0.1:{self.port}", "--logging-method=null",
-                f"--v3-user={self.user}", f"--v3-auth-key={self.auth_key}", "--v3-auth-proto=SHA",
-                f"--v3-priv-key={self.priv_key}", "--v3-priv-proto=AES"]
-        if os.geteuid() == 0:
-            args += ["--process-user=nobody", "--process-group=nogroup"]
-        self.log = open(self.dir / "snmpsimd.log", "ab")
-        self.proc = subprocess.Popen(args, stdout=self.log, stderr=self.log, cwd=self.dir)
-        _wait_snmp(self.port, self.communities[0], timeout=30, proc=self.proc)
-        return self
-
-
 VTP_STATE = "1.3.6.1.4.1.9.9.46.1.3.1.1.2"
 BRIDGE = ("1.3.6.1.2.1.17.1.4.1.", "1.3.6.1.2.1.17.4.3.1.")
 
@@ -390,8 +370,10 @@ def sim(tmp_path_factory):
     for v in vlans:
         (d / f"vlan-{v}.snmprec").write_text(per_vlan)
         recs[f"vlan-{v}"] = d / f"vlan-{v}.snmprec"
-    s = _SnmpsimV3(recs, "campus-ro", "auth-" + os.urandom(4).hex(), "priv-" + os.urandom(4).hex()).start()
-    s.vlans = vlans
+    user = {"user": "campus-ro", "auth_proto": "SHA", "auth_key": "auth-" + os.urandom(4).hex(),
+            "priv_proto": "AES", "priv_key": "priv-" + os.urandom(4).hex()}
+    s = Snmpsim(recs, v3=user).start()
+    s.user, s.auth_key, s.priv_key, s.vlans = user["user"], user["auth_key"], user["priv_key"], vlans
     yield s
     s.stop()
 
