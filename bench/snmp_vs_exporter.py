@@ -8,6 +8,9 @@ tests/fixtures/snmprec_vendors/); in the same run we poll the same columns with
   * fast     -- drivers.snmp.fastv2c.FastV2cSession (own BER codec, v2c walks)
   * exporter -- Debian's prometheus-snmp-exporter (Go), scraped over HTTP
 
+then the same over SNMPv3 authPriv (SHA/AES-128, a second snmpsim in its v3 architecture):
+pysnmp v3, drivers.snmp.fastv3.FastV3Session and the exporter with a v3 ``auth:`` block.
+
 and print CPU-seconds per 10k varbinds for each (only the client's CPU: our process time
 for the Python clients, /proc utime+stime of the exporter process for Go) and the ratios.
 snmpsim's own CPU is not counted.
@@ -56,7 +59,8 @@ FDB_COLS = {
 COLUMNS = [v[0] for v in IF_COLS.values()] + [v[0] for v in FDB_COLS.values()]
 
 
-def exporter_config(community: str) -> str:
+def exporter_config(auth: list[str], version: int = 2) -> str:
+    """snmp_exporter 0.21 module 'campus'; ``auth``: the lines under ``auth:``."""
     lines = ["campus:", "  walk:"]
     lines += [f"  - {oid}" for oid in COLUMNS]
     lines += ["  metrics:"]
@@ -70,8 +74,8 @@ def exporter_config(community: str) -> str:
                       "    - labelname: ipNetToMediaNetAddress", "      type: InetAddressIPv4"]
         else:
             lines += [f"    - labelname: {idx}", f"      type: {ityp}"]
-    lines += ["  version: 2", "  max_repetitions: 25", "  retries: 1", "  timeout: 5s",
-              "  auth:", f"    community: {community}"]
+    lines += [f"  version: {version}", "  max_repetitions: 25", "  retries: 1", "  timeout: 5s", "  auth:"]
+    lines += [f"    {a}" for a in auth]
     return "\n".join(lines) + "\n"
 
 
@@ -120,10 +124,12 @@ class _Counting:
         await self.inner.close()
 
 
-async def bench_driver(make_session, port: int, community: str, rounds: int) -> tuple[float, int]:
+async def bench_driver(make_session, port: int, community: str | None, rounds: int,
+                       v3: dict | None = None) -> tuple[float, int]:
     """The agent's whole SNMP driver poll (IF-MIB records, rates, events, health/PoE sections)."""
     from drivers.snmp import create
-    d = create("bench", {"host": "127.0.0.1", "port": port, "community": community}, {})
+    opts = {"host": "127.0.0.1", "port": port, **({"version": "3", **v3} if v3 else {"community": community})}
+    d = create("bench", opts, {})
     d.session = _Counting(make_session())
     await d.poll()  # warm-up (also the once-per-facts-interval entity/IP walk)
     d.session.count = 0
@@ -136,12 +142,12 @@ async def bench_driver(make_session, port: int, community: str, rounds: int) -> 
     return cpu, vb
 
 
-def bench_exporter(sim_port: int, community: str, rounds: int, workdir: Path) -> tuple[float, int]:
+def bench_exporter(sim_port: int, config: str, rounds: int, workdir: Path) -> tuple[float, int]:
     exe = shutil.which("prometheus-snmp-exporter")
     if not exe:
         raise RuntimeError("prometheus-snmp-exporter not installed")
     cfg = workdir / "snmp.yml"
-    cfg.write_text(exporter_config(community))
+    cfg.write_text(config)
     port = free_tcp()
     log = open(workdir / "exporter.log", "wb")
     p = subprocess.Popen([exe, f"--config.file={cfg}", f"--web.listen-address=127.0.0.1:{port}"],
@@ -189,7 +195,8 @@ def main() -> int:
             print(f"pysnmp client not available: {e}")
         results["fast v2c (fastv2c.py)"] = asyncio.run(bench_python(
             lambda: FastV2cSession("127.0.0.1", sim.port, community), a.rounds))
-        results["snmp_exporter (Go)"] = bench_exporter(sim.port, community, a.rounds, work)
+        results["snmp_exporter (Go)"] = bench_exporter(sim.port, exporter_config([f"community: {community}"]),
+                                                       a.rounds, work)
         try:
             from drivers.snmp.client import SnmpSession, SnmpTarget
             results["driver poll, pysnmp"] = asyncio.run(bench_driver(
@@ -201,18 +208,54 @@ def main() -> int:
             lambda: FastV2cSession("127.0.0.1", sim.port, community), sim.port, community, a.rounds))
     finally:
         sim.stop()
-        shutil.rmtree(work, ignore_errors=True)
+    v3_results = bench_v3(Path(a.recording), a.rounds, work)
+    shutil.rmtree(work, ignore_errors=True)
     print(f"recording: {Path(a.recording).name}; {len(COLUMNS)} columns (IF-MIB x{len(IF_COLS)}, "
           f"BRIDGE/ARP x{len(FDB_COLS)}); {a.rounds} rounds each")
-    base = results["snmp_exporter (Go)"]
-    base_rate = base[0] / base[1] * 1e4 if base[1] else float("nan")
     print("raw walk rows: the same 14 columns; 'driver poll' rows: drivers.snmp SnmpDriver.poll() end to end\n"
           "(IF-MIB + rates + records + health/PoE sections) with the given session, varbinds it received")
     print(f"{'client':26} {'varbinds':>9} {'CPU s':>8} {'CPU s/10k vb':>13} {'vs exporter':>12}")
-    for name, (cpu, vb) in results.items():
-        rate = cpu / vb * 1e4 if vb else float("nan")
-        print(f"{name:26} {vb:9d} {cpu:8.3f} {rate:13.4f} {rate / base_rate:11.1f}x")
+    for group, base in ((results, results["snmp_exporter (Go)"]), (v3_results, v3_results["snmp_exporter v3 (Go)"])):
+        base_rate = base[0] / base[1] * 1e4 if base[1] else float("nan")
+        for name, (cpu, vb) in group.items():
+            rate = cpu / vb * 1e4 if vb else float("nan")
+            print(f"{name:26} {vb:9d} {cpu:8.3f} {rate:13.4f} {rate / base_rate:11.1f}x")
+    print("v3 rows: authPriv SHA/AES-128, compared with the exporter's own v3 scrape")
     return 0
+
+
+def bench_v3(recording: Path, rounds: int, work: Path) -> dict[str, tuple[float, int]]:
+    """The same walks over SNMPv3 authPriv (SHA / AES-128) against snmpsim's v3 architecture."""
+    from drivers.snmp.client import SnmpSession, SnmpTarget, close_engines
+    from drivers.snmp.fastv3 import FastV3Session
+
+    user = {"user": "bench3", "auth_key": "a-" + os.urandom(6).hex(), "priv_key": "p-" + os.urandom(6).hex()}
+    sim = Snmpsim({"bench": recording}, v3={"user": user["user"], "auth_proto": "SHA", "auth_key": user["auth_key"],
+                                            "priv_proto": "AES", "priv_key": user["priv_key"]}).start()
+    kw = dict(user=user["user"], auth_protocol="SHA", auth_key=user["auth_key"], priv_protocol="AES",
+              priv_key=user["priv_key"], context="bench")
+    res: dict[str, tuple[float, int]] = {}
+
+    async def py(make):
+        try:
+            return await bench_python(make, rounds)
+        finally:
+            await close_engines()
+
+    try:
+        res["pysnmp 7 v3"] = asyncio.run(py(lambda: SnmpSession(SnmpTarget("127.0.0.1", sim.port, version="3", **kw))))
+        res["fast v3 (fastv3.py)"] = asyncio.run(py(lambda: FastV3Session("127.0.0.1", sim.port, **kw)))
+        res["snmp_exporter v3 (Go)"] = bench_exporter(sim.port, exporter_config(
+            [f"username: {user['user']}", "security_level: authPriv", f"password: {user['auth_key']}",
+             "auth_protocol: SHA", "priv_protocol: AES", f"priv_password: {user['priv_key']}",
+             "context_name: bench"], version=3), rounds, work)
+        drv = {"user": user["user"], "auth_protocol": "SHA", "auth_key": user["auth_key"], "priv_protocol": "AES",
+               "priv_key": user["priv_key"], "context": "bench"}
+        res["driver poll, fast v3"] = asyncio.run(bench_driver(
+            lambda: FastV3Session("127.0.0.1", sim.port, **kw), sim.port, None, rounds, drv))
+    finally:
+        sim.stop()
+    return res
 
 
 if __name__ == "__main__":
