@@ -74,7 +74,9 @@ class IndexPart(_Strict):
 class Table(_Strict):
     section: Literal["health", "poe", "wifi_summary", "wifi_aps", "wifi_radios", "wifi_vaps", "wifi_clients",
                      "custom"]
-    measurement: str | None = None       # emit one Sample per row under this name
+    #: section custom only (and required there): one Sample per row under this name; index parts
+    #: and `tag: true` columns become tags, the other columns fields
+    measurement: str | None = Field(None, pattern=r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
     aggregate: Literal["max", "avg"] = "max"   # health: how rows of this table combine (CPU per core: avg)
     scalar: bool = False                 # columns are scalars: GET <oid>.0 instead of walking
     index: list[IndexPart] = Field(default_factory=list)
@@ -86,6 +88,17 @@ class Table(_Strict):
         if not v:
             raise ValueError("a table needs at least one column")
         return v
+
+    @model_validator(mode="after")
+    def _measurement_for_custom(self) -> "Table":
+        # standard sections have their own samples (device_health, poe_port, wifi_*); a second,
+        # differently tagged copy under a profile-chosen name would only confuse dashboards
+        if self.section == "custom" and not self.measurement:
+            raise ValueError("section custom needs a 'measurement' name for its samples")
+        if self.section != "custom" and self.measurement:
+            raise ValueError(f"'measurement' only applies to section custom; section {self.section} "
+                             "rows already become its standard samples")
+        return self
 
 
 class Match(_Strict):

@@ -493,6 +493,23 @@ async def profile_tables(ctx: _Ctx, profile: Profile, section: str) -> dict[str,
     return out
 
 
+async def collect_custom(ctx: _Ctx, profile: Profile) -> list | None:
+    """Rows of the profile's ``section: custom`` tables as ``{measurement, tags, fields}``:
+    a vendor's extra tables (fan/PSU state, UPS battery, ...) become samples without code."""
+    out: list[dict] = []
+    tables = {n: t for n, t in profile.tables.items() if t is not None and t.section == "custom"}
+    for name, rows in (await profile_tables(ctx, profile, "custom")).items():
+        t = tables[name]
+        idx = {p.name for p in t.index} or {"index"}
+        tag_cols = {k for k, c in t.columns.items() if c.tag}
+        for row in rows:
+            tags = {k: str(v) for k, v in row.items() if (k in idx or k in tag_cols) and v is not None}
+            fields = {k: v for k, v in row.items() if k not in idx and k not in tag_cols and v is not None}
+            if fields:
+                out.append({"measurement": t.measurement, "table": name, "tags": tags, "fields": fields})
+    return out or None
+
+
 # ---------------------------------------------------------------------------- poe
 
 async def collect_poe(ctx: _Ctx, profile: Profile) -> dict | None:
@@ -780,6 +797,9 @@ async def collect_sections(session: Any, sys_object_id: str | None, sections: li
     for name in wanted:
         if name in steps:
             await run(name, steps[name]())
+    if (sections is None or "custom" in sections) and any(
+            t is not None and t.section == "custom" for t in prof.tables.values()):
+        await run("custom", collect_custom(ctx, prof))
     if ctx.bad_values:
         for t, n in ctx.bad_values.items():
             ctx.errors.setdefault(f"{t}.values", f"{n} value(s) could not be decoded and were skipped")
@@ -866,6 +886,8 @@ def to_records(device: str, sections: dict) -> list[Record]:
         fields = {k: c[k] for k in ("rssi_dbm", "snr_db") if isinstance(c.get(k), (int, float))}
         if fields:
             recs.append(Sample("wifi_client", device, fields, {"mac": str(c.get("mac")), "ap": str(c.get("ap_name") or "")}))
+    for c in sections.get("custom") or []:
+        recs.append(Sample(c["measurement"], device, dict(c["fields"]), dict(c["tags"])))
     facts: dict[str, Any] = {}
     ch = (sections.get("entity") or {}).get("chassis", {})
     for k in ("model", "serial", "software", "firmware", "hardware"):
