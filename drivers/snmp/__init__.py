@@ -240,7 +240,8 @@ class SnmpDriver:
         try:
             sec = await collect_sections(
                 self.session, sys_object_id,
-                ["entity", "ip_addresses", "health", "poe", "wifi"] if full else ["health", "poe", "wifi"],
+                (["entity", "ip_addresses", "health", "poe", "wifi", "custom"] if full
+                 else ["health", "poe", "wifi", "custom"]),
                 sys_descr=self.system.descr if self.system else None,
                 deadline_s=4 * self.options.timeout_s * (self.options.retries + 1),
                 max_repetitions=self.options.max_repetitions, entity=None if full else self._depth_entity)
