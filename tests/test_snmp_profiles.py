@@ -558,7 +558,7 @@ async def test_ruckus_smartzone_recording():
 async def test_ruijie_entity_without_class_column():
     s = Snmpsim({"rj": FIX / "ruijie_s6220_entity.snmprec"}).start()
     try:
-        r = await _collect(s, "rj", soid="1.3.6.1.4.1.4881.1.1.10.1.251")
+        r = await _collect(s, "rj", soid="1.3.6.1.4.1.4881.1.1.10.1.150")  # the recording's sysObjectID
         assert r["_profile"] == "ruijie" and r["_vendor"] == "Ruijie"
         assert r["entity"]["chassis"]["model"] == "RG-S6220-48XS4QXS"
         o = oracle(s, "rj", "1.3.6.1.2.1.47.1.1.1.1.13")
