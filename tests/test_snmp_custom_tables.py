@@ -127,3 +127,33 @@ def test_driver_poll_emits_custom_samples_with_device_tags(sim):
     for recs in asyncio.run(run()):
         fans = [r for r in recs if isinstance(r, Sample) and r.measurement == "fan"]
         assert len(fans) == 1 and fans[0].tags["site"] == "n" and fans[0].fields["state_code"] == 1
+
+
+def test_shipped_rules_fire_on_failed_fan_from_recording(sim, tmp_path, capsys):
+    """Real recording with the fan state set to critical (3) -> driver samples -> the shipped
+    campus-default rules: switch-fan-fault fires after 5 min, the normal PSU stays quiet."""
+    import json
+
+    from campus_sense.cli import main
+    rows = [l if not l.startswith("1.3.6.1.4.1.9.9.13.1.4.1.3.3004|") else "1.3.6.1.4.1.9.9.13.1.4.1.3.3004|2|3"
+            for l in CISCO.read_text().splitlines()]
+    (tmp_path / "hot.snmprec").write_text("\n".join(rows) + "\n")
+    s2 = Snmpsim({"hot": tmp_path / "hot.snmprec"}).start()
+    try:
+        sec = asyncio.run(_collect(s2, "hot", ["custom"]))
+    finally:
+        s2.stop()
+    t0 = 1_795_392_000_000
+    lines = []
+    for minute in range(8):
+        for r in to_records("sw-3", sec):
+            if isinstance(r, Sample):
+                lines.append(json.dumps({"m": r.measurement, "d": "sw-3", "t": t0 + minute * 60_000,
+                                         "f": r.fields, "tags": {**r.tags, "type": "switch"}}))
+    (tmp_path / "s.jsonl").write_text("\n".join(lines) + "\n")
+    rules = Path(__file__).resolve().parent.parent / "firmware_configs" / "rules" / "campus-default.yaml"
+    assert main(["rules", "test", str(rules), "--samples", str(tmp_path / "s.jsonl"), "--json"]) == 0
+    recs = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    fired = [(r["rule"], (r["t_ms"] - t0) // 60_000) for r in recs if r.get("change") == "firing"]
+    assert ("switch-fan-fault", 5) in fired
+    assert not any(rule == "switch-psu-fault" for rule, _ in fired)
