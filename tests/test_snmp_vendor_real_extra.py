@@ -35,7 +35,8 @@ pytestmark = pytest.mark.skipif(not shutil.which("snmpsimd") or not shutil.which
 @pytest.fixture(scope="module")
 def sim():
     s = Snmpsim({"dgs3120": FIX / "dlink_dgs3120_24tc_health.snmprec",
-                 "des3200": FIX / "dlink_des3200_18_cpu.snmprec"}).start()
+                 "des3200": FIX / "dlink_des3200_18_cpu.snmprec",
+                 "zxr5950": FIX / "zte_zxr10_5950_system.snmprec"}).start()
     yield s
     s.stop()
 
@@ -97,3 +98,12 @@ async def test_des3200_cpu_5s_only(sim):
     assert r["health"]["tables"]["agent_cpu"] == [{"cpu_5s_pct": 42}]
     assert not {"cpu_pct", "mem_pct", "temp_c_max"} & set(r["health"])
     assert not [x for x in to_records("sw", r) if isinstance(x, Sample)]   # nothing invented
+
+
+async def test_zte_zxr10_5950_selects_zte_without_inventing_health(sim):
+    """Real ZXR10 5950 sysObjectID (3902.3.600...; its sysDescr does not say ZXR10). LibreNMS's
+    recording of it has no ZXR10-MIB rows, so the zxr10_cpu table stays unverified."""
+    r = await _collect(sim, "zxr5950")
+    assert _snmpget(sim, "zxr5950", SYS_OBJECT_ID) == ".1.3.6.1.4.1.3902.3.600.3.1.801"
+    assert (r["_profile"], r["_vendor"]) == ("zte", "ZTE") and "_errors" not in r
+    assert "health" not in r and not [x for x in to_records("sw", r) if isinstance(x, Sample)]
