@@ -11,7 +11,8 @@ Per switch per cycle: IF-MIB counters (11 columns) + all network-depth sections
 (entity, lldp, fdb, arp, ip_addresses, poe, health) -- a worst case, since inventory-type
 sections would normally run every few minutes. Per controller: IF-MIB + wifi + health.
 Prints agent CPU-seconds per cycle and the share of one core at a 60 s interval, for the
-pysnmp client and for the fast v2c path, then the same building through the agent's real
+pysnmp client, the fast v2c path and the fast v3 path (authPriv SHA/AES-128 against a second
+snmpsim in its v3 architecture, one session per device per cycle), then the same building through the agent's real
 driver (SnmpDriver.poll: records, rates, topology every 5th cycle). snmpsim's CPU is not counted.
 
     .venv/bin/python bench/building_cpu.py [--cycles 3] [--clients 25] [--concurrency 8]
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import shutil
 import sys
@@ -31,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from drivers.snmp.fastv2c import FastV2cSession  # noqa: E402
+from drivers.snmp.fastv3 import FastV3Session  # noqa: E402
 from drivers.snmp.tables import collect_sections  # noqa: E402
 from tests.peers_snmp import Snmpsim  # noqa: E402
 
@@ -162,6 +165,12 @@ def main() -> int:
     wlc_recording(work / "wlc.snmprec", a.aps, a.clients)
     sim = Snmpsim({"sw": ROOT / "tests/fixtures/snmprec_vendors/cisco_c3750.snmprec", "wlc": work / "wlc.snmprec"}).start()
     clients = {"fast v2c": lambda c: FastV2cSession("127.0.0.1", sim.port, c, timeout=5, retries=1)}
+    v3 = {"user": "bldg3", "auth_proto": "SHA", "auth_key": "a-" + os.urandom(6).hex(), "priv_proto": "AES",
+          "priv_key": "p-" + os.urandom(6).hex()}
+    sim3 = Snmpsim({"sw": ROOT / "tests/fixtures/snmprec_vendors/cisco_c3750.snmprec", "wlc": work / "wlc.snmprec"},
+                   v3=v3).start()
+    clients["fast v3"] = lambda c: FastV3Session("127.0.0.1", sim3.port, v3["user"], "SHA", v3["auth_key"], "AES",
+                                                 v3["priv_key"], context=c, timeout=5, retries=1)
     try:
         from drivers.snmp.client import SnmpSession, SnmpTarget
         clients["pysnmp 7"] = lambda c: SnmpSession(SnmpTarget("127.0.0.1", port=sim.port, community=c, timeout=5))
@@ -190,6 +199,7 @@ def main() -> int:
               f"agent CPU {cpu / n:.2f} s/cycle (mean of {n}) -> {100 * cpu / n / a.interval:.2f}% of one core")
     finally:
         sim.stop()
+        sim3.stop()
         shutil.rmtree(work, ignore_errors=True)
     return 0
 
