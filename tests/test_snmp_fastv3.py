@@ -426,4 +426,5 @@ def test_auto_engine_choice_for_v3():
     assert isinstance(open_session(Options.model_validate({**base, "priv_protocol": "AES-256-C",
                                                            "priv_key": "p" * 8})), FastV3Session)
     assert type(open_session(Options.model_validate({**base, "engine": "pysnmp"}))) is SnmpSession
-    assert type(open_session(Options.model_validate({**base, "priv_protocol": "3DES", "priv_key": "p" * 8}))) is SnmpSession
+    des3 = Options.model_validate({**base, "priv_protocol": "3DES", "priv_key": "p" * 8})
+    assert type(open_session(des3)) is SnmpSession

@@ -208,7 +208,8 @@ class FastV3Session(FastV2cSession):
                 msg_data = _tlv(0x04, enc)
             else:
                 msg_data, pparams = scoped, b""
-        glob = _tlv(0x30, _enc_int(msg_id) + _enc_int(self.MSG_MAX_SIZE) + b"\x04\x01" + bytes((flags,)) + b"\x02\x01\x03")
+        glob = _tlv(0x30, _enc_int(msg_id) + _enc_int(self.MSG_MAX_SIZE) + b"\x04\x01" + bytes((flags,))
+                    + b"\x02\x01\x03")                      # msgFlags, msgSecurityModel USM
         head = _tlv(0x04, engine) + _enc_int(boots) + _enc_int(etime) + _tlv(0x04, user) + b"\x04" + _enc_len(alen)
         usm_content = head + bytes(alen) + _tlv(0x04, pparams)
         usm = _tlv(0x30, usm_content)
@@ -255,7 +256,7 @@ class FastV3Session(FastV2cSession):
             return
         try:
             m = self._parse(data)
-        except (BERError, IndexError, ValueError):
+        except (BERError, IndexError, ValueError, TypeError):
             self.malformed += 1
             return
         if m is not None:
