@@ -193,15 +193,22 @@ def _silent_udp(port: int) -> socket.socket:
     return s
 
 
-async def test_wrong_privacy_key_after_successful_polls_vs_dead_device(tmp_path):
-    """The agent's privacy key changes under a running session: it still answers discovery but drops
-    the encrypted requests -> auth with the precise message. A dead device -> timeout."""
+@pytest.mark.parametrize("engine", ["fast", "pysnmp"])
+@pytest.mark.parametrize("same_engine_id", [True, False], ids=["reboot", "new-engine-id"])
+async def test_wrong_privacy_key_after_successful_polls_vs_dead_device(tmp_path, engine, same_engine_id):
+    """The agent's privacy key changes under a running session (device reconfigured and rebooted,
+    with or without keeping its engine ID): it still answers discovery but drops the encrypted
+    requests -> auth with the precise message, on both engines. A dead device -> timeout."""
     d = Snmpd(tmp_path)
     d.start()
-    s = FastV3Session("127.0.0.1", d.port, d.user, "SHA-256", d.auth_key, "AES", d.priv_key, timeout=0.5, retries=0)
+    t = SnmpTarget("127.0.0.1", d.port, version="3", user=d.user, auth_protocol="SHA-256", auth_key=d.auth_key,
+                   priv_protocol="AES", priv_key=d.priv_key, timeout=0.5, retries=0)
+    s = FastV3Session.from_target(t) if engine == "fast" else SnmpSession(t)
     try:
         assert (await s.get(["1.3.6.1.2.1.1.5.0"]))["1.3.6.1.2.1.1.5.0"] == f"snmpd-test-{d.port}".encode()
         d.stop()
+        if same_engine_id:
+            _keep_engine_state(d)
         d.conf.write_text(d.conf.read_text().replace(d.priv_key, "p-changed-on-the-device"))
         d.start()
         with pytest.raises(DeviceError) as ei:
@@ -215,22 +222,56 @@ async def test_wrong_privacy_key_after_successful_polls_vs_dead_device(tmp_path)
         try:
             with pytest.raises(DeviceError) as ei:
                 await s.get(["1.3.6.1.2.1.1.5.0"])
-            assert ei.value.reason == "timeout" and str(ei.value) == "no response (timeout) after 1 x 0.5s"
-            fresh = FastV3Session("127.0.0.1", d.port, d.user, "SHA-256", d.auth_key, "AES", d.priv_key,
-                                  timeout=0.5, retries=0)
-            with pytest.raises(DeviceError) as ei:
-                await fresh.get(["1.3.6.1.2.1.1.5.0"])
-            await fresh.close()
-            assert ei.value.reason == "timeout" and "no answer to SNMPv3 engine discovery" in str(ei.value)
+            assert ei.value.reason == "timeout" and str(ei.value).startswith("no response (timeout) after 1 x 0.5s")
+            if engine == "fast":
+                assert str(ei.value) == "no response (timeout) after 1 x 0.5s"
+                fresh = FastV3Session.from_target(t)
+                with pytest.raises(DeviceError) as ei:
+                    await fresh.get(["1.3.6.1.2.1.1.5.0"])
+                await fresh.close()
+                assert ei.value.reason == "timeout" and "no answer to SNMPv3 engine discovery" in str(ei.value)
         finally:
             silent.close()
-        # nothing listening at all: ICMP port unreachable on loopback
-        with pytest.raises(DeviceError) as ei:
-            await s.get(["1.3.6.1.2.1.1.5.0"])
-        assert ei.value.reason in ("unreachable", "timeout")
     finally:
         await s.close()
+        await close_engines()
         d.stop()
+
+
+@pytest.mark.parametrize("engine", ["fast", "pysnmp"])
+async def test_privacy_key_changed_on_a_running_device_is_auth_not_timeout(tmp_path, engine):
+    """No reboot, no report at all: the device's privacy key changes while it keeps its engine ID,
+    boots and clock (two snmpd with the same engineID behind a relay that switches from the old
+    configuration to the new one). The agent silently drops what it cannot decrypt but still
+    answers discovery -> auth, on both engines (pysnmp alone would only see a timeout)."""
+    (tmp_path / "old").mkdir()
+    (tmp_path / "new").mkdir()
+    a, b = Snmpd(tmp_path / "old"), Snmpd(tmp_path / "new")
+    a.conf.write_text(a.conf.read_text() + "engineID campus-sense-test-engine\n")
+    b.community = a.community
+    b.conf.write_text(a.conf.read_text().replace(f"udp:127.0.0.1:{a.port}", f"udp:127.0.0.1:{b.port}")
+                      .replace(a.priv_key, "p-changed-on-the-device"))
+    a.start()
+    b.start()
+    tr, relay, port = await _relay(a.port, lambda m: [])
+    t = SnmpTarget("127.0.0.1", port, version="3", user=a.user, auth_protocol="SHA-256", auth_key=a.auth_key,
+                   priv_protocol="AES", priv_key=a.priv_key, timeout=0.5, retries=0)
+    s = FastV3Session.from_target(t) if engine == "fast" else SnmpSession(t)
+    try:
+        assert (await s.get(["1.3.6.1.2.1.1.5.0"]))["1.3.6.1.2.1.1.5.0"] == f"snmpd-test-{a.port}".encode()
+        relay.upstream, relay.back = b.port, None        # the device now has the new privacy key
+        with pytest.raises(DeviceError) as ei:
+            await s.get(["1.3.6.1.2.1.1.5.0"])
+        assert ei.value.reason == "auth", ei.value
+        assert "engine discovery" in str(ei.value) and "wrong privacy key" in str(ei.value)
+        if engine == "fast":
+            assert s.resyncs == s.auth_failures == s.malformed == 0 and s.discoveries == 1
+    finally:
+        await s.close()
+        await close_engines()
+        tr.close()
+        a.stop()
+        b.stop()
 
 
 def _keep_engine_state(d: Snmpd) -> None:

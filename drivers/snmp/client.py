@@ -417,6 +417,13 @@ class _TooBig(Exception):
     pass
 
 
+async def _discovery_answered(address: tuple[str, int], timeout: float) -> bool:
+    """After earlier successful polls pysnmp sends no new discovery: probe it ourselves, so a
+    privacy key changed on the device reads as auth, not as a dead device."""
+    from drivers.snmp.fastv3 import discovery_answered
+    return await discovery_answered(address[0], address[1], timeout)
+
+
 def _map_error_indication(ei: Any, target: SnmpTarget) -> DeviceError:
     where = target.describe()
     if isinstance(ei, errind.RequestTimedOut):
@@ -557,7 +564,8 @@ class SnmpSession:
                                                   f"v{self.target.version} response (garbage, other SNMP version "
                                                   "or a mangling middlebox?)")
                 if (self.target.version == "3" and self.target.priv_protocol and eng.in_flight.get(key, 0) == 1
-                        and (valid > 0 or (self._answered_at < 0 and eng.transport.valid.get(key + (3,), 0) > 0))):
+                        and (valid > 0 or (self._answered_at < 0 and eng.transport.valid.get(key + (3,), 0) > 0)
+                             or (self._answered_at >= 0 and await _discovery_answered(key, self.target.timeout)))):
                     # engine discovery was answered, the encrypted request was not: the agent could
                     # not decrypt it (net-snmp drops AES garbage silently, no usmStatsDecryptionErrors)
                     raise DeviceError("auth", f"agent answered SNMPv3 engine discovery but dropped the {kind} request: "

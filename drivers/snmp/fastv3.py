@@ -443,6 +443,19 @@ class FastV3Session(FastV2cSession):
         return err
 
 
+async def discovery_answered(host: str, port: int, timeout: float) -> bool:
+    """Does anything answer an SNMPv3 engine-discovery probe at host:port? (one try; used by the
+    pysnmp path to tell "alive but dropping what it cannot decrypt" from a dead device)."""
+    s = FastV3Session(host, port, user="discovery-probe", timeout=timeout, retries=0)
+    try:
+        await s._ensure()
+        return await s._exchange("get", [], 0, discovery=True, tries=1) is not None
+    except DeviceError:
+        return False
+    finally:
+        await s.close()
+
+
 def _canon(name: str | None) -> str | None:
     if name is None:
         return None
