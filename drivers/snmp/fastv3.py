@@ -408,10 +408,13 @@ class FastV3Session(FastV2cSession):
                 raise await self._timeout_error(kind, bad_before)
             if m.report:
                 oid = decode_oid(m.vbs[0][0]) if m.vbs else ""
-                if oid == _NOT_IN_TIME and not resynced and m.flags & 1:
-                    resynced = True                       # authenticated: adopt the agent's clock
+                if oid == _NOT_IN_TIME and not resynced:
+                    resynced = True
                     self.resyncs += 1
-                    self._set_engine(m.engine, m.boots, m.time)
+                    if m.flags & 1 and m.engine == self.engine_id:
+                        self._set_engine(m.engine, m.boots, m.time)   # authenticated: adopt the agent's clock
+                    else:
+                        await self._discover()            # unauthenticated report: ask again
                     continue
                 if oid == _UNKNOWN_ENGINE and not rediscovered and m.engine:
                     rediscovered = True                   # agent replaced or engine ID changed
