@@ -39,7 +39,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--retries", type=int, default=1, help="extra tries (default 1)")
     parser.add_argument("--max-repetitions", type=int, default=25, help="GETBULK max-repetitions (default 25)")
     parser.add_argument("--engine", choices=["auto", "pysnmp"], default="auto",
-                        help="auto: fast built-in v2c client (v3 always pysnmp); pysnmp: force pysnmp")
+                        help="auto: built-in fast v2c / v3 (USM) client (3DES: pysnmp); pysnmp: force pysnmp")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
@@ -91,7 +91,7 @@ async def collect(options, columns: list[str] | None = None) -> dict[str, Any]:
     from drivers.snmp.client import close_engines
     from drivers.snmp.ifmib import INVENTORY_COLUMNS, read_interfaces, read_system
 
-    session = open_session(options)  # same engine choice as the driver (fast v2c path by default)
+    session = open_session(options)  # same engine choice as the driver (fast v2c/v3 path by default)
     try:
         system = await read_system(session)
         if system.object_id is None and system.descr is None:
