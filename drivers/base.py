@@ -100,7 +100,7 @@ class Slots:
     async def hold(self, who: str) -> AsyncIterator[None]:
         if self._sem.locked():
             self.waits_total += 1
-            log.debug("%s: waiting for a polling slot (%d/%d busy)", who, self.in_use, self.size)
+            log.debug("%s: waiting for one of %d polling slots", who, self.size)
             t0 = time.monotonic()
             try:
                 await self._sem.acquire()

@@ -70,6 +70,11 @@ async def run_polling(device_id: str, driver_name: str, driver: Any, interval_s:
     while True:
         sample = await poll_once(device_id, driver_name, driver, deadline_s, sink, limit)
         sink([sample])
+        if asyncio.current_task().cancelling():
+            # A stop request swallowed inside the driver (Python 3.11's asyncio.wait_for returns the
+            # result when the awaited reply lands in the same loop step as the cancel): honour it
+            # here, or the agent's TaskGroup would wait for this task forever on shutdown.
+            raise asyncio.CancelledError
         reason = sample.fields.get("reason")
         if reason != last_reason:
             if reason:

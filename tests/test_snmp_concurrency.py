@@ -84,3 +84,33 @@ async def test_agent_bounds_concurrent_snmp_polls(tmp_path, monkeypatch):
     assert ok == {f"sw{i}" for i in range(6)}
     assert running["max"] == 2
     assert {r.device for r in got if getattr(r, "measurement", None) == "interface"} == ok    # real data from every device
+
+
+async def test_polling_task_stops_even_if_the_driver_swallows_the_cancel():
+    """Python 3.11's asyncio.wait_for (used by the SNMP clients) returns the reply instead of
+    raising when a cancel arrives in the same loop step as the reply. The agent stops its device
+    tasks by cancelling them (TaskGroup); a swallowed cancel must not keep a task running forever."""
+    from edge_agent.scheduler import run_polling
+
+    started = asyncio.Event()
+
+    class Swallowing:
+        swallowed = 0
+
+        async def poll(self):
+            started.set()
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                if self.swallowed:
+                    raise
+                self.swallowed += 1           # once: what wait_for does when the reply won the race
+            return []
+
+    got: list = []
+    task = asyncio.create_task(run_polling("d1", "fake", Swallowing(), 0.01, 3600, got.extend, jitter_s=0))
+    await started.wait()
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=10)    # a guard against hanging, not a measurement
+    assert task in done and task.cancelled()
+    assert [s.fields["ok"] for s in got] == [True]     # the interrupted cycle still reported
