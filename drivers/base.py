@@ -84,7 +84,7 @@ class Slots:
 
     The scheduler holds one per polling cycle; device work a driver runs outside poll() (SNMP
     topology walks) holds one through :func:`device_slot`, so 20 switches with
-    ``max_concurrent: 4`` never have more than 4 conversations in flight."""
+    ``max_concurrent: 4`` never have more than 4 cycles or walks in flight."""
 
     def __init__(self, size: int):
         self.size = size
