@@ -550,7 +550,8 @@ class SnmpSession:
         # pysnmp enforces timeout x retries itself; this is only a safety net.
         budget = float(self.target.timeout) * (int(self.target.retries) + 1) + 5.0
         try:
-            ei, es, eidx, vbs = await asyncio.wait_for(fut, budget)
+            async with asyncio.timeout(budget):   # not wait_for: 3.11 can swallow a cancel
+                ei, es, eidx, vbs = await fut
         except asyncio.TimeoutError:
             ei, es, eidx, vbs = errind.requestTimedOut, 0, 0, ()
         if ei:

@@ -390,7 +390,8 @@ class FastV2cSession:
             self.requests += 1
             self._transport.sendto(msg)
             try:
-                st, idx, vbs = await asyncio.wait_for(self._waiter, self.timeout)
+                async with asyncio.timeout(self.timeout):   # not wait_for: 3.11 can swallow a cancel
+                    st, idx, vbs = await self._waiter
             except asyncio.TimeoutError:
                 continue
             finally:

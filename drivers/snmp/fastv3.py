@@ -371,7 +371,8 @@ class FastV3Session(FastV2cSession):
             self.requests += 1
             self._transport.sendto(msg)
             try:
-                return await asyncio.wait_for(self._waiter, self.timeout)
+                async with asyncio.timeout(self.timeout):   # not wait_for: 3.11 can swallow a cancel
+                    return await self._waiter
             except asyncio.TimeoutError:
                 continue
             finally:

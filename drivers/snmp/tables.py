@@ -131,7 +131,8 @@ class _Ctx:
         if rem <= 0:
             raise DeviceError("timeout", "per-device deadline reached")
         s = session or self.session
-        res = await asyncio.wait_for(s.walk(columns, self.reps), rem)
+        async with asyncio.timeout(rem):   # not wait_for: 3.11 can swallow a cancel there
+            res = await s.walk(columns, self.reps)
         self.varbinds += sum(len(v) for v in res.values())
         for col, msg in (getattr(s, "walk_errors", None) or {}).items():  # fast client: per-column stops
             self.errors.setdefault(f"walk {col}", msg)
@@ -141,7 +142,8 @@ class _Ctx:
         rem = self.remaining()
         if rem <= 0:
             raise DeviceError("timeout", "per-device deadline reached")
-        return await asyncio.wait_for(self.session.get(oids), rem)
+        async with asyncio.timeout(rem):
+            return await self.session.get(oids)
 
     def bad(self, table: str, n: int = 1) -> None:
         self.bad_values[table] = self.bad_values.get(table, 0) + n
