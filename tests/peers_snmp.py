@@ -179,6 +179,27 @@ def bulkwalk(port: int, community: str, oid: str, *extra: str) -> dict[str, tupl
     return out
 
 
+def column(port: int, community: str, oid: str, conv=str) -> dict:
+    """Oracle for one table column: {index suffix: conv(value text)} from snmpbulkwalk."""
+    return {k[len(oid) + 1:]: conv(v[1]) for k, v in bulkwalk(port, community, oid).items()
+            if k.startswith(oid + ".")}
+
+
+async def collect_from_sim(port: int, community: str, sections=None, soid: str | None = None, **kw) -> dict:
+    """drivers.snmp.tables.collect_sections() on one snmpsim community over the fast v2c client,
+    the profile chosen by the recording's own sysObjectID/sysDescr unless ``soid`` is given."""
+    from drivers.snmp.fastv2c import FastV2cSession
+    from drivers.snmp.tables import collect_sections
+    s = FastV2cSession("127.0.0.1", port, community, timeout=5.0, retries=2)
+    try:
+        sysg = await s.get(["1.3.6.1.2.1.1.1.0", "1.3.6.1.2.1.1.2.0"])
+        return await collect_sections(s, soid or sysg.get("1.3.6.1.2.1.1.2.0"),
+                                      list(sections) if sections is not None else None,
+                                      sys_descr=sysg.get("1.3.6.1.2.1.1.1.0"), **kw)
+    finally:
+        await s.close()
+
+
 def oracle_interfaces(port: int, community: str) -> dict[int, dict]:
     """What net-snmp reads from the agent, reduced to the snmp-inventory --json interface keys."""
     def column(oid: str, *extra: str) -> dict[int, tuple[str, str]]:

@@ -12,10 +12,9 @@ import pytest
 
 from campus_sense.yamlconf import ConfigError
 from drivers.base import Sample
-from drivers.snmp.fastv2c import FastV2cSession
 from drivers.snmp.profiles import load_profiles
-from drivers.snmp.tables import collect_sections, inventory_doc, to_records
-from tests.peers_snmp import Snmpsim, bulkwalk
+from drivers.snmp.tables import inventory_doc, to_records
+from tests.peers_snmp import Snmpsim, bulkwalk, collect_from_sim
 
 FIX = Path(__file__).parent / "fixtures" / "snmprec_vendors"
 CISCO = FIX / "cisco_c3750.snmprec"
@@ -37,21 +36,12 @@ def sim(tmp_path_factory):
     s.stop()
 
 
-async def _collect(sim, community, sections=None):
-    s = FastV2cSession("127.0.0.1", sim.port, community, timeout=3.0, retries=1)
-    try:
-        soid = (await s.get(["1.3.6.1.2.1.1.2.0"]))["1.3.6.1.2.1.1.2.0"]
-        return await collect_sections(s, soid, sections)
-    finally:
-        await s.close()
-
-
 def _oracle(sim, community, col):
     return {k[len(col) + 1:]: v for k, v in bulkwalk(sim.port, community, col).items()}
 
 
 def test_cisco_fan_and_psu_rows_match_snmpbulkwalk(sim):
-    sec = asyncio.run(_collect(sim, "cisco", ["health", "custom"]))
+    sec = asyncio.run(collect_from_sim(sim.port, "cisco", ["health", "custom"]))
     rows = sec["custom"]
     by = {(r["measurement"], tuple(sorted(r["tags"].items()))): r for r in rows}
     for meas, table, key in (("fan", "1.3.6.1.4.1.9.9.13.1.4.1", "fan"),
@@ -76,11 +66,11 @@ def test_cisco_fan_and_psu_rows_match_snmpbulkwalk(sim):
         ("fan", "Switch#3, Fan#1", 1), ("power_supply", "Sw3, PS1 Normal, RPS NotExist", 1)}
     assert inventory_doc(sec)["custom"] == rows
     # not asked for -> not collected
-    assert "custom" not in asyncio.run(_collect(sim, "cisco", ["health"]))
+    assert "custom" not in asyncio.run(collect_from_sim(sim.port, "cisco", ["health"]))
 
 
 def test_garbage_value_is_counted_and_other_rows_survive(sim):
-    sec = asyncio.run(_collect(sim, "bad", ["custom"]))
+    sec = asyncio.run(collect_from_sim(sim.port, "bad", ["custom"]))
     # the fan's only values were garbage: no sample without fields (a name alone measures nothing)
     assert [r for r in sec["custom"] if r["measurement"] == "fan"] == []
     assert [r for r in sec["custom"] if r["measurement"] == "power_supply"][0]["fields"]["state"] == "normal"
@@ -140,7 +130,7 @@ def test_shipped_rules_fire_on_failed_fan_from_recording(sim, tmp_path, capsys):
     (tmp_path / "hot.snmprec").write_text("\n".join(rows) + "\n")
     s2 = Snmpsim({"hot": tmp_path / "hot.snmprec"}).start()
     try:
-        sec = asyncio.run(_collect(s2, "hot", ["custom"]))
+        sec = asyncio.run(collect_from_sim(s2.port, "hot", ["custom"]))
     finally:
         s2.stop()
     t0 = 1_795_392_000_000

@@ -14,9 +14,8 @@ from pathlib import Path
 import pytest
 
 from drivers.base import Sample
-from drivers.snmp.fastv2c import FastV2cSession
-from drivers.snmp.tables import SENSOR_TYPE, collect_sections, to_records
-from tests.peers_snmp import Snmpsim, bulkwalk
+from drivers.snmp.tables import SENSOR_TYPE, to_records
+from tests.peers_snmp import Snmpsim, collect_from_sim, column
 
 FIX = Path(__file__).parent / "fixtures" / "snmprec_vendors"
 ARISTA = FIX / "arista_7050_entity_sensor.snmprec"
@@ -35,29 +34,14 @@ def sim():
     s.stop()
 
 
-async def _collect(sim, community: str) -> dict:
-    s = FastV2cSession("127.0.0.1", sim.port, community, timeout=3)
-    try:
-        got = await s.get(["1.3.6.1.2.1.1.2.0", "1.3.6.1.2.1.1.1.0"])
-        return await collect_sections(s, got.get("1.3.6.1.2.1.1.2.0"), ["health"],
-                                      sys_descr=got.get("1.3.6.1.2.1.1.1.0"))
-    finally:
-        await s.close()
-
-
-def _column(sim, community: str, oid: str) -> dict[str, str]:
-    """Oracle: {index: raw value text} of one column, from snmpbulkwalk."""
-    return {k[len(oid) + 1:]: v[1] for k, v in bulkwalk(sim.port, community, oid).items() if k.startswith(oid + ".")}
-
-
 async def test_arista_entity_sensors_agree_with_net_snmp(sim):
-    r = await _collect(sim, "arista")
+    r = await collect_from_sim(sim.port, "arista", ["health"])
     assert r["_profile"] == "generic" and "_errors" not in r
     sensors = {x["index"]: x for x in r["health"]["sensors"]}
     # oracle: recompute every sensor from net-snmp's view of the five columns (ENTITY-SENSOR-MIB:
     # value x 10^(3 x (scale - units(9))) / 10^precision; only operStatus ok(1))
-    cols = {n: _column(sim, "arista", f"{SENSOR}.{n}") for n in (1, 2, 3, 4, 5)}
-    names = _column(sim, "arista", "1.3.6.1.2.1.47.1.1.1.1.2")
+    cols = {n: column(sim.port, "arista", f"{SENSOR}.{n}") for n in (1, 2, 3, 4, 5)}
+    names = column(sim.port, "arista", "1.3.6.1.2.1.47.1.1.1.1.2")
     want = {}
     for i, val in cols[4].items():
         v, scale, prec = int(val), int(cols[2][i]), int(cols[3][i])
@@ -89,17 +73,17 @@ async def test_arista_entity_sensors_agree_with_net_snmp(sim):
     ("panos", [2, 0], [1, 2], "1020", 47.73),          # 2920240 / 6118176 kB "Slot-1 Management Memory"
 ])
 async def test_host_resources_agree_with_net_snmp(sim, community, loads, devices, ram, mem_pct):
-    r = await _collect(sim, community)
+    r = await collect_from_sim(sim.port, community, ["health"])
     assert r["_profile"] == "generic" and "_errors" not in r
     h = r["health"]
-    got = {int(k): int(v) for k, v in _column(sim, community, "1.3.6.1.2.1.25.3.3.1.2").items()}
+    got = {int(k): int(v) for k, v in column(sim.port, community, "1.3.6.1.2.1.25.3.3.1.2").items()}
     assert got == dict(zip(devices, loads))
     assert h["tables"]["hr_cpu"] == [{"hr_device": d, "cpu_pct": c} for d, c in got.items()]
     assert h["cpu_pct"] == round(sum(loads) / len(loads), 2)     # hrProcessorLoad per CPU: average
     # memory: the hrStorageRam row only, not virtual memory, swap, buffers or file systems
-    types = _column(sim, community, "1.3.6.1.2.1.25.2.3.1.2")
-    size = _column(sim, community, "1.3.6.1.2.1.25.2.3.1.5")
-    used = _column(sim, community, "1.3.6.1.2.1.25.2.3.1.6")
+    types = column(sim.port, community, "1.3.6.1.2.1.25.2.3.1.2")
+    size = column(sim.port, community, "1.3.6.1.2.1.25.2.3.1.5")
+    used = column(sim.port, community, "1.3.6.1.2.1.25.2.3.1.6")
     assert [i for i, t in types.items() if t.endswith("1.3.6.1.2.1.25.2.1.2")] == [ram]
     assert h["mem_pct"] == round(100.0 * int(used[ram]) / int(size[ram]), 2) == mem_pct
     assert "sensors" not in h and "temp_c_max" not in h

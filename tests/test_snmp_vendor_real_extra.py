@@ -16,9 +16,8 @@ from pathlib import Path
 import pytest
 
 from drivers.base import Facts, Sample
-from drivers.snmp.fastv2c import FastV2cSession
-from drivers.snmp.tables import collect_sections, to_records
-from tests.peers_snmp import Snmpsim, _nosnmp_env, bulkwalk
+from drivers.snmp.tables import to_records
+from tests.peers_snmp import Snmpsim, _nosnmp_env, collect_from_sim, column
 
 FIX = Path(__file__).parent / "fixtures" / "snmprec_vendors"
 SYS_OBJECT_ID = "1.3.6.1.2.1.1.2.0"
@@ -41,21 +40,6 @@ def sim():
     s.stop()
 
 
-async def _collect(sim, community, sections=None):
-    s = FastV2cSession("127.0.0.1", sim.port, community, timeout=5, retries=2)
-    try:
-        soid = (await s.get([SYS_OBJECT_ID]))[SYS_OBJECT_ID]
-        return await collect_sections(s, soid, sections)
-    finally:
-        await s.close()
-
-
-def _column(sim, community, oid) -> dict[str, int]:
-    """{index suffix: integer} of one column, read by snmpbulkwalk."""
-    return {k[len(oid) + 1:]: int(v[1]) for k, v in bulkwalk(sim.port, community, oid).items()
-            if k.startswith(oid + ".")}
-
-
 def _snmpget(sim, community, oid) -> str | None:
     r = subprocess.run(["snmpget", "-v2c", "-c", community, "-On", "-Oqv", "-t", "2", f"127.0.0.1:{sim.port}", oid],
                        capture_output=True, text=True, env=_nosnmp_env(), timeout=30)
@@ -64,12 +48,12 @@ def _snmpget(sim, community, oid) -> str | None:
 
 
 async def test_dgs3120_health_tables_match_the_oracle(sim):
-    r = await _collect(sim, "dgs3120")
+    r = await collect_from_sim(sim.port, "dgs3120")
     assert (r["_profile"], r["_vendor"]) == ("dlink", "D-Link") and "_errors" not in r
     t = r["health"]["tables"]
     # every parsed row equals net-snmp's walk of the same column, nothing missing
-    assert {str(x["unit"]): x["mem_pct"] for x in t["agent_dram"]} == _column(sim, "dgs3120", DRAM) == {"1": 96}
-    assert {str(x["sensor"]): x["temp_c"] for x in t["sw_temperature"]} == _column(sim, "dgs3120", TEMP) == {"1": 26}
+    assert {str(x["unit"]): x["mem_pct"] for x in t["agent_dram"]} == column(sim.port, "dgs3120", DRAM, int) == {"1": 96}
+    assert {str(x["sensor"]): x["temp_c"] for x in t["sw_temperature"]} == column(sim.port, "dgs3120", TEMP, int) == {"1": 26}
     assert t["agent_cpu"] == [{"cpu_5s_pct": int(_snmpget(sim, "dgs3120", CPU_5S + ".0"))}] == [{"cpu_5s_pct": 15}]
     assert _snmpget(sim, "dgs3120", CPU_5MIN + ".0") is None        # not in the recording ...
     assert "cpu_pct" not in r["health"]                              # ... so no CPU in health (5 s is not used)
@@ -80,7 +64,7 @@ async def test_dgs3120_health_tables_match_the_oracle(sim):
 
 
 async def test_dgs3120_unit_serial_and_records(sim):
-    r = await _collect(sim, "dgs3120")
+    r = await collect_from_sim(sim.port, "dgs3120")
     assert r["entity"]["chassis"] == {"serial": _snmpget(sim, "dgs3120", SERIAL)} == {"serial": "R34O1B9000496"}
     recs = to_records("sw", r)
     facts = [x for x in recs if isinstance(x, Facts)]
@@ -92,7 +76,7 @@ async def test_dgs3120_unit_serial_and_records(sim):
 
 
 async def test_des3200_cpu_5s_only(sim):
-    r = await _collect(sim, "des3200", ["health"])
+    r = await collect_from_sim(sim.port, "des3200", ["health"])
     assert r["_profile"] == "dlink" and "_errors" not in r
     assert r["health"]["tables"] == {"agent_cpu": [{"cpu_5s_pct": int(_snmpget(sim, "des3200", CPU_5S + ".0"))}]}
     assert r["health"]["tables"]["agent_cpu"] == [{"cpu_5s_pct": 42}]
@@ -103,7 +87,7 @@ async def test_des3200_cpu_5s_only(sim):
 async def test_zte_zxr10_5950_selects_zte_without_inventing_health(sim):
     """Real ZXR10 5950 sysObjectID (3902.3.600...; its sysDescr does not say ZXR10). LibreNMS's
     recording of it has no ZXR10-MIB rows, so the zxr10_cpu table stays unverified."""
-    r = await _collect(sim, "zxr5950")
+    r = await collect_from_sim(sim.port, "zxr5950")
     assert _snmpget(sim, "zxr5950", SYS_OBJECT_ID) == ".1.3.6.1.4.1.3902.3.600.3.1.801"
     assert (r["_profile"], r["_vendor"]) == ("zte", "ZTE") and "_errors" not in r
     assert "health" not in r and not [x for x in to_records("sw", r) if isinstance(x, Sample)]

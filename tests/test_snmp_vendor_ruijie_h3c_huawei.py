@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 
 from drivers.base import Sample
-from drivers.snmp.fastv2c import FastV2cSession
-from drivers.snmp.tables import collect_sections, to_records
-from tests.peers_snmp import Snmpsim, bulkwalk
+from drivers.snmp.tables import to_records
+from tests.peers_snmp import Snmpsim, bulkwalk, collect_from_sim, column
 
 FIX = Path(__file__).parent / "fixtures" / "snmprec_vendors"
 SYS_OBJECT_ID = "1.3.6.1.2.1.1.2.0"
@@ -34,27 +33,10 @@ def sim():
     s.stop()
 
 
-async def _collect(sim, community, soid=None, sections=None):
-    """collect_sections() with the profile chosen by the sysObjectID the recording answers."""
-    s = FastV2cSession("127.0.0.1", sim.port, community, timeout=5, retries=2)
-    try:
-        if soid is None:
-            soid = (await s.get([SYS_OBJECT_ID]))[SYS_OBJECT_ID]
-        return await collect_sections(s, soid, sections)
-    finally:
-        await s.close()
-
-
-def _column(sim, community, oid) -> dict[str, int]:
-    """{index suffix: integer} for one column, read by snmpbulkwalk."""
-    return {k[len(oid) + 1:]: int(v[1]) for k, v in bulkwalk(sim.port, community, oid).items()
-            if k.startswith(oid + ".")}
-
-
 def _agrees(sim, community, rows, index_key, columns: dict[str, str]):
     """Every parsed row/field equals what net-snmp reads, and no row is missing."""
     for field, oid in columns.items():
-        want = _column(sim, community, oid)
+        want = column(sim.port, community, oid, int)
         assert want, f"oracle returned nothing for {oid}"
         got = {str(r[index_key]): r[field] for r in rows if field in r}
         assert got == {k: v for k, v in want.items()}, field
@@ -66,7 +48,7 @@ H3C_STATE = "1.3.6.1.4.1.25506.2.6.1.1.1.1"
 
 
 async def test_h3c_comware_entity_ext_health(sim):
-    r = await _collect(sim, "h3c")
+    r = await collect_from_sim(sim.port, "h3c")
     assert r["_profile"] == "h3c" and r["_vendor"] == "H3C" and "_errors" not in r
     h = r["health"]
     rows = h["tables"]["entity_state"]
@@ -88,7 +70,7 @@ HW_STATE = "1.3.6.1.4.1.2011.5.25.31.1.1.1.1"
 
 
 async def test_huawei_s5720_entity_state_health(sim):
-    r = await _collect(sim, "hw")
+    r = await collect_from_sim(sim.port, "hw")
     assert r["_profile"] == "huawei" and r["_vendor"] == "Huawei" and "_errors" not in r
     h = r["health"]
     rows = h["tables"]["entity_state"]
@@ -106,14 +88,14 @@ HW_POE = "1.3.6.1.4.1.2011.5.25.195.3.1"
 async def test_huawei_s5720_poe_by_ifindex(sim):
     """The real S5720-56C-PWR-EI has no POWER-ETHERNET-MIB rows: PoE comes only from
     HUAWEI-POE-MIB hwPoePortTable (index ifIndex, milliwatts)."""
-    r = await _collect(sim, "hw")
+    r = await collect_from_sim(sim.port, "hw")
     ports = r["poe"]["ports"]
     assert "_errors" not in r and r["poe"]["pse"] == []
-    mw = {k: v / 1000 for k, v in _column(sim, "hw", f"{HW_POE}.5").items()}
+    mw = {k: v / 1000 for k, v in column(sim.port, "hw", f"{HW_POE}.5", int).items()}
     assert {str(p["ifIndex"]): p["max_power_w"] for p in ports} == mw
-    enabled = _column(sim, "hw", f"{HW_POE}.3")
+    enabled = column(sim.port, "hw", f"{HW_POE}.3", int)
     assert {str(p["ifIndex"]): p["admin_enabled"] for p in ports} == {k: v == 1 for k, v in enabled.items()}
-    used = _column(sim, "hw", f"{HW_POE}.10")
+    used = column(sim.port, "hw", f"{HW_POE}.10", int)
     assert {str(p["ifIndex"]): p["power_w"] for p in ports} == {k: v / 1000 for k, v in used.items()}
     # read off the recording: ports 6.. (GigabitEthernet0/0/1..) enabled, 30 W budget, nothing drawing
     p6 = next(p for p in ports if p["ifIndex"] == 6)
@@ -129,7 +111,7 @@ async def test_huawei_s5720_poe_by_ifindex(sim):
 async def test_ruijie_s6220_recording_has_no_vendor_health_rows(sim):
     """The only public Ruijie recording (S6220) carries no enterprise-4881 rows: the Ruijie CPU /
     temperature tables come back empty without errors and the standard sections still work."""
-    r = await _collect(sim, "rj", soid="1.3.6.1.4.1.4881.1.1.10.1.150")   # sysObjectID of ruijie.snmprec
+    r = await collect_from_sim(sim.port, "rj", soid="1.3.6.1.4.1.4881.1.1.10.1.150")   # sysObjectID of ruijie.snmprec
     assert r["_profile"] == "ruijie" and "_errors" not in r
     assert bulkwalk(sim.port, "rj", "1.3.6.1.4.1.4881") == {}
     assert "health" not in r and r["entity"]["chassis"]["model"] == "RG-S6220-48XS4QXS"

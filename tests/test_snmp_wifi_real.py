@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from drivers.snmp.fastv2c import FastV2cSession
-from drivers.snmp.tables import collect_sections, to_records
-from tests.peers_snmp import Snmpsim, bulkwalk
+from drivers.snmp.tables import to_records
+from tests.peers_snmp import Snmpsim, bulkwalk, collect_from_sim
 
 FIX = Path(__file__).parent / "fixtures" / "snmprec_vendors"
 WLC = FIX / "cisco_wlc_aireos.snmpwalk"      # snmpwalk text format (snmpsim reads *.snmpwalk)
@@ -73,22 +72,11 @@ def mac(suffix: str) -> str:
     return ":".join("%02x" % int(x) for x in suffix.split("."))
 
 
-async def _collect(sim, community, soid=None, **kw):
-    s = FastV2cSession("127.0.0.1", sim.port, community, timeout=3.0, retries=1)
-    try:
-        if soid is None:
-            soid = (await s.get(["1.3.6.1.2.1.1.2.0"])).get("1.3.6.1.2.1.1.2.0")
-        descr = (await s.get(["1.3.6.1.2.1.1.1.0"])).get("1.3.6.1.2.1.1.1.0")
-        return await collect_sections(s, soid, sys_descr=descr, **kw)
-    finally:
-        await s.close()
-
-
 # ------------------------------------------------------------------------- Cisco AireOS
 
 async def test_cisco_wlc_ap_table_agrees_with_net_snmp(sim):
     # the walk has no system group: pass a 5500-series WLC sysObjectID
-    r = await _collect(sim, "wlc", soid="1.3.6.1.4.1.9.1.1069", sections=["wifi"])
+    r = await collect_from_sim(sim.port, "wlc", soid="1.3.6.1.4.1.9.1.1069", sections=["wifi"])
     assert r["_profile"] == "cisco_wlc"
     assert not [k for k in r.get("_errors", {}) if "wifi" in k or "values" in k], r.get("_errors")
     aps = {a["ap_mac"]: a for a in r["wifi"]["aps"]}
@@ -118,7 +106,7 @@ async def test_cisco_wlc_ap_table_agrees_with_net_snmp(sim):
 
 
 async def test_cisco_wlc_radios_wlans_clients_agree_with_net_snmp(sim):
-    r = await _collect(sim, "wlc", soid="1.3.6.1.4.1.9.1.1069", sections=["wifi"])
+    r = await collect_from_sim(sim.port, "wlc", soid="1.3.6.1.4.1.9.1.1069", sections=["wifi"])
     w = r["wifi"]
     radios = {f"{'.'.join(str(int(x, 16)) for x in x_['ap_mac'].split(':'))}.{x_['radio']}": x_ for x_ in w["radios"]}
     assert len(radios) == 12
@@ -159,7 +147,7 @@ UNIFI_VAP = "1.3.6.1.4.1.41112.1.6.1.2.1"
 
 
 async def test_unifi_radio_and_vap_tables_agree_with_net_snmp(sim):
-    r = await _collect(sim, "unifi")
+    r = await collect_from_sim(sim.port, "unifi")
     assert r["_profile"] == "ubiquiti" and r["_vendor"] == "Ubiquiti"
     assert not [k for k in r.get("_errors", {}) if "wifi" in k or "values" in k], r.get("_errors")
     w = r["wifi"]
@@ -206,7 +194,7 @@ async def test_garbage_value_is_skipped_and_counted(tmp_path):
     s = _serve({"bad": bad})
     try:
         assert oracle(s, "bad", f"{UNIFI_VAP}.8")["3"] == b"many"
-        r = await _collect(s, "bad")
+        r = await collect_from_sim(s.port, "bad")
     finally:
         s.stop()
     assert r["_errors"]["vaps.values"] == "1 value(s) could not be decoded and were skipped"
@@ -219,7 +207,7 @@ async def test_garbage_value_is_skipped_and_counted(tmp_path):
 # ------------------------------------------------------------------------- Ruckus
 
 async def test_ruckus_zonedirector_recording(sim):
-    r = await _collect(sim, "zd")
+    r = await collect_from_sim(sim.port, "zd")
     assert r["_profile"] == "ruckus_zonedirector"
     zd_sys = "1.3.6.1.4.1.25053.1.2.1.1.1"
     o = {k: v for k, v in oracle(sim, "zd", zd_sys).items()}
@@ -240,7 +228,7 @@ async def test_ruckus_zonedirector_recording(sim):
 
 
 async def test_ruckus_unleashed_recording(sim):
-    r = await _collect(sim, "unl")
+    r = await collect_from_sim(sim.port, "unl")
     assert r["_profile"] == "ruckus_unleashed"
     base = "1.3.6.1.4.1.25053.1.15.1.1.1"
     o = oracle(sim, "unl", base)
