@@ -126,7 +126,7 @@ async def test_dlink_mib_only_tables_read_the_mib_columns(sim):
         {int(k): int(v) for k, v in col("1.3.6.1.4.1.171.12.1.1.9.1.4").items()}
     temps = col("1.3.6.1.4.1.171.12.11.1.8.1.2")
     assert temps == {"1": "41", "2": '"n/a"'}
-    assert t["sw_temperature"] == [{"sensor": 1, "temp_c": 41}, {"sensor": 2}]   # the string is skipped ...
+    assert t["sw_temperature"] == [{"sensor": 1, "temp_c": 41}]   # the string is skipped, its row dropped ...
     assert r["_errors"] == {"sw_temperature.values": "1 value(s) could not be decoded and were skipped"}
     assert t["ext_cpu"] == [{"cpu": "1.1", "cpu_pct": 9}]
     assert t["ext_temperature"] == [{"sensor": "1.1", "temp_c": 38}]

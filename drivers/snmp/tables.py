@@ -480,7 +480,9 @@ async def collect_table(ctx: _Ctx, name: str, t: Table) -> list[dict]:
                 row[k] = convert(v, c)
             except BadValue:
                 ctx.bad(name)
-    return [v for _, v in sorted(rows.items(), key=lambda kv: _subs(kv[0])) if not v.get("_bad")]
+    # a row left with only its index (every value failed to decode) measures nothing
+    return [v for _, v in sorted(rows.items(), key=lambda kv: _subs(kv[0]))
+            if not v.get("_bad") and any(k in t.columns for k in v)]
 
 
 async def profile_tables(ctx: _Ctx, profile: Profile, section: str) -> dict[str, list[dict]]:
