@@ -32,6 +32,12 @@ def test_line_protocol_escaping():
     assert to_line(it) == 'if\\ stats,device=sw\\ 1\\,a,ifName=Gi0/1\\ x\\=y x=1i,y=2.5,ok=true,s="a \\"q\\"" 5'
 
 
+def test_line_carries_topic_origin_over_sample_tags():
+    it = wire.sample("interface", "sw1", 5, {"x": 1}, {"ifName": "Gi0/1", "building": "spoofed"})
+    assert to_line(it, ("north", "B 2", "ag-b")) == \
+        "interface,device=sw1,agent=ag-b,building=B\\ 2,ifName=Gi0/1,site=north x=1i 5"
+
+
 def test_sink_write_read_back(vm):
     sink = InfluxSink(vm.url, "", "campus", "campus")
     assert sink.ping()
@@ -63,6 +69,10 @@ def test_ingest_to_influx_metadata_in_sqlite(tmp_path, vm, mosquitto, mqtt_users
         got = _by_metric(vm.export('{__name__="interface_in_bps",device="sw9"}'))
         assert got[("interface_in_bps", "sw9", "Gi0/1")] == [(t0 + s * 1000, float(s * 10 + 1)) for s in range(1, 6)]
         assert len(got) == 3
+        # the topic's site/building/agent become tags: the Grafana dashboards filter by building
+        rows = vm.export('{__name__="interface_in_bps",device="sw9"}')
+        assert {(r["metric"].get("site"), r["metric"].get("building"), r["metric"].get("agent")) for r in rows} == \
+            {("north", "A", "agent-a")}
         assert store.reader().execute("SELECT count(*) FROM samples").fetchone()[0] == 0
         _, tok = store.token_create("it")
         c = TestClient(create_app(store, ing))

@@ -37,6 +37,10 @@ class ApplyResult:
     points: int = 0
 
 
+#: where a sample came from: (site, building, agent) of the topic it arrived on
+Origin = tuple[str, str, str]
+
+
 class TimeSeriesSink(abc.ABC):
     """Where samples go when they do not go to SQLite."""
 
@@ -47,10 +51,11 @@ class TimeSeriesSink(abc.ABC):
         """Write wire sample items (``m``, ``d``, ``t``, ``tags``, ``f``) synchronously.
         Raise on failure: the commit group is then rolled back and not acknowledged."""
 
-    def write_begin(self, samples: list[dict[str, Any]]) -> Any:
-        """Start writing; the store does its SQLite work meanwhile and then calls ``write_end``.
-        Default: write synchronously here."""
-        self.write(samples)
+    def write_begin(self, batches: list[tuple[Origin, list[dict[str, Any]]]]) -> Any:
+        """Start writing one commit group: ``(origin, samples)`` per MQTT message, origin = the
+        (site, building, agent) of its topic. The store does its SQLite work meanwhile and then
+        calls ``write_end``. Default: ``write()`` the samples synchronously here."""
+        self.write([it for _, items in batches for it in items])
         return None
 
     def write_end(self, handle: Any) -> None:

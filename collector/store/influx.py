@@ -4,8 +4,9 @@ Only time series go here; metadata stays in SQLite. Batching: every ingest
 commit group is one or more synchronous write requests (``chunk_lines`` lines
 each) issued *before* the SQLite commit, so a group is acknowledged on MQTT only
 when InfluxDB has accepted it. Line protocol is built directly (much cheaper
-than ``Point`` objects). Tags: ``device`` plus the sample's tags; fields keep
-their types (int -> ``i``, float, bool, string).
+than ``Point`` objects). Tags: ``device``, the sample's tags, and ``site``, ``building``,
+``agent`` from the MQTT topic it arrived on (what dashboards filter by; the topic wins over a
+sample tag of the same name); fields keep their types (int -> ``i``, float, bool, string).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from typing import Any
 from influxdb_client import InfluxDBClient, WritePrecision
 from influxdb_client.client.write_api import SYNCHRONOUS
 
-from .base import TimeSeriesSink
+from .base import Origin, TimeSeriesSink
 
 log = logging.getLogger("collector.influx")
 
@@ -24,7 +25,9 @@ _MEAS = str.maketrans({",": r"\,", " ": r"\ ", "\n": r"\n"})
 _TAG = str.maketrans({",": r"\,", " ": r"\ ", "=": r"\=", "\n": r"\n"})
 
 
-def _prefix(m: str, d: str, tags: dict) -> str:
+def _prefix(m: str, d: str, tags: dict, origin: tuple[str, str, str] | None = None) -> str:
+    if origin:
+        tags = {**tags, "site": origin[0], "building": origin[1], "agent": origin[2]}
     head = m.translate(_MEAS) + ",device=" + d.translate(_TAG)
     for k in sorted(tags):
         v = tags[k]
@@ -57,11 +60,11 @@ def _fields(f: dict) -> str:
     return ",".join(parts)
 
 
-def to_line(it: dict) -> str | None:
+def to_line(it: dict, origin: tuple[str, str, str] | None = None) -> str | None:
     fs = _fields(it["f"])
     if not fs:
         return None
-    return f"{_prefix(it['m'], it['d'], it.get('tags') or {})}{fs} {it['t']}"
+    return f"{_prefix(it['m'], it['d'], it.get('tags') or {}, origin)}{fs} {it['t']}"
 
 
 class InfluxSink(TimeSeriesSink):
@@ -80,13 +83,15 @@ class InfluxSink(TimeSeriesSink):
     def ping(self) -> bool:
         return self.client.ping()
 
-    def write(self, samples: list[dict[str, Any]]) -> None:
-        self.write_end(self.write_begin(samples))
+    def write(self, samples: list[dict[str, Any]], origin: Origin | None = None) -> None:
+        self.write_end(self.write_begin([(origin, samples)]))
 
-    def write_begin(self, samples: list[dict[str, Any]]):
+    def write_begin(self, batches: list[tuple[Origin | None, list[dict[str, Any]]]]):
         """Build the lines here, send them from a helper thread (the HTTP wait overlaps with the
         store's SQLite work for the same group)."""
-        lines = self._lines(samples)
+        lines: list[str] = []
+        for origin, samples in batches:
+            lines += self._lines(samples, origin)
         return self._pool.submit(self._send, lines)
 
     def write_end(self, handle) -> None:
@@ -98,7 +103,7 @@ class InfluxSink(TimeSeriesSink):
                            write_precision=WritePrecision.MS)
         self.written += len(lines)
 
-    def _lines(self, samples: list[dict[str, Any]]) -> list[str]:
+    def _lines(self, samples: list[dict[str, Any]], origin: Origin | None = None) -> list[str]:
         lines = []
         cache = self._prefixes
         for it in samples:
@@ -106,12 +111,12 @@ class InfluxSink(TimeSeriesSink):
             if not fs:
                 continue
             m, d, tags = it["m"], it["d"], it.get("tags")
-            key = (m, d, *tags.items()) if tags else (m, d)
+            key = (origin, m, d, *tags.items()) if tags else (origin, m, d)
             p = cache.get(key)
             if p is None:
                 if len(cache) > 1_000_000:
                     cache.clear()
-                p = cache[key] = _prefix(m, d, tags or {})
+                p = cache[key] = _prefix(m, d, tags or {}, origin)
             lines.append(f"{p}{fs} {it['t']}")
         return lines
 

@@ -267,7 +267,7 @@ class SQLiteStore(Store):
         w.execute("BEGIN IMMEDIATE")
         blocks: dict[tuple[int, int], dict] = {}
         latest: dict[int, tuple] = {}
-        sink_items: list[dict] = []
+        sink_items: list[tuple[tuple[str, str, str], list[dict]]] = []   # (site, building, agent), samples
         dev_seen: dict[str, list] = {}       # device -> [agent, site, building, last_t]
         polls: list[tuple] = []
         agent_stats: dict[str, dict] = {}
@@ -353,7 +353,7 @@ class SQLiteStore(Store):
                                 ds[3] = t
                         if s[3]:
                             special_items.append((it, f))
-                    sink_items.extend(items)
+                    sink_items.append(((tp.site, tp.building, msg.agent), items))
             elif kind == "events":
                 for it in msg.items:
                     d = it["d"]
