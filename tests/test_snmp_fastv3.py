@@ -15,7 +15,7 @@ import pytest
 
 from drivers.base import DeviceError
 from drivers.snmp.client import SnmpSession, SnmpTarget, close_engines
-from drivers.snmp.fastv2c import encode_oid, encode_request
+from drivers.snmp.fastv2c import _enc_int, _tlv, encode_oid, encode_pdu, encode_request, hdr
 from drivers.snmp.fastv3 import FastV3Session
 from tests.peers_snmp import Snmpd, Snmpsim, _nosnmp_env
 
@@ -320,12 +320,15 @@ class _Relay(asyncio.DatagramProtocol):
         self.front = None
         self.client = None
         self.back = None
+        self.rewrite = None          # answer -> answer to send instead (None: drop it)
+        self.sizes: list[int] = []   # sizes of the client's datagrams
 
     def connection_made(self, transport):
         self.front = transport
 
     def datagram_received(self, data, addr):
         self.client = addr
+        self.sizes.append(len(data))
         if self.upstream is None:
             for j in self.junk(data):
                 self.front.sendto(j, addr)
@@ -341,7 +344,10 @@ class _Relay(asyncio.DatagramProtocol):
                 def datagram_received(self, answer, _addr):
                     for j in relay.junk(answer):
                         relay.front.sendto(j, relay.client)
-                    relay.front.sendto(answer, relay.client)
+                    if relay.rewrite:
+                        answer = relay.rewrite(answer)
+                    if answer is not None:
+                        relay.front.sendto(answer, relay.client)
 
             self.back, _ = await loop.create_datagram_endpoint(Back, remote_addr=("127.0.0.1", self.upstream))
         self.back.sendto(data)
@@ -469,3 +475,139 @@ def test_auto_engine_choice_for_v3():
     assert type(open_session(Options.model_validate({**base, "engine": "pysnmp"}))) is SnmpSession
     des3 = Options.model_validate({**base, "priv_protocol": "3DES", "priv_key": "p" * 8})
     assert type(open_session(des3)) is SnmpSession
+
+
+# ------------------------------------------------------------------------------- RFC 3412 / 3414 corners
+
+def _usm_fields(msg: bytes) -> dict | None:
+    """An unauthenticated v3 message (discovery answer, unauthenticated report) -> its fields,
+    or None for an authenticated one (those cannot be rewritten without the key)."""
+    def ints(p, n):
+        out = []
+        for _ in range(n):
+            _, p, ln = hdr(msg, p, 0x02)
+            out.append(int.from_bytes(msg[p:p + ln], "big"))
+            p += ln
+        return out, p
+    _, p, _ = hdr(msg, 0, 0x30)
+    _, p, ln = hdr(msg, p, 0x02)
+    _, p, _ = hdr(msg, p + ln, 0x30)
+    (msg_id, max_size), p = ints(p, 2)
+    _, p, ln = hdr(msg, p, 0x04)
+    flags = msg[p]
+    _, p, ln = hdr(msg, p + 1, 0x02)
+    _, p, _ = hdr(msg, p + ln, 0x04)
+    _, p, _ = hdr(msg, p, 0x30)
+    _, p, ln = hdr(msg, p, 0x04)
+    engine = msg[p:p + ln]
+    (boots, etime), p = ints(p + ln, 2)
+    f = {"msg_id": msg_id, "max_size": max_size, "flags": flags, "engine": engine, "boots": boots,
+         "time": etime, "rest": msg[p:]}                # user, auth/priv params, msgData: kept verbatim
+    return None if flags & 1 else f
+
+
+def _usm_build(f: dict) -> bytes:
+    glob = _tlv(0x30, _enc_int(f["msg_id"]) + _enc_int(f["max_size"]) + _tlv(0x04, bytes((f["flags"],)))
+                + _enc_int(3))
+    rest = f["rest"]
+    _, p, ln = hdr(rest, 0, 0x04)                        # user
+    _, p, ln = hdr(rest, p + ln, 0x04)                   # auth params
+    _, p, ln = hdr(rest, p + ln, 0x04)                   # priv params
+    usm = _tlv(0x30, _tlv(0x04, f["engine"]) + _enc_int(f["boots"]) + _enc_int(f["time"]) + rest[:p + ln])
+    return _tlv(0x30, _enc_int(3) + glob + _tlv(0x04, usm) + rest[p + ln:])
+
+
+def _rewrite_unauth(**changes):
+    """Relay rewrite: change fields of the agent's unauthenticated answers (discovery, reports)."""
+    def rw(answer: bytes) -> bytes:
+        f = _usm_fields(answer)
+        return answer if f is None else _usm_build({**f, **changes})
+    return rw
+
+
+def _discovery_answer(port: int) -> bytes:
+    probe = FastV3Session("127.0.0.1", port, "probe")._build(encode_pdu("get", 7, [], 0, 0), 7, True)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+        u.settimeout(5)
+        u.sendto(probe, ("127.0.0.1", port))
+        return u.recv(65535)
+
+
+def test_usm_rewrite_helper_is_faithful(snmpd):
+    answer = _discovery_answer(snmpd.port)
+    f = _usm_fields(answer)
+    assert f["msg_id"] == 7 and f["engine"] and f["max_size"] == 65507 and _usm_build(f) == answer
+
+
+@pytest.mark.parametrize("auth,priv", [("SHA", "DES"), ("SHA-256", "AES"), ("MD5", "AES-256-C")])
+async def test_discovery_answered_with_zero_boots_and_time_is_resynchronised(snmpd, auth, priv):
+    """net-snmp and some Cisco agents answer discovery with boots/time 0/0: only the
+    authenticated notInTimeWindow report of the first real request carries the real values
+    (RFC 3414 4). A relay zeroes them in the discovery answer; the get must still succeed after
+    exactly one resync, adopting the agent's authenticated boots/time."""
+    d = snmpd
+    tr, relay, port = await _relay(d.port, lambda m: [])
+    relay.rewrite = _rewrite_unauth(boots=0, time=0)
+    s = FastV3Session("127.0.0.1", port, _user(auth, priv), auth, d.auth_key, priv, d.priv_key, timeout=2, retries=0)
+    try:
+        await s._ensure()
+        await s._discover()
+        assert (s.boots, s._engine_time()) == (0, 0)
+        got = await s.get(SCALARS)
+        assert got == oracle("snmpget", d.port, _cli_args(_user(auth, priv), auth, d.auth_key, priv, d.priv_key),
+                             *SCALARS)
+        assert s.resyncs == 1 and s.discoveries == 1 and s.boots >= 1
+        assert s.auth_failures == s.malformed == s.decrypt_failures == 0
+        await s.get(SCALARS)                              # in sync now: no further resync
+        assert s.resyncs == 1
+    finally:
+        await s.close()
+        tr.close()
+        relay.back and relay.back.close()
+
+
+async def test_requests_fit_the_agents_msg_max_size(tmp_path):
+    """RFC 3412: msgMaxSize is the largest message its sender can receive. snmpd advertising 484
+    (the minimum; ``sendMessageMaxSize``): a GET of 40 objects is split so that no request the
+    relay sees exceeds 484 bytes, and the values are net-snmp's."""
+    d = Snmpd(tmp_path, auth_protocol="SHA-512", priv_protocol="AES")
+    d.conf.write_text(d.conf.read_text() + "[snmp] sendMessageMaxSize 484\n")
+    d.start()
+    tr, relay, port = await _relay(d.port, lambda m: [])
+    oids = [f"1.3.6.1.2.1.2.2.1.{c}.{i}" for c in (1, 3, 4, 7) for i in range(1, 11)]
+    s = FastV3Session("127.0.0.1", port, d.user, "SHA-512", d.auth_key, "AES", d.priv_key, timeout=2, retries=0)
+    try:
+        got = await s.get(oids)
+        assert s.peer_max_size == 484
+        assert max(relay.sizes) <= 484 and len(relay.sizes) > 3     # discovery + at least 3 GETs
+        args = _cli_args(d.user, "SHA-512", d.auth_key, "AES", d.priv_key)
+        want = {}
+        for i in range(0, len(oids), 8):
+            want.update(oracle("snmpget", d.port, args, *oids[i:i + 8]))
+        assert got == want and got["1.3.6.1.2.1.2.2.1.1.1"] == 1
+    finally:
+        await s.close()
+        tr.close()
+        relay.back and relay.back.close()
+        d.stop()
+
+
+@pytest.mark.parametrize("field,value", [("boots", 1 << 32), ("time", 1 << 31), ("max_size", 100)])
+async def test_discovery_answer_with_out_of_range_usm_values_is_dropped_as_malformed(snmpd, field, value):
+    """RFC 3412/3414 ranges: msgAuthoritativeEngineBoots/Time 0..2^31-1, msgMaxSize 484..2^31-1.
+    An (unauthenticated, so forgeable) discovery answer outside them is invalid: dropped and
+    counted, the error says what came back -- not an OverflowError out of the IV construction."""
+    d = snmpd
+    tr, relay, port = await _relay(d.port, lambda m: [])
+    relay.rewrite = _rewrite_unauth(**{field: value})
+    s = FastV3Session("127.0.0.1", port, _user("SHA", "AES"), "SHA", d.auth_key, "AES", d.priv_key,
+                      timeout=0.5, retries=0)
+    try:
+        with pytest.raises(DeviceError) as ei:
+            await s.get(SCALARS)
+        assert ei.value.reason == "protocol" and "1 datagram(s) came back but none was a valid SNMP v3" in str(ei.value)
+        assert s.malformed == 1 and s.engine_id is None
+    finally:
+        await s.close()
+        tr.close()
+        relay.back and relay.back.close()

@@ -304,6 +304,8 @@ class FastV3Session(FastV2cSession):
         pparams = data[p:p + ln]
         p += ln
         tag, q, ln = hdr(data, p)
+        if max_size < 484 or max(max_size, boots, etime) > _MAX_INT:
+            raise BERError("msgMaxSize, engine boots or time out of range")   # RFC 3412 6, RFC 3414 2.2
         want_msg, want_rid, discovery = self._want
         if msg_id != want_msg:
             return None                                   # late answer to an earlier try
@@ -347,7 +349,7 @@ class FastV3Session(FastV2cSession):
             if rid != want_rid or (flags & 3) != (0 if discovery else self._flags):
                 self.auth_failures += 1                   # a response below the requested security level
                 return None
-        self.peer_max_size = max_size if max_size >= 484 else None
+        self.peer_max_size = max_size
         m.req_id, m.status, m.index, m.vbs = rid, st, idx, vbs
         m.engine, m.boots, m.time, m.flags = bytes(engine), boots, etime, flags
         return m
