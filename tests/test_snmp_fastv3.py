@@ -480,48 +480,45 @@ def test_auto_engine_choice_for_v3():
 # ------------------------------------------------------------------------------- RFC 3412 / 3414 corners
 
 def _usm_fields(msg: bytes) -> dict | None:
-    """An unauthenticated v3 message (discovery answer, unauthenticated report) -> its fields,
-    or None for an authenticated one (those cannot be rewritten without the key)."""
-    def ints(p, n):
-        out = []
-        for _ in range(n):
-            _, p, ln = hdr(msg, p, 0x02)
-            out.append(int.from_bytes(msg[p:p + ln], "big"))
-            p += ln
-        return out, p
-    _, p, _ = hdr(msg, 0, 0x30)
-    _, p, ln = hdr(msg, p, 0x02)
-    _, p, _ = hdr(msg, p + ln, 0x30)
-    (msg_id, max_size), p = ints(p, 2)
-    _, p, ln = hdr(msg, p, 0x04)
-    flags = msg[p]
-    _, p, ln = hdr(msg, p + 1, 0x02)
-    _, p, _ = hdr(msg, p + ln, 0x04)
+    """An unauthenticated v3 message (discovery answer, report, noAuthNoPriv response) -> its
+    fields, or None for an authenticated one (those cannot be rewritten without the key)."""
+    f, p = {}, hdr(msg, 0, 0x30)[1]
+    p = sum(hdr(msg, p, 0x02)[1:])                      # msgVersion
     _, p, _ = hdr(msg, p, 0x30)
-    _, p, ln = hdr(msg, p, 0x04)
-    engine = msg[p:p + ln]
-    (boots, etime), p = ints(p + ln, 2)
-    f = {"msg_id": msg_id, "max_size": max_size, "flags": flags, "engine": engine, "boots": boots,
-         "time": etime, "rest": msg[p:]}                # user, auth/priv params, msgData: kept verbatim
-    return None if flags & 1 else f
+    for name, tag in (("msg_id", 2), ("max_size", 2), ("flags", 4), ("model", 2), ("", 4), ("", 0x30),
+                      ("engine", 4), ("boots", 2), ("time", 2), ("user", 4), ("auth", 4), ("priv", 4)):
+        _, q, ln = hdr(msg, p, tag)
+        if name:
+            f[name] = int.from_bytes(msg[q:q + ln], "big") if tag == 2 else msg[q:q + ln]
+        p = q if not name else q + ln                   # step into the two wrappers
+    f["flags"] = f["flags"][0]
+    if f["flags"] & 1:
+        return None
+    _, q, ln = hdr(msg, p, 0x30)                       # plaintext ScopedPDU
+    _, q, ln = hdr(msg, q, 0x04)
+    f["ctx_engine"] = msg[q:q + ln]
+    _, q, ln = hdr(msg, q + ln, 0x04)
+    f["ctx_name"], f["pdu"] = msg[q:q + ln], msg[q + ln:]
+    return f
 
 
 def _usm_build(f: dict) -> bytes:
     glob = _tlv(0x30, _enc_int(f["msg_id"]) + _enc_int(f["max_size"]) + _tlv(0x04, bytes((f["flags"],)))
-                + _enc_int(3))
-    rest = f["rest"]
-    _, p, ln = hdr(rest, 0, 0x04)                        # user
-    _, p, ln = hdr(rest, p + ln, 0x04)                   # auth params
-    _, p, ln = hdr(rest, p + ln, 0x04)                   # priv params
-    usm = _tlv(0x30, _tlv(0x04, f["engine"]) + _enc_int(f["boots"]) + _enc_int(f["time"]) + rest[:p + ln])
-    return _tlv(0x30, _enc_int(3) + glob + _tlv(0x04, usm) + rest[p + ln:])
+                + _enc_int(f["model"]))
+    usm = _tlv(0x30, _tlv(0x04, f["engine"]) + _enc_int(f["boots"]) + _enc_int(f["time"]) + _tlv(0x04, f["user"])
+               + _tlv(0x04, f["auth"]) + _tlv(0x04, f["priv"]))
+    scoped = _tlv(0x30, _tlv(0x04, f["ctx_engine"]) + _tlv(0x04, f["ctx_name"]) + f["pdu"])
+    return _tlv(0x30, _enc_int(3) + glob + _tlv(0x04, usm) + scoped)
 
 
-def _rewrite_unauth(**changes):
-    """Relay rewrite: change fields of the agent's unauthenticated answers (discovery, reports)."""
+def _rewrite_unauth(only_responses: bool = False, **changes):
+    """Relay rewrite: change fields of the agent's unauthenticated answers (discovery, reports,
+    noAuthNoPriv responses; only Response PDUs with ``only_responses``)."""
     def rw(answer: bytes) -> bytes:
         f = _usm_fields(answer)
-        return answer if f is None else _usm_build({**f, **changes})
+        if f is None or (only_responses and f["pdu"][0] != 0xA2):
+            return answer
+        return _usm_build({**f, **changes})
     return rw
 
 
@@ -607,6 +604,29 @@ async def test_discovery_answer_with_out_of_range_usm_values_is_dropped_as_malfo
             await s.get(SCALARS)
         assert ei.value.reason == "protocol" and "1 datagram(s) came back but none was a valid SNMP v3" in str(ei.value)
         assert s.malformed == 1 and s.engine_id is None
+    finally:
+        await s.close()
+        tr.close()
+        relay.back and relay.back.close()
+
+
+@pytest.mark.parametrize("field,value", [("engine", b"\x80\x00\x1f\x88\x04other-engine"), ("user", b"someone-else"),
+                                         ("ctx_engine", b"\x80\x00\x1f\x88\x04other-engine"),
+                                         ("ctx_name", b"vlan-20")])
+async def test_response_for_another_engine_user_or_context_is_not_the_answer(snmpd, field, value):
+    """RFC 3412 7.2.12b: a Response must match the request's security engine, user, level,
+    contextEngineID and contextName. noAuthNoPriv (nothing signed) through a relay that rewrites
+    one of them in the agent's responses: every response is dropped and counted."""
+    d = snmpd
+    tr, relay, port = await _relay(d.port, lambda m: [])
+    relay.rewrite = _rewrite_unauth(only_responses=True, **{field: value})
+    s = FastV3Session("127.0.0.1", port, _user(None, None), timeout=0.5, retries=1)
+    try:
+        with pytest.raises(DeviceError) as ei:
+            await s.get(SCALARS)
+        assert ei.value.reason == "protocol" and "2 datagram(s) came back but none was a valid SNMP v3" in str(ei.value)
+        relay.rewrite = _rewrite_unauth(only_responses=True)      # same fields: accepted again
+        assert (await s.get(SCALARS))["1.3.6.1.2.1.1.5.0"] == f"snmpd-test-{d.port}".encode()
     finally:
         await s.close()
         tr.close()

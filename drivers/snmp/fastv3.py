@@ -146,6 +146,7 @@ class FastV3Session(FastV2cSession):
         if (auth and not auth_key) or (priv and not priv_key):
             raise DeviceError("config", "auth_protocol/priv_protocol given without its key")
         self.user = user
+        self._user = user.encode()
         self.auth_protocol, self.priv_protocol = auth, priv
         self._auth_pw = auth_key.encode() if auth else b""
         self._priv_pw = priv_key.encode() if priv else b""
@@ -201,7 +202,7 @@ class FastV3Session(FastV2cSession):
             pparams = b""
         else:
             engine, boots, etime = self.engine_id, self.boots, self._engine_time()
-            user, flags, alen = self.user.encode(), 0x04 | self._flags, self._auth_len
+            user, flags, alen = self._user, 0x04 | self._flags, self._auth_len
             scoped = _tlv(0x30, _tlv(0x04, engine) + _tlv(0x04, self.context) + pdu)
             if self._flags & 2:
                 enc, pparams = self._encrypt(scoped, boots, etime)
@@ -297,7 +298,8 @@ class FastV3Session(FastV2cSession):
         _, p, ln = hdr(data, p, 0x02)
         etime = frm(data[p:p + ln], "big")
         p += ln
-        _, p, ln = hdr(data, p, 0x04)                      # user name
+        _, p, ln = hdr(data, p, 0x04)
+        user = data[p:p + ln]
         p += ln
         _, auth_at, auth_len = hdr(data, p, 0x04)
         _, p, ln = hdr(data, auth_at + auth_len, 0x04)
@@ -335,8 +337,10 @@ class FastV3Session(FastV2cSession):
             q = p
         try:
             _, q, _ = hdr(scoped, q, 0x30)
-            _, q, ln = hdr(scoped, q, 0x04)                # contextEngineID
-            _, q, ln = hdr(scoped, q + ln, 0x04)           # contextName
+            _, q, ln = hdr(scoped, q, 0x04)
+            ctx_engine = scoped[q:q + ln]
+            _, q, ln = hdr(scoped, q + ln, 0x04)
+            ctx_name = scoped[q:q + ln]
             pdu_tag, rid, st, idx, vbs = decode_pdu(scoped, q + ln)
         except (BERError, IndexError, ValueError):
             if flags & 2:                                 # decrypted to garbage
@@ -345,10 +349,11 @@ class FastV3Session(FastV2cSession):
             raise
         m = _Msg()
         m.report = pdu_tag == 0xA8
-        if not m.report:
-            if rid != want_rid or (flags & 3) != (0 if discovery else self._flags):
-                self.auth_failures += 1                   # a response below the requested security level
-                return None
+        if not m.report and (rid != want_rid or (flags & 3) != (0 if discovery else self._flags) or not discovery
+                             and (engine, user, ctx_engine, ctx_name) != (self.engine_id, self._user, self.engine_id,
+                                                                          self.context)):
+            self.auth_failures += 1   # RFC 3412 7.2.12b: not the level, engine, user or context of our request
+            return None
         self.peer_max_size = max_size
         m.req_id, m.status, m.index, m.vbs = rid, st, idx, vbs
         m.engine, m.boots, m.time, m.flags = bytes(engine), boots, etime, flags
