@@ -13,7 +13,9 @@ following a per-port traffic profile (base rate + slow sine), so pollers see mov
 
 Kinds: ``core`` (core switch, 10G ports, ifHighSpeed 10000), ``access`` (48 x 1G + 2 x 10G
 uplinks), ``wlc`` (Wi-Fi controller, a few interfaces; its VLAN interfaces only have 32-bit
-counters, like some real controllers). Wrong community: no answer (like real agents).
+counters, like some real controllers; 6 APs with two radios each in the AIRESPACE-WIRELESS-MIB
+AP, radio and radio-load tables, client counts and channel utilisation moving with time, one AP
+down). Wrong community: no answer (like real agents).
 """
 from __future__ import annotations
 
@@ -39,6 +41,9 @@ OID = tuple[int, ...]
 _SYS = (1, 3, 6, 1, 2, 1, 1)
 _IF = (1, 3, 6, 1, 2, 1, 2, 2, 1)
 _IFX = (1, 3, 6, 1, 2, 1, 31, 1, 1, 1)
+_BSN_AP = (1, 3, 6, 1, 4, 1, 14179, 2, 2, 1, 1)       # bsnAPEntry, index AP base MAC
+_BSN_IF = (1, 3, 6, 1, 4, 1, 14179, 2, 2, 2, 1)       # bsnAPIfEntry, index MAC + slot
+_BSN_LOAD = (1, 3, 6, 1, 4, 1, 14179, 2, 2, 13, 1)    # bsnAPIfLoadParametersEntry, index MAC + slot
 MAX_RESPONSE_VARBINDS = 120   # truncates big GETBULK answers, like agents bounded by message size
 
 
@@ -153,7 +158,36 @@ def _wlc(rng: random.Random, seed: int) -> tuple[dict[str, Any], list[Port]]:
     system = {"descr": "Cisco IOS Software [Dublin], C9800 Software (C9800_IOSXE-K9), Version 17.12.3 "
                        "(campus-sense simulator)",
               "object_id": (1, 3, 6, 1, 4, 1, 9, 1, 2391), "name": "wlc-sim"}
+    system["aps"] = [{"mac": bytes((0x70, 0x1f, 0x53, 0x10, seed % 256, n)), "name": f"AP-A-{100 + n}",
+                      "room": f"A-{100 + n}", "ip": f"10.20.0.{10 + n}", "up": n != 6,
+                      "clients": rng.randint(8, 30), "phase": rng.uniform(0, 6.28)} for n in range(1, 7)]
     return system, ports
+
+
+def _wifi_table(t: dict, aps: list[dict]) -> None:
+    """AIRESPACE-WIRELESS-MIB rows for the simulated controller (what cisco_wlc.yaml reads)."""
+    def wave(ap: dict, mean: float, now: float) -> int:
+        return max(0, round(mean * (1 + 0.4 * math.sin(now / 300 + ap["phase"]))))
+
+    for ap in aps:
+        i = tuple(ap["mac"])
+        t[_BSN_AP + (3,) + i] = lambda now, ap=ap: v2c.OctetString(ap["name"])
+        t[_BSN_AP + (4,) + i] = lambda now, ap=ap: v2c.OctetString(ap["room"])
+        t[_BSN_AP + (6,) + i] = lambda now, ap=ap: v2c.Integer(1 if ap["up"] else 2)
+        t[_BSN_AP + (8,) + i] = lambda now: v2c.OctetString("17.12.3.0")
+        t[_BSN_AP + (16,) + i] = lambda now: v2c.OctetString("C9120AXI-E")
+        t[_BSN_AP + (17,) + i] = lambda now, ap=ap: v2c.OctetString("FGL23%06d" % ap["mac"][-1])
+        t[_BSN_AP + (19,) + i] = lambda now, ap=ap: v2c.IpAddress(ap["ip"])
+        for slot, band, channel, share in ((0, 1, (1, 6, 11)[ap["mac"][-1] % 3], 0.3), (1, 2, 36 + 4 * ap["mac"][-1], 0.7)):
+            j = i + (slot,)
+            t[_BSN_IF + (2,) + j] = lambda now, b=band: v2c.Integer(b)
+            t[_BSN_IF + (4,) + j] = lambda now, c=channel: v2c.Integer(c)
+            t[_BSN_IF + (6,) + j] = lambda now: v2c.Integer(2)
+            t[_BSN_IF + (12,) + j] = lambda now, ap=ap: v2c.Integer(2 if ap["up"] else 1)
+            t[_BSN_LOAD + (3,) + j] = lambda now, ap=ap, sh=share: v2c.Integer(
+                min(100, wave(ap, 60 * sh, now)) if ap["up"] else 0)
+            t[_BSN_LOAD + (4,) + j] = lambda now, ap=ap, sh=share: v2c.Integer(
+                wave(ap, ap["clients"] * sh, now) if ap["up"] else 0)
 
 
 KINDS: dict[str, Callable[[random.Random, int], tuple[dict[str, Any], list[Port]]]] = {
@@ -279,6 +313,8 @@ class SimulatedDevice(asyncio.DatagramProtocol):
                 t[_IFX + (10,) + i] = lambda now, p=p: v2c.Counter64(p.octets("out", now) % 2 ** 64)
             t[_IFX + (15,) + i] = lambda now, p=p: v2c.Gauge32(p.speed_mbps)
             t[_IFX + (18,) + i] = lambda now, p=p: v2c.OctetString(p.alias)
+        if self.system.get("aps"):
+            _wifi_table(t, self.system["aps"])
         self._values = t
         self._oids = sorted(t)
 
