@@ -5,6 +5,7 @@ a second opinion. Error reasons, garbage from a fake UDP peer, engine reboot, pe
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import re
 import socket
@@ -631,3 +632,64 @@ async def test_response_for_another_engine_user_or_context_is_not_the_answer(snm
         await s.close()
         tr.close()
         relay.back and relay.back.close()
+
+
+async def test_replayed_response_from_an_earlier_boot_is_refused(tmp_path):
+    """RFC 3414 3.2.7b: an authenticated message from an earlier engine boot (or > 150 s behind
+    our notion of the agent's clock) is a replay. The agent answers msgID X (sysName 'before'),
+    reboots with a new sysName; when the session's msgID comes round to X again, a relay first
+    replays the recorded old answer: the session must take the agent's real, current one."""
+    d = Snmpd(tmp_path)
+    d.start()
+    tr, relay, port = await _relay(d.port, lambda m: [])
+    recorded: list[bytes] = []
+    s = FastV3Session("127.0.0.1", port, d.user, "SHA-256", d.auth_key, "AES", d.priv_key, timeout=1, retries=0)
+    try:
+        await s._ensure()
+        await s._discover()
+        x = next(s._ids)
+        s._ids = itertools.count(x)
+        relay.rewrite = lambda a: recorded.append(a) or a
+        before = await s.get(["1.3.6.1.2.1.1.5.0"])
+        relay.rewrite = None
+        d.stop()
+        _keep_engine_state(d)
+        d.conf.write_text(d.conf.read_text().replace(f"sysName snmpd-test-{d.port}", "sysName after-reboot"))
+        d.start()
+        assert await s.get(["1.3.6.1.2.1.1.5.0"]) == {"1.3.6.1.2.1.1.5.0": b"after-reboot"}
+        assert s.resyncs == 1 and before == {"1.3.6.1.2.1.1.5.0": f"snmpd-test-{d.port}".encode()}
+        s._ids = itertools.count(x)                      # msgID X again
+        relay.junk = lambda answer: recorded[-1:]        # the old answer to X arrives first
+        assert await s.get(["1.3.6.1.2.1.1.5.0"]) == {"1.3.6.1.2.1.1.5.0": b"after-reboot"}
+        assert s.stale == 1
+    finally:
+        await s.close()
+        tr.close()
+        relay.back and relay.back.close()
+        d.stop()
+
+
+async def test_agent_whose_boots_went_back_is_rediscovered(tmp_path):
+    """The other side of 3.2.7b: an agent reset to fewer boots with the same engine ID (factory
+    reset, engine ID from the MAC) answers only with 'replays'. The long-lived session drops them,
+    then starts over with a fresh discovery -- as a new session would -- instead of failing forever."""
+    d = Snmpd(tmp_path)
+    d.start()
+    for _ in range(2):
+        d.stop()
+        _keep_engine_state(d)
+        d.start()
+    s = FastV3Session("127.0.0.1", d.port, d.user, "SHA-256", d.auth_key, "AES", d.priv_key, timeout=1, retries=0)
+    try:
+        await s.get(["1.3.6.1.2.1.1.5.0"])
+        assert s.boots == 3
+        d.stop()
+        _keep_engine_state(d)
+        d.conf.write_text(re.sub(r"(?m)^engineBoots .*$", "engineBoots 0", d.conf.read_text()))
+        d.start()
+        assert await s.get(["1.3.6.1.2.1.1.5.0"]) == {"1.3.6.1.2.1.1.5.0": f"snmpd-test-{d.port}".encode()}
+        assert s.boots == 1
+        assert await s.get(["1.3.6.1.2.1.1.5.0"])
+    finally:
+        await s.close()
+        d.stop()

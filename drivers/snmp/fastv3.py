@@ -15,7 +15,8 @@ window with one resync on usmStatsNotInTimeWindows, password-to-key + localisati
 (draft-blumenthal-aes-usm-04, net-snmp's "AES-192"/"AES-256") or the Reeder one ("-C",
 Cisco). Incoming messages are authenticated before use; datagrams that do not parse, fail
 authentication or decryption are dropped and counted (``malformed``, ``auth_failures``,
-``decrypt_failures``). Error reasons and messages are those of drivers.snmp.client.
+``decrypt_failures``), and so are replays from an earlier boot or > 150 s old (``stale``, RFC 3414
+3.2.7b; when that is all the agent sends, the session starts over with a fresh discovery). Error reasons and messages are those of drivers.snmp.client.
 """
 from __future__ import annotations
 
@@ -169,6 +170,7 @@ class FastV3Session(FastV2cSession):
         self.decrypt_failures = 0
         self.discoveries = 0
         self.resyncs = 0
+        self.stale = 0
 
     @classmethod
     def from_target(cls, target: Any) -> "FastV3Session":
@@ -320,10 +322,14 @@ class FastV3Session(FastV2cSession):
                                        data[auth_at:auth_at + auth_len]):
                 self.auth_failures += 1
                 return None
-            # RFC 3414 3.2.7b: keep the newest authenticated boots/time
+            # RFC 3414 3.2.7b: keep the newest authenticated boots/time; an earlier boot, a time more
+            # than 150 s behind ours or a latched engine (boots 2^31-1) is a replay
             if boots > self.boots or (boots == self.boots and etime > self._latest_time):
                 self.boots, self._time_base, self._latest_time = boots, etime, etime
                 self._time_at = time.monotonic()
+            if self.boots == _MAX_INT or boots < self.boots or etime < self._engine_time() - 150:
+                self.stale += 1
+                return None
         if flags & 2:
             if tag != 0x04 or not flags & 1 or not self._flags & 2:
                 raise BERError("encrypted message without authentication or privacy keys")
@@ -362,7 +368,7 @@ class FastV3Session(FastV2cSession):
     # -------------------------------------------------------------- requests
 
     def _bad(self) -> int:
-        return self.malformed + self.auth_failures + self.decrypt_failures
+        return self.malformed + self.auth_failures + self.decrypt_failures + self.stale
 
     async def _exchange(self, kind: str, oids: list[bytes], reps: int, discovery: bool = False,
                         tries: int | None = None) -> _Msg | None:
@@ -408,11 +414,16 @@ class FastV3Session(FastV2cSession):
         await self._ensure()
         if self.engine_id is None:
             await self._discover()
-        resynced = rediscovered = False
+        resynced = rediscovered = restarted = False
         while True:
-            bad_before = self._bad()
+            bad_before, stale_before = self._bad(), self.stale
             m = await self._exchange(kind, oids, max_repetitions)
             if m is None:
+                if self.stale > stale_before and not restarted:
+                    restarted = True                      # agent back at fewer boots (reset, same engine
+                    self.resyncs += 1                     # ID): start over as a new session would
+                    await self._discover()
+                    continue
                 raise await self._timeout_error(kind, bad_before)
             if m.report:
                 oid = decode_oid(m.vbs[0][0]) if m.vbs else ""
