@@ -693,3 +693,31 @@ async def test_agent_whose_boots_went_back_is_rediscovered(tmp_path):
     finally:
         await s.close()
         d.stop()
+
+
+WIDE = ([f"1.3.6.1.2.1.2.2.1.{c}" for c in (1, 2, 3, 4, 5, 6, 7, 8, 9, 21, 22)]
+        + [f"1.3.6.1.2.1.31.1.1.1.{c}" for c in (1, 14, 15, 16, 17, 18, 19)]
+        + [f"1.3.6.1.2.1.4.20.1.{c}" for c in (1, 2, 3, 4, 5)] + [f"1.3.6.1.2.1.25.2.3.1.{c}" for c in (1, 2, 3, 4)]
+        + [f"1.3.6.1.2.1.1.9.1.{c}" for c in (2, 3, 4)])   # 30 columns without moving counters
+
+
+async def test_walk_wider_than_the_agents_msg_max_size_is_split_by_columns(snmpd):
+    """A GETBULK of 30 columns does not fit in 484 bytes, whatever max-repetitions is: the walk
+    must split the columns (halving repetitions, the tooBig remedy, cannot help). noAuthNoPriv
+    so that a relay can make every answer advertise msgMaxSize 484; it also drops any request
+    above 484 bytes, as such an agent would."""
+    d = snmpd
+    tr, relay, port = await _relay(d.port, lambda m: [])
+    relay.rewrite = _rewrite_unauth(max_size=484)
+    forward = relay._forward
+    relay._forward = lambda data: forward(data) if len(data) <= 484 else asyncio.sleep(0)
+    s = FastV3Session("127.0.0.1", port, _user(None, None), timeout=2, retries=0)
+    try:
+        w = await s.walk(WIDE, max_repetitions=5)
+        assert s.peer_max_size == 484 and max(relay.sizes) <= 484
+        assert w == oracle_walk(d.port, _cli_args(_user(None, None), None, None, None, None), WIDE)
+        assert all(w[c] for c in WIDE[:4]) and len(w) == 30
+    finally:
+        await s.close()
+        tr.close()
+        relay.back and relay.back.close()

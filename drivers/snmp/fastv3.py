@@ -16,7 +16,8 @@ window with one resync on usmStatsNotInTimeWindows, password-to-key + localisati
 Cisco). Incoming messages are authenticated before use; datagrams that do not parse, fail
 authentication or decryption are dropped and counted (``malformed``, ``auth_failures``,
 ``decrypt_failures``), and so are replays from an earlier boot or > 150 s old (``stale``, RFC 3414
-3.2.7b; when that is all the agent sends, the session starts over with a fresh discovery). Error reasons and messages are those of drivers.snmp.client.
+3.2.7b; when that is all the agent sends, the session starts over with a fresh discovery).
+Error reasons and messages are those of drivers.snmp.client.
 """
 from __future__ import annotations
 
@@ -117,6 +118,10 @@ def _cipher_modules():
 
 # ------------------------------------------------------------------------------- session
 
+class _RequestTooBig(Exception):
+    """A GETBULK longer than the agent's msgMaxSize (RFC 3412: the largest message it accepts)."""
+
+
 class _Msg:
     """What the session needs of a received v3 message."""
     __slots__ = ("report", "req_id", "status", "index", "vbs", "engine", "boots", "time", "flags")
@@ -179,6 +184,22 @@ class FastV3Session(FastV2cSession):
             raise DeviceError("config", "FastV3Session is SNMPv3 only; use FastV2cSession for v2c")
         return cls(target.host, target.port, target.user, target.auth_protocol, target.auth_key,
                    target.priv_protocol, target.priv_key, target.context, target.timeout, target.retries)
+
+    async def walk(self, columns: list[str], max_repetitions: int = 25) -> dict[str, dict[str, Any]]:
+        """FastV2cSession.walk, with the columns split in halves while one GETBULK would be longer
+        than the agent's msgMaxSize (fewer repetitions, the tooBig remedy, do not shorten a request)."""
+        try:
+            return await super().walk(columns, max_repetitions)
+        except _RequestTooBig:
+            if len(columns) < 2:
+                raise DeviceError("protocol", f"a GETBULK for {columns[0]} is longer than the agent's msgMaxSize "
+                                              f"({self.peer_max_size})") from None
+        h = len(columns) // 2
+        out = await self.walk(columns[:h], max_repetitions)
+        errors = self.walk_errors
+        out.update(await self.walk(columns[h:], max_repetitions))
+        self.walk_errors = {**errors, **self.walk_errors}
+        return out
 
     # -------------------------------------------------------------- USM state
 
@@ -378,7 +399,7 @@ class FastV3Session(FastV2cSession):
             msg_id = next(self._ids) & _MAX_INT
             msg = self._build(encode_pdu(kind, msg_id, oids, 0, reps), msg_id, discovery)
             if not discovery and self.peer_max_size and len(msg) > self.peer_max_size:
-                raise _TooBig()                           # the agent's msgMaxSize
+                raise _TooBig() if kind == "get" else _RequestTooBig()   # over the agent's msgMaxSize
             self._want = (msg_id, msg_id, discovery)
             self._waiter = loop.create_future()
             self.requests += 1
