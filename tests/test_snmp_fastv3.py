@@ -662,6 +662,15 @@ async def test_replayed_response_from_an_earlier_boot_is_refused(tmp_path):
         relay.junk = lambda answer: recorded[-1:]        # the old answer to X arrives first
         assert await s.get(["1.3.6.1.2.1.1.5.0"]) == {"1.3.6.1.2.1.1.5.0": b"after-reboot"}
         assert s.stale == 1
+        # the replay is all that comes back (the real answer is lost): the session starts over with
+        # a fresh discovery and asks again, rather than reporting garbage
+        s._ids = itertools.count(x)
+        dropped: list[bytes] = []
+        relay.rewrite = lambda a: a if dropped else dropped.append(a)
+        resyncs, discoveries = s.resyncs, s.discoveries
+        assert await s.get(["1.3.6.1.2.1.1.5.0"]) == {"1.3.6.1.2.1.1.5.0": b"after-reboot"}
+        assert s.stale == 2 and len(dropped) == 1
+        assert (s.resyncs, s.discoveries) == (resyncs + 1, discoveries + 1)
     finally:
         await s.close()
         tr.close()
@@ -671,8 +680,9 @@ async def test_replayed_response_from_an_earlier_boot_is_refused(tmp_path):
 
 async def test_agent_whose_boots_went_back_is_rediscovered(tmp_path):
     """The other side of 3.2.7b: an agent reset to fewer boots with the same engine ID (factory
-    reset, engine ID from the MAC) answers only with 'replays'. The long-lived session drops them,
-    then starts over with a fresh discovery -- as a new session would -- instead of failing forever."""
+    reset, engine ID from the MAC) answers with an authenticated notInTimeWindow report from an
+    'earlier' boot. Reports are not refused as replays: the long-lived session adopts the agent's
+    clock instead of failing forever."""
     d = Snmpd(tmp_path)
     d.start()
     for _ in range(2):
@@ -721,3 +731,47 @@ async def test_walk_wider_than_the_agents_msg_max_size_is_split_by_columns(snmpd
         await s.close()
         tr.close()
         relay.back and relay.back.close()
+
+
+async def test_late_answer_to_the_previous_request_is_not_the_current_answer(snmpd):
+    """RFC 3412 7.2.10: a Response is matched by msgID. A relay delivers, before every answer,
+    the agent's answer to the previous request (late datagram, or a retry's duplicate): each get
+    still returns its own object."""
+    d = snmpd
+    previous: list[bytes] = []
+
+    def late(answer):
+        out = previous[-1:]
+        previous.append(answer)
+        return out
+    tr, relay, port = await _relay(d.port, late)
+    s = FastV3Session("127.0.0.1", port, _user("SHA-256", "AES"), "SHA-256", d.auth_key, "AES", d.priv_key,
+                      timeout=2, retries=0)
+    try:
+        for oid in SCALARS + SCALARS[::-1]:
+            assert list(await s.get([oid])) == [oid]
+        assert s.auth_failures == s.malformed == s.stale == 0 and s.resyncs == 0
+    finally:
+        await s.close()
+        tr.close()
+        relay.back and relay.back.close()
+
+
+async def test_local_engine_time_follows_the_agent_and_resyncs_after_drift(snmpd):
+    """Between polls our notion of the agent's engine time advances with the monotonic clock
+    (RFC 3414 2.3) and authenticated answers keep it in step; pretend 400 s went by on our side
+    only (suspend, clock trouble): one authenticated notInTimeWindow report, one resync, answer."""
+    d = snmpd
+    oid = "1.3.6.1.6.3.10.2.1.3.0"                       # snmpEngineTime, as the agent counts it
+    s = FastV3Session("127.0.0.1", d.port, _user("SHA", "AES"), "SHA", d.auth_key, "AES", d.priv_key,
+                      timeout=2, retries=0)
+    try:
+        agent = (await s.get([oid]))[oid]
+        assert abs(s._engine_time() - agent) <= 1 and s.resyncs == 0
+        s._time_at -= 400
+        assert s._engine_time() >= agent + 399
+        agent = (await s.get([oid]))[oid]
+        assert s.resyncs == 1 and abs(s._engine_time() - agent) <= 1
+        assert s.stale == s.auth_failures == 0
+    finally:
+        await s.close()

@@ -348,9 +348,9 @@ class FastV3Session(FastV2cSession):
             if boots > self.boots or (boots == self.boots and etime > self._latest_time):
                 self.boots, self._time_base, self._latest_time = boots, etime, etime
                 self._time_at = time.monotonic()
-            if self.boots == _MAX_INT or boots < self.boots or etime < self._engine_time() - 150:
-                self.stale += 1
-                return None
+            stale = self.boots == _MAX_INT or boots < self.boots or etime < self._engine_time() - 150
+        else:
+            stale = False
         if flags & 2:
             if tag != 0x04 or not flags & 1 or not self._flags & 2:
                 raise BERError("encrypted message without authentication or privacy keys")
@@ -376,6 +376,9 @@ class FastV3Session(FastV2cSession):
             raise
         m = _Msg()
         m.report = pdu_tag == 0xA8
+        if stale and not m.report:   # reports are not: a notInTimeWindow one is how the agent
+            self.stale += 1          # tells us its clock went back (or ours ran ahead)
+            return None
         if not m.report and (rid != want_rid or (flags & 3) != (0 if discovery else self._flags) or not discovery
                              and (engine, user, ctx_engine, ctx_name) != (self.engine_id, self._user, self.engine_id,
                                                                           self.context)):
