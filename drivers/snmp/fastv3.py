@@ -14,9 +14,11 @@ window with one resync on usmStatsNotInTimeWindows, password-to-key + localisati
 (RFC 3414 8.1), AES-CFB128 (RFC 3826), AES-192/256 with the Blumenthal key extension
 (draft-blumenthal-aes-usm-04, net-snmp's "AES-192"/"AES-256") or the Reeder one ("-C",
 Cisco). Incoming messages are authenticated before use; datagrams that do not parse, fail
-authentication or decryption are dropped and counted (``malformed``, ``auth_failures``,
-``decrypt_failures``), and so are replays from an earlier boot or > 150 s old (``stale``, RFC 3414
-3.2.7b; when that is all the agent sends, the session starts over with a fresh discovery).
+authentication or decryption, or answer for another msgID/request-id, security level, engine,
+user or context (RFC 3412 7.2.12b) are dropped and counted (``malformed``, ``auth_failures``,
+``decrypt_failures``); so are responses replayed from an earlier boot or > 150 s old (``stale``,
+RFC 3414 3.2.7b; when that is all the agent sends, the session starts over with a fresh
+discovery). Requests stay within the agent's msgMaxSize (GETs and walks are split).
 Error reasons and messages are those of drivers.snmp.client.
 """
 from __future__ import annotations
@@ -379,11 +381,12 @@ class FastV3Session(FastV2cSession):
         if stale and not m.report:   # reports are not: a notInTimeWindow one is how the agent
             self.stale += 1          # tells us its clock went back (or ours ran ahead)
             return None
-        if not m.report and (rid != want_rid or (flags & 3) != (0 if discovery else self._flags) or not discovery
-                             and (engine, user, ctx_engine, ctx_name) != (self.engine_id, self._user, self.engine_id,
-                                                                          self.context)):
-            self.auth_failures += 1   # RFC 3412 7.2.12b: not the level, engine, user or context of our request
-            return None
+        if not m.report:   # RFC 3412 7.2.12b: the request-id, level, engine, user and context we asked with
+            sent = (want_rid, 0) if discovery else (want_rid, self._flags, self.engine_id, self._user,
+                                                     self.engine_id, self.context)
+            if (rid, flags & 3, engine, user, ctx_engine, ctx_name)[:len(sent)] != sent:
+                self.auth_failures += 1
+                return None
         self.peer_max_size = max_size
         m.req_id, m.status, m.index, m.vbs = rid, st, idx, vbs
         m.engine, m.boots, m.time, m.flags = bytes(engine), boots, etime, flags
