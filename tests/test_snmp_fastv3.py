@@ -775,3 +775,21 @@ async def test_local_engine_time_follows_the_agent_and_resyncs_after_drift(snmpd
         assert s.stale == s.auth_failures == 0
     finally:
         await s.close()
+
+
+async def test_latched_engine_boots_is_named_in_the_error(tmp_path):
+    """RFC 3414 2.2.2: an engine whose snmpEngineBoots reached 2^31-1 stays latched and refuses
+    every authenticated message as not in time window. snmpd started one boot short of it: the
+    error says so instead of a generic time-window one."""
+    d = Snmpd(tmp_path)
+    d.conf.write_text(d.conf.read_text() + "engineBoots 2147483646\noldEngineID 0x80001f8880aabbccdd\n")
+    d.start()
+    s = FastV3Session("127.0.0.1", d.port, d.user, "SHA-256", d.auth_key, "AES", d.priv_key, timeout=1, retries=0)
+    try:
+        with pytest.raises(DeviceError) as ei:
+            await s.get(["1.3.6.1.2.1.1.5.0"])
+        assert ei.value.reason == "auth" and "latched at 2147483647" in str(ei.value)
+        assert s.boots == 2147483647 and s.resyncs == 1
+    finally:
+        await s.close()
+        d.stop()

@@ -467,6 +467,10 @@ class FastV3Session(FastV2cSession):
                     self.discoveries += 1
                     self._set_engine(m.engine, m.boots, m.time)
                     continue
+                if oid == _NOT_IN_TIME and m.boots == _MAX_INT:
+                    raise DeviceError("auth", "agent's snmpEngineBoots is latched at 2147483647 (RFC 3414 2.2.2): "
+                                              "it accepts no authenticated request until it gets a new engine ID "
+                                              "or new keys")
                 reason, text = _REPORTS.get(oid, ("protocol", f"agent sent a report: {oid or 'empty'}"))
                 raise DeviceError(reason, text.format(user=self.user))
             st, idx = m.status, m.index
