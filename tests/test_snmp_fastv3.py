@@ -323,6 +323,7 @@ class _Relay(asyncio.DatagramProtocol):
         self.back = None
         self.rewrite = None          # answer -> answer to send instead (None: drop it)
         self.sizes: list[int] = []   # sizes of the client's datagrams
+        self.sent: list[bytes] = []  # the client's datagrams
 
     def connection_made(self, transport):
         self.front = transport
@@ -330,6 +331,7 @@ class _Relay(asyncio.DatagramProtocol):
     def datagram_received(self, data, addr):
         self.client = addr
         self.sizes.append(len(data))
+        self.sent.append(data)
         if self.upstream is None:
             for j in self.junk(data):
                 self.front.sendto(j, addr)
@@ -481,8 +483,8 @@ def test_auto_engine_choice_for_v3():
 # ------------------------------------------------------------------------------- RFC 3412 / 3414 corners
 
 def _usm_fields(msg: bytes) -> dict | None:
-    """An unauthenticated v3 message (discovery answer, report, noAuthNoPriv response) -> its
-    fields, or None for an authenticated one (those cannot be rewritten without the key)."""
+    """A v3 message -> its header and USM fields, and for a plaintext one (discovery answer,
+    report, noAuthNoPriv response) its scoped PDU too."""
     f, p = {}, hdr(msg, 0, 0x30)[1]
     p = sum(hdr(msg, p, 0x02)[1:])                      # msgVersion
     _, p, _ = hdr(msg, p, 0x30)
@@ -493,8 +495,8 @@ def _usm_fields(msg: bytes) -> dict | None:
             f[name] = int.from_bytes(msg[q:q + ln], "big") if tag == 2 else msg[q:q + ln]
         p = q if not name else q + ln                   # step into the two wrappers
     f["flags"] = f["flags"][0]
-    if f["flags"] & 1:
-        return None
+    if f["flags"] & 2:
+        return f
     _, q, ln = hdr(msg, p, 0x30)                       # plaintext ScopedPDU
     _, q, ln = hdr(msg, q, 0x04)
     f["ctx_engine"] = msg[q:q + ln]
@@ -517,7 +519,7 @@ def _rewrite_unauth(only_responses: bool = False, **changes):
     noAuthNoPriv responses; only Response PDUs with ``only_responses``)."""
     def rw(answer: bytes) -> bytes:
         f = _usm_fields(answer)
-        if f is None or (only_responses and f["pdu"][0] != 0xA2):
+        if f["flags"] & 1 or (only_responses and f["pdu"][0] != 0xA2):   # signed: cannot be changed
             return answer
         return _usm_build({**f, **changes})
     return rw
@@ -793,3 +795,27 @@ async def test_latched_engine_boots_is_named_in_the_error(tmp_path):
     finally:
         await s.close()
         d.stop()
+
+
+async def test_privacy_salts_never_repeat_within_or_across_sessions(snmpd):
+    """RFC 3414 8.1.1.1 / RFC 3826 3.1.2.1: the salt (msgPrivacyParameters) must not repeat under
+    one key -- it is what makes the IV unique. Two sessions of the same user, 40 requests each,
+    as seen on the wire; DES salts start with the engine boots."""
+    d = snmpd
+    for priv in ("DES", "AES"):
+        tr, relay, port = await _relay(d.port, lambda m: [])
+        try:
+            for _ in range(2):
+                s = FastV3Session("127.0.0.1", port, _user("SHA", priv), "SHA", d.auth_key, priv, d.priv_key,
+                                  timeout=2, retries=0)
+                for _ in range(40):
+                    await s.get(["1.3.6.1.2.1.1.3.0"])
+                await s.close()
+            fields = [_usm_fields(m) for m in relay.sent]
+            salts = [f["priv"] for f in fields if f["flags"] & 2]
+            assert len(salts) == 80 and len(set(salts)) == 80 and {len(x) for x in salts} == {8}
+            if priv == "DES":
+                assert {int.from_bytes(x[:4], "big") for x in salts} == {f["boots"] for f in fields if f["flags"] & 2}
+        finally:
+            tr.close()
+            relay.back and relay.back.close()
