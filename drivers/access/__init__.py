@@ -200,7 +200,8 @@ class AccessDriver:
             w.close()
         if srv is not None:
             try:
-                await asyncio.wait_for(srv.wait_closed(), 2.0)
+                async with asyncio.timeout(2.0):
+                    await srv.wait_closed()
             except (TimeoutError, OSError):
                 pass
 

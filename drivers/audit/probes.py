@@ -95,7 +95,8 @@ async def snmp_get(host: str, port: int, version: str, community: str, oid: str 
                 if rem <= 0:
                     break
                 try:
-                    item = await asyncio.wait_for(proto.queue.get(), rem)
+                    async with asyncio.timeout(rem):
+                        item = await proto.queue.get()
                 except asyncio.TimeoutError:
                     break
                 if isinstance(item, Exception):   # ICMP port unreachable on a connected socket
@@ -215,9 +216,9 @@ def _strip_telnet(data: bytes) -> str:
 
 async def _connect(host: str, port: int, timeout: float, ssl_ctx: ssl.SSLContext | None = None,
                    server_hostname: str | None = None):
-    return await asyncio.wait_for(
-        asyncio.open_connection(host, port, ssl=ssl_ctx, server_hostname=server_hostname if ssl_ctx else None),
-        timeout)
+    async with asyncio.timeout(timeout):
+        return await asyncio.open_connection(host, port, ssl=ssl_ctx,
+                                             server_hostname=server_hostname if ssl_ctx else None)
 
 
 def _conn_error(e: BaseException) -> str:
@@ -237,7 +238,8 @@ def _conn_error(e: BaseException) -> str:
 async def _close(writer: asyncio.StreamWriter) -> None:
     writer.close()
     try:
-        await asyncio.wait_for(writer.wait_closed(), 1.0)
+        async with asyncio.timeout(1.0):
+            await writer.wait_closed()
     except (OSError, asyncio.TimeoutError, ssl.SSLError):
         pass
 
@@ -257,7 +259,8 @@ async def telnet_probe(host: str, port: int = 23, *, timeout: float = 2.0, banne
             if rem <= 0:
                 break
             try:
-                chunk = await asyncio.wait_for(reader.read(1024 - len(data)), rem)
+                async with asyncio.timeout(rem):
+                    chunk = await reader.read(1024 - len(data))
             except asyncio.TimeoutError:
                 break
             if not chunk:
@@ -292,7 +295,13 @@ async def http_probe(host: str, port: int = 80, *, timeout: float = 2.0) -> TcpR
             rem = end - asyncio.get_running_loop().time()
             if rem <= 0:
                 break
-            chunk = await asyncio.wait_for(reader.read(4096), rem)
+            try:
+                async with asyncio.timeout(rem):
+                    chunk = await reader.read(4096)
+            except ConnectionResetError:
+                if head:     # it answered, then reset (closed with our request unread): judge the answer
+                    break
+                raise
             if not chunk:
                 break
             head += chunk

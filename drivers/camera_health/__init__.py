@@ -228,7 +228,8 @@ class CameraHealthDriver:
         self._running = fut
         budget = self.opts.open_timeout_s + self.opts.read_timeout_s * 2 + 5.0
         try:
-            return await asyncio.wait_for(asyncio.wrap_future(fut), budget)
+            async with asyncio.timeout(budget):
+                return await asyncio.wrap_future(fut)
         except (TimeoutError, asyncio.TimeoutError):
             return Capture(False, "timeout", f"no frames within {budget:g} s")
         except Exception as e:  # noqa: BLE001 - OpenCV errors; never echo the URL with credentials

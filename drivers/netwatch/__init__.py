@@ -183,7 +183,8 @@ class NetwatchDriver:
                 if sn.exception is not None or (sn.thread is not None and not sn.thread.is_alive()):
                     raise DeviceError("config", f"netwatch: cannot sniff on {iface}: {sn.exception or 'sniffer exited'}")
                 try:
-                    await asyncio.wait_for(started.wait(), 0.2)
+                    async with asyncio.timeout(0.2):
+                        await started.wait()
                 except asyncio.TimeoutError:
                     pass
         self.ready.set()
@@ -336,7 +337,8 @@ class NetwatchDriver:
             while True:
                 timeout = max(0.0, next_tick - time.monotonic())
                 try:
-                    pkt = await asyncio.wait_for(self._queue.get(), timeout)
+                    async with asyncio.timeout(timeout):
+                        pkt = await self._queue.get()
                     self.watch.feed(pkt)
                     while not self._queue.empty():  # drain a burst before emitting
                         self.watch.feed(self._queue.get_nowait())

@@ -153,7 +153,8 @@ async def _run_iw(iw_path: str, args: list[str], timeout_s: float) -> str:
     proc = await asyncio.create_subprocess_exec(iw_path, *args,
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
+        async with asyncio.timeout(timeout_s):
+            out, err = await proc.communicate()
     except asyncio.TimeoutError:
         proc.kill()
         await proc.wait()
@@ -176,7 +177,8 @@ async def iw_scan(interface: str, iw_path: str = "iw", timeout_s: float = 30.0) 
     proc = await asyncio.create_subprocess_exec(iw_path, "dev", interface, "scan",
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
+        async with asyncio.timeout(timeout_s):
+            out, err = await proc.communicate()
     except asyncio.TimeoutError:
         proc.kill()
         await proc.wait()

@@ -175,7 +175,8 @@ class OnvifDriver:
 
     async def _call(self, aw: Awaitable[Any], what: str) -> Any:
         try:
-            return await asyncio.wait_for(aw, self.opts.timeout_s)
+            async with asyncio.timeout(self.opts.timeout_s):
+                return await aw
         except asyncio.CancelledError:
             raise
         except Exception as e:  # noqa: BLE001 - every failure becomes a DeviceError
@@ -219,7 +220,8 @@ class OnvifDriver:
     @staticmethod
     async def _close_cam(cam: Any) -> None:
         try:
-            await asyncio.wait_for(cam.close(), 5)
+            async with asyncio.timeout(5):
+                await cam.close()
         except Exception:  # noqa: BLE001
             log.debug("closing ONVIF client failed", exc_info=True)
 
@@ -436,7 +438,8 @@ class OnvifDriver:
             return
         if sub is not None:
             try:
-                await asyncio.wait_for(sub.Unsubscribe(), min(self.opts.timeout_s, 5))
+                async with asyncio.timeout(min(self.opts.timeout_s, 5)):
+                    await sub.Unsubscribe()
             except Exception:  # noqa: BLE001 - best effort; it expires on its own
                 log.debug("%s: Unsubscribe failed", self.device_id, exc_info=True)
         await self._close_cam(cam)
