@@ -422,7 +422,8 @@ class FastV2cSession:
             vbs = await self._request("get", chunk)
         except _TooBig:
             if len(chunk) == 1:
-                raise DeviceError("protocol", f"response for {decode_oid(chunk[0])} is too big") from None
+                raise DeviceError("protocol", f"{decode_oid(chunk[0])} alone is too big: the response (tooBig), "
+                                              "or for v3 the request, exceeds the agent's message size") from None
             h = len(chunk) // 2
             await self._get_chunk(chunk[:h], out)
             await self._get_chunk(chunk[h:], out)
