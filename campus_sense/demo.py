@@ -159,7 +159,8 @@ campus-sense demo is running (data in {work})
         elif elapsed >= RESTORE_AT and not victim.oper_up:
             access.set_oper(victim.index, True)
         try:
-            await asyncio.wait_for(stop.wait(), 1.0)
+            async with asyncio.timeout(1.0):
+                await stop.wait()
         except asyncio.TimeoutError:
             pass
         dead = [n for n, p in procs.items() if p.poll() is not None]

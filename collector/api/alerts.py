@@ -240,7 +240,8 @@ def router(alerting) -> APIRouter:
                 yield f"event: hello\ndata: {{\"role\":\"{p.role}\"}}\n\n"
                 while True:
                     try:
-                        data = await asyncio.wait_for(q.get(), heartbeat_s)
+                        async with asyncio.timeout(heartbeat_s):
+                            data = await q.get()
                     except asyncio.TimeoutError:
                         if await request.is_disconnected():
                             break

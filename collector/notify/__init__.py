@@ -108,7 +108,8 @@ class Notifier:
             except Exception:
                 log.exception("notify: timer")
             try:
-                await asyncio.wait_for(self._stopping.wait(), every)
+                async with asyncio.timeout(every):
+                    await self._stopping.wait()
             except asyncio.TimeoutError:
                 pass
 

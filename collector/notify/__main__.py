@@ -42,7 +42,8 @@ async def _send(cfg, channel: str, n: dict) -> int:
     sender = make_sender(channel, ch)
     try:
         n["channel"] = channel
-        await asyncio.wait_for(sender.send(n, 0), ch.timeout + 1)
+        async with asyncio.timeout(ch.timeout + 1):
+            await sender.send(n, 0)
         print(f"{channel}: sent ({n['title']})")
         return 0
     except DeliveryError as e:

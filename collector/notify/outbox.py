@@ -280,7 +280,8 @@ class Outbox:
         err: str | None = None
         permanent = False
         try:
-            await asyncio.wait_for(send(row["payload"], row["id"]), timeout)
+            async with asyncio.timeout(timeout):
+                await send(row["payload"], row["id"])
         except asyncio.TimeoutError:
             err = f"timeout after {timeout:g}s"
         except DeliveryError as e:
