@@ -290,46 +290,37 @@ class FastV3Session(FastV2cSession):
 
     def _parse(self, data: bytes) -> _Msg | None:
         """A received message -> _Msg, or None when it is not ours / fails auth (counted)."""
-        frm = int.from_bytes
+        p = 0
+
+        def take(tag: int) -> bytes:
+            """Content octets of the next TLV (which must have ``tag``); moves past it."""
+            nonlocal p
+            _, p, ln = hdr(data, p, tag)
+            p += ln
+            return data[p - ln:p]
+
+        def uint(tag: int = 0x02) -> int:
+            return int.from_bytes(take(tag), "big")
+
         _, p, _ = hdr(data, 0, 0x30)
-        _, p, ln = hdr(data, p, 0x02)
-        if data[p:p + ln] != b"\x03":
+        if take(0x02) != b"\x03":
             raise BERError("not an SNMPv3 message")
-        p += ln
         _, p, _ = hdr(data, p, 0x30)                      # msgGlobalData
-        _, p, ln = hdr(data, p, 0x02)
-        msg_id = frm(data[p:p + ln], "big")
-        p += ln
-        _, p, ln = hdr(data, p, 0x02)
-        max_size = frm(data[p:p + ln], "big")
-        p += ln
-        _, p, ln = hdr(data, p, 0x04)
-        if ln != 1:
+        msg_id, max_size = uint(), uint()
+        flags = take(0x04)
+        if len(flags) != 1:
             raise BERError("msgFlags is not one octet")
-        flags = data[p]
-        p += ln
-        _, p, ln = hdr(data, p, 0x02)
-        if data[p:p + ln] != b"\x03":
+        flags = flags[0]
+        if take(0x02) != b"\x03":
             raise BERError("not the USM security model")
-        p += ln
         _, p, _ = hdr(data, p, 0x04)                      # msgSecurityParameters
         _, p, _ = hdr(data, p, 0x30)
-        _, p, ln = hdr(data, p, 0x04)
-        engine = data[p:p + ln]
-        p += ln
-        _, p, ln = hdr(data, p, 0x02)
-        boots = frm(data[p:p + ln], "big")
-        p += ln
-        _, p, ln = hdr(data, p, 0x02)
-        etime = frm(data[p:p + ln], "big")
-        p += ln
-        _, p, ln = hdr(data, p, 0x04)
-        user = data[p:p + ln]
-        p += ln
+        engine = take(0x04)
+        boots, etime = uint(), uint()
+        user = take(0x04)
         _, auth_at, auth_len = hdr(data, p, 0x04)
-        _, p, ln = hdr(data, auth_at + auth_len, 0x04)
-        pparams = data[p:p + ln]
-        p += ln
+        p = auth_at + auth_len
+        pparams = take(0x04)
         tag, q, ln = hdr(data, p)
         if max_size < 484 or max(max_size, boots, etime) > _MAX_INT:
             raise BERError("msgMaxSize, engine boots or time out of range")   # RFC 3412 6, RFC 3414 2.2
