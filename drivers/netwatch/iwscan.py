@@ -174,17 +174,4 @@ async def iw_noise(interface: str, iw_path: str = "iw", timeout_s: float = 10.0)
 
 async def iw_scan(interface: str, iw_path: str = "iw", timeout_s: float = 30.0) -> list[dict[str, Any]]:
     """Run ``iw dev IFACE scan`` and parse it. Raises RuntimeError with iw's message on failure."""
-    proc = await asyncio.create_subprocess_exec(iw_path, "dev", interface, "scan",
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    try:
-        async with asyncio.timeout(timeout_s):
-            out, err = await proc.communicate()
-    except asyncio.TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise RuntimeError(f"{iw_path} dev {interface} scan: no answer within {timeout_s:g}s") from None
-    if proc.returncode != 0:
-        msg = err.decode("utf-8", "replace").strip().splitlines()
-        raise RuntimeError(f"{iw_path} dev {interface} scan failed (exit {proc.returncode}): "
-                           f"{msg[-1] if msg else 'no message'}")
-    return parse_iw_scan(out.decode("utf-8", "surrogateescape"))
+    return parse_iw_scan(await _run_iw(iw_path, ["dev", interface, "scan"], timeout_s))
