@@ -14,7 +14,7 @@ from campus_sense.yamlconf import ConfigError
 from drivers.base import Sample
 from drivers.snmp.profiles import load_profiles
 from drivers.snmp.tables import inventory_doc, to_records
-from tests.peers_snmp import Snmpsim, bulkwalk, collect_from_sim
+from tests.peers_snmp import Snmpsim, collect_from_sim, column
 
 FIX = Path(__file__).parent / "fixtures" / "snmprec_vendors"
 CISCO = FIX / "cisco_c3750.snmprec"
@@ -36,23 +36,19 @@ def sim(tmp_path_factory):
     s.stop()
 
 
-def _oracle(sim, community, col):
-    return {k[len(col) + 1:]: v for k, v in bulkwalk(sim.port, community, col).items()}
-
-
 def test_cisco_fan_and_psu_rows_match_snmpbulkwalk(sim):
     sec = asyncio.run(collect_from_sim(sim.port, "cisco", ["health", "custom"]))
     rows = sec["custom"]
     by = {(r["measurement"], tuple(sorted(r["tags"].items()))): r for r in rows}
     for meas, table, key in (("fan", "1.3.6.1.4.1.9.9.13.1.4.1", "fan"),
                              ("power_supply", "1.3.6.1.4.1.9.9.13.1.5.1", "psu")):
-        names = _oracle(sim, "cisco", table + ".2")
-        states = _oracle(sim, "cisco", table + ".3")
+        names = column(sim.port, "cisco", table + ".2")
+        states = column(sim.port, "cisco", table + ".3", int)
         assert names and set(names) == set(states)
         got = [r for r in rows if r["measurement"] == meas]
         assert len(got) == len(names)
-        for idx, (_, text) in names.items():
-            code = int(states[idx][1])
+        for idx, text in names.items():
+            code = states[idx]
             r = by[(meas, tuple(sorted({key: idx, "name": text.strip('"')}.items())))]
             assert r["fields"]["state_code"] == code and r["fields"]["state"] == STATES[code]
     # the values read off the recording: one fan, one PSU (AC, RPS not present), both normal

@@ -801,9 +801,8 @@ async def collect_sections(session: Any, sys_object_id: str | None, sections: li
     for name in wanted:
         if name in steps:
             await run(name, steps[name]())
-    if (sections is None or "custom" in sections) and any(
-            t is not None and t.section == "custom" for t in prof.tables.values()):
-        await run("custom", collect_custom(ctx, prof))
+    if sections is None or "custom" in sections:
+        await run("custom", collect_custom(ctx, prof))   # no custom tables: no requests, no section
     if ctx.bad_values:
         for t, n in ctx.bad_values.items():
             ctx.errors.setdefault(f"{t}.values", f"{n} value(s) could not be decoded and were skipped")
