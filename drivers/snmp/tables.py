@@ -25,7 +25,7 @@ from typing import Any, Awaitable, Callable
 
 from drivers.base import DeviceError, Facts, Record, Sample
 from drivers.snmp.profiles import (BadValue, Profile, ProfileSet, Table, convert, decode_index, fmt_mac,
-                                   load_profiles, parse_ip, parse_mac)
+                                   load_profiles)
 
 log = logging.getLogger(__name__)
 
