@@ -13,6 +13,22 @@ Topics::
 agent, carry ``epoch`` + ``seq``, QoS 1) or ``birth``, ``death``, ``heartbeat``
 (agent state: not queued; ``death`` is the MQTT Last Will).
 
+Commit watermark (collector -> agent, optional and backwards compatible)::
+
+    campus/v1/commit/{agent}          retained, QoS 1, written only by the collector
+
+After each commit group the collector publishes, for every agent whose durable
+messages it committed, ``{"v":1, "kind":"commit", "agent", "epoch", "seq", "hwm",
+"gaps", "sent_ms"}``: ``seq`` is the highest seq such that every seq <= it of that
+epoch is committed (stored, or isolated as a dead letter); ``hwm`` the highest seq
+committed at all; ``gaps`` the (at most ``MAX_COMMIT_GAPS``) ranges ``[first, last]``
+between ``seq`` and ``hwm`` not committed yet. An agent deletes a queued message only
+when the watermark covers it (seq <= ``seq``, or <= ``hwm`` and outside every gap),
+never on the broker's PUBACK alone; it re-sends what stays unconfirmed. A collector
+that does not publish watermarks is served by agents with ``publish.delete_on: puback``.
+The topic has four levels, so the collector's own subscription (six levels) never
+sees it, and the shipped ACL lets an agent read only ``campus/v1/commit/<its user>``.
+
 Every payload is a UTF-8 JSON object with ``v`` (schema version), ``kind`` and
 ``agent``. Durable messages add ``epoch`` (random id of the agent's queue
 database, so a wiped queue that restarts at seq 1 is not mistaken for
@@ -37,6 +53,20 @@ KINDS = DURABLE_KINDS + STATE_KINDS
 #: one message cheap to parse and to retransmit on a flaky building uplink.
 MAX_MESSAGE_BYTES = 256 * 1024
 SEVERITIES = ("info", "warning", "critical")
+COMMIT_ROOT = f"{TOPIC_ROOT}/commit"
+#: at most this many gap ranges travel in one commit watermark
+MAX_COMMIT_GAPS = 64
+#: item times (epoch ms) outside [2000-01-01, 2200-01-01) are rejected: a wrong clock or garbage,
+#: and beyond 64 bits the store could not even index them
+MIN_TIME_MS = 946_684_800_000
+MAX_TIME_MS = 7_258_118_400_000
+#: seq and counters in the envelope stay exact in every JSON reader (2^53)
+MAX_SEQ = 2**53 - 1
+#: nesting of event ``data`` and ``facts`` values (JSON encoders stop at ~254 levels)
+MAX_DEPTH = 16
+#: tags per item and length of a tag key or value
+MAX_TAGS = 64
+MAX_TAG_CHARS = 1024
 
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 _ITEMS_KEY = {"metrics": "samples", "events": "events", "facts": "facts"}
@@ -90,6 +120,66 @@ def parse_topic(t: str) -> TopicParts:
     if kind not in KINDS:
         raise WireError(f"topic {t!r}: unknown kind {kind!r}")
     return TopicParts(site, building, agent, kind)
+
+
+def commit_topic(agent: str) -> str:
+    """Where the collector publishes ``agent``'s commit watermark (retained)."""
+    return f"{COMMIT_ROOT}/{check_segment(agent, 'agent id')}"
+
+
+@dataclass(frozen=True, slots=True)
+class Watermark:
+    agent: str
+    epoch: str
+    seq: int
+    hwm: int
+    gaps: tuple[tuple[int, int], ...] = ()
+
+    def covers(self, seq: int) -> bool:
+        if seq <= self.seq:
+            return True
+        if seq > self.hwm:
+            return False
+        return not any(a <= seq <= b for a, b in self.gaps)
+
+
+def encode_commit(w: Watermark, time_ms: int) -> bytes:
+    return orjson.dumps({"v": SCHEMA_VERSION, "kind": "commit", "agent": w.agent, "epoch": w.epoch,
+                         "seq": w.seq, "hwm": w.hwm, "gaps": [list(g) for g in w.gaps[:MAX_COMMIT_GAPS]],
+                         "sent_ms": int(time_ms)})
+
+
+def decode_commit(topic_str: str, payload: bytes) -> Watermark:
+    """Validate a commit watermark; raise WireError naming what is wrong."""
+    where = f"topic {topic_str}"
+    parts = topic_str.split("/")
+    if len(parts) != 4 or "/".join(parts[:3]) != COMMIT_ROOT:
+        raise _fail(where, f"not {COMMIT_ROOT}/<agent>")
+    try:
+        b = orjson.loads(payload)
+    except orjson.JSONDecodeError as e:
+        raise _fail(where, f"payload is not UTF-8 JSON ({e})") from None
+    if not isinstance(b, dict) or b.get("v") != SCHEMA_VERSION or b.get("kind") != "commit":
+        raise _fail(where, "not a v1 commit watermark")
+    if b.get("agent") != parts[3]:
+        raise _fail(where, f"payload agent {b.get('agent')!r} does not match the topic")
+    epoch, seq, hwm, gaps = b.get("epoch"), b.get("seq"), b.get("hwm", b.get("seq")), b.get("gaps", [])
+    if not isinstance(epoch, str) or not epoch:
+        raise _fail(where, "missing 'epoch'")
+    for name, v in (("seq", seq), ("hwm", hwm)):
+        if type(v) is not int or not 0 <= v <= MAX_SEQ:
+            raise _fail(where, f"'{name}' must be an integer in 0..{MAX_SEQ}, got {v!r}")
+    if hwm < seq:
+        raise _fail(where, f"'hwm' {hwm} is below 'seq' {seq}")
+    if not isinstance(gaps, list) or len(gaps) > MAX_COMMIT_GAPS:
+        raise _fail(where, f"'gaps' must be a list of at most {MAX_COMMIT_GAPS} [first, last] ranges")
+    out = []
+    for g in gaps:
+        if (not isinstance(g, list) or len(g) != 2 or any(type(x) is not int for x in g)
+                or not seq < g[0] <= g[1] <= hwm):
+            raise _fail(where, f"gap {g!r} is not [first, last] within ({seq}, {hwm}]")
+        out.append((g[0], g[1]))
+    return Watermark(parts[3], epoch, seq, hwm, tuple(out))
 
 
 # ---------------------------------------------------------------- items
@@ -181,12 +271,14 @@ def decode_strict(topic_str: str, payload: bytes, max_bytes: int = MAX_MESSAGE_B
     if body.get("agent") != tp.agent:
         raise _fail(where, f"payload agent {body.get('agent')!r} does not match the topic agent {tp.agent!r}")
     msg = Message(tp, kind, tp.agent, body)
+    if kind in STATE_KINDS and not _depth_ok(body, MAX_DEPTH):
+        raise _fail(where, f"payload is nested deeper than {MAX_DEPTH} levels")
     if kind in DURABLE_KINDS:
         epoch, seq = body.get("epoch"), body.get("seq")
-        if not isinstance(epoch, str) or not epoch:
-            raise _fail(where, "missing 'epoch'")
-        if type(seq) is not int or seq < 1:
-            raise _fail(where, f"'seq' must be a positive integer, got {seq!r}")
+        if not isinstance(epoch, str) or not epoch or len(epoch) > 64:
+            raise _fail(where, "missing 'epoch' (a string of 1..64 characters)")
+        if type(seq) is not int or not 0 < seq <= MAX_SEQ:
+            raise _fail(where, f"'seq' must be an integer in 1..{MAX_SEQ}, got {seq!r}")
         key = _ITEMS_KEY[kind]
         items = body.get(key)
         if not isinstance(items, list):
@@ -200,6 +292,25 @@ def decode_strict(topic_str: str, payload: bytes, max_bytes: int = MAX_MESSAGE_B
     return msg
 
 
+def durable_id(topic_str: str, payload: bytes) -> tuple[TopicParts, str, int] | None:
+    """(topic, epoch, seq) of a durable message whose envelope is sound even though its content
+    was refused, so the collector can mark that seq as dealt with (dead letter) and let the agent
+    delete it; None when the envelope itself is broken (nothing to confirm)."""
+    try:
+        tp = parse_topic(topic_str)
+        if tp.kind not in DURABLE_KINDS or len(payload) > 4 * MAX_MESSAGE_BYTES:
+            return None
+        b = orjson.loads(payload)
+    except (WireError, orjson.JSONDecodeError):
+        return None
+    if not isinstance(b, dict) or b.get("agent") != tp.agent or b.get("kind") != tp.kind:
+        return None
+    epoch, seq = b.get("epoch"), b.get("seq")
+    if not isinstance(epoch, str) or not 0 < len(epoch) <= 64 or type(seq) is not int or not 0 < seq <= MAX_SEQ:
+        return None
+    return tp, epoch, seq
+
+
 _SCALARS = (int, float, str, bool, type(None))
 _SCALAR_TYPES = frozenset(_SCALARS)
 _STR = frozenset((str,))
@@ -210,12 +321,13 @@ _topics: dict[str, TopicParts] = {}
 def _samples_ok(items: list) -> bool:
     """Lean version of _check_sample for the ingest hot path (exact JSON types, no messages)."""
     scal, strs = _SCALAR_TYPES, _STR
+    lo, hi, ntags = MIN_TIME_MS, MAX_TIME_MS, MAX_TAGS
     for it in items:
         if type(it) is not dict:
             return False
-        d, m, f, tags = it.get("d"), it.get("m"), it.get("f"), it.get("tags", _EMPTY)
-        if not (type(d) is str and d and type(m) is str and m and type(it.get("t")) is int
-                and type(f) is dict and f and type(tags) is dict):
+        d, m, f, tags, t = it.get("d"), it.get("m"), it.get("f"), it.get("tags", _EMPTY), it.get("t")
+        if not (type(d) is str and d and type(m) is str and m and type(t) is int and lo <= t < hi
+                and type(f) is dict and f and type(tags) is dict and len(tags) <= ntags):
             return False
         if tags and not strs.issuperset(map(type, tags.values())):
             return False
@@ -248,8 +360,8 @@ def decode(topic_str: str, payload: bytes, max_bytes: int = MAX_MESSAGE_BYTES) -
     g = body.get
     epoch, seq, items = g("epoch"), g("seq"), g("samples")
     if (g("v") != SCHEMA_VERSION or g("kind") != "metrics" or g("agent") != tp.agent
-            or type(epoch) is not str or not epoch or type(seq) is not int or seq < 1
-            or type(items) is not list or not _samples_ok(items)):
+            or type(epoch) is not str or not epoch or type(seq) is not int or not 0 < seq <= MAX_SEQ
+            or len(epoch) > 64 or type(items) is not list or not _samples_ok(items)):
         return decode_strict(topic_str, payload, max_bytes)
     return Message(tp, "metrics", tp.agent, body, epoch, seq, items)
 
@@ -260,12 +372,25 @@ def _check_common(it: Any) -> str | None:
         return "must be an object"
     if not isinstance(it.get("d"), str) or not it["d"]:
         return "'d' (device id) must be a non-empty string"
-    if type(it.get("t")) is not int:
+    t = it.get("t")
+    if type(t) is not int:
         return "'t' (epoch ms) must be an integer"
+    if not MIN_TIME_MS <= t < MAX_TIME_MS:
+        return f"'t' {t} is outside {MIN_TIME_MS}..{MAX_TIME_MS} (years 2000..2200 in epoch ms)"
     tags = it.get("tags", {})
     if not isinstance(tags, dict) or not all(isinstance(x, str) for x in tags.values()):
         return "'tags' must be an object of strings"
+    if len(tags) > MAX_TAGS or any(len(k) > MAX_TAG_CHARS or len(v) > MAX_TAG_CHARS for k, v in tags.items()):
+        return f"'tags': at most {MAX_TAGS} tags of at most {MAX_TAG_CHARS} characters each"
     return None
+
+
+def _depth_ok(v: Any, left: int) -> bool:
+    if isinstance(v, dict):
+        return left > 0 and all(_depth_ok(x, left - 1) for x in v.values())
+    if isinstance(v, list):
+        return left > 0 and all(_depth_ok(x, left - 1) for x in v)
+    return True
 
 
 def _check_sample(it: Any) -> str | None:
@@ -293,6 +418,8 @@ def _check_event(it: Any) -> str | None:
         return f"'severity' must be one of {SEVERITIES}"
     if not isinstance(it.get("data", {}), dict):
         return "'data' must be an object"
+    if not _depth_ok(it.get("data", {}), MAX_DEPTH):
+        return f"'data' is nested deeper than {MAX_DEPTH} levels"
     return None
 
 
@@ -302,6 +429,8 @@ def _check_facts(it: Any) -> str | None:
         return err
     if not isinstance(it.get("facts"), dict):
         return "'facts' must be an object"
+    if not _depth_ok(it["facts"], MAX_DEPTH):
+        return f"'facts' is nested deeper than {MAX_DEPTH} levels"
     return None
 
 

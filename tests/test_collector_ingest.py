@@ -182,7 +182,7 @@ def test_store_failure_not_acked_then_retried(tmp_path, mosquitto, mqtt_users):
     pub = Publisher(mosquitto.port, "agent-a", mqtt_users["agent-a"])
     try:
         assert ing.connected.wait(10)
-        pub.durable("metrics", 1, [iface("sw1", 1000, 1)])
+        pub.durable("metrics", 1, [iface("sw1", int(time.time() * 1000), 1)])
         wait_until(lambda: store.counters.get("messages_stored", 0) == 1, 30, "stored after retries")
         assert ing.stats["commit_errors"] == 2 and len(sink.got) == 1 and ing.stats["acked"] == 1
         assert ing.stats["connects"] == 1

@@ -8,6 +8,8 @@ from collector.store.base import Reject, TimeSeriesSink
 from collector.store.sqlite import SQLiteStore, _SeqState
 from tests.collector_util import iface
 
+T0 = 1_795_000_000_000  # 2026-11-18, a multiple of the 5 s step used below
+
 
 def msg(seq, items, kind="metrics", agent="a1", epoch="e1"):
     payload = wire.encode_durable(kind, agent, epoch, seq, 0, [wire.encode_item(i) for i in items])
@@ -27,10 +29,10 @@ def test_seq_state_gaps():
 def test_gaps_persist_across_restart(tmp_path):
     db = str(tmp_path / "c.db")
     s = SQLiteStore(db)
-    s.apply([msg(1, [iface("sw", 1, 1)]), msg(4, [iface("sw", 4, 1)])], [])
+    s.apply([msg(1, [iface("sw", T0 + 1, 1)]), msg(4, [iface("sw", T0 + 4, 1)])], [])
     s.close()
     s = SQLiteStore(db)
-    r = s.apply([msg(4, [iface("sw", 4, 1)]), msg(2, [iface("sw", 2, 1)])], [])
+    r = s.apply([msg(4, [iface("sw", T0 + 4, 1)]), msg(2, [iface("sw", T0 + 2, 1)])], [])
     assert r.duplicates == 1 and len(r.accepted) == 1
     assert [(g["first_seq"], g["last_seq"]) for g in s.ingest_stats()["gaps"]] == [(3, 3)]
     s.close()
@@ -50,7 +52,7 @@ class Boom(TimeSeriesSink):
 def test_sink_failure_rolls_back_everything(tmp_path):
     sink = Boom()
     s = SQLiteStore(str(tmp_path / "c.db"), sink=sink)
-    m = msg(1, [iface("sw", 1, 1)])
+    m = msg(1, [iface("sw", T0 + 1, 1)])
     with pytest.raises(ConnectionError):
         s.apply([m], [Reject("t", "bad_json", "x")])
     assert s.reader().execute("SELECT count(*) FROM seq_state").fetchone()[0] == 0
@@ -79,20 +81,20 @@ def test_retention_deletes_old_blocks(tmp_path):
 
 def test_series_queries_and_events(tmp_path):
     s = SQLiteStore(str(tmp_path / "c.db"))
-    items = [wire.sample("env", "room1", t, {"temp": float(t), "hum": 50, "door": (t // 1000) % 2 == 0, "txt": "x"})
-             for t in range(0, 10_000, 1000)]
-    ev = [wire.event("door-1", "door_forced", 5, "critical"), wire.event("door-2", "tamper", 6, "warning")]
+    items = [wire.sample("env", "room1", T0 + t, {"temp": float(t), "hum": 50, "door": (t // 1000) % 2 == 0,
+                                                   "txt": "x"}) for t in range(0, 10_000, 1000)]
+    ev = [wire.event("door-1", "door_forced", T0 + 5, "critical"), wire.event("door-2", "tamper", T0 + 6, "warning")]
     s.apply([msg(1, items), msg(2, ev, kind="events")], [])
-    r = s.series("env", "room1", "temp", 2000, 6000, None, None, 100)
-    assert r[0]["points"] == [[2000, 2000.0], [3000, 3000.0], [4000, 4000.0], [5000, 5000.0]]
+    r = s.series("env", "room1", "temp", T0 + 2000, T0 + 6000, None, None, 100)
+    assert r[0]["points"] == [[T0 + 2000, 2000.0], [T0 + 3000, 3000.0], [T0 + 4000, 4000.0], [T0 + 5000, 5000.0]]
     r = s.series("env", None, "temp", None, None, 5000, None, 100)
-    assert r[0]["points"] == [[0, 2000.0], [5000, 7000.0]]
+    assert r[0]["points"] == [[T0, 2000.0], [T0 + 5000, 7000.0]]
     r = s.series("env", None, None, None, None, 5000, None, 100)
-    assert r[0]["points"][0] == [0, {"temp": 2000.0, "hum": 50.0, "door": 0.6}]
+    assert r[0]["points"][0] == [T0, {"temp": 2000.0, "hum": 50.0, "door": 0.6}]
     r = s.series("env", None, None, None, None, None, None, 3)
     assert len(r[0]["points"]) == 3 and r[0]["truncated"] and r[0]["points"][0][1]["txt"] == "x"
     assert s.series("env", "nope", None, None, None, None, None, 10) == []
     assert [e["type"] for e in s.events(None, None, None, None, None, 10)] == ["tamper", "door_forced"]
     assert [e["device"] for e in s.events(None, None, None, "critical", None, 10)] == ["door-1"]
-    assert s.events("door-2", 0, 6, None, None, 10) == []
+    assert s.events("door-2", T0, T0 + 6, None, None, 10) == []
     s.close()

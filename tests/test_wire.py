@@ -4,8 +4,11 @@ import pytest
 from campus_sense import wire
 
 
+T0 = 1_795_000_000_000
+
+
 def _msg(kind="metrics", seq=1, items=None, agent="a1"):
-    enc = [wire.encode_item(i) for i in (items or [wire.sample("if", "sw1", 1000, {"x": 1.0}, {"ifName": "g1"})])]
+    enc = [wire.encode_item(i) for i in (items or [wire.sample("if", "sw1", T0, {"x": 1.0}, {"ifName": "g1"})])]
     return wire.encode_durable(kind, agent, "ep1", seq, 1000, enc)
 
 
@@ -34,13 +37,13 @@ def test_rejects_bad_payloads(payload, needle):
 
 
 def test_oversize_rejected():
-    big = _msg(items=[wire.sample("m", "d", 1, {"s": "x" * 1000})] * 300)
+    big = _msg(items=[wire.sample("m", "d", T0, {"s": "x" * 1000})] * 300)
     with pytest.raises(wire.WireError, match="exceeds"):
         wire.decode("campus/v1/north/A/a1/metrics", big)
 
 
 def test_split_never_truncates():
-    items = [wire.encode_item(wire.sample("m", "d", i, {"v": i, "pad": "p" * 100})) for i in range(1000)]
+    items = [wire.encode_item(wire.sample("m", "d", T0 + i, {"v": i, "pad": "p" * 100})) for i in range(1000)]
     over = wire.envelope_overhead("metrics", "a1", "ep1")
     chunks = list(wire.split(items, 4096, over))
     assert len(chunks) > 1
