@@ -15,10 +15,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from campus_sense import wire
-from campus_sense.yamlconf import ConfigError, load_model, load_yaml
+from campus_sense.secret import Secret, SecretError, SecretFields
+from campus_sense.yamlconf import ConfigError, error_loc, load_model, load_yaml
 
 #: driver name -> package exposing ``Options`` and ``create(device_id, options, tags)``.
 DRIVERS: dict[str, str] = {
@@ -40,7 +41,7 @@ def driver_module(name: str) -> ModuleType:
     return importlib.import_module(DRIVERS[name])
 
 
-class _Strict(BaseModel):
+class _Strict(SecretFields):
     # A misspelt key must be an error, not silently ignored.
     model_config = ConfigDict(extra="forbid")
 
@@ -76,8 +77,8 @@ class MqttSection(_Strict):
     port: int = Field(1883, ge=1, le=65535)
     # No defaults for credentials: the broker must never accept an anonymous agent.
     username: str = Field(min_length=1)
-    password: SecretStr | None = None
-    password_file: Path | None = None
+    #: campus_sense.secret grammar: password / password_file / password_env
+    password: Secret | None = None
     tls: TLSSection | None = None
     protocol: Literal["3.1.1", "5"] = "3.1.1"
     keepalive_s: int = Field(30, ge=5, le=3600)
@@ -85,8 +86,9 @@ class MqttSection(_Strict):
 
     @model_validator(mode="after")
     def _one_password(self) -> "MqttSection":
-        if (self.password is None) == (self.password_file is None):
-            raise ValueError("set exactly one of password or password_file (anonymous access is not allowed)")
+        if self.password is None:
+            raise ValueError("set exactly one of password or password_file or password_env "
+                             "(anonymous access is not allowed)")
         return self
 
 
@@ -94,6 +96,11 @@ class QueueSection(_Strict):
     path: Path
     max_messages: int = Field(200_000, ge=1)
     max_bytes: int | None = Field(None, ge=1024)
+    #: free-space reserve on the queue's filesystem: below it the queue stops growing (the oldest
+    #: messages make room). Default: 8 MiB, or 5 % of a filesystem smaller than 160 MiB.
+    min_free_bytes: int | None = Field(None, ge=0)
+    #: items kept in memory while the queue cannot be written (full disk); beyond, the oldest are dropped
+    overflow_max_items: int = Field(10_000, ge=1)
 
 
 class PublishSection(_Strict):
@@ -197,19 +204,13 @@ def load(path: str | Path) -> LoadedConfig:
             options.append(mod.Options.model_validate(dev.options))
         except ValidationError as e:
             for d in e.errors():
-                err(("devices", i, "options") + tuple(d["loc"]), d["msg"])
+                err(("devices", i, "options") + error_loc(d), d["msg"])
 
     password = ""
-    if cfg.mqtt.password is not None:
-        password = cfg.mqtt.password.get_secret_value()
-    else:
-        try:
-            password = cfg.mqtt.password_file.read_text(encoding="utf-8").strip()
-        except OSError as e:
-            err(("mqtt", "password_file"), f"cannot read {cfg.mqtt.password_file} ({e.strerror})")
-        else:
-            if not password:
-                err(("mqtt", "password_file"), f"{cfg.mqtt.password_file} is empty")
+    try:  # read (again) now; see campus_sense.secret for the rotation rule
+        password = cfg.mqtt.password.reveal()  # type: ignore[union-attr]
+    except SecretError as e:
+        err(("mqtt", e.key), e.reason)
     tls = cfg.mqtt.tls
     for name in ("ca_file", "cert_file", "key_file"):
         f = getattr(tls, name) if tls else None

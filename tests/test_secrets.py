@@ -1,0 +1,165 @@
+"""campus_sense.secret: one secret type (inline / <name>_file / <name>_env) for every config,
+never shown by repr/str/model_dump/logging; and duplicate YAML keys are config errors."""
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from campus_sense.secret import Secret, SecretError
+from campus_sense.yamlconf import ConfigError, load_yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+VALUE = "Xy-s3cret-Value-42"
+
+
+def assert_hidden(obj, value=VALUE, caplog=None):
+    """repr, str, model_dump, model_dump_json and a log record of ``obj`` never hold ``value``."""
+    texts = [repr(obj), str(obj), f"{obj}", f"{obj!r}"]
+    if hasattr(obj, "model_dump"):
+        texts += [repr(obj.model_dump()), repr(obj.model_dump(mode="json")), obj.model_dump_json(),
+                  repr(obj.model_dump(mode="python", round_trip=True))]
+    rec = logging.LogRecord("t", logging.INFO, __file__, 1, "config %s %r", (obj, obj), None)
+    texts.append(logging.Formatter("%(message)s").format(rec))
+    if caplog is not None:
+        with caplog.at_level(logging.INFO, logger="campus_sense.test"):
+            logging.getLogger("campus_sense.test").info("config: %s / %r", obj, obj)
+        texts.append(caplog.text)
+    for t in texts:
+        assert value not in t, t
+
+
+def sources(tmp_path, monkeypatch, name="password", value=VALUE):
+    """The three spellings of one secret: ({key: ...}, description)."""
+    f = tmp_path / f"{name}.secret"
+    f.write_text(value + "\n")
+    monkeypatch.setenv(f"CS_TEST_{name.upper()}", value)
+    return [{name: value}, {f"{name}_file": str(f)}, {f"{name}_env": f"CS_TEST_{name.upper()}"}]
+
+
+# --------------------------------------------------------------------------- the type
+
+def test_secret_type_sources_display_and_errors(tmp_path, monkeypatch):
+    f = tmp_path / "s"
+    f.write_text(VALUE + "\n\n")  # only ONE trailing newline is stripped
+    assert Secret(file=f).reveal() == VALUE + "\n"
+    f.write_text(" " + VALUE + " \r\n")
+    assert Secret(file=f).reveal() == " " + VALUE + " "
+    f.write_text(VALUE)
+    assert Secret(file=f).reveal() == VALUE == Secret(file=f).get_secret_value()
+    monkeypatch.setenv("CS_T", VALUE)
+    assert Secret(env="CS_T").reveal() == VALUE and Secret(VALUE).reveal() == VALUE
+    for s in (Secret(VALUE), Secret(file=f), Secret(env="CS_T")):
+        assert VALUE not in repr(s) and VALUE not in str(s)
+    assert repr(Secret(VALUE)) == "Secret('**********')" and str(Secret(VALUE)) == "**********"
+    assert repr(Secret(file="/etc/x")) == "Secret(file='/etc/x')" and str(Secret(env="E")) == "env:E"
+    f.write_text("\n")
+    with pytest.raises(SecretError, match="is empty") as ei:
+        Secret(file=f, name="token").reveal()
+    assert ei.value.key == "token_file" and isinstance(ei.value, ConfigError)
+    with pytest.raises(SecretError, match="does not exist"):
+        Secret(file=tmp_path / "nope").reveal()
+    monkeypatch.delenv("CS_T")
+    with pytest.raises(SecretError, match="CS_T is not set"):
+        Secret(env="CS_T", name="password").reveal()
+    monkeypatch.setenv("CS_T", "")
+    with pytest.raises(SecretError, match="CS_T is empty"):
+        Secret(env="CS_T").reveal()
+
+
+def test_rotation_file_and_env_are_reread_on_every_reveal(tmp_path, monkeypatch):
+    from edge_agent.config import MqttSection
+    f = tmp_path / "pw"
+    f.write_text("one\n")
+    m = MqttSection(host="h", username="u", password_file=str(f))
+    assert m.password.reveal() == "one"
+    f.write_text("two\n")
+    assert m.password.reveal() == "two"
+    monkeypatch.setenv("CS_ROT", "a")
+    m = MqttSection(host="h", username="u", password_env="CS_ROT")
+    monkeypatch.setenv("CS_ROT", "b")
+    assert m.password.reveal() == "b"
+
+
+# --------------------------------------------------------------------------- agent
+
+AGENT = """\
+agent: {id: bldg-a, site: north, building: A}
+mqtt:
+  host: 127.0.0.1
+  username: bldg-a
+  SECRET
+queue: {path: QUEUE}
+"""
+
+
+def write_agent(tmp_path, secret_line, extra=""):
+    p = tmp_path / "agent.yaml"
+    p.write_text(AGENT.replace("SECRET", secret_line).replace("QUEUE", str(tmp_path / "q.db")) + extra)
+    return p
+
+
+@pytest.mark.parametrize("i", [0, 1, 2])
+def test_agent_config_secret_sources_and_hidden(tmp_path, monkeypatch, caplog, i):
+    from edge_agent import config
+    (k, v), = sources(tmp_path, monkeypatch)[i].items()
+    c = config.load(write_agent(tmp_path, f"{k}: {v}"))
+    assert c.password == VALUE and c.model.mqtt.password.reveal() == VALUE
+    assert_hidden(c.model, caplog=caplog)
+    assert_hidden(c.model.mqtt)
+
+
+def test_agent_config_missing_secret_names_key_and_line(tmp_path, monkeypatch):
+    from edge_agent import config
+    monkeypatch.delenv("CS_NOPE", raising=False)
+    with pytest.raises(ConfigError) as ei:
+        config.load(write_agent(tmp_path, f"password_file: {tmp_path / 'nope'}"))
+    assert "agent.yaml:5: mqtt.password_file: cannot read" in str(ei.value)
+    with pytest.raises(ConfigError) as ei:
+        config.load(write_agent(tmp_path, "password_env: CS_NOPE"))
+    assert "agent.yaml:5: mqtt.password_env: environment variable CS_NOPE is not set" in str(ei.value)
+    (tmp_path / "empty").write_text("")
+    with pytest.raises(ConfigError) as ei:
+        config.load(write_agent(tmp_path, f"password_file: {tmp_path / 'empty'}"))
+    assert "agent.yaml:5: mqtt.password_file: " in str(ei.value) and "is empty" in str(ei.value)
+    with pytest.raises(ConfigError, match="set exactly one of password or password_env, not both"):
+        config.load(write_agent(tmp_path, "password: x\n  password_env: CS_NOPE"))
+
+
+# --------------------------------------------------------------------------- duplicate keys
+
+def check_cli(path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "campus_sense", "agent", "--config", str(path), "--check"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+
+
+def test_duplicate_keys_fail_agent_check_naming_both_lines(tmp_path):
+    ok = write_agent(tmp_path, "password: x")
+    r = check_cli(ok)
+    assert r.returncode == 0, r.stderr
+    # top level: a second mqtt block used to silently replace the first
+    p = write_agent(tmp_path, "password: x", "mqtt: {host: 10.0.0.9, username: evil, password: y}\n")
+    r = check_cli(p)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert f"{p}:7: duplicate key 'mqtt' (first at line 2)" in r.stderr
+    # nested
+    p = write_agent(tmp_path, "password: x\n  host: 10.0.0.9")
+    r = check_cli(p)
+    assert r.returncode == 2 and f"{p}:6: duplicate key 'host' (first at line 3)" in r.stderr
+    # in a flow mapping inside a list, too
+    p = write_agent(tmp_path, "password: x", "devices:\n  - {id: a, driver: synthetic, id: b}\n")
+    r = check_cli(p)
+    assert r.returncode == 2 and f"{p}:8: duplicate key 'id' (first at line 8)" in r.stderr
+
+
+def test_duplicate_key_error_from_loader_and_same_key_in_different_maps_is_fine(tmp_path):
+    p = tmp_path / "x.yaml"
+    p.write_text("a: {k: 1}\nb: {k: 2}\nc: &x {k: 3}\nd: *x\n")
+    data, _ = load_yaml(p)
+    assert data["a"]["k"] == 1 and data["d"] == {"k": 3}
+    p.write_text("a: 1\nb:\n  - c: 1\n    d: 2\n    c: 3\n")
+    with pytest.raises(ConfigError, match=r"x.yaml:5: duplicate key 'c' \(first at line 3\)"):
+        load_yaml(p)
