@@ -22,11 +22,25 @@ class SeriesQueryUnsupported(RuntimeError):
     """The configured time-series backend cannot be queried through this API."""
 
 
+class StorageUnavailable(RuntimeError):
+    """The store (disk, database, time-series server) cannot commit right now, whatever the
+    messages are: ingest holds the group, does not acknowledge it, and retries."""
+
+
 @dataclass(slots=True)
 class Reject:
+    """A message that cannot be committed for a reason in its own content: a dead letter.
+
+    It is stored with its raw payload (``dead_letters``), counted by ``reason`` and acknowledged.
+    When its envelope is sound (``agent``, ``epoch``, ``seq`` known) its seq counts as dealt with,
+    so the agent's commit watermark moves past it and the agent deletes it."""
     topic: str
     reason: str
     error: str
+    payload: bytes = b""
+    agent: str | None = None
+    epoch: str | None = None
+    seq: int | None = None
 
 
 @dataclass(slots=True)
@@ -35,6 +49,10 @@ class ApplyResult:
     accepted: list[Message] = field(default_factory=list)
     duplicates: int = 0
     points: int = 0
+    #: commit watermarks of the (agent, epoch)s this group touched (wire.Watermark)
+    marks: list = field(default_factory=list)
+    #: dead letters stored by this group (not duplicates of earlier ones)
+    dead: list = field(default_factory=list)
 
 
 #: where a sample came from: (site, building, agent) of the topic it arrived on
