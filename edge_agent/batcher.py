@@ -5,6 +5,12 @@ instead of one per sample keeps the agent cheap on small edge boxes and the
 collector's ingest efficient. Records are converted to wire items here, items
 that could never be delivered are dropped (and counted) here, and the rest are
 split under ``max_message_bytes`` so the queue only ever holds valid messages.
+
+When the queue cannot be written (full disk), items stay here: a bounded
+in-memory overflow (``overflow_max_items``; beyond it the oldest items are
+dropped and counted in the queue's ``dropped_total``), and the flush is retried
+with a backoff (1, 2, 4 ... 30 s) during which the event loop keeps polling and
+talking MQTT. The failure is logged once a minute, with the number of repeats.
 """
 from __future__ import annotations
 
@@ -16,8 +22,12 @@ from typing import Any
 from campus_sense import wire
 from drivers.base import Event, Facts, Record, Sample
 from edge_agent.queue import DurableQueue
+from edge_agent.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
+
+#: longest pause between two attempts to write to a failing queue
+MAX_BACKOFF_S = 30.0
 
 _SCALARS = (bool, int, float, str)
 
@@ -52,13 +62,17 @@ def _tags(tags: dict) -> dict[str, str]:
 
 class Batcher:
     def __init__(self, queue: DurableQueue, agent_id: str, max_message_bytes: int, max_items: int,
-                 on_flushed=None):
+                 on_flushed=None, overflow_max_items: int | None = None):
         self.queue, self.agent = queue, agent_id
         self.max_bytes, self.max_items = max_message_bytes, max_items
         self.pending: dict[str, list[bytes]] = {k: [] for k in wire.DURABLE_KINDS}
         self.count = 0
         self.full = asyncio.Event()  # set when a flush should not wait for the timer
         self.on_flushed = on_flushed  # called after rows were committed (wakes the publisher)
+        #: items kept in memory at most while the queue cannot be written
+        self.overflow_max_items = 20 * max_items if overflow_max_items is None else overflow_max_items
+        self.shed_total = 0  # items dropped from memory (also counted in queue.dropped_total)
+        self._warn = RateLimitedLog(log)
 
     def add(self, records: list[Record]) -> None:
         for rec in records:
@@ -78,39 +92,68 @@ class Batcher:
                 continue
             self.pending[kind].append(enc)
             self.count += 1
+        if self.count > max(self.overflow_max_items, self.max_items):
+            self._shed(self.count - max(self.overflow_max_items, self.max_items))
         if self.count >= self.max_items:
             self.full.set()
+
+    def _shed(self, n: int) -> None:
+        """The queue has not been writable for a while and memory is bounded: drop the ``n`` oldest
+        items (from the longest kind) and count them as dropped."""
+        left = n
+        while left > 0:
+            items = max(self.pending.values(), key=len)
+            take = min(len(items), left)
+            del items[:take]
+            left -= take
+        self.count -= n
+        self.shed_total += n
+        self.queue.count_drops(n)
+        self._warn.log(logging.WARNING, "shed", "in-memory overflow full (%d items): dropped the oldest items "
+                       "(%d in total since start) while the queue %s cannot be written",
+                       self.overflow_max_items, self.shed_total, self.queue.path)
 
     def flush(self) -> int:
         """Commit everything pending to the durable queue; return the number of messages."""
         n = 0
-        for kind, items in self.pending.items():
-            if not items:
-                continue
-            overhead = wire.envelope_overhead(kind, self.agent, self.queue.epoch)
-            n += len(self.queue.append(kind, self.agent, wire.split(items, self.max_bytes, overhead)))
-            self.pending[kind] = []
-        self.count = 0
+        try:
+            for kind, items in self.pending.items():
+                if not items:
+                    continue
+                overhead = wire.envelope_overhead(kind, self.agent, self.queue.epoch)
+                n += len(self.queue.append(kind, self.agent, wire.split(items, self.max_bytes, overhead)))
+                self.pending[kind] = []
+        finally:  # a kind that failed keeps its items; the ones committed before it are gone from memory
+            self.count = sum(len(v) for v in self.pending.values())
+            if n and self.on_flushed:
+                self.on_flushed()
         self.full.clear()
-        if n and self.on_flushed:
-            self.on_flushed()
         return n
 
     async def run(self, interval_s: float) -> None:
-        """Flush every ``interval_s``, or sooner when ``max_items`` are waiting."""
+        """Flush every ``interval_s``, or sooner when ``max_items`` are waiting; after a failed
+        flush wait 1, 2, 4 ... 30 s (a set ``full`` must not turn a failing flush into a busy loop
+        that starves polling, the MQTT keepalive and the signal handlers)."""
+        delay = 0.0
         while True:
-            try:
-                async with asyncio.timeout(interval_s):
-                    await self.full.wait()
-            except TimeoutError:
-                pass
+            if delay:
+                await asyncio.sleep(delay)
+            else:
+                try:
+                    async with asyncio.timeout(interval_s):
+                        await self.full.wait()
+                except TimeoutError:
+                    pass
             try:
                 self.flush()
-            except Exception:
-                # The disk may be full; keep the items and retry next tick, within a memory bound.
-                log.exception("could not write to the queue %s (%d items waiting)", self.queue.path, self.count)
-                if self.count > 20 * self.max_items:
-                    log.error("discarding %d unqueued items", self.count)
-                    self.pending = {k: [] for k in wire.DURABLE_KINDS}
-                    self.count = 0
-                    self.full.clear()
+            except Exception as e:
+                delay = min(max(1.0, 2 * delay), MAX_BACKOFF_S)
+                # The disk may be full: the items stay in memory (bounded by add()), retried after the delay.
+                key = type(e).__name__ + ("" if isinstance(e, OSError) else str(e))
+                self._warn.log(logging.ERROR, key, "could not write to the queue %s: %s: %s; %d items kept in "
+                               "memory (at most %d), retrying in %g s", self.queue.path, type(e).__name__, e,
+                               self.count, self.overflow_max_items, delay)
+            else:
+                if delay:
+                    self._warn.recovered("queue %s writable again", self.queue.path)
+                delay = 0.0

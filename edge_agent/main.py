@@ -53,7 +53,8 @@ class Agent:
     def __init__(self, loaded: cfgmod.LoadedConfig):
         self.loaded = loaded
         self.cfg = cfg = loaded.model
-        self.queue = DurableQueue(cfg.queue.path, cfg.queue.max_messages, cfg.queue.max_bytes)
+        self.queue = DurableQueue(cfg.queue.path, cfg.queue.max_messages, cfg.queue.max_bytes,
+                                  min_free_bytes=cfg.queue.min_free_bytes)
         self.publisher = Publisher(
             queue=self.queue, site=cfg.agent.site, building=cfg.agent.building, agent_id=cfg.agent.id,
             host=cfg.mqtt.host, port=cfg.mqtt.port, username=cfg.mqtt.username, password=loaded.password,
@@ -62,7 +63,7 @@ class Agent:
             reconnect_max_s=cfg.publish.reconnect_max_s, publish_timeout_s=cfg.publish.publish_timeout_s,
             birth_body=self.birth_body)
         self.batcher = Batcher(self.queue, cfg.agent.id, cfg.publish.max_message_bytes, cfg.publish.batch_max_items,
-                               on_flushed=self.publisher.wake)
+                               on_flushed=self.publisher.wake, overflow_max_items=cfg.queue.overflow_max_items)
         self.drivers: dict[str, object] = {}
         #: polling slots shared by every device's cycles and its driver's background device work
         self.slots = Slots(cfg.polling.max_concurrent)
@@ -78,7 +79,8 @@ class Agent:
         q = self.queue
         return Sample("agent", self.cfg.agent.id, {
             "queue_depth": q.depth, "queue_bytes": q.bytes, "oldest_age_s": round(q.oldest_age_s(), 3),
-            "dropped_total": q.dropped_total, "published_total": self.publisher.published_total,
+            "dropped_total": q.dropped_total, "produced_total": q.produced_total,
+            "published_total": self.publisher.published_total,
             "last_seq": q.last_seq, "connected": self.publisher.connected,
             "slot_waits_total": self.slots.waits_total, "slot_wait_s_total": round(self.slots.wait_s_total, 3)})
 
@@ -129,8 +131,11 @@ class Agent:
             try:
                 self.batcher.add([self.self_metrics()])
                 self.batcher.flush()
-            except Exception:
-                log.exception("could not flush the last batch to the queue")
+            except Exception as e:
+                # full disk: the items still in memory are lost, count them (saved if the queue can be)
+                log.error("could not flush the last batch to the queue: %s: %s; %d items lost",
+                          type(e).__name__, e, self.batcher.count)
+                self.queue.count_drops(self.batcher.count)
             if self.publisher.connected:
                 await self.publisher.drain(self.cfg.publish.shutdown_drain_s)
                 await self.publisher.say_goodbye()
