@@ -30,7 +30,7 @@ import io
 import secrets
 import threading
 import time
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
 from fastapi.responses import PlainTextResponse, Response, StreamingResponse
@@ -40,7 +40,9 @@ from campus_sense.yamlconf import ConfigError
 
 from ..rules import AlertError, export_alerts_csv, export_history_csv
 from ..store.base import SeriesQueryUnsupported
+from ..store.budget import SeriesBudgetExceeded
 from .app import Principal, require_role
+from .bounds import id_path, id_query, ms_field, ms_query
 
 ALL = require_role("admin", "it", "security")
 SEC = require_role("admin", "security")
@@ -48,30 +50,37 @@ ADMIN = require_role("admin")
 OPS = require_role("admin", "it")
 
 
+AlertId = Annotated[int, id_path("alert id")]
+SilenceId = Annotated[int, id_path("silence id")]
+#: free text (comments) and names stored with alerts/silences: bounded like every other input
+TEXT_MAX = 10_000
+NAME_MAX = 200
+
+
 class AckBody(BaseModel):
-    comment: str = ""
-    expires_ms: int | None = Field(None, description="the ack lapses at this epoch ms")
+    comment: str = Field("", max_length=TEXT_MAX)
+    expires_ms: int | None = ms_field(None, "the ack lapses at this epoch ms")
 
 
 class CommentBody(BaseModel):
-    text: str = Field(min_length=1)
+    text: str = Field(min_length=1, max_length=TEXT_MAX)
 
 
 class AssignBody(BaseModel):
-    assignee: str | None = None
-    comment: str = ""
+    assignee: str | None = Field(None, max_length=NAME_MAX)
+    comment: str = Field("", max_length=TEXT_MAX)
 
 
 class ResolveBody(BaseModel):
-    comment: str = ""
+    comment: str = Field("", max_length=TEXT_MAX)
 
 
 class SilenceBody(BaseModel):
-    matchers: list[str] | dict[str, str] = Field(description='e.g. ["building=A", "rule=~door.*"]')
-    comment: str = ""
-    starts_ms: int | None = None
-    ends_ms: int | None = None
-    duration_ms: int | None = Field(None, gt=0)
+    matchers: list[str] | dict[str, str] = Field(description='e.g. ["building=A", "rule=~door.*"]', max_length=100)
+    comment: str = Field("", max_length=TEXT_MAX)
+    starts_ms: int | None = ms_field(None, "epoch ms (default now)")
+    ends_ms: int | None = ms_field(None, "epoch ms")
+    duration_ms: int | None = ms_field(None, "ms", gt_zero=True)
 
 
 def _now() -> int:
@@ -176,7 +185,7 @@ def router(alerting) -> APIRouter:
 
     @r.get("/alerts/history.csv", summary="audit history (every transition and human action) as CSV",
            response_class=PlainTextResponse)
-    def history_csv(alert_id: int | None = None, since_ms: int | None = None,
+    def history_csv(alert_id: int | None = id_query(None, "alert id"), since_ms: int | None = ms_query(None),
                     p: Principal = Depends(ALL)) -> Response:
         if alert_id is not None:
             get_alert(p, alert_id)  # 404 / 403
@@ -256,7 +265,7 @@ def router(alerting) -> APIRouter:
 
     # ------------------------------------------------------------ one alert
     @r.get("/alerts/{alert_id}", summary="alert with history and the samples/events that fired it")
-    def alert(alert_id: int, p: Principal = Depends(ALL)) -> dict:
+    def alert(alert_id: AlertId, p: Principal = Depends(ALL)) -> dict:
         a = get_alert(p, alert_id)
         out = adict(a)
         out["history"] = [h.to_dict() for h in engine.history(alert_id)]
@@ -279,7 +288,7 @@ def router(alerting) -> APIRouter:
             tags = (a.subject or {}).get("tags") or None
             try:
                 series = store.series(meas, device, field, start, end, None, tags, 2000)
-            except SeriesQueryUnsupported as e:
+            except (SeriesQueryUnsupported, SeriesBudgetExceeded) as e:
                 res["samples_error"] = str(e)
                 series = []
             thr = getattr(m, "value", None)
@@ -296,28 +305,28 @@ def router(alerting) -> APIRouter:
         return res
 
     @r.post("/alerts/{alert_id}/ack")
-    def ack(alert_id: int, body: AckBody = Body(default_factory=AckBody), p: Principal = Depends(ALL)) -> dict:
+    def ack(alert_id: AlertId, body: AckBody = Body(default_factory=AckBody), p: Principal = Depends(ALL)) -> dict:
         get_alert(p, alert_id)
         return human(engine.ack, alert_id, actor(p), body.comment, body.expires_ms)
 
     @r.post("/alerts/{alert_id}/unack")
-    def unack(alert_id: int, body: ResolveBody = Body(default_factory=ResolveBody),
+    def unack(alert_id: AlertId, body: ResolveBody = Body(default_factory=ResolveBody),
               p: Principal = Depends(ALL)) -> dict:
         get_alert(p, alert_id)
         return human(engine.unack, alert_id, actor(p), body.comment)
 
     @r.post("/alerts/{alert_id}/comment")
-    def comment(alert_id: int, body: CommentBody, p: Principal = Depends(ALL)) -> dict:
+    def comment(alert_id: AlertId, body: CommentBody, p: Principal = Depends(ALL)) -> dict:
         get_alert(p, alert_id)
         return human(engine.comment, alert_id, actor(p), body.text)
 
     @r.post("/alerts/{alert_id}/assign")
-    def assign(alert_id: int, body: AssignBody, p: Principal = Depends(SEC)) -> dict:
+    def assign(alert_id: AlertId, body: AssignBody, p: Principal = Depends(SEC)) -> dict:
         get_alert(p, alert_id)
         return human(engine.assign, alert_id, actor(p), body.assignee or None, body.comment)
 
     @r.post("/alerts/{alert_id}/resolve")
-    def resolve(alert_id: int, body: ResolveBody = Body(default_factory=ResolveBody),
+    def resolve(alert_id: AlertId, body: ResolveBody = Body(default_factory=ResolveBody),
                 p: Principal = Depends(SEC)) -> dict:
         get_alert(p, alert_id)
         return human(engine.resolve, alert_id, actor(p), body.comment)
@@ -337,7 +346,7 @@ def router(alerting) -> APIRouter:
         return s.to_dict()
 
     @r.delete("/silences/{silence_id}")
-    def silence_expire(silence_id: int, p: Principal = Depends(SEC)) -> dict:
+    def silence_expire(silence_id: SilenceId, p: Principal = Depends(SEC)) -> dict:
         try:
             return engine.silence_expire(silence_id, actor(p)).to_dict()
         except (AlertError, ValueError, KeyError) as e:

@@ -16,12 +16,18 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+import orjson
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from campus_sense import __version__
 
 from ..store.base import SeriesQueryUnsupported
+from ..store.budget import SERIES_MAX_BLOCKS, SERIES_MAX_POINTS, SERIES_MAX_VALUES, SeriesBudgetExceeded
+from .bounds import MAX_MS, ms_query
+
+#: /events answers at most this many events (the newest first)
+EVENTS_MAX = 10_000
 
 _bearer = HTTPBearer(auto_error=False, description="token from `campus-sense collector token create`")
 
@@ -102,25 +108,35 @@ def create_app(store, ingest=None, offline_after_s: float = 180.0, title: str = 
             raise HTTPException(404, f"unknown device {device_id!r}")
         return store.interfaces(device_id)
 
-    @r.get("/series", dependencies=[Depends(ALL)], summary="time-series query, optional avg per step")
+    @r.get("/series", dependencies=[Depends(ALL)], summary="time-series query, optional avg per step",
+           description=f"Budget: at most `limit` (<= {SERIES_MAX_POINTS:,}) points per answer (more: truncated, "
+                       f"`truncated: true` on the last series), at most {SERIES_MAX_VALUES:,} values (a point "
+                       f"without `field` counts one per field) and {SERIES_MAX_BLOCKS:,} sample blocks scanned "
+                       "(one timestamp of one measurement on one device); beyond those 413: narrow the query.",
+           responses={413: {"description": "over the series budget; the detail says how to narrow the query"}})
     def series(measurement: str, device: str | None = None, field: str | None = None,
-               start: int | None = Query(None, description="epoch ms, inclusive"),
-               end: int | None = Query(None, description="epoch ms, exclusive"),
-               step: int | None = Query(None, gt=0, description="bucket width in ms: average per bucket"),
+               start: int | None = ms_query(None, "epoch ms, inclusive"),
+               end: int | None = ms_query(None, "epoch ms, exclusive"),
+               step: int | None = Query(None, gt=0, le=MAX_MS, description="bucket width in ms: average per bucket"),
                tags: str | None = Query(None, description="filter k=v,k2=v2"),
-               limit: int = Query(10000, gt=0, le=1_000_000, description="max points in the answer")) -> dict:
+               limit: int = Query(10000, gt=0, le=SERIES_MAX_POINTS, description="max points in the answer")):
         if start is not None and end is not None and end <= start:
             raise HTTPException(400, "end must be after start")
         try:
             res = store.series(measurement, device, field, start, end, step, _parse_tags(tags), limit)
         except SeriesQueryUnsupported as e:
             raise HTTPException(501, str(e)) from None
-        return {"measurement": measurement, "start": start, "end": end, "step": step, "series": res}
+        except SeriesBudgetExceeded as e:
+            raise HTTPException(413, str(e)) from None
+        # orjson straight to bytes: no second copy of a large answer through jsonable_encoder
+        return Response(orjson.dumps({"measurement": measurement, "start": start, "end": end, "step": step,
+                                      "series": res}), media_type="application/json")
 
     @r.get("/events", dependencies=[Depends(ALL)])
-    def events(device: str | None = None, since: int | None = None, until: int | None = None,
+    def events(device: str | None = None, since: int | None = ms_query(None, "epoch ms, inclusive"),
+               until: int | None = ms_query(None, "epoch ms, exclusive"),
                severity: str | None = None, type: str | None = None,
-               limit: int = Query(500, gt=0, le=100_000)) -> list[dict]:
+               limit: int = Query(500, gt=0, le=EVENTS_MAX, description="max events (newest first)")) -> list[dict]:
         return store.events(device, since, until, severity, type, limit)
 
     @r.get("/ingest/stats", dependencies=[Depends(OPS)], summary="rejected counts by reason, gaps, counters")

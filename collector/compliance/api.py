@@ -130,7 +130,8 @@ def make_router(provider: Callable[[], Inputs], read: Sequence[Any] = (), write:
 
     @r.get("/history", dependencies=list(read))
     def history(kind: str | None = Query(None, pattern="^(coverage|compliance)$"), building: str | None = None,
-                room: str | None = None, device: str | None = None, since: float | None = None,
+                room: str | None = None, device: str | None = None,
+                since: float | None = Query(None, ge=0, le=2**53 / 1000, description="epoch seconds"),
                 limit: int = Query(500, ge=1, le=10000)):
         inp = provider()
         if inp.store is None:

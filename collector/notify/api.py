@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Path, Query
 
 
 def router(notifier) -> APIRouter:
@@ -28,7 +28,7 @@ def router(notifier) -> APIRouter:
         return notifier.deliveries(limit, state, channel)
 
     @r.post("/deliveries/{delivery_id}/retry")
-    def retry(delivery_id: int) -> dict:
+    def retry(delivery_id: int = Path(ge=1, le=2**63 - 1, description="delivery id (1..2**63-1)")) -> dict:
         if not notifier.retry(delivery_id):
             raise HTTPException(404, f"no failed delivery {delivery_id}")
         return {"id": delivery_id, "state": "pending"}

@@ -647,14 +647,24 @@ class SQLiteStore(Store):
             e = {"measurement": measurement, "device": dev, "tags": t, "points": []}
             if field:
                 e["field"] = field
+            if step_ms:
+                e["acc"] = {}  # bucket start -> {field or None: [sum, n]}, averaged at the end
             groups.setdefault(gid, {})[str(sid)] = e
             entries.append(e)
-        raw_budget = limit if not step_ms else 50 * limit
-        n = 0
+        # budget (collector/README.md, API): memory grows with the answer (points, or buckets with a
+        # step: raw points are averaged while scanning), never with the raw data in the range
+        from .budget import SERIES_MAX_BLOCKS, SERIES_MAX_VALUES, SeriesBudgetExceeded
+        narrow = ("narrow the query: a shorter start..end, device=, tags=, one field=, a coarser step= "
+                  "or a smaller limit=")
+        n = values = blocks = 0
         truncated = False
         for gid, want in groups.items():
             for ts, data in c.execute("SELECT ts_ms, data FROM sample_blocks WHERE grp=? AND ts_ms >= ? AND ts_ms < ? "
                                       "ORDER BY ts_ms, id", (gid, start, end)):
+                blocks += 1
+                if blocks > SERIES_MAX_BLOCKS:
+                    raise SeriesBudgetExceeded(f"series: more than {SERIES_MAX_BLOCKS:,} sample blocks (timestamps "
+                                               f"x devices) to scan; {narrow}")
                 blk = _loads(data)
                 for k, e in want.items():
                     f = blk.get(k)
@@ -664,22 +674,42 @@ class SQLiteStore(Store):
                         v = f.get(field)
                         if v is None:
                             continue
-                        e["points"].append([ts, v])
                     else:
-                        e["points"].append([ts, _nonull(f)])
-                    n += 1
-                if n >= raw_budget:
+                        v = _nonull(f)
+                    if step_ms:
+                        b = ts - ts % step_ms
+                        acc = e["acc"].get(b)
+                        if acc is None:
+                            acc = e["acc"][b] = {}
+                            n += 1
+                        for fk, x in (((None, v),) if field else v.items()):
+                            if isinstance(x, (int, float)):
+                                a = acc.get(fk)
+                                if a is None:
+                                    acc[fk] = [float(x), 1]
+                                    values += 1
+                                else:
+                                    a[0] += x
+                                    a[1] += 1
+                    else:
+                        e["points"].append([ts, v])
+                        n += 1
+                        values += 1 if field else len(v)
+                if values > SERIES_MAX_VALUES:
+                    raise SeriesBudgetExceeded(f"series: more than {SERIES_MAX_VALUES:,} values in the answer (a "
+                                               f"point without field= counts one per field); {narrow}")
+                if n > limit if step_ms else n >= limit:
                     truncated = True
                     break
             if truncated:
                 break
         out = []
         for e in entries:
-            pts = e["points"]
-            if not pts:
-                continue
             if step_ms:
-                e["points"] = _bucket_avg(pts, step_ms, bool(field))
+                e["points"] = [[b, a[None][0] / a[None][1]] if field else [b, {k: s / m for k, (s, m) in a.items()}]
+                               for b, a in sorted(e.pop("acc").items()) if (None in a if field else a)]
+            if not e["points"]:
+                continue
             out.append(e)
         total = 0
         for e in out:
