@@ -95,6 +95,10 @@ class Message:
     epoch: str | None = None
     seq: int | None = None
     items: list[dict[str, Any]] = field(default_factory=list)
+    #: the payload as received (set by the collector's ingest; kept for dead letters)
+    raw: bytes = b""
+    #: collector time when it arrived (epoch ms; set by ingest)
+    recv_ms: int = 0
 
 
 def check_segment(value: str, what: str) -> str:

@@ -4,7 +4,7 @@ import time
 import pytest
 
 from campus_sense import wire
-from collector.store.base import Reject, TimeSeriesSink
+from collector.store.base import Reject, StorageUnavailable, TimeSeriesSink
 from collector.store.sqlite import SQLiteStore, _SeqState
 from tests.collector_util import iface
 
@@ -53,7 +53,7 @@ def test_sink_failure_rolls_back_everything(tmp_path):
     sink = Boom()
     s = SQLiteStore(str(tmp_path / "c.db"), sink=sink)
     m = msg(1, [iface("sw", T0 + 1, 1)])
-    with pytest.raises(ConnectionError):
+    with pytest.raises(StorageUnavailable):
         s.apply([m], [Reject("t", "bad_json", "x")])
     assert s.reader().execute("SELECT count(*) FROM seq_state").fetchone()[0] == 0
     assert s.ingest_stats()["rejected_total"] == 0 and s.devices() == []

@@ -23,9 +23,9 @@ from typing import Any, Iterable
 
 import orjson
 
-from campus_sense.wire import Message
+from campus_sense.wire import MAX_COMMIT_GAPS, Message, Watermark
 
-from .base import ApplyResult, Reject, SeriesQueryUnsupported, Store, TimeSeriesSink
+from .base import ApplyResult, Reject, SeriesQueryUnsupported, StorageUnavailable, Store, TimeSeriesSink
 
 log = logging.getLogger("collector.store")
 
@@ -68,6 +68,10 @@ CREATE TABLE IF NOT EXISTS gaps(
   detected_ms INTEGER NOT NULL, PRIMARY KEY(agent, epoch, first_seq));
 CREATE TABLE IF NOT EXISTS rejected(
   reason TEXT PRIMARY KEY, count INTEGER NOT NULL, last_topic TEXT, last_error TEXT, last_ms INTEGER);
+-- messages refused for their own content: raw payload kept for inspection (newest dead_letter_keep)
+CREATE TABLE IF NOT EXISTS dead_letters(
+  id INTEGER PRIMARY KEY, received_ms INTEGER NOT NULL, topic TEXT NOT NULL, agent TEXT, epoch TEXT, seq INTEGER,
+  reason TEXT NOT NULL, error TEXT NOT NULL, payload BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS counters(name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS tokens(
   id INTEGER PRIMARY KEY, name TEXT, role TEXT NOT NULL, hash TEXT NOT NULL UNIQUE,
@@ -155,7 +159,7 @@ def _bucket_avg(points: list, step: int, single: bool) -> list:
 
 class SQLiteStore(Store):
     def __init__(self, path: str, sink: TimeSeriesSink | None = None, retention_days: float = 30,
-                 retention_interval_s: float = 3600, synchronous: str = "FULL"):
+                 retention_interval_s: float = 3600, synchronous: str = "FULL", dead_letter_keep: int = 10_000):
         # FULL: a commit (and so the PUBACK sent after it) survives power loss, not just a
         # process crash. NORMAL trades the last commits on power loss for fewer fsyncs.
         self.synchronous = synchronous
@@ -166,6 +170,14 @@ class SQLiteStore(Store):
         self._next_retention = time.monotonic() + 5
         self._w = self._connect()
         self._w.executescript(SCHEMA)
+        cols = {r[1] for r in self._w.execute("PRAGMA table_info(agents)")}
+        for col, decl in (("clock_offset_ms", "INTEGER"), ("clock_ms", "INTEGER")):
+            if col not in cols:
+                self._w.execute(f"ALTER TABLE agents ADD COLUMN {col} {decl}")
+        #: agent -> (site, building) it is bound to (first seen or enrolled with)
+        self._bound: dict[str, tuple[str, str]] = {
+            a: (si, b) for a, si, b in self._w.execute("SELECT id, site, building FROM agents")}
+        self.dead_letter_keep = dead_letter_keep
         self._series: dict[tuple, int] = {}
         self._series_canon: dict[tuple, int] = {}
         self._seq: dict[tuple[str, str], _SeqState] = {}
@@ -243,10 +255,12 @@ class SQLiteStore(Store):
             self._seq[k] = st
         return st
 
-    def apply(self, messages: Iterable[Message], rejects: Iterable[Reject]) -> ApplyResult:
+    def apply(self, messages: Iterable[Message], rejects: Iterable[Reject],
+              clock: dict[str, tuple[int, int]] | None = None) -> ApplyResult:
+        """Commit one group. ``clock``: agent -> (estimated clock offset ms, at collector ms)."""
         with self._lock:
             try:
-                return self._apply(messages, rejects)
+                return self._apply(messages, rejects, clock)
             except BaseException:
                 try:
                     self._w.execute("ROLLBACK")
@@ -257,13 +271,61 @@ class SQLiteStore(Store):
                 self._series_canon.clear()
                 self._seq.clear()
                 self._next_block = self._max_block() + 1
+                self._bound = {a: (si, b) for a, si, b in self._w.execute("SELECT id, site, building FROM agents")}
                 raise
 
-    def _apply(self, messages: Iterable[Message], rejects: Iterable[Reject]) -> ApplyResult:
+    def _bind(self, messages: Iterable[Message], rejects: list[Reject]) -> list[Message]:
+        """An agent stays in the site and building it was first seen (or enrolled) with: a message
+        under another one is refused (dead letter ``agent_moved``) instead of moving its devices."""
+        out = []
+        bound = self._bound
+        for m in messages:
+            tp = m.topic
+            b = bound.get(m.agent)
+            if b is None:
+                bound[m.agent] = (tp.site, tp.building)
+            elif b != (tp.site, tp.building):
+                rejects.append(Reject(
+                    f"campus/v1/{tp.site}/{tp.building}/{m.agent}/{m.kind}", "agent_moved",
+                    f"agent {m.agent} is bound to site {b[0]} building {b[1]}, not {tp.site}/{tp.building}; "
+                    f"if it really moved: campus-sense collector agent move {m.agent} --site {tp.site} "
+                    f"--building {tp.building}", m.raw, m.agent, m.epoch, m.seq))
+                continue
+            out.append(m)
+        return out
+
+    def agent_move(self, agent: str, site: str, building: str) -> bool:
+        """Re-bind an agent to another site/building (an admin's decision); False if unknown."""
+        with self._lock:
+            cur = self._w.execute("UPDATE agents SET site=?, building=? WHERE id=?", (site, building, agent))
+            if cur.rowcount:
+                self._w.execute("UPDATE devices SET site=?, building=? WHERE agent=?", (site, building, agent))
+                self._bound[agent] = (site, building)
+            return bool(cur.rowcount)
+
+    @staticmethod
+    def _watermark(agent: str, epoch: str, st: "_SeqState") -> Watermark:
+        gaps = st.gaps
+        if not gaps:
+            return Watermark(agent, epoch, st.hwm, st.hwm)
+        hwm = st.hwm
+        if len(gaps) > MAX_COMMIT_GAPS:   # only the listed gaps travel: stop the covered range before the rest
+            hwm = gaps[MAX_COMMIT_GAPS][0] - 1
+        return Watermark(agent, epoch, gaps[0][0] - 1, hwm,
+                         tuple((a, b) for a, b in gaps[:MAX_COMMIT_GAPS] if b <= hwm))
+
+    def watermark(self, agent: str, epoch: str) -> Watermark:
+        with self._lock:
+            return self._watermark(agent, epoch, self._seq_state(agent, epoch))
+
+    def _apply(self, messages: Iterable[Message], rejects: Iterable[Reject],
+               clock: dict[str, tuple[int, int]] | None = None) -> ApplyResult:
         w = self._w
         now = _now_ms()
         res = ApplyResult()
         accepted = res.accepted
+        rejects = list(rejects)
+        messages = self._bind(messages, rejects)
         w.execute("BEGIN IMMEDIATE")
         blocks: dict[tuple[int, int], dict] = {}
         latest: dict[int, tuple] = {}
@@ -281,6 +343,7 @@ class SQLiteStore(Store):
         special_items: list[tuple[dict, dict]] = []
         to_sqlite = self.sink is None
         points = 0
+        same_time = 0
         for msg in messages:
             agents_seen[msg.agent] = msg.topic
             if msg.seq is None:
@@ -288,10 +351,10 @@ class SQLiteStore(Store):
                 accepted.append(msg)
                 continue
             st = self._seq_state(msg.agent, msg.epoch)
+            touched[(msg.agent, msg.epoch)] = st
             if not st.accept(msg.seq):
                 res.duplicates += 1
                 continue
-            touched[(msg.agent, msg.epoch)] = st
             accepted.append(msg)
             kind = msg.kind
             tp = msg.topic
@@ -323,7 +386,12 @@ class SQLiteStore(Store):
                             elif ds[3] < t:
                                 ds[3] = t
                         # null fields are stored as null and dropped when read
-                        blk[skey] = it["f"]
+                        prev = blk.get(skey)
+                        if prev is None:
+                            blk[skey] = it["f"]
+                        else:   # same series, same millisecond: merge the fields, count it
+                            blk[skey] = {**prev, **it["f"]}
+                            same_time += 1
                         if special:
                             special_items.append((it, it["f"]))
                 else:
@@ -393,7 +461,10 @@ class SQLiteStore(Store):
                 dev_seen.pop(d, None)
         # ---- external sink first (its HTTP wait overlaps with the SQLite work below); if it
         # fails, the whole group rolls back and is redelivered
-        pending_sink = self.sink.write_begin(sink_items) if sink_items else None
+        try:
+            pending_sink = self.sink.write_begin(sink_items) if sink_items else None
+        except Exception as e:
+            raise StorageUnavailable(f"{self.sink.name}: {e}") from e
         # ---- time series
         if blocks:
             bid = self._next_block
@@ -436,33 +507,44 @@ class SQLiteStore(Store):
             w.execute(f"UPDATE agents SET {sets} WHERE id=?", (*a.values(), agent))
         # ---- dedup state + gaps
         for (agent, epoch), st in touched.items():
-            if st.dirty:
-                w.execute("INSERT INTO seq_state(agent, epoch, hwm, first_ms, last_ms) VALUES (?,?,?,?,?) "
-                          "ON CONFLICT(agent, epoch) DO UPDATE SET hwm=excluded.hwm, last_ms=excluded.last_ms",
-                          (agent, epoch, st.hwm, now, now))
-                st.dirty = False
-            if st.gaps_dirty:
-                w.execute("DELETE FROM gaps WHERE agent=? AND epoch=?", (agent, epoch))
-                w.executemany("INSERT INTO gaps(agent, epoch, first_seq, last_seq, detected_ms) VALUES (?,?,?,?,?)",
-                              [(agent, epoch, a, b, now) for a, b in st.gaps])
-                st.gaps_dirty = False
+            self._save_seq(agent, epoch, st, now)
         # ---- rejects + counters
         nrej = 0
+        dead = []
         for r in rejects:
+            if r.seq is not None:
+                st = self._seq_state(r.agent, r.epoch)
+                touched[(r.agent, r.epoch)] = st
+                if not st.accept(r.seq):
+                    res.duplicates += 1    # a redelivered dead letter: stored and counted once
+                    continue
+                self._save_seq(r.agent, r.epoch, st, now)
+            dead.append((now, r.topic, r.agent, r.epoch, r.seq, r.reason, r.error, r.payload or b""))
+            res.dead.append(r)
             nrej += 1
             w.execute("INSERT INTO rejected(reason, count, last_topic, last_error, last_ms) VALUES (?,1,?,?,?) "
                       "ON CONFLICT(reason) DO UPDATE SET count=count+1, last_topic=excluded.last_topic, "
                       "last_error=excluded.last_error, last_ms=excluded.last_ms", (r.reason, r.topic, r.error, now))
+        if dead:
+            w.executemany("INSERT INTO dead_letters(received_ms, topic, agent, epoch, seq, reason, error, payload) "
+                          "VALUES (?,?,?,?,?,?,?,?)", dead)
+        if clock:
+            w.executemany("UPDATE agents SET clock_offset_ms=?, clock_ms=? WHERE id=?",
+                          [(off, at, a) for a, (off, at) in clock.items()])
         c = self.counters
         delta = {"messages_stored": len(accepted), "points_stored": points, "duplicates": res.duplicates,
-                 "rejected": nrej}
+                 "rejected": nrej, "same_time_merged": same_time}
         newc = {k: c.get(k, 0) + v for k, v in delta.items() if v}
         if newc:
             w.executemany("INSERT INTO counters(name, value) VALUES (?,?) "
                           "ON CONFLICT(name) DO UPDATE SET value=excluded.value", newc.items())
         if pending_sink is not None:
-            self.sink.write_end(pending_sink)
+            try:
+                self.sink.write_end(pending_sink)
+            except Exception as e:
+                raise StorageUnavailable(f"{self.sink.name}: {e}") from e
         w.execute("COMMIT")
+        res.marks = [self._watermark(a, e, st) for (a, e), st in touched.items()]
         with self.stats_lock:
             c.update(newc)
         if time.monotonic() >= self._next_retention:
@@ -472,6 +554,19 @@ class SQLiteStore(Store):
             except sqlite3.Error as e:  # the group is committed; retention retries next interval
                 log.error("retention failed: %s", e)
         return res
+
+    def _save_seq(self, agent: str, epoch: str, st: "_SeqState", now: int) -> None:
+        w = self._w
+        if st.dirty:
+            w.execute("INSERT INTO seq_state(agent, epoch, hwm, first_ms, last_ms) VALUES (?,?,?,?,?) "
+                      "ON CONFLICT(agent, epoch) DO UPDATE SET hwm=excluded.hwm, last_ms=excluded.last_ms",
+                      (agent, epoch, st.hwm, now, now))
+            st.dirty = False
+        if st.gaps_dirty:
+            w.execute("DELETE FROM gaps WHERE agent=? AND epoch=?", (agent, epoch))
+            w.executemany("INSERT INTO gaps(agent, epoch, first_seq, last_seq, detected_ms) VALUES (?,?,?,?,?)",
+                          [(agent, epoch, a, b, now) for a, b in st.gaps])
+            st.gaps_dirty = False
 
     def _apply_state(self, msg: Message, now: int) -> None:
         b = msg.body
@@ -522,6 +617,8 @@ class SQLiteStore(Store):
             if n == 0:
                 break
         w.execute("DELETE FROM events WHERE ts_ms < ?", (cutoff,))
+        w.execute("DELETE FROM dead_letters WHERE id <= (SELECT max(id) FROM dead_letters) - ?",
+                  (self.dead_letter_keep,))
         # a gap older than the retention can no longer be filled usefully
         w.execute("DELETE FROM gaps WHERE detected_ms < ?", (cutoff,))
         self._seq.clear()
