@@ -20,14 +20,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from campus_sense import wire
+from campus_sense.secret import Secret, SecretFields
 from campus_sense.yamlconf import load_model
 from collector.compliance.settings import CampusSettings
 
 
-class _Strict(BaseModel):
+class _Strict(SecretFields):
     model_config = ConfigDict(extra="forbid")
 
 
@@ -43,8 +44,8 @@ class MQTT(_Strict):
     host: str
     port: int = Field(1883, ge=1, le=65535)
     username: str = Field(min_length=1)
-    password: str | None = None
-    password_file: str | None = None
+    #: campus_sense.secret grammar: password / password_file / password_env (file relative to this file)
+    password: Secret | None = None
     client_id: str = Field("campus-collector", min_length=1, max_length=64)
     #: how long the broker keeps our session (subscription + queued messages) while we are down
     session_expiry_s: int = Field(7 * 86400, ge=60)
@@ -59,19 +60,15 @@ class MQTT(_Strict):
 
     @model_validator(mode="after")
     def _need_password(self):
-        if not self.password and not self.password_file:
-            raise ValueError("password or password_file is required (anonymous MQTT is not supported)")
-        if self.password and self.password_file:
-            raise ValueError("give either password or password_file, not both")
+        if self.password is None:
+            raise ValueError("password or password_file is required (or password_env; anonymous MQTT "
+                             "is not supported)")
         return self
 
     def read_password(self) -> str:
-        if self.password:
-            return self.password
-        try:
-            return Path(self.password_file).read_text(encoding="utf-8").strip()
-        except OSError as e:
-            raise ValueError(f"mqtt.password_file {self.password_file}: cannot read ({e.strerror})") from None
+        """Read now: called on every (re)connect, so a rotated password file is picked up.
+        Raises SecretError (a ConfigError/ValueError) naming the key when it became unreadable."""
+        return self.password.reveal()  # type: ignore[union-attr]
 
 
 class Store(_Strict):
@@ -86,8 +83,8 @@ class Store(_Strict):
     retention_interval_s: float = Field(3600, gt=0)
     # influxdb (v2 write API)
     url: str | None = None
-    token: str | None = None
-    token_file: str | None = None
+    #: campus_sense.secret grammar: token / token_file / token_env
+    token: Secret | None = None
     org: str = "campus"
     bucket: str = "campus"
     timeout_s: float = Field(10, gt=0)
@@ -99,9 +96,8 @@ class Store(_Strict):
         return self
 
     def read_token(self) -> str:
-        if self.token_file:
-            return Path(self.token_file).read_text(encoding="utf-8").strip()
-        return self.token or ""
+        """Read now (see campus_sense.secret: re-read on every call)."""
+        return self.token.reveal() if self.token is not None else ""
 
 
 class API(_Strict):
@@ -152,15 +148,12 @@ class CollectorConfig(_Strict):
 
 
 def load(path: str | Path) -> CollectorConfig:
-    cfg = load_model(path, CollectorConfig)
     base = Path(path).resolve().parent
+    # relative secret files (password_file, token_file) are relative to the config file, too
+    cfg = load_model(path, CollectorConfig, context={"base_dir": base})
     # relative paths are relative to the config file
     if not Path(cfg.store.path).is_absolute() and cfg.store.path != ":memory:":
         cfg.store.path = str(base / cfg.store.path)
-    if cfg.mqtt.password_file and not Path(cfg.mqtt.password_file).is_absolute():
-        cfg.mqtt.password_file = str(base / cfg.mqtt.password_file)
-    if cfg.store.token_file and not Path(cfg.store.token_file).is_absolute():
-        cfg.store.token_file = str(base / cfg.store.token_file)
     if cfg.rules:
         cfg.rules.paths = [p if Path(p).is_absolute() else str(base / p) for p in cfg.rules.paths]
         if not Path(cfg.rules.db).is_absolute() and cfg.rules.db != ":memory:":

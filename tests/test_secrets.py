@@ -163,3 +163,58 @@ def test_duplicate_key_error_from_loader_and_same_key_in_different_maps_is_fine(
     p.write_text("a: 1\nb:\n  - c: 1\n    d: 2\n    c: 3\n")
     with pytest.raises(ConfigError, match=r"x.yaml:5: duplicate key 'c' \(first at line 3\)"):
         load_yaml(p)
+
+
+# --------------------------------------------------------------------------- collector
+
+COLLECTOR = """\
+mqtt:
+  host: 127.0.0.1
+  username: collector
+  SECRET
+store:
+  kind: influxdb
+  url: http://127.0.0.1:8086
+  TOKEN
+"""
+
+
+@pytest.mark.parametrize("i", [0, 1, 2])
+def test_collector_config_secret_sources_and_hidden(tmp_path, monkeypatch, caplog, i):
+    from collector import config
+    (k, v), = sources(tmp_path, monkeypatch)[i].items()
+    (tk, tv), = sources(tmp_path, monkeypatch, "token", VALUE + "-tok")[i].items()
+    p = tmp_path / "collector.yaml"
+    p.write_text(COLLECTOR.replace("SECRET", f"{k}: {v}").replace("TOKEN", f"{tk}: {tv}"))
+    cfg = config.load(p)
+    assert cfg.mqtt.read_password() == VALUE and cfg.store.read_token() == VALUE + "-tok"
+    assert_hidden(cfg, caplog=caplog)
+    assert_hidden(cfg, VALUE + "-tok")
+
+
+def test_collector_relative_secret_files_are_relative_to_the_config(tmp_path, monkeypatch):
+    from collector import config
+    d = tmp_path / "etc"
+    (d / "secrets").mkdir(parents=True)
+    (d / "secrets" / "mqtt.pass").write_text("rel-pass\n")
+    (d / "secrets" / "influx.token").write_text("rel-token\n")
+    p = d / "collector.yaml"
+    p.write_text(COLLECTOR.replace("SECRET", "password_file: secrets/mqtt.pass")
+                 .replace("TOKEN", "token_file: secrets/influx.token"))
+    monkeypatch.chdir(tmp_path)
+    cfg = config.load(p)
+    assert cfg.mqtt.read_password() == "rel-pass" and cfg.store.read_token() == "rel-token"
+    assert cfg.mqtt.password.file == d / "secrets" / "mqtt.pass"
+    # rotation: re-read on every read_password() (the collector calls it per connect)
+    (d / "secrets" / "mqtt.pass").write_text("rotated\n")
+    assert cfg.mqtt.read_password() == "rotated"
+    (d / "secrets" / "mqtt.pass").unlink()
+    with pytest.raises(SecretError, match="password_file: cannot read"):
+        cfg.mqtt.read_password()
+    with pytest.raises(ConfigError) as ei:
+        config.load(p)
+    assert f"{p}:4: mqtt.password_file: cannot read {d / 'secrets' / 'mqtt.pass'}" in str(ei.value)
+    monkeypatch.delenv("CS_NOPE", raising=False)
+    p.write_text(COLLECTOR.replace("SECRET", "password: x").replace("TOKEN", "token_env: CS_NOPE"))
+    with pytest.raises(ConfigError, match=r"collector.yaml:8: store.token_env: environment variable CS_NOPE"):
+        config.load(p)
