@@ -11,7 +11,7 @@ from edge_agent.queue import DurableQueue
 
 
 def items(n, size=10):
-    return [wire.encode_item(wire.sample("m", "d1", 1000 + i, {"x": "y" * size})) for i in range(n)]
+    return [wire.encode_item(wire.sample("m", "d1", 1_700_000_000_000 + i, {"x": "y" * size})) for i in range(n)]
 
 
 def put(q, n=1, kind="metrics"):
@@ -126,3 +126,180 @@ def test_one_process_per_queue_file(tmp_path):
         raise AssertionError("a second queue on the same file was allowed")
     q.close()
     DurableQueue(tmp_path / "q.db").close()
+
+
+# ------------------------------------------------------------------ full disk (issue 9)
+# dropped_total and produced_total count ITEMS; produced - dropped items are (or will be) delivered.
+
+def big(n_items=1, size=6000):
+    """A message whose payload spans overflow pages, so deleting it frees whole pages."""
+    return [items(n_items, size)]
+
+
+def test_reserve_reuses_free_pages_then_drops_oldest_items_counted(tmp_path, caplog):
+    q = DurableQueue(tmp_path / "q.db", min_free_bytes=0)
+    for _ in range(10):
+        q.append("metrics", "a1", [items(3, 2000)])   # 10 messages of 3 items
+    q.ack(range(1, 6))                                 # 5 delivered: their pages are free inside the file
+    assert q.produced_total == 30 and q.dropped_total == 0
+    pages = q.db.execute("PRAGMA page_count").fetchone()[0]
+    q.min_free_bytes = 1 << 62                         # the filesystem is now under the reserve
+    q.append("metrics", "a1", [items(3, 2000)])        # fits into the free pages: nothing dropped
+    assert q.dropped_total == 0 and q.depth == 6
+    for _ in range(10):
+        q.append("metrics", "a1", [items(3, 2000)])
+    # the file did not grow; room was made by dropping the oldest messages, counted in items
+    assert q.db.execute("PRAGMA page_count").fetchone()[0] <= pages
+    kept = [r.seq for r in q.peek(0, 100)]
+    assert kept == list(range(kept[0], 22)) and kept[0] > 6
+    assert q.dropped_total == 3 * (kept[0] - 6) and q.produced_total == 63
+    assert q.produced_total - q.dropped_total == 3 * (5 + len(kept))  # delivered + queued
+    assert "disk reserve" in caplog.text and "under queue.min_free_bytes" in caplog.text
+    q.close()
+    q = DurableQueue(tmp_path / "q.db", min_free_bytes=0)  # both counters are persistent
+    assert (q.dropped_total, q.produced_total) == (3 * (kept[0] - 6), 63)
+
+
+def test_reserve_with_no_room_writes_nothing(tmp_path):
+    from edge_agent.queue import QueueNoSpace
+    q = DurableQueue(tmp_path / "q.db", min_free_bytes=1 << 62)
+    try:
+        q.append("metrics", "a1", big())
+    except QueueNoSpace as e:
+        assert "min_free_bytes" in str(e)
+    else:
+        raise AssertionError("an empty queue under the reserve grew its file")
+    assert (q.depth, q.next_seq, q.dropped_total, q.produced_total) == (0, 1, 0, 0) and not q.writable
+    q.min_free_bytes = 0  # space is back
+    assert q.append("metrics", "a1", big()) == [1] and q.writable and q.produced_total == 1
+
+
+def test_sqlite_full_rolls_back_and_recovers(tmp_path):
+    """SQLITE_FULL (max_page_count stands in for the disk): counters unchanged, no transaction left
+    open, the queue works again once there is room -- without reopening it."""
+    q = DurableQueue(tmp_path / "q.db", min_free_bytes=0, max_messages=1000)
+    put(q, 3)
+    q.db.execute(f"PRAGMA max_page_count={q.db.execute('PRAGMA page_count').fetchone()[0]}")
+    before = (q.depth, q.bytes, q.next_seq, q.dropped_total, q.produced_total)
+    failures = 0
+    for _ in range(5):
+        try:
+            q.append("metrics", "a1", big(1, 20000))
+        except sqlite3.OperationalError as e:
+            assert "full" in str(e)
+            failures += 1
+    assert failures == 5 and not q.db.in_transaction
+    assert (q.depth, q.bytes, q.next_seq, q.dropped_total, q.produced_total) == before
+    q.count_drops(4)  # e.g. items lost from memory meanwhile: counted, saved once a write succeeds
+    assert q.dropped_total == 4
+    q.db.execute("PRAGMA max_page_count=1000000")
+    assert q.append("metrics", "a1", big()) == [4]
+    assert rows_on_disk(tmp_path / "q.db") == [1, 2, 3, 4]
+    with closing(sqlite3.connect(tmp_path / "q.db")) as db:
+        meta = dict(db.execute("SELECT key, value FROM meta"))
+    assert (meta["dropped_total"], meta["produced_total"], meta["next_seq"]) == ("4", "8", "5")
+
+
+def test_bound_counts_items_of_dropped_messages(tmp_path):
+    q = DurableQueue(tmp_path / "q.db", max_messages=2, min_free_bytes=0)
+    for n in (5, 1, 7, 2):
+        q.append("metrics", "a1", [items(n)])
+    assert [r.seq for r in q.peek(0, 10)] == [3, 4]
+    assert q.dropped_total == 6 and q.produced_total == 15
+
+
+def test_wal_stays_small(tmp_path):
+    from edge_agent.queue import WAL_LIMIT_BYTES
+    q = DurableQueue(tmp_path / "q.db", min_free_bytes=0)
+    reader = sqlite3.connect(tmp_path / "q.db")  # an operator's shell looking at the queue
+    biggest = 0
+    for i in range(300):
+        q.append("metrics", "a1", [items(4, 4000)])
+        if i % 3 == 0:
+            reader.execute("SELECT count(*) FROM messages").fetchone()
+        q.ack([r.seq for r in q.peek(0, 100)][:-2])
+        biggest = max(biggest, q.wal_bytes())
+    reader.close()
+    assert 0 < biggest <= WAL_LIMIT_BYTES + 256 * 1024, biggest
+
+
+class _BrokenQueue:
+    """A queue whose disk is full: every write fails."""
+    path, epoch = "/full/q.db", "e1"
+
+    def __init__(self):
+        self.dropped_total = self.produced_total = 0
+        self.appends = 0
+
+    def append(self, *a, **k):
+        self.appends += 1
+        raise sqlite3.OperationalError("database or disk is full")
+
+    def count_drops(self, n):
+        self.dropped_total += n
+        self.produced_total += n
+
+
+def test_batcher_overflow_is_bounded_and_counted(tmp_path):
+    q = DurableQueue(tmp_path / "q.db", min_free_bytes=1 << 62)   # cannot write at all
+    b = Batcher(q, "a1", max_message_bytes=4096, max_items=5, overflow_max_items=20)
+    for i in range(50):
+        b.add([Sample("m", "d1", {"n": i})])
+    assert b.count == 20 and q.dropped_total == 30 == b.shed_total
+    try:
+        b.flush()
+    except OSError:
+        pass
+    else:
+        raise AssertionError("flush should fail under the reserve with an empty queue")
+    assert b.count == 20
+    q.min_free_bytes = 0  # space is back
+    assert b.flush() >= 1 and b.count == 0
+    kept = [i["f"]["n"] for r in q.peek(0, 10) for i in orjson.loads(r.payload)["samples"]]
+    assert kept == list(range(30, 50))  # the oldest were the ones dropped
+    assert q.produced_total == 50 and q.produced_total - q.dropped_total == len(kept)
+
+
+def test_failing_flush_backs_off_and_logs_once(caplog):
+    import asyncio
+    import logging
+
+    async def scenario():
+        q = _BrokenQueue()
+        b = Batcher(q, "a1", max_message_bytes=4096, max_items=1)
+        b.add([Sample("m", "d1", {"n": 1})])   # full is set and stays set while flushes fail
+        ticks = 0
+
+        async def other_work():
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.05)
+                ticks += 1
+        tasks = [asyncio.create_task(b.run(0.1)), asyncio.create_task(other_work())]
+        await asyncio.sleep(3.5)
+        for t in tasks:
+            t.cancel()
+        return q.appends, ticks
+
+    with caplog.at_level(logging.INFO):
+        appends, ticks = asyncio.run(scenario())
+    # attempts at 0, 1, 3 s (backoff 1, 2, 4 ...), not thousands; the loop kept serving other tasks
+    assert 2 <= appends <= 4, appends
+    assert ticks > 20
+    assert caplog.text.count("could not write to the queue") == 1
+
+
+def test_rate_limited_log_counts_repeats(caplog):
+    import logging
+    from edge_agent.ratelog import RateLimitedLog
+    r = RateLimitedLog(logging.getLogger("t"), interval_s=0.2)
+    with caplog.at_level(logging.INFO):
+        assert r.log(logging.ERROR, "k", "disk %s", "full")
+        assert not any(r.log(logging.ERROR, "k", "disk %s", "full") for _ in range(99))
+        import time
+        time.sleep(0.25)
+        assert r.log(logging.ERROR, "k", "disk %s", "full")
+        r.recovered("ok again")
+    lines = [x.getMessage() for x in caplog.records]
+    assert lines == ["disk full", "disk full (repeated 99 times in the last 0 s)",
+                     "ok again (0 further failures were not logged)"]
