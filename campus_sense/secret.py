@@ -58,7 +58,7 @@ class Secret:
     __slots__ = ("_value", "file", "env", "name")
 
     def __init__(self, value: str | None = None, *, file: str | Path | None = None,
-                 env: str | None = None, name: str = "secret"):
+                 env: str | None = None, name: str | None = None):
         if sum(x is not None for x in (value, file, env)) != 1:
             raise ValueError("Secret needs exactly one of value, file, env")
         self._value = value
@@ -70,7 +70,8 @@ class Secret:
     @property
     def key(self) -> str:
         """The YAML key this secret came from: ``password``, ``password_file``, ``password_env``."""
-        return self.name + ("_file" if self.file is not None else "_env" if self.env is not None else "")
+        return (self.name or "secret") + ("_file" if self.file is not None else
+                                          "_env" if self.env is not None else "")
 
     def reveal(self) -> str:
         """The secret, read now (files and variables are re-read on every call)."""
@@ -107,6 +108,9 @@ class Secret:
             return self
         return Secret(file=Path(base) / self.file, name=self.name)
 
+    def __reduce__(self):  # copy/deepcopy/pickle keep the source, never resolve it
+        return (_restore, (self._value, self.file, self.env, self.name))
+
     # ------------------------------------------------------------------ display
     def __str__(self) -> str:
         if self.file is not None:
@@ -141,26 +145,31 @@ class Secret:
         return {"type": "string", "format": "password", "writeOnly": True}
 
 
+def _restore(value, file, env, name) -> Secret:
+    return Secret(value, file=file, env=env, name=name)
+
+
 def _error(key: str, reason: str) -> PydanticCustomError:
-    # yamlconf.error_loc() moves the error to ``key`` so file:line point at the line used
+    # yamlconf.error_loc() moves the error to ``key`` (password_file / password_env) so file:line
+    # point at the line used; an empty key (inline value) keeps pydantic's location
     return PydanticCustomError(SECRET_ERROR, "{reason}", {"key": key, "reason": reason})
 
 
 def _validate(v: Any, info: core_schema.ValidationInfo) -> Secret:
-    name = info.field_name or "secret"
     ctx = info.context if isinstance(info.context, dict) else {}
     if isinstance(v, Secret):
-        s = v if v.name == name else Secret(v._value, file=v.file, env=v.env, name=name)
+        # folded from <name>_file / <name>_env (named by its YAML key), or built in code
+        s = v if v.name else Secret(v._value, file=v.file, env=v.env, name=info.field_name)
     elif isinstance(v, str):
-        s = Secret(v, name=name)
+        s = Secret(v, name=info.field_name)
     else:
-        raise _error(name, f"expected a string (or use {name}_file / {name}_env), got {type(v).__name__}")
+        raise _error("", f"expected a string (or a <name>_file / <name>_env key), got {type(v).__name__}")
     s = s.rebased(ctx.get("base_dir"))
     if s._value is not None or ctx.get("read_secrets", True):
         try:
             s.reveal()
         except SecretError as e:
-            raise _error(e.key, e.reason) from None
+            raise _error(e.key if s._value is None else "", e.reason) from None
     return s
 
 
@@ -172,10 +181,11 @@ _NAMES: dict[type, tuple[str, ...]] = {}
 
 
 def secret_names(model: type[BaseModel]) -> tuple[str, ...]:
-    """Field names of ``model`` declared as ``Secret`` / ``Secret | None``."""
+    """YAML names (alias, else field name) of ``model``'s ``Secret`` / ``Secret | None`` fields."""
     names = _NAMES.get(model)
     if names is None:
-        names = _NAMES[model] = tuple(n for n, f in model.model_fields.items() if _is_secret(f.annotation))
+        names = _NAMES[model] = tuple(f.alias or n for n, f in model.model_fields.items()
+                                      if _is_secret(f.annotation))
     return names
 
 

@@ -186,8 +186,9 @@ class Ingest:
                     attempts += 1
                     self._ok_since_attempt = False
                     try:
+                        c.username_pw_set(self.cfg.username, self.cfg.read_password())  # re-read per connect
                         c.reconnect()
-                    except OSError as e:
+                    except (OSError, ValueError) as e:  # ValueError: password file unreadable (SecretError)
                         log.error("cannot connect to MQTT %s:%d: %s; retrying in %.0fs", self.cfg.host,
                                   self.cfg.port, e, backoff)
                         continue

@@ -82,8 +82,9 @@ def test_good_config(tmp_path, monkeypatch):
     (GOOD.replace("channels: [ding]", "channels: [dingg]"), 11, "route.routes.0.channels.0", "unknown channel 'dingg'"),
     # unknown channel type
     (GOOD.replace("type: dingtalk", "type: slack"), 4, "channels.ding.type", "'slack'"),
-    # inline secret is not accepted
-    (GOOD.replace("secret_file: dt.secret", "secret: SECinline"), 6, "channels.ding.secret", "Extra inputs"),
+    # one secret given twice (campus_sense.secret grammar: exactly one of secret / secret_file / secret_env)
+    (GOOD.replace("secret_file: dt.secret", "secret: SECinline\n    secret_env: T_DT_TOKEN"), 4,
+     "channels.ding", "set exactly one of secret or secret_env, not both"),
     # bad duration
     (GOOD + "      repeat_interval: 5 minutes\n", 12, "route.routes.0.repeat_interval", "invalid duration"),
     # bad severity

@@ -218,3 +218,63 @@ def test_collector_relative_secret_files_are_relative_to_the_config(tmp_path, mo
     p.write_text(COLLECTOR.replace("SECRET", "password: x").replace("TOKEN", "token_env: CS_NOPE"))
     with pytest.raises(ConfigError, match=r"collector.yaml:8: store.token_env: environment variable CS_NOPE"):
         config.load(p)
+
+
+# --------------------------------------------------------------------------- notify
+
+NOTIFY = """\
+channels:
+  mail:
+    type: smtp
+    host: 127.0.0.1
+    port: 587
+    security: starttls
+    username: u
+    PWLINE
+    from: a@b.c
+    to: x@y.z
+  ding:
+    type: dingtalk
+    access_token: ding-inline-token
+    secret_env: CS_DING_SECRET
+route:
+  channels: [mail]
+"""
+
+
+@pytest.mark.parametrize("i", [0, 1, 2])
+def test_notify_config_secret_sources_and_hidden(tmp_path, monkeypatch, caplog, i):
+    from collector.notify import config
+    monkeypatch.setenv("CS_DING_SECRET", "SEC-" + VALUE)
+    (k, v), = sources(tmp_path, monkeypatch)[i].items()
+    p = tmp_path / "notify.yaml"
+    p.write_text(NOTIFY.replace("PWLINE", f"{k}: {v}"))
+    cfg = config.load(p)
+    assert cfg.channels["mail"].secret("password") == VALUE
+    assert cfg.channels["ding"].secret("secret") == "SEC-" + VALUE
+    assert cfg.channels["ding"].secret("access_token") == "ding-inline-token"
+    assert_hidden(cfg, caplog=caplog)
+    assert_hidden(cfg, "SEC-" + VALUE)
+    assert_hidden(cfg.channels["ding"], "ding-inline-token")
+
+
+def test_notify_secret_errors_and_rotation(tmp_path, monkeypatch):
+    from collector.notify import config
+    monkeypatch.setenv("CS_DING_SECRET", "s1")
+    p = tmp_path / "notify.yaml"
+    p.write_text(NOTIFY.replace("PWLINE", "password_file: smtp.pass"))
+    with pytest.raises(ConfigError) as ei:
+        config.load(p)
+    assert f"{p}:8: channels.mail.password_file: cannot read {tmp_path / 'smtp.pass'}" in str(ei.value)
+    assert config.load(p, read_secrets=False).channels["mail"].password.file == tmp_path / "smtp.pass"
+    (tmp_path / "smtp.pass").write_text("one\n")      # relative to notify.yaml
+    cfg = config.load(p)
+    (tmp_path / "smtp.pass").write_text("two\n")
+    monkeypatch.setenv("CS_DING_SECRET", "s2")
+    assert cfg.channels["mail"].secret("password") == "two" and cfg.channels["ding"].secret("secret") == "s2"
+    monkeypatch.delenv("CS_DING_SECRET")
+    with pytest.raises(SecretError, match="secret_env: environment variable CS_DING_SECRET is not set"):
+        cfg.channels["ding"].secret("secret")
+    with pytest.raises(ConfigError) as ei:
+        config.load(p)
+    assert f"{p}:14: channels.ding.secret_env: environment variable CS_DING_SECRET is not set" in str(ei.value)

@@ -32,23 +32,25 @@ Example (see README.md in this package for the full reference)::
           channels: [bldg-a-wecom]
           active_time_windows: [office_hours]
 
-Secrets (passwords, robot keys/tokens/secrets, bearer tokens) are never written
-inline: each comes from ``<name>_file`` (path, relative to the config file) or
-``<name>_env`` (environment variable). There are no default credentials.
+Secrets (passwords, robot keys/tokens/secrets, bearer tokens) use the one grammar of
+``campus_sense.secret``: exactly one of ``<name>`` (inline; better kept out of the file),
+``<name>_file`` (path, relative to the config file) or ``<name>_env`` (environment
+variable). Files and variables are re-read on every send, so rotation needs no restart.
+There are no default credentials.
 """
 from __future__ import annotations
 
-import os
 import re
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Union
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError,
+from pydantic import (BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError,
                       field_validator, model_validator)
 
-from campus_sense.yamlconf import ConfigError, load_yaml
+from campus_sense.secret import Secret, SecretError, SecretFields
+from campus_sense.yamlconf import ConfigError, error_loc, load_yaml
 
 SEVERITIES = ("info", "warning", "critical")
 _DUR_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
@@ -84,65 +86,39 @@ def _str_list(v: Any) -> Any:
 StrList = Annotated[list[str], BeforeValidator(_str_list)]
 
 
-class _Strict(BaseModel):
+class _Strict(SecretFields):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
 # --------------------------------------------------------------------------- secrets
 
-class SecretError(ValueError):
-    pass
-
-
-def _secret_fields(model: BaseModel) -> list[str]:
-    """Names ``x`` for which the model has ``x_file`` and ``x_env`` fields."""
-    names = []
-    for f in type(model).model_fields:
-        if f.endswith("_file") and f[:-5] + "_env" in type(model).model_fields:
-            names.append(f[:-5])
-    return names
-
-
 class _Secrets(_Strict):
-    """Mixin: resolves ``<name>_file`` / ``<name>_env`` pairs."""
-    _base_dir: Path | None = PrivateAttr(default=None)
+    """Channels: ``Secret`` fields (campus_sense.secret grammar), looked up by their YAML name."""
 
     #: secrets that must be present (subclasses override)
     required_secrets: ClassVar[tuple[str, ...]] = ()
 
     @model_validator(mode="after")
-    def _one_source(self):
-        for name in _secret_fields(self):
-            f, e = getattr(self, name + "_file"), getattr(self, name + "_env")
-            if f and e:
-                raise ValueError(f"give either {name}_file or {name}_env, not both")
-            if not f and not e and name in self.required_secrets:
-                raise ValueError(f"{name}_file or {name}_env is required (secrets are never inline)")
+    def _required(self):
+        for name in self.required_secrets:
+            if not self.has_secret(name):
+                raise ValueError(f"{name}, {name}_file or {name}_env is required")
         return self
 
+    def _secret_field(self, name: str) -> Secret | None:
+        for attr, f in type(self).model_fields.items():
+            if (f.alias or attr) == name:
+                return getattr(self, attr)
+        raise AttributeError(f"{type(self).__name__} has no secret {name!r}")
+
     def has_secret(self, name: str) -> bool:
-        return bool(getattr(self, name + "_file") or getattr(self, name + "_env"))
+        return self._secret_field(name) is not None
 
     def secret(self, name: str) -> str | None:
-        """Read the secret now (files are re-read on every call so rotation works)."""
-        f, e = getattr(self, name + "_file"), getattr(self, name + "_env")
-        if f:
-            p = Path(f)
-            if not p.is_absolute() and self._base_dir is not None:
-                p = self._base_dir / p
-            try:
-                val = p.read_text(encoding="utf-8").strip()
-            except OSError as ex:
-                raise SecretError(f"{name}_file {p}: cannot read ({ex.strerror})") from None
-            if not val:
-                raise SecretError(f"{name}_file {p}: file is empty")
-            return val
-        if e:
-            val = os.environ.get(e)
-            if val is None or not val.strip():
-                raise SecretError(f"{name}_env: environment variable {e} is not set or empty")
-            return val.strip()
-        return None
+        """Read the secret now (files and variables are re-read on every call: rotation works).
+        Raises SecretError naming the key when it became unreadable."""
+        s = self._secret_field(name)
+        return s.reveal() if s is not None else None
 
 
 # --------------------------------------------------------------------------- retry policy
@@ -181,8 +157,7 @@ class WebhookChannel(_Channel):
     url: str = Field(pattern=r"^https?://")
     headers: dict[str, str] = {}
     #: optional ``Authorization: Bearer <token>``
-    bearer_token_file: str | None = None
-    bearer_token_env: str | None = None
+    bearer_token: Secret | None = None
     #: verify TLS certificates (https URLs); ca_file for a private CA
     ca_file: str | None = None
 
@@ -194,8 +169,7 @@ class SMTPChannel(_Channel):
     #: starttls (submission, 587), ssl (implicit TLS, 465) or none (local relay only)
     security: Literal["starttls", "ssl", "none"]
     username: str | None = None
-    password_file: str | None = None
-    password_env: str | None = None
+    password: Secret | None = None
     #: allow AUTH over an unencrypted connection (security: none); for local test relays only
     insecure_auth: bool = False
     ca_file: str | None = None
@@ -210,7 +184,7 @@ class SMTPChannel(_Channel):
     @model_validator(mode="after")
     def _auth(self):
         if self.username and not self.has_secret("password"):
-            raise ValueError("username given: password_file or password_env is required")
+            raise ValueError("username given: password, password_file or password_env is required")
         if self.has_secret("password") and not self.username:
             raise ValueError("password given without username")
         if self.username and self.security == "none" and not self.insecure_auth:
@@ -223,8 +197,7 @@ class WeComChannel(_Channel):
     """WeCom (企业微信) group robot: POST {base_url}/cgi-bin/webhook/send?key=KEY."""
     type: Literal["wecom"]
     base_url: str = Field("https://qyapi.weixin.qq.com", pattern=r"^https?://")
-    key_file: str | None = None
-    key_env: str | None = None
+    key: Secret | None = None
     #: user ids mentioned as <@userid> in the markdown
     mention_users: list[str] = []
     #: text put in front of the title (e.g. a robot keyword)
@@ -236,11 +209,9 @@ class DingTalkChannel(_Channel):
     """DingTalk (钉钉) group robot: POST {base_url}/robot/send?access_token=T[&timestamp&sign]."""
     type: Literal["dingtalk"]
     base_url: str = Field("https://oapi.dingtalk.com", pattern=r"^https?://")
-    access_token_file: str | None = None
-    access_token_env: str | None = None
-    #: the robot's "加签" secret (SEC...); when given, requests are signed
-    secret_file: str | None = None
-    secret_env: str | None = None
+    access_token: Secret | None = None
+    #: the robot's "加签" secret (SEC...); when given, requests are signed (YAML key ``secret``)
+    sign_secret: Secret | None = Field(None, alias="secret")
     at_mobiles: list[str] = []
     at_user_ids: list[str] = []
     at_all: bool = False
@@ -254,8 +225,7 @@ class MQTTChannel(_Channel):
     host: str = Field(min_length=1)
     port: int = Field(ge=1, le=65535)
     username: str = Field(min_length=1)
-    password_file: str | None = None
-    password_env: str | None = None
+    password: Secret | None = None
     #: may contain {label} placeholders filled from the group's common labels
     topic: str = Field(min_length=1)
     qos: Literal[1, 2] = 1
@@ -483,18 +453,19 @@ class NotifyConfig(_Strict):
         return self.channels[channel].retry or self.outbox.retry
 
     def check(self, base_dir: Path | None = None, read_secrets: bool = True) -> list[tuple[tuple, str]]:
-        """Cross-reference checks and secret availability. Returns ``[(loc, message)]``."""
+        """Cross-reference checks and secret availability. Returns ``[(loc, message)]``.
+        (Secrets are read while validating: ``model_validate(data, context={"base_dir": ...,
+        "read_secrets": ...})``; ``read_secrets`` here re-reads them now.)"""
         errs: list[tuple[tuple, str]] = []
         for name, ch in self.channels.items():
-            ch._base_dir = base_dir
             if read_secrets:
-                for s in _secret_fields(ch):
-                    if ch.has_secret(s):
+                for attr, fld in type(ch).model_fields.items():
+                    s = getattr(ch, attr)
+                    if isinstance(s, Secret):
                         try:
-                            ch.secret(s)
+                            s.reveal()
                         except SecretError as e:
-                            which = s + ("_file" if getattr(ch, s + "_file") else "_env")
-                            errs.append((("channels", name, which), str(e)))
+                            errs.append((("channels", name, e.key), e.reason))
             for f in ("ca_file",):
                 p = getattr(ch, f, None)
                 if p:
@@ -537,7 +508,7 @@ _TYPES = ("webhook", "smtp", "wecom", "dingtalk", "mqtt")
 def _clean_loc(e: dict) -> tuple:
     """Drop pydantic's discriminator tag from channel locations so the YAML line is exact:
     ('channels', 'x', 'smtp', 'port') -> ('channels', 'x', 'port')."""
-    loc = tuple(x for x in e["loc"] if not (isinstance(x, str) and x.startswith("function-")))
+    loc = error_loc(e)
     if len(loc) >= 3 and loc[0] == "channels" and loc[2] in _TYPES:
         loc = loc[:2] + loc[3:]
     if e.get("type") in ("union_tag_invalid", "union_tag_not_found") and loc[:1] == ("channels",):
@@ -560,11 +531,12 @@ def load(path: str | Path, *, read_secrets: bool = True) -> NotifyConfig:
     data, lines = load_yaml(path)
     if data is None:
         raise ConfigError(f"{path}: file is empty")
-    try:
-        cfg = NotifyConfig.model_validate(data)
+    base = path.resolve().parent
+    try:  # secret files relative to this file; read now unless read_secrets is False
+        cfg = NotifyConfig.model_validate(data, context={"base_dir": base, "read_secrets": read_secrets})
     except ValidationError as e:
         raise ConfigError(_format(path, e, lines)) from None
-    errs = cfg.check(path.resolve().parent, read_secrets=read_secrets)
+    errs = cfg.check(base, read_secrets=False)
     if errs:
         raise ConfigError("\n".join(
             f"{path}:{_line_for(lines, loc) or '?'}: {'.'.join(str(x) for x in loc)}: {msg}" for loc, msg in errs))
@@ -573,11 +545,12 @@ def load(path: str | Path, *, read_secrets: bool = True) -> NotifyConfig:
 
 def from_dict(data: dict, base_dir: str | Path | None = None) -> NotifyConfig:
     """Build a config from a dict (tests, embedding); raises ConfigError on problems."""
+    base = Path(base_dir) if base_dir else None
     try:
-        cfg = NotifyConfig.model_validate(data)
+        cfg = NotifyConfig.model_validate(data, context={"base_dir": base})
     except ValidationError as e:
         raise ConfigError(_format("<dict>", e, {})) from None
-    errs = cfg.check(Path(base_dir) if base_dir else None)
+    errs = cfg.check(base, read_secrets=False)
     if errs:
         raise ConfigError("\n".join(f"<dict>: {'.'.join(map(str, loc))}: {msg}" for loc, msg in errs))
     return cfg
