@@ -10,7 +10,7 @@ Memory of a query grows with its answer, never with the raw data in its time ran
 from __future__ import annotations
 
 SERIES_MAX_POINTS = 100_000
-SERIES_MAX_VALUES = 1_000_000
+SERIES_MAX_VALUES = 500_000
 SERIES_MAX_BLOCKS = 200_000
 
 
