@@ -283,13 +283,15 @@ async def test_concurrent_polls_share_one_engine(engine_cleanup):
 
 def test_options_secret_files(tmp_path):
     (tmp_path / "c").write_text("s3cret-community\n")
-    (tmp_path / "a").write_text("  auth-pass-phrase  \n")
+    (tmp_path / "a").write_text("auth-pass-phrase\n")  # campus_sense.secret: one trailing newline stripped
     (tmp_path / "p").write_text("priv-pass-phrase")
-    assert Options.model_validate({"host": "h", "community_file": str(tmp_path / "c")}).community == "s3cret-community"
+    assert Options.model_validate({"host": "h", "community_file": str(tmp_path / "c")}).community.reveal() \
+        == "s3cret-community"
     o = Options.model_validate({"host": "h", "version": "3", "user": "u", "auth_protocol": "SHA",
                                 "auth_key_file": str(tmp_path / "a"), "priv_protocol": "AES",
                                 "priv_key_file": str(tmp_path / "p")})
-    assert (o.auth_key, o.priv_key) == ("auth-pass-phrase", "priv-pass-phrase")
+    assert (o.auth_key.reveal(), o.priv_key.reveal()) == ("auth-pass-phrase", "priv-pass-phrase")
+    assert (o.target().auth_key, o.target().priv_key) == ("auth-pass-phrase", "priv-pass-phrase")
     with pytest.raises(ValidationError, match="cannot read"):
         Options.model_validate({"host": "h", "community_file": str(tmp_path / "missing")})
     with pytest.raises(ValidationError, match="not both"):

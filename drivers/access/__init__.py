@@ -33,12 +33,11 @@ import logging
 import time
 from datetime import datetime
 from hashlib import sha256
-from pathlib import Path
 from typing import Any, Callable, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
+from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
-from campus_sense.yamlconf import resolve_secret_files
+from campus_sense.secret import Secret, SecretError, SecretFields
 from drivers.base import DeviceError, Event, Record, Sample
 
 log = logging.getLogger(__name__)
@@ -60,15 +59,16 @@ DEFAULT_NAMES = ["name", "first_name", "last_name", "full_name", "given_name", "
 MAX_STR = 256  # passed string values are truncated to this many characters
 
 
-class Options(BaseModel):
+class Options(SecretFields):
     """The ``options:`` block of a ``driver: access`` device in agent.yaml."""
     model_config = ConfigDict(extra="forbid")
     listen_host: str = Field("127.0.0.1", min_length=1)
     listen_port: int = Field(ge=0, le=65535)  # 0: any free port (tests)
     protocol: Literal["tcp", "http"] = "tcp"
     http_path: str = Field("/events", pattern=r"^/")
-    #: shared secret the panel gateway must present; no default. ``token_file``: first line of a file.
-    token: SecretStr
+    #: shared secret the panel gateway must present; no default. A secret (campus_sense.secret):
+    #: token / token_file / token_env; read again for every connection/request it checks.
+    token: Secret
     codes: dict[str, CampusType] = Field(default_factory=dict)  # panel event code -> campus type
     accept_campus_types: bool = True  # a code that already is a campus type name maps to itself
     code_field: str = "code"
@@ -79,7 +79,9 @@ class Options(BaseModel):
     pass_fields: list[str] = Field(default_factory=lambda: list(DEFAULT_PASS))
     identifier_fields: list[str] = Field(default_factory=list)
     name_fields: list[str] = Field(default_factory=lambda: list(DEFAULT_NAMES))
-    pseudonym_key_file: Path | None = None
+    #: per-site HMAC key (secret: pseudonym_key / pseudonym_key_file / pseudonym_key_env), read once
+    #: per driver start: pseudonyms must stay stable while it runs
+    pseudonym_key: Secret | None = None
     pseudonym_hex_chars: int = Field(16, ge=8, le=64)
     severity: dict[CampusType, Severity] = Field(default_factory=dict)
     sample_interval_s: float = Field(60.0, gt=0)
@@ -90,10 +92,6 @@ class Options(BaseModel):
 
     _key: bytes | None = PrivateAttr(None)
 
-    @model_validator(mode="before")
-    @classmethod
-    def _token_file(cls, data: Any) -> Any:
-        return resolve_secret_files(data, "token")
 
     @field_validator("codes", "doors", mode="before")
     @classmethod
@@ -105,7 +103,7 @@ class Options(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> "Options":
-        if len(self.token.get_secret_value()) < 16:
+        if len(self.token.reveal()) < 16:
             raise ValueError("token must be at least 16 characters (e.g. `openssl rand -hex 16`)")
         names = set(self.name_fields)
         ids = set(self.identifier_fields)
@@ -116,15 +114,12 @@ class Options(BaseModel):
         if bad := sorted(ids & set(self.pass_fields)):
             raise ValueError(f"pass_fields {bad}: identifier fields are pseudonymised, never passed raw")
         if ids:
-            if self.pseudonym_key_file is None:
-                raise ValueError("identifier_fields needs pseudonym_key_file (per-site HMAC key)")
-            try:
-                key = self.pseudonym_key_file.read_bytes().strip()
-            except OSError as e:
-                raise ValueError(f"pseudonym_key_file {str(self.pseudonym_key_file)!r}: cannot read "
-                                 f"({e.strerror})") from None
+            if self.pseudonym_key is None:
+                raise ValueError("identifier_fields needs pseudonym_key_file (or pseudonym_key_env; "
+                                 "per-site HMAC key)")
+            key = self.pseudonym_key.reveal().encode("utf-8")
             if len(key) < 16:
-                raise ValueError(f"pseudonym_key_file {str(self.pseudonym_key_file)!r}: key shorter than "
+                raise ValueError(f"{self.pseudonym_key.key} {str(self.pseudonym_key)!r}: key shorter than "
                                  "16 bytes (e.g. `openssl rand -hex 32 > file`)")
             self._key = key
         return self
@@ -150,7 +145,6 @@ class AccessDriver:
 
     def __init__(self, device_id: str, options: Options, tags: dict[str, str]):
         self.device_id, self.opts, self.tags = device_id, options, dict(tags or {})
-        self._token = options.token.get_secret_value().encode("utf-8")
         self._key = options._key
         self._ids = list(options.identifier_fields)
         self._names = set(options.name_fields)
@@ -304,7 +298,12 @@ class AccessDriver:
     def _token_ok(self, presented: str | bytes | None) -> bool:
         if isinstance(presented, str):
             presented = presented.encode("utf-8")
-        return isinstance(presented, bytes) and hmac.compare_digest(presented, self._token)
+        try:  # read per check (campus_sense.secret rotation rule)
+            token = self.opts.token.reveal().encode("utf-8")
+        except SecretError as e:
+            log.error("%s: cannot read the token: %s", self.device_id, e)
+            return False
+        return isinstance(presented, bytes) and hmac.compare_digest(presented, token)
 
     # ------------------------------------------------------------------ TCP JSON lines
     async def _tcp_client(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:

@@ -30,9 +30,9 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from campus_sense.yamlconf import resolve_secret_files
+from campus_sense.secret import Secret, SecretError, SecretFields
 from drivers.audit.probes import (HR_SYSTEM_DATE, SYS_DESCR, SnmpAnswer, decode_date_and_time, http_probe,
                                   snmp_get, snmpv3_noauth_get, telnet_probe, tls_probe)
 from drivers.base import Event, Facts, Record
@@ -52,7 +52,7 @@ class Checks(BaseModel):
     snmpv3_default_users: bool = True   # SNMPv3 GET at noAuthNoPriv as each of ``v3_users``
 
 
-class Options(BaseModel):
+class Options(SecretFields):
     """``options:`` of an audit device in agent.yaml."""
 
     model_config = ConfigDict(extra="forbid")
@@ -67,8 +67,9 @@ class Options(BaseModel):
     #: SNMPv3 user names tried with noAuthNoPriv (no key: a user that answers without
     #: authentication is a default credential accepted)
     v3_users: list[str] = Field(default_factory=lambda: ["initial", "public", "private"])
-    #: the device's real (v2c) community, only for the clock check (hrSystemDate.0)
-    community: str | None = None
+    #: the device's real (v2c) community, only for the clock check (hrSystemDate.0); a secret
+    #: (campus_sense.secret): community / community_file / community_env
+    community: Secret | None = None
     snmp_port: int = Field(161, ge=1, le=65535)
     telnet_port: int = Field(23, ge=1, le=65535)
     http_port: int = Field(80, ge=1, le=65535)
@@ -78,11 +79,6 @@ class Options(BaseModel):
     #: device id the records are emitted under (e.g. the switch's snmp device id) so the findings
     #: merge into that device's facts; default: this audit device's own id
     report_as: str | None = Field(None, min_length=1, max_length=128)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _secret_file(cls, data: Any) -> Any:
-        return resolve_secret_files(data, "community")
 
     def __repr__(self) -> str:  # keep the community out of logs
         return f"Options(host={self.host!r}, checks={self.checks!r})"
@@ -259,8 +255,12 @@ class AuditDriver:
     async def _clock(self) -> tuple[float | None, dict[str, Any]]:
         """Device clock minus agent clock from hrSystemDate.0 (midpoint of the request)."""
         o = self.options
+        try:  # read now: a rotated community file is used by the next audit
+            community = o.community.reveal() if o.community is not None else ""
+        except SecretError as e:
+            return None, {"error": str(e)}
         t0 = time.time()
-        a = await snmp_get(o.host, o.snmp_port, "2c", o.community or "", HR_SYSTEM_DATE,
+        a = await snmp_get(o.host, o.snmp_port, "2c", community, HR_SYSTEM_DATE,
                            timeout=o.timeout_s, retries=o.retries)
         t1 = time.time()
         if not a.answered:

@@ -45,9 +45,9 @@ import logging
 import time
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
-from campus_sense.yamlconf import resolve_secret_files
+from campus_sense.secret import Secret, SecretError, SecretFields
 from drivers.base import DeviceError, Event, Facts, Record, Sample
 
 log = logging.getLogger(__name__)
@@ -61,29 +61,22 @@ INPUT_TYPES = {"1": "rgb", "2": "video", "3": "digital", "4": "storage", "5": "n
 MAX_LINE = 256  # spec: at most 136 bytes per reply (class 2), leave room for sloppy firmware
 
 
-class Options(BaseModel):
+class Options(SecretFields):
     """The ``options:`` block of a ``driver: pjlink`` device in agent.yaml."""
     model_config = ConfigDict(extra="forbid")
     host: str = Field(min_length=1)
     port: int = Field(4352, ge=1, le=65535)
     #: PJLink password (max 32 bytes per spec); only needed when the projector greets with
-    #: ``PJLINK 1``. No default. ``password_file`` reads it from a file (first line).
-    password: SecretStr | None = None
+    #: ``PJLINK 1``. No default. A secret (campus_sense.secret): password / password_file / password_env.
+    password: Secret | None = None
     timeout_s: float = Field(5.0, gt=0)  # connect, and each reply
     facts_interval_s: float = Field(3600.0, gt=0)
     eco_standby: bool = False
 
-    @model_validator(mode="before")
-    @classmethod
-    def _password_file(cls, data: Any) -> Any:
-        return resolve_secret_files(data, "password")
-
     @model_validator(mode="after")
     def _check(self) -> "Options":
         if self.password is not None:
-            pw = self.password.get_secret_value()
-            if not pw:
-                raise ValueError("password must not be empty (leave it out when the projector needs none)")
+            pw = self.password.reveal()
             if len(pw.encode("utf-8")) > 32:
                 raise ValueError("password: PJLink passwords are at most 32 bytes")
         return self
@@ -207,12 +200,18 @@ class PJLinkDriver:
 
     def __init__(self, device_id: str, options: Options, tags: dict[str, str]):
         self.device_id, self.opts, self.tags = device_id, options, dict(tags or {})
-        self._password = options.password.get_secret_value() if options.password else None
         self.pj_class: str | None = None
         self._facts: dict[str, Any] | None = None
         self._facts_at = 0.0
         self._faults: dict[str, int] | None = None  # component -> 0/1/2 after the last successful poll
         self._last_power: str | None = None
+
+    def _password(self) -> str | None:
+        """Read per connection (campus_sense.secret rotation rule)."""
+        try:
+            return self.opts.password.reveal() if self.opts.password is not None else None
+        except SecretError as e:
+            raise DeviceError("config", str(e)) from None
 
     async def poll(self) -> list[Record]:
         try:
@@ -226,7 +225,7 @@ class PJLinkDriver:
             raise
 
     async def _poll(self) -> list[Record]:
-        s = PJLinkSession(self.opts.host, self.opts.port, self._password, self.opts.timeout_s)
+        s = PJLinkSession(self.opts.host, self.opts.port, self._password(), self.opts.timeout_s)
         out: list[Record] = []
         try:
             await s.open()

@@ -22,9 +22,9 @@ import logging
 import time
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from campus_sense.yamlconf import resolve_secret_files
+from campus_sense.secret import Secret, SecretError, SecretFields
 from drivers.base import DeviceError, Event, Facts, Record, Sample, device_slot, slot_free
 from drivers.snmp.client import (SnmpSession, SnmpTarget, normalize_auth_protocol,
                                  normalize_priv_protocol)
@@ -36,20 +36,21 @@ log = logging.getLogger("campus_sense.snmp")
 __all__ = ["Options", "SnmpDriver", "create", "DeviceError", "topology_samples"]
 
 
-class Options(BaseModel):
-    """``options:`` of an snmp device in agent.yaml."""
+class Options(SecretFields):
+    """``options:`` of an snmp device in agent.yaml. ``community``, ``auth_key``, ``priv_key`` are
+    secrets (campus_sense.secret): inline, ``<name>_file`` or ``<name>_env``."""
 
     model_config = ConfigDict(extra="forbid")
 
     host: str = Field(min_length=1)
     port: int = Field(161, ge=1, le=65535)
     version: Literal["2c", "3"] = "2c"
-    community: str | None = None
+    community: Secret | None = None
     user: str | None = None
     auth_protocol: str | None = None     # MD5 SHA SHA-224 SHA-256 SHA-384 SHA-512
-    auth_key: str | None = None
+    auth_key: Secret | None = None
     priv_protocol: str | None = None     # DES AES(-128) AES-192 AES-256 (AES-192-C/AES-256-C: Cisco)
-    priv_key: str | None = None
+    priv_key: Secret | None = None
     context: str | None = None
     timeout_s: float = Field(2.0, gt=0, le=60)
     retries: int = Field(1, ge=0, le=10)
@@ -62,13 +63,6 @@ class Options(BaseModel):
     #: "auto": the lean BER paths, fastv2c for v2c and fastv3 (USM) for v3 (several times less
     #: CPU than pysnmp, see bench/snmp_vs_exporter.py); v3 3DES stays on pysnmp. "pysnmp" forces pysnmp.
     engine: Literal["auto", "pysnmp"] = "auto"
-
-    @model_validator(mode="before")
-    @classmethod
-    def _secret_files(cls, data: Any) -> Any:
-        """``community_file`` / ``auth_key_file`` / ``priv_key_file``: read the secret from a file
-        (first line, surrounding whitespace stripped) so agent.yaml holds no credentials."""
-        return resolve_secret_files(data, "community", "auth_key", "priv_key")
 
     @field_validator("version", mode="before")
     @classmethod
@@ -113,14 +107,20 @@ class Options(BaseModel):
             raise ValueError("privacy (priv_protocol) requires authentication (auth_protocol)")
         for f in ("auth_key", "priv_key"):
             k = getattr(self, f)
-            if k is not None and len(k) < 8:
+            if k is not None and len(k.reveal()) < 8:
                 raise ValueError(f"'{f}' must be at least 8 characters (RFC 3414)")
         return self
 
     def target(self) -> SnmpTarget:
-        return SnmpTarget(host=self.host, port=self.port, version=self.version, community=self.community,
-                          user=self.user, auth_protocol=self.auth_protocol, auth_key=self.auth_key,
-                          priv_protocol=self.priv_protocol, priv_key=self.priv_key, context=self.context,
+        """The session target with the secrets read now (re-read for every new session)."""
+        def rv(s: Secret | None) -> str | None:
+            try:
+                return s.reveal() if s is not None else None
+            except SecretError as e:  # the file/variable went away after the config was loaded
+                raise DeviceError("config", str(e)) from None
+        return SnmpTarget(host=self.host, port=self.port, version=self.version, community=rv(self.community),
+                          user=self.user, auth_protocol=self.auth_protocol, auth_key=rv(self.auth_key),
+                          priv_protocol=self.priv_protocol, priv_key=rv(self.priv_key), context=self.context,
                           timeout=self.timeout_s, retries=self.retries)
 
     def __repr__(self) -> str:  # keep secrets out of logs
