@@ -10,9 +10,22 @@ sends the PUBACKs (``manual_ack``).
 
 A crash before the commit loses nothing (not acked: the broker redelivers from
 our persistent session); a crash between commit and ack gives a redelivery that
-the (agent, epoch, seq) dedup drops. Messages that break the wire contract are
-logged with their topic, counted by reason, and acked so they are not
-redelivered forever.
+the (agent, epoch, seq) dedup drops. After each commit group the agents' commit
+watermarks are published (retained, ``wire.commit_topic``): only then does an
+agent delete what it sent, so a broker that loses its state costs a replay.
+
+Nothing blocks: a message that breaks the wire contract, or that the store
+refuses for its own content (the group is then retried one message per
+transaction to find it), becomes a dead letter: stored raw with topic and error,
+counted by reason, acknowledged, its seq counted as committed, and reported as an
+``ingest_dead_letter`` event. Only ``StorageUnavailable`` (disk full, database or
+time-series server down) holds the group and retries; ``health()`` then says so.
+
+Clock: birth/heartbeat carry the agent's send time; ``ClockTracker`` estimates
+each agent's offset (the minimum delay over a window). Item times of an agent off
+by more than ``clock.correct_above_s`` are stored corrected (agent time - offset);
+the offset is kept per agent (``/agents``) and beyond ``clock.skew_alert_s`` an
+``agent_clock_skew`` event is raised (``agent_clock_skew_cleared`` below 80 %).
 
 ``Ingest.subscribers``: callables ``f(message: wire.Message)`` run in the
 ingest thread after each commit, for every committed new message (durable
@@ -26,6 +39,7 @@ import logging
 import ssl
 import threading
 import time
+from collections import deque
 from typing import Callable
 
 import paho.mqtt.client as mqtt
@@ -34,8 +48,8 @@ from paho.mqtt.properties import Properties
 
 from campus_sense import wire
 
-from .config import MQTT, Ingest as IngestCfg
-from .store.base import Reject, Store
+from .config import MQTT, Clock as ClockCfg, Ingest as IngestCfg
+from .store.base import ApplyResult, Reject, StorageUnavailable, Store
 
 log = logging.getLogger("collector.ingest")
 
@@ -59,11 +73,65 @@ def reject_reason(err: str) -> str:
     return "bad_item"
 
 
+class ClockTracker:
+    """One agent's clock offset (agent - collector, ms) as the minimum-delay estimate over a window.
+
+    Each observation gives ``recv - sent = delay - offset``; the smallest value in the window has
+    the least delay, so ``offset ~= -(min(recv - sent))``. A monotonic deque keeps the minimum."""
+
+    __slots__ = ("window_ms", "obs")
+
+    def __init__(self, window_ms: int):
+        self.window_ms = window_ms
+        self.obs: deque[tuple[int, int]] = deque()
+
+    def observe(self, recv_ms: int, sent_ms: int) -> int:
+        d = recv_ms - sent_ms
+        obs = self.obs
+        while obs and obs[-1][1] >= d:
+            obs.pop()
+        obs.append((recv_ms, d))
+        while obs[0][0] < recv_ms - self.window_ms:
+            obs.popleft()
+        return -obs[0][1]
+
+
+def _merge(total: ApplyResult, r: ApplyResult) -> None:
+    total.accepted.extend(r.accepted)
+    total.duplicates += r.duplicates
+    total.points += r.points
+    total.dead.extend(r.dead)
+    marks = {(m.agent, m.epoch): m for m in total.marks}
+    marks.update({(m.agent, m.epoch): m for m in r.marks})
+    total.marks = list(marks.values())
+
+
 class Ingest:
-    def __init__(self, mqtt_cfg: MQTT, store: Store, ingest_cfg: IngestCfg | None = None):
+    def __init__(self, mqtt_cfg: MQTT, store: Store, ingest_cfg: IngestCfg | None = None,
+                 clock_cfg: ClockCfg | None = None):
         self.cfg = mqtt_cfg
         self.store = store
         ic = ingest_cfg or IngestCfg()
+        cc = clock_cfg or ClockCfg()
+        self.clock_window_ms = int(cc.window_s * 1000)
+        self.correct_above_ms = int(cc.correct_above_s * 1000)
+        self.skew_alert_ms = int(cc.skew_alert_s * 1000)
+        self.commit_watermarks = ic.commit_watermarks
+        self.dead_letter_event_ms = int(ic.dead_letter_event_s * 1000)
+        self._clocks: dict[str, ClockTracker] = {}
+        #: agent -> estimated clock offset in ms (agent - collector)
+        self.offsets: dict[str, int] = {}
+        self._skewed: set[str] = set()
+        self._where: dict[str, tuple[str, str]] = {}     # agent -> (site, building) of its last message
+        self._epoch: dict[str, str] = {}                 # agent -> epoch it currently speaks
+        self._marks: dict[str, wire.Watermark] = {}      # agent -> last watermark published
+        self._mark_sent: dict[str, float] = {}
+        self._marks_unsent: set[str] = set()
+        self._dl_events: dict[tuple[str, str], list] = {}   # (agent, reason) -> [last event ms, count since]
+        #: why ingest cannot commit right now (None: it can), and since when (monotonic)
+        self.stalled: str | None = None
+        self.stalled_since: float | None = None
+        self._disconnected_since: float | None = time.monotonic()
         self.batch_messages = ic.batch_messages
         self.batch_s = ic.batch_ms / 1000.0
         self.batch_bytes = ic.batch_bytes
@@ -79,7 +147,8 @@ class Ingest:
         self.started_ms = int(time.time() * 1000)
         self.stats = {"received": 0, "committed_groups": 0, "committed_messages": 0, "duplicates": 0,
                       "rejected": 0, "points": 0, "acked": 0, "last_commit_ms": None, "last_group_messages": 0,
-                      "commit_errors": 0, "connects": 0, "writer_cpu_s": 0.0}
+                      "commit_errors": 0, "connects": 0, "writer_cpu_s": 0.0, "dead_letters": 0,
+                      "isolations": 0, "watermarks_published": 0, "clock_corrected_items": 0}
         self._log_budget = {}
         self.client = self._make_client()
 
@@ -114,7 +183,11 @@ class Ingest:
         self.stats["connects"] += 1
         log.info("connected to MQTT %s:%d as %s (session present: %s)", self.cfg.host, self.cfg.port,
                  self.cfg.client_id, flags.session_present)
+        self._disconnected_since = None
         client.subscribe(wire.SUBSCRIPTION, qos=1)
+        # watermarks that could not be sent, and the retained ones a broker that lost its state forgot
+        self._marks_unsent.update(self._marks)
+        self._flush_marks()
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties):
         if any(rc.is_failure for rc in reason_codes):
@@ -125,6 +198,8 @@ class Ingest:
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):
         self._gen += 1  # acks of messages from the old connection must not be sent on the new one
+        if self._disconnected_since is None:
+            self._disconnected_since = time.monotonic()
         was = self.connected.is_set()
         self.connected.clear()
         if was and not self._stop.is_set():
@@ -256,6 +331,7 @@ class Ingest:
         cpu0 = time.thread_time()
         decode = wire.decode
         max_bytes = self.max_bytes
+        now = int(time.time() * 1000)
         msgs: list[wire.Message] = []
         rejects: list[Reject] = []
         for _gen, _mid, _qos, tb, payload in group:
@@ -264,28 +340,44 @@ class Ingest:
             except UnicodeDecodeError:
                 topic = repr(tb)
                 err = f"topic {topic}: not valid UTF-8"
-                rejects.append(Reject(topic, "bad_topic", err))
+                rejects.append(Reject(topic, "bad_topic", err, bytes(payload)))
                 self._log_reject("bad_topic", err)
                 continue
             try:
-                msgs.append(decode(topic, payload, max_bytes))
+                m = decode(topic, payload, max_bytes)
             except wire.WireError as e:
                 err = str(e)
                 reason = reject_reason(err)
-                rejects.append(Reject(topic, reason, err))
+                ident = wire.durable_id(topic, payload)
+                rejects.append(Reject(topic, reason, err, bytes(payload), *(
+                    (ident[0].agent, ident[1], ident[2]) if ident else ())))
                 self._log_reject(reason, err)
+                continue
+            m.raw, m.recv_ms = payload, now
+            msgs.append(m)
+        clock = self._clock(msgs, now)
         delay = 0.5
         while True:
             try:
-                res = self.store.apply(msgs, rejects)
+                res = self._apply(msgs, rejects, clock)
                 break
-            except Exception as e:  # noqa: BLE001
+            except StorageUnavailable as e:
                 self.stats["commit_errors"] += 1
+                if self.stalled is None:
+                    self.stalled_since = time.monotonic()
+                self.stalled = f"store unavailable: {e}"
                 log.error("commit of %d messages failed (%s); not acknowledged, retrying in %.1fs",
                           len(group), e, delay)
                 if self._pump(delay):
                     return  # not acked: the broker redelivers them to our session later
                 delay = min(delay * 2, 30)
+        self.stalled = self.stalled_since = None
+        extra = self._collector_events(res, now)
+        if extra:
+            try:
+                _merge(res, self.store.apply(extra, []))
+            except Exception as e:  # noqa: BLE001 - the group itself is committed
+                log.error("could not store %d collector events: %s", len(extra), e)
         gen = self._gen
         ack = self.client.ack
         acked = 0
@@ -293,12 +385,15 @@ class Ingest:
             if qos and g == gen:
                 ack(mid, qos)
                 acked += 1
+        if self.commit_watermarks and res.marks:
+            self._queue_marks(res.marks)
         st = self.stats
         st["received"] += len(group)
         st["committed_groups"] += 1
         st["committed_messages"] += len(res.accepted)
         st["duplicates"] += res.duplicates
         st["rejected"] += len(rejects)
+        st["dead_letters"] += len(res.dead)
         st["points"] += res.points
         st["acked"] += acked
         st["last_commit_ms"] = int(time.time() * 1000)
@@ -312,6 +407,154 @@ class Ingest:
                     except Exception:  # noqa: BLE001
                         log.exception("ingest subscriber %r failed", sub)
 
-    def snapshot(self) -> dict:
-        return {**self.stats, "connected": self.connected.is_set(), "queued": len(self._pending),
-                "client_id": self.cfg.client_id}
+    # ------------------------------------------------------------ commit, isolating poison
+    def _apply(self, msgs: list[wire.Message], rejects: list[Reject], clock: dict) -> ApplyResult:
+        """Commit the group; if the store refuses it for its content, commit one message per
+        transaction and turn the ones it refuses into dead letters. ``StorageUnavailable``
+        (from any of these) propagates: the caller holds and retries the whole group."""
+        try:
+            return self.store.apply(msgs, rejects, clock)
+        except StorageUnavailable:
+            raise
+        except Exception as e:  # noqa: BLE001 - something in the content: find it
+            log.warning("commit of a group of %d messages failed (%s: %s); committing them one by one",
+                        len(msgs), type(e).__name__, e)
+        self.stats["isolations"] += 1
+        total = ApplyResult()
+        for m in msgs:
+            try:
+                _merge(total, self.store.apply([m], []))
+            except StorageUnavailable:
+                raise
+            except Exception as e:  # noqa: BLE001
+                topic = wire.topic(m.topic.site, m.topic.building, m.agent, m.kind)
+                err = f"topic {topic}: the store refused it: {type(e).__name__}: {e}"
+                self._log_reject("store_refused", err)
+                rejects.append(Reject(topic, "store_refused", err, bytes(m.raw), m.agent, m.epoch, m.seq))
+        _merge(total, self.store.apply([], rejects, clock))
+        return total
+
+    # ------------------------------------------------------------ clocks
+    def _clock(self, msgs: list[wire.Message], now: int) -> dict[str, tuple[int, int]]:
+        """Update offsets from birth/heartbeat, correct item times of skewed agents in place."""
+        changed: dict[str, tuple[int, int]] = {}
+        for m in msgs:
+            if m.kind in ("birth", "heartbeat"):
+                sent = m.body.get("sent_ms")
+                ep = m.body.get("epoch")
+                if isinstance(ep, str):
+                    self._epoch[m.agent] = ep
+                if type(sent) is not int:
+                    continue
+                tr = self._clocks.get(m.agent)
+                if tr is None or m.kind == "birth":   # a restarted agent may have a new clock
+                    tr = self._clocks[m.agent] = ClockTracker(self.clock_window_ms)
+                off = tr.observe(now, sent)
+                if self.offsets.get(m.agent) != off:
+                    self.offsets[m.agent] = off
+                    changed[m.agent] = (off, now)
+        if not self.offsets:
+            return changed
+        lim = self.correct_above_ms
+        for m in msgs:
+            off = self.offsets.get(m.agent)
+            if off is None or abs(off) <= lim:
+                continue
+            if m.items:
+                for it in m.items:
+                    it["t"] -= off
+                self.stats["clock_corrected_items"] += len(m.items)
+            elif m.kind in ("birth", "heartbeat", "death") and type(m.body.get("sent_ms")) is int:
+                m.body["sent_ms"] -= off
+        return changed
+
+    # ------------------------------------------------------------ events made by the collector
+    def _event(self, agent: str, where: tuple[str, str], type_: str, now: int, severity: str,
+               data: dict) -> wire.Message:
+        it = wire.event(agent, type_, now, severity, {"source": "collector"}, data)
+        return wire.Message(wire.TopicParts(where[0], where[1], agent, "events"), "events", agent, {},
+                            items=[it], recv_ms=now)
+
+    def _collector_events(self, res: ApplyResult, now: int) -> list[wire.Message]:
+        out = []
+        for m in res.accepted:
+            if m.seq is not None or m.kind in wire.STATE_KINDS:
+                self._where[m.agent] = (m.topic.site, m.topic.building)
+        for r in res.dead:
+            agent = r.agent or "collector"
+            k = (agent, r.reason)
+            last = self._dl_events.get(k)
+            if last is None:
+                last = self._dl_events[k] = [0, 0]
+            last[1] += 1
+            if now - last[0] >= self.dead_letter_event_ms:
+                where = self._where.get(agent) or _where(r.topic)
+                out.append(self._event(agent, where, "ingest_dead_letter", now, "warning", {
+                    "reason": r.reason, "topic": r.topic[:300], "error": r.error[:500], "seq": r.seq,
+                    "count": last[1]}))
+                last[0], last[1] = now, 0
+        lim = self.skew_alert_ms
+        for agent, off in self.offsets.items():
+            where = self._where.get(agent)
+            if where is None:
+                continue
+            if abs(off) > lim and agent not in self._skewed:
+                self._skewed.add(agent)
+                out.append(self._event(agent, where, "agent_clock_skew", now, "warning", {
+                    "offset_s": off / 1000, "threshold_s": lim / 1000}))
+            elif agent in self._skewed and abs(off) < 0.8 * lim:
+                self._skewed.discard(agent)
+                out.append(self._event(agent, where, "agent_clock_skew_cleared", now, "info", {
+                    "offset_s": off / 1000, "threshold_s": lim / 1000}))
+        return out
+
+    # ------------------------------------------------------------ watermarks
+    def _queue_marks(self, marks: list) -> None:
+        now = time.monotonic()
+        for w in marks:
+            cur = self._epoch.get(w.agent)
+            if cur is not None and cur != w.epoch:
+                continue   # a late message of an earlier epoch: the agent only listens for its current one
+            if self._marks.get(w.agent) == w and now - self._mark_sent.get(w.agent, 0.0) < 1.0:
+                continue   # unchanged and just sent (a re-sent duplicate): at most once a second
+            self._marks[w.agent] = w
+            self._marks_unsent.add(w.agent)
+        self._flush_marks()
+
+    def _flush_marks(self) -> None:
+        if not self._marks_unsent or not self.client.is_connected():
+            return
+        now_ms = int(time.time() * 1000)
+        for agent in list(self._marks_unsent):
+            w = self._marks[agent]
+            info = self.client.publish(wire.commit_topic(agent), wire.encode_commit(w, now_ms), qos=1, retain=True)
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                return   # sent again on the next connect
+            self._marks_unsent.discard(agent)
+            self._mark_sent[agent] = time.monotonic()
+            self.stats["watermarks_published"] += 1
+
+    def health(self) -> tuple[bool, str | None]:
+        """(ok, why not): not ok while commits fail or the broker has been away for 30 s."""
+        if self.stalled is not None:
+            return False, f"ingest stalled for {time.monotonic() - (self.stalled_since or 0):.0f} s: {self.stalled}"
+        ds = self._disconnected_since
+        if ds is not None and time.monotonic() - ds > 30:
+            return False, f"not connected to the MQTT broker for {time.monotonic() - ds:.0f} s"
+        return True, None
+
+    def snapshot(self, detail: bool = True) -> dict:
+        """Counters; ``detail`` adds what only an authenticated operator may see (client id)."""
+        ok, why = self.health()
+        out = {**self.stats, "connected": self.connected.is_set(), "queued": len(self._pending), "ok": ok,
+               "stalled": why}
+        if detail:
+            out["client_id"] = self.cfg.client_id
+        return out
+
+
+def _where(topic: str) -> tuple[str, str]:
+    parts = topic.split("/")
+    if len(parts) == 6 and all(wire._SEGMENT.match(p) for p in parts[2:4]):
+        return parts[2], parts[3]
+    return "unknown", "unknown"

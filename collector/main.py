@@ -91,7 +91,7 @@ def serve(cfg) -> int:
     from .ingest import Ingest
 
     store = open_store(cfg)
-    ingest = Ingest(cfg.mqtt, store, cfg.ingest)
+    ingest = Ingest(cfg.mqtt, store, cfg.ingest, cfg.clock)
     app = create_app(store, ingest, cfg.agents.offline_after_s)
     alerting = None
     if getattr(cfg, "rules", None) is not None:  # rule engine, notifications, alert API, console

@@ -116,7 +116,7 @@ def test_session_survives_collector_and_broker_restart(tmp_path, mosquitto, mqtt
     ing.stop()
     pub = Publisher(mosquitto.port, "agent-a", mqtt_users["agent-a"])
     for seq in range(1, 51):
-        pub.durable("metrics", seq, [wire.sample("m", "d1", seq, {"n": seq})])
+        pub.durable("metrics", seq, [wire.sample("m", "d1", 1_795_000_000_000 + seq, {"n": seq})])
     pub.close()
     mosquitto.stop()
     mosquitto.start()

@@ -155,8 +155,14 @@ def test_bad_input_rejected_and_ingest_continues(stack, caplog):
     assert any("exceeds" in m for m in msgs)
     ifs = client.get("/api/v1/devices/sw1/interfaces").json()
     assert ifs[0]["in_bps"] == 7.0
-    # the rejected seq 1/2 are recorded as a gap, the good message was stored
-    assert [(g["first_seq"], g["last_seq"]) for g in stats["gaps"]] == [(1, 2)]
+    # the refused seq 1/2 are dead letters (stored raw, counted as committed: no gap), the good one stored
+    assert stats["gaps"] == []
+    dead = {d["seq"]: d for d in stats["dead_letters"] if d["epoch"] == pub.epoch}
+    assert dead[1]["reason"] == "oversized" and dead[2]["reason"] == "bad_item"
+    assert dead[2]["agent"] == "agent-a" and "'t' (epoch ms) must be an integer" in dead[2]["error"]
+    assert len(stats["dead_letters"]) == 6
+    raw = store.dead_letter(dead[2]["id"])["payload"]
+    assert b'"t":"now"' in raw
 
 
 def test_store_failure_not_acked_then_retried(tmp_path, mosquitto, mqtt_users):

@@ -261,25 +261,36 @@ class SQLiteStore(Store):
         with self._lock:
             try:
                 return self._apply(messages, rejects, clock)
+            except (sqlite3.OperationalError, OSError) as e:   # disk full, I/O error, locked: not the content
+                self._rollback()
+                raise StorageUnavailable(f"{self.path}: {e}") from e
             except BaseException:
-                try:
-                    self._w.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
-                # caches may reference rows of the rolled-back transaction
-                self._series.clear()
-                self._series_canon.clear()
-                self._seq.clear()
-                self._next_block = self._max_block() + 1
-                self._bound = {a: (si, b) for a, si, b in self._w.execute("SELECT id, site, building FROM agents")}
+                self._rollback()
                 raise
 
+    def _rollback(self) -> None:
+        try:
+            self._w.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+        # caches may reference rows of the rolled-back transaction
+        self._series.clear()
+        self._series_canon.clear()
+        self._seq.clear()
+        try:
+            self._next_block = self._max_block() + 1
+            self._bound = {a: (si, b) for a, si, b in self._w.execute("SELECT id, site, building FROM agents")}
+        except sqlite3.Error:
+            self._next_block = None    # re-read before the next write
     def _bind(self, messages: Iterable[Message], rejects: list[Reject]) -> list[Message]:
         """An agent stays in the site and building it was first seen (or enrolled) with: a message
         under another one is refused (dead letter ``agent_moved``) instead of moving its devices."""
         out = []
         bound = self._bound
         for m in messages:
+            if m.seq is None and m.kind == "events":   # made by the collector
+                out.append(m)
+                continue
             tp = m.topic
             b = bound.get(m.agent)
             if b is None:
@@ -326,7 +337,10 @@ class SQLiteStore(Store):
         accepted = res.accepted
         rejects = list(rejects)
         messages = self._bind(messages, rejects)
-        w.execute("BEGIN IMMEDIATE")
+        try:
+            w.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as e:
+            raise StorageUnavailable(f"{self.path}: {e}") from e
         blocks: dict[tuple[int, int], dict] = {}
         latest: dict[int, tuple] = {}
         sink_items: list[tuple[tuple[str, str, str], list[dict]]] = []   # (site, building, agent), samples
@@ -345,6 +359,13 @@ class SQLiteStore(Store):
         points = 0
         same_time = 0
         for msg in messages:
+            if msg.seq is None and msg.kind == "events":
+                # made by the collector itself (dead letters, clock skew): stored as events, no dedup
+                accepted.append(msg)
+                events.extend((msg.agent, it["d"], it["t"], it["type"], it.get("severity", "info"),
+                               _dumps(it.get("tags") or {}).decode(), _dumps(it.get("data") or {}).decode())
+                              for it in msg.items)
+                continue
             agents_seen[msg.agent] = msg.topic
             if msg.seq is None:
                 states.append(msg)
@@ -467,6 +488,8 @@ class SQLiteStore(Store):
             raise StorageUnavailable(f"{self.sink.name}: {e}") from e
         # ---- time series
         if blocks:
+            if self._next_block is None:
+                self._next_block = self._max_block() + 1
             bid = self._next_block
             rows = []
             for (gid, t), blk in blocks.items():
@@ -640,9 +663,14 @@ class SQLiteStore(Store):
         out = []
         cols = ("id", "site", "building", "state", "version", "config_hash", "drivers", "queue_depth",
                 "oldest_age_s", "dropped_total", "published_total", "first_seen_ms", "last_seen_ms", "birth_ms",
-                "death_ms", "heartbeat_ms", "info")
+                "death_ms", "heartbeat_ms", "info", "clock_offset_ms", "clock_ms")
         for row in c.execute(f"SELECT {', '.join(cols)} FROM agents ORDER BY id"):
             a = dict(zip(cols, row))
+            off = a.pop("clock_offset_ms")
+            # agent clock minus collector clock (estimated); item times beyond clock.correct_above_s are
+            # stored corrected by it
+            a["clock_offset_s"] = None if off is None else off / 1000
+            a["clock_estimated_ms"] = a.pop("clock_ms")
             a["drivers"] = _loads(a["drivers"]) if a["drivers"] else None
             a["info"] = _loads(a["info"]) if a["info"] else {}
             silent = a["last_seen_ms"] is None or now_ms - a["last_seen_ms"] > offline_after_s * 1000
@@ -846,11 +874,21 @@ class SQLiteStore(Store):
                 for a, e, f, l, d in c.execute(
                     "SELECT agent, epoch, first_seq, last_seq, detected_ms FROM gaps ORDER BY agent, epoch, first_seq")]
         counters = dict(c.execute("SELECT name, value FROM counters").fetchall())
-        return {"counters": counters, "rejected": rej,
+        dl_cols = ("id", "received_ms", "topic", "agent", "epoch", "seq", "reason", "error", "bytes")
+        dead = [dict(zip(dl_cols, r)) for r in c.execute(
+            "SELECT id, received_ms, topic, agent, epoch, seq, reason, error, length(payload) FROM dead_letters "
+            "ORDER BY id DESC LIMIT 20")]
+        return {"counters": counters, "rejected": rej, "dead_letters": dead,
                 "rejected_total": sum(x["count"] for x in rej.values()),
                 "gaps": gaps, "missing_total": sum(g["missing"] for g in gaps)}
 
     # ------------------------------------------------------------ tokens
+    def dead_letter(self, dl_id: int) -> dict | None:
+        """One dead letter with its raw payload (bytes)."""
+        cols = ("id", "received_ms", "topic", "agent", "epoch", "seq", "reason", "error", "payload")
+        r = self.reader().execute(f"SELECT {', '.join(cols)} FROM dead_letters WHERE id=?", (dl_id,)).fetchone()
+        return dict(zip(cols, r)) if r else None
+
     def token_create(self, role: str, name: str | None = None) -> tuple[int, str]:
         if role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
