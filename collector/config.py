@@ -117,6 +117,21 @@ class Ingest(_Strict):
     batch_bytes: int = Field(8 * 2**20, ge=1)
     #: ... of whatever arrived within this many ms after the first message of the group
     batch_ms: float = Field(10, ge=0)
+    #: publish each agent's commit watermark (campus_sense/wire.py) after every commit group;
+    #: agents with ``publish.delete_on: commit`` (the default) delete queued messages only then
+    commit_watermarks: bool = True
+    #: a dead letter raises at most one ``ingest_dead_letter`` event per agent and reason this often
+    dead_letter_event_s: float = Field(60, gt=0)
+
+
+class Clock(_Strict):
+    """Agent clocks: the collector estimates each agent's offset from birth/heartbeat messages
+    (sent time vs. receive time, the minimum delay over ``window_s``)."""
+    window_s: float = Field(300, ge=30, le=86400)
+    #: item times of an agent off by more than this are stored corrected (agent time - offset)
+    correct_above_s: float = Field(2.0, ge=0)
+    #: an offset beyond this raises an ``agent_clock_skew`` event (cleared below 80 % of it)
+    skew_alert_s: float = Field(30.0, gt=0)
 
 
 class Rules(_Strict):
@@ -141,6 +156,7 @@ class CollectorConfig(_Strict):
     api: API = API()
     agents: Agents = Agents()
     ingest: Ingest = Ingest()
+    clock: Clock = Clock()
     #: coverage/compliance inputs (collector.compliance.settings): campus model, registry, policy, firmware
     campus: CampusSettings | None = None
     rules: Rules | None = None

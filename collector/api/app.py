@@ -79,11 +79,16 @@ def create_app(store, ingest=None, offline_after_s: float = 180.0, title: str = 
     app.state.offline_after_s = offline_after_s
     r = APIRouter(prefix="/api/v1")
 
-    @r.get("/health", summary="liveness and ingest counters (no auth)")
-    def health() -> dict[str, Any]:
+    @r.get("/health", summary="liveness: 200 when ingest commits, 503 while it is stalled (no auth)",
+           responses={503: {"description": "ingest stalled (store unavailable) or broker unreachable"}})
+    def health(response: Response) -> dict[str, Any]:
         ing = app.state.ingest
-        return {"ok": True, "version": __version__,
-                "ingest": ing.snapshot() if ing is not None else None,
+        ok, why = ing.health() if ing is not None else (True, None)
+        if not ok:
+            response.status_code = 503
+        # no client ids or other session details without a token: they let a client take over a session
+        return {"ok": ok, "reason": why, "version": __version__,
+                "ingest": ing.snapshot(detail=False) if ing is not None else None,
                 "counters": dict(store.counters)}
 
     @r.get("/agents", dependencies=[Depends(OPS)], summary="agents: online/offline, last seen, queue, gaps")
