@@ -270,7 +270,12 @@ def test_options_validation(tmp_path):
 async def test_missing_password_file_is_config_error(tmp_path):
     from drivers.base import DeviceError
 
-    d = create("cam-f6", Options(url="rtsp://127.0.0.1:1/s", username="u", password_file=tmp_path / "nope"), {})
+    with pytest.raises(ValidationError, match="password_file"):  # checked when the config is loaded
+        Options(url="rtsp://127.0.0.1:1/s", username="u", password_file=tmp_path / "nope")
+    pf = tmp_path / "pw"
+    pf.write_text("pw\n")
+    d = create("cam-f6", Options(url="rtsp://127.0.0.1:1/s", username="u", password_file=pf), {})
+    pf.unlink()  # gone after loading: the poll says config (the file is re-read per capture)
     with pytest.raises(DeviceError) as ei:
         await d.poll()
     await d.close()

@@ -165,7 +165,12 @@ async def test_password_file_and_options_validation(sim, creds, tmp_path):
         Options(host="cam", username="u", password="x", password_file=pf)
     with pytest.raises(ValidationError):
         Options(host="cam", password="x")  # no default user
-    d = create("x", Options(host="127.0.0.1", port=sim.port, username=user, password_file=tmp_path / "nope"), {})
+    with pytest.raises(ValidationError, match="password_file"):  # checked when the config is loaded
+        Options(host="127.0.0.1", port=sim.port, username=user, password_file=tmp_path / "nope")
+    gone = tmp_path / "gone.pass"
+    gone.write_text(pw + "\n")
+    d = create("x", Options(host="127.0.0.1", port=sim.port, username=user, password_file=gone), {})
+    gone.unlink()  # removed after loading: re-read per session -> config error
     with pytest.raises(DeviceError) as ei:
         await d.poll()
     assert ei.value.reason == "config"

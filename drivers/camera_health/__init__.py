@@ -34,8 +34,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
+from campus_sense.secret import Secret, SecretError, SecretFields
 from drivers.base import DeviceError, Event, Record, Sample
 
 log = logging.getLogger(__name__)
@@ -43,11 +44,12 @@ log = logging.getLogger(__name__)
 HIST_BINS = 32
 
 
-class Options(BaseModel):
+class Options(SecretFields):
     model_config = ConfigDict(extra="forbid")
     url: str = Field(min_length=1)  # rtsp://cam/stream1, http://cam/mjpeg, /path/file.mp4
     username: str | None = None
-    password_file: Path | None = None  # first line is the password; never in agent.yaml
+    #: a secret (campus_sense.secret): password / password_file / password_env; read per capture
+    password: Secret | None = None
     frames: int = Field(6, ge=2, le=100)  # frames analysed per poll
     skip: int = Field(2, ge=0, le=100)  # frames grabbed (not analysed) between two analysed ones
     open_timeout_s: float = Field(5.0, gt=0)
@@ -70,8 +72,8 @@ class Options(BaseModel):
 
     @model_validator(mode="after")
     def _creds(self) -> "Options":
-        if (self.username is None) != (self.password_file is None):
-            raise ValueError("username and password_file go together")
+        if (self.username is None) != (self.password is None):
+            raise ValueError("username and password (password_file / password_env) go together")
         return self
 
 
@@ -210,15 +212,13 @@ class CameraHealthDriver:
         o = self.opts
         if o.username is None:
             return o.url
-        try:
-            lines = o.password_file.read_text(encoding="utf-8").splitlines()
-        except OSError as e:
-            raise DeviceError("config", f"cannot read password_file {o.password_file} ({e.strerror})") from None
-        if not lines or not lines[0].strip():
-            raise DeviceError("config", f"password_file {o.password_file} is empty")
+        try:  # read now (campus_sense.secret rotation rule)
+            password = o.password.reveal()  # type: ignore[union-attr]
+        except SecretError as e:
+            raise DeviceError("config", str(e)) from None
         if not urlsplit(o.url).netloc:
-            raise DeviceError("config", "username/password_file need a network URL (rtsp://, http://)")
-        return _with_credentials(o.url, o.username, lines[0].strip())
+            raise DeviceError("config", "username/password need a network URL (rtsp://, http://)")
+        return _with_credentials(o.url, o.username, password)
 
     async def _capture(self) -> Capture:
         if self._running is not None and not self._running.done():

@@ -20,8 +20,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from campus_sense.secret import Secret, SecretError, SecretFields
 from drivers.base import DeviceError, Facts, Record, Sample, now_ms
 
 from .mapping import Malformed, TopicMap, decode_payload, device_id, match
@@ -46,14 +47,14 @@ class TLSOptions(BaseModel):
         return self
 
 
-class Options(BaseModel):
+class Options(SecretFields):
     model_config = ConfigDict(extra="forbid")
     host: str = Field(min_length=1)
     port: int = Field(1883, ge=1, le=65535)
     # No defaults for credentials: the sensor broker must not accept anonymous clients either.
     username: str = Field(min_length=1)
-    password: SecretStr | None = None
-    password_file: Path | None = None
+    #: a secret (campus_sense.secret): password / password_file / password_env; read per (re)connect
+    password: Secret | None = None
     tls: TLSOptions | None = None
     client_id: str | None = None
     keepalive_s: int = Field(30, ge=5, le=3600)
@@ -65,22 +66,17 @@ class Options(BaseModel):
 
     @model_validator(mode="after")
     def _one_password(self) -> "Options":
-        if (self.password is None) == (self.password_file is None):
-            raise ValueError("set exactly one of password or password_file (anonymous access is not allowed)")
-        if self.password_file is not None and not self.password_file.is_file():
-            raise ValueError(f"password_file: {self.password_file} does not exist")
+        if self.password is None:
+            raise ValueError("set exactly one of password or password_file or password_env "
+                             "(anonymous access is not allowed)")
         return self
 
     def secret(self) -> str:
-        if self.password is not None:
-            return self.password.get_secret_value()
+        """The password, read now: called on every (re)connect (campus_sense.secret rotation rule)."""
         try:
-            pw = self.password_file.read_text(encoding="utf-8").strip()  # type: ignore[union-attr]
-        except OSError as e:
-            raise DeviceError("config", f"cannot read password_file {self.password_file} ({e.strerror})") from None
-        if not pw:
-            raise DeviceError("config", f"password_file {self.password_file} is empty")
-        return pw
+            return self.password.reveal()  # type: ignore[union-attr]
+        except SecretError as e:
+            raise DeviceError("config", str(e)) from None
 
 
 _META_TAGS = ("type", "room")

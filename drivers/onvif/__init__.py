@@ -21,11 +21,11 @@ import ipaddress
 import logging
 import os
 import time
-from pathlib import Path
 from typing import Any, Awaitable
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
+from campus_sense.secret import Secret, SecretError, SecretFields
 from drivers.base import DeviceError, Event, Facts, Record, Sample
 from drivers.onvif import parsers
 
@@ -37,14 +37,14 @@ REDACTED = "**REDACTED**"
 CLOCK_AUTH_HINT_S = 30.0  # clock offset beyond which an auth failure gets the clock hint
 
 
-class Options(BaseModel):
+class Options(SecretFields):
     model_config = ConfigDict(extra="forbid")
     host: str = Field(min_length=1)
     port: int = Field(80, ge=1, le=65535)
     # No default credentials: ONVIF requires a user for everything but GetSystemDateAndTime.
     username: str = Field(min_length=1)
-    password: SecretStr | None = None
-    password_file: Path | None = None
+    #: a secret (campus_sense.secret): password / password_file / password_env; read per session
+    password: Secret | None = None
     timeout_s: float = Field(10.0, gt=0)  # per SOAP request
     events: bool = True  # PullPoint subscription
     pull_timeout_s: float = Field(1.0, ge=0, le=60)  # PullMessages long-poll wait
@@ -56,8 +56,8 @@ class Options(BaseModel):
 
     @model_validator(mode="after")
     def _one_password(self) -> "Options":
-        if (self.password is None) == (self.password_file is None):
-            raise ValueError("set exactly one of password or password_file")
+        if self.password is None:
+            raise ValueError("set exactly one of password or password_file or password_env")
         return self
 
 
@@ -162,16 +162,10 @@ class OnvifDriver:
 
     # ------------------------------------------------------------------ plumbing
     def _password(self) -> str:
-        o = self.opts
-        if o.password is not None:
-            return o.password.get_secret_value()
-        try:
-            pw = o.password_file.read_text(encoding="utf-8").splitlines()
-        except OSError as e:
-            raise DeviceError("config", f"cannot read password_file {o.password_file} ({e.strerror})") from None
-        if not pw or not pw[0].strip():
-            raise DeviceError("config", f"password_file {o.password_file} is empty")
-        return pw[0].strip()
+        try:  # read now (campus_sense.secret rotation rule)
+            return self.opts.password.reveal()  # type: ignore[union-attr]
+        except SecretError as e:
+            raise DeviceError("config", str(e)) from None
 
     async def _call(self, aw: Awaitable[Any], what: str) -> Any:
         try:
