@@ -118,26 +118,3 @@ def load_model(path: str | Path, model: type[M], context: dict | None = None) ->
     except ValidationError as e:
         raise ConfigError(format_validation(path, e, lines)) from None
 
-
-def resolve_secret_files(data: Any, *names: str) -> Any:
-    """For each ``name``, replace ``<name>_file`` in a raw options mapping by the file's first
-    line, so configs hold no credentials. Use from a pydantic ``mode="before"`` validator; the
-    ValueError it raises becomes a config error naming the field and line."""
-    if not isinstance(data, dict):
-        return data
-    data = dict(data)
-    for name in names:
-        path = data.pop(f"{name}_file", None)
-        if path is None:
-            continue
-        if data.get(name) is not None:
-            raise ValueError(f"give either '{name}' or '{name}_file', not both")
-        try:
-            with open(path, encoding="utf-8") as fh:
-                secret = fh.readline().strip()
-        except OSError as e:
-            raise ValueError(f"{name}_file {path!r}: cannot read ({e.strerror})") from None
-        if not secret:
-            raise ValueError(f"{name}_file {path!r} is empty")
-        data[name] = secret
-    return data

@@ -278,3 +278,96 @@ def test_notify_secret_errors_and_rotation(tmp_path, monkeypatch):
     with pytest.raises(ConfigError) as ei:
         config.load(p)
     assert f"{p}:14: channels.ding.secret_env: environment variable CS_DING_SECRET is not set" in str(ei.value)
+
+
+# --------------------------------------------------------------------------- driver options
+
+TOKEN16 = "t0ken-0123456789abcdef"
+
+
+def _snmp_v2(s):
+    return {"host": "10.0.0.1", **s}
+
+
+def _snmp_v3(s):  # the secret is the auth key; a second, inline priv key must stay hidden too
+    return {"host": "10.0.0.1", "version": "3", "user": "mon", "auth_protocol": "SHA-256",
+            "priv_protocol": "AES", "priv_key": VALUE + "-priv", **s}
+
+
+DRIVER_CASES = {
+    # driver: (options module, secret name, options builder, how the driver reads it)
+    "snmp-community": ("drivers.snmp", "community", _snmp_v2, lambda o: o.target().community),
+    "snmp-v3-auth": ("drivers.snmp", "auth_key", _snmp_v3, lambda o: o.target().auth_key),
+    "onvif": ("drivers.onvif", "password", lambda s: {"host": "cam", "username": "u", **s},
+              lambda o: o.password.reveal()),
+    "pjlink": ("drivers.pjlink", "password", lambda s: {"host": "pj", **s}, lambda o: o.password.reveal()),
+    "access-token": ("drivers.access", "token", lambda s: {"listen_port": 0, **s}, lambda o: o.token.reveal()),
+    "access-pseudonym-key": ("drivers.access", "pseudonym_key",
+                             lambda s: {"listen_port": 0, "token": TOKEN16, "identifier_fields": ["card"], **s},
+                             lambda o: o._key.decode()),
+    "mqtt_sensors": ("drivers.mqtt_sensors", "password",
+                     lambda s: {"host": "h", "username": "u", "topics": [{"topic": "a/+", "device": "{1}"}], **s},
+                     lambda o: o.secret()),
+    "camera_health": ("drivers.camera_health", "password",
+                      lambda s: {"url": "rtsp://10.0.0.5/s", "username": "u", **s}, lambda o: o.password.reveal()),
+    "audit": ("drivers.audit", "community", lambda s: {"host": "h", **s}, lambda o: o.community.reveal()),
+}
+
+
+def _options(case):
+    import importlib
+    mod, name, build, read = DRIVER_CASES[case]
+    return importlib.import_module(mod).Options, name, build, read
+
+
+@pytest.mark.parametrize("i", [0, 1, 2], ids=["inline", "file", "env"])
+@pytest.mark.parametrize("case", sorted(DRIVER_CASES))
+def test_driver_options_secret_sources_and_hidden(tmp_path, monkeypatch, caplog, case, i):
+    Options, name, build, read = _options(case)
+    o = Options.model_validate(build(sources(tmp_path, monkeypatch, name)[i]))
+    assert read(o) == VALUE
+    assert_hidden(o, caplog=caplog)
+    if case == "snmp-v3-auth":
+        assert o.target().priv_key == VALUE + "-priv"
+        assert_hidden(o, VALUE + "-priv")
+        assert VALUE not in repr(o.target()) and VALUE not in str(o.target())
+
+
+@pytest.mark.parametrize("case", sorted(DRIVER_CASES))
+def test_driver_options_missing_file_or_env_names_the_key(tmp_path, monkeypatch, case):
+    Options, name, build, read = _options(case)
+    monkeypatch.delenv("CS_NOPE", raising=False)
+    for key, val, words in ((f"{name}_file", str(tmp_path / "nope"), "cannot read"),
+                            (f"{name}_env", "CS_NOPE", "CS_NOPE is not set")):
+        with pytest.raises(ValidationError) as ei:
+            Options.model_validate(build({key: val}))
+        errs = [e for e in ei.value.errors() if e["type"] == "secret"]
+        assert errs and errs[0]["ctx"]["key"] == key and words in errs[0]["msg"], ei.value.errors()
+    with pytest.raises(ValidationError, match="not both"):
+        Options.model_validate(build({name: VALUE, f"{name}_env": "CS_NOPE"}))
+
+
+@pytest.mark.parametrize("case", ["snmp-community", "onvif", "pjlink", "access-token", "mqtt_sensors",
+                                  "camera_health", "audit"])
+def test_driver_options_rotation_rereads_on_every_use(tmp_path, monkeypatch, case):
+    Options, name, build, read = _options(case)
+    f = tmp_path / "s"
+    f.write_text(VALUE + "\n")
+    o = Options.model_validate(build({f"{name}_file": str(f)}))
+    f.write_text(VALUE + "-rotated\n")
+    assert read(o) == VALUE + "-rotated"
+    monkeypatch.setenv("CS_ROT", VALUE)
+    o = Options.model_validate(build({f"{name}_env": "CS_ROT"}))
+    monkeypatch.setenv("CS_ROT", VALUE + "-2")
+    assert read(o) == VALUE + "-2"
+
+
+def test_driver_option_errors_in_agent_yaml_name_key_and_line(tmp_path, monkeypatch):
+    from edge_agent import config
+    monkeypatch.delenv("CS_NOPE", raising=False)
+    p = write_agent(tmp_path, "password: x", "devices:\n  - id: sw\n    driver: snmp\n    options:\n"
+                    "      host: 10.0.0.1\n      community_env: CS_NOPE\n")
+    with pytest.raises(ConfigError) as ei:
+        config.load(p)
+    assert "agent.yaml:12: devices.0.options.community_env: environment variable CS_NOPE is not set" \
+        in str(ei.value)
