@@ -80,9 +80,14 @@ class MqttSection(_Strict):
     #: campus_sense.secret grammar: password / password_file / password_env
     password: Secret | None = None
     tls: TLSSection | None = None
-    protocol: Literal["3.1.1", "5"] = "3.1.1"
+    #: MQTT 5 (default): a refused publish comes back as a PUBACK reason code; 3.1.1 brokers
+    #: acknowledge a publish the ACL dropped as if it had been accepted
+    protocol: Literal["3.1.1", "5"] = "5"
     keepalive_s: int = Field(30, ge=5, le=3600)
     client_id: str | None = None
+    #: the broker's ACL model: ``username`` (the shipped docker/mosquitto/acl: an agent may write only
+    #: under its own id, user name = agent id, client id = user name) or ``custom`` (your own ACL)
+    acl: Literal["username", "custom"] = "username"
 
     @model_validator(mode="after")
     def _one_password(self) -> "MqttSection":
@@ -113,6 +118,11 @@ class PublishSection(_Strict):
     reconnect_max_s: float = Field(30.0, ge=0.1)
     publish_timeout_s: float = Field(30.0, gt=0)
     shutdown_drain_s: float = Field(2.0, ge=0)
+    #: delete a queued message when the collector has committed it (its commit watermark), or, for a
+    #: collector that publishes none, on the broker's PUBACK (a broker crash can then lose it)
+    delete_on: Literal["commit", "puback"] = "commit"
+    #: what stays unconfirmed this long (and the watermark did not move) is sent again
+    confirm_timeout_s: float = Field(60.0, ge=1)
 
 
 class PollingSection(_Strict):
@@ -159,6 +169,16 @@ class AgentConfig(_Strict):
     publish: PublishSection = Field(default_factory=PublishSection)
     polling: PollingSection = Field(default_factory=PollingSection)
     devices: list[DeviceSection] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _identity(self) -> "AgentConfig":
+        if self.mqtt.acl == "username" and self.mqtt.username != self.agent.id:
+            raise ValueError(
+                f"mqtt.username {self.mqtt.username!r} differs from agent.id {self.agent.id!r}: under the shipped "
+                "broker ACL (mqtt.acl: username) an agent may only publish under its own user name, so the broker "
+                "would refuse (or, with MQTT 3.1.1, silently drop) everything; use the agent id as user name, or "
+                "set mqtt.acl: custom if your broker's ACL differs")
+        return self
 
 
 class LoadedConfig:

@@ -61,7 +61,8 @@ class Agent:
             tls=cfg.mqtt.tls, protocol=cfg.mqtt.protocol, client_id=cfg.mqtt.client_id,
             keepalive_s=cfg.mqtt.keepalive_s, inflight=cfg.publish.inflight, heartbeat_s=cfg.publish.heartbeat_s,
             reconnect_max_s=cfg.publish.reconnect_max_s, publish_timeout_s=cfg.publish.publish_timeout_s,
-            birth_body=self.birth_body)
+            birth_body=self.birth_body, delete_on=cfg.publish.delete_on,
+            confirm_timeout_s=cfg.publish.confirm_timeout_s)
         self.batcher = Batcher(self.queue, cfg.agent.id, cfg.publish.max_message_bytes, cfg.publish.batch_max_items,
                                on_flushed=self.publisher.wake, overflow_max_items=cfg.queue.overflow_max_items)
         self.drivers: dict[str, object] = {}
@@ -80,7 +81,8 @@ class Agent:
         return Sample("agent", self.cfg.agent.id, {
             "queue_depth": q.depth, "queue_bytes": q.bytes, "oldest_age_s": round(q.oldest_age_s(), 3),
             "dropped_total": q.dropped_total, "produced_total": q.produced_total,
-            "published_total": self.publisher.published_total,
+            "published_total": self.publisher.published_total, "refused_total": self.publisher.refused_total,
+            "resent_total": self.publisher.resent_total, "confirmed_seq": self.publisher.confirmed_seq,
             "last_seq": q.last_seq, "connected": self.publisher.connected,
             "slot_waits_total": self.slots.waits_total, "slot_wait_s_total": round(self.slots.wait_s_total, 3)})
 

@@ -1,12 +1,19 @@
-"""Deliver the durable queue to the broker, and announce the agent's state.
+"""Deliver the durable queue to the collector, and announce the agent's state.
 
 Why it is shaped like this:
 
-* Rows are published oldest first with QoS 1 and deleted only once their
-  publish completed. ``aiomqtt.Client.publish`` with ``qos=1`` waits for paho's
-  ``on_publish`` callback, which paho fires when the PUBACK arrives (aiomqtt
-  2.x client.py: ``_pending_publishes`` / ``_on_publish``), so "returned" means
-  "the broker has it".
+* Rows are published oldest first with QoS 1 and deleted only when the
+  collector has COMMITTED them: it publishes a retained commit watermark per
+  agent (``wire.commit_topic``) that this publisher subscribes to. A PUBACK
+  only means the broker has the message, and a broker can crash before saving
+  it, refuse it (ACL) or lose a session: those cost a replay, never data.
+  (``publish.delete_on: puback`` restores delete-on-PUBACK for a collector
+  that publishes no watermark.)
+* A PUBACK with a reason code >= 0x80 (MQTT 5, e.g. 0x87 not authorized: the
+  ACL refused the topic) is a failure: counted in ``refused_total``, logged at
+  most once a minute, and the row stays queued.
+* What stays unconfirmed for ``confirm_timeout_s`` without the watermark
+  moving is sent again from the oldest row (the collector drops duplicates).
 * Up to ``inflight`` publishes are outstanding at once: waiting for each PUBACK
   in turn would cap a high-latency uplink at a few messages per round trip.
 * On any disconnect the client is dropped and, after a backoff (1, 2, 4 ... max
@@ -21,11 +28,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import ssl
 import time
 from typing import Any, Callable
 
 import aiomqtt
+import paho.mqtt.client as paho
 
 from campus_sense import wire
 from edge_agent.queue import DurableQueue, Row
@@ -42,7 +51,8 @@ class Publisher:
                  username: str, password: str, tls: Any = None, protocol: str = "3.1.1",
                  client_id: str | None = None, keepalive_s: int = 30, inflight: int = 32,
                  heartbeat_s: float = 30.0, reconnect_max_s: float = 30.0, publish_timeout_s: float = 30.0,
-                 birth_body: Callable[[], dict] = dict):
+                 birth_body: Callable[[], dict] = dict, delete_on: str = "commit",
+                 confirm_timeout_s: float = 60.0):
         self.queue = queue
         self.agent = agent_id
         self.topics = {k: wire.topic(site, building, agent_id, k) for k in wire.KINDS}
@@ -52,10 +62,20 @@ class Publisher:
         self.keepalive_s, self.inflight, self.heartbeat_s = keepalive_s, inflight, heartbeat_s
         self.reconnect_max_s, self.publish_timeout_s = reconnect_max_s, publish_timeout_s
         self.birth_body = birth_body
+        self.delete_on, self.confirm_timeout_s = delete_on, confirm_timeout_s
+        self.commit_topic = wire.commit_topic(agent_id)
         self.published_total = 0
+        self.refused_total = 0
+        self.resent_total = 0
+        self.confirmed_seq = 0        # the collector's last watermark (this epoch)
         self.connected = False
         self.client: aiomqtt.Client | None = None
         self._wake = asyncio.Event()
+        self._replay = False
+        self._progress = time.monotonic()   # last time the watermark moved (or nothing was outstanding)
+        self._acks: dict[int, asyncio.Future] = {}
+        self._last_refusal_log = 0.0
+        self._refusals_unlogged = 0
 
     def wake(self) -> None:
         """New rows were committed: let the pump look again without polling the DB."""
@@ -64,7 +84,9 @@ class Publisher:
     def state_body(self) -> dict:
         q = self.queue
         return {"epoch": q.epoch, "queue_depth": q.depth, "oldest_age_s": round(q.oldest_age_s(), 3),
-                "dropped_total": q.dropped_total, "last_seq": q.last_seq, "published_total": self.published_total}
+                "dropped_total": q.dropped_total, "last_seq": q.last_seq, "published_total": self.published_total,
+                "refused_total": self.refused_total, "resent_total": self.resent_total,
+                "confirmed_seq": self.confirmed_seq}
 
     def _tls_context(self) -> ssl.SSLContext | None:
         if self.tls is None:
@@ -85,6 +107,17 @@ class Publisher:
                                 max_inflight_messages=self.inflight, timeout=self.publish_timeout_s)
         # A full in-flight window is the design, not a problem worth a warning per publish.
         client.pending_calls_threshold = self.inflight + 4
+        # PUBACK reason codes: aiomqtt's publish() ignores them, so queued rows go out through paho
+        # directly and this hook hands each PUBACK's reason code to the row waiting for it.
+        orig = client._client.on_publish
+
+        def on_publish(c, userdata, mid, reason_code, properties):
+            fut = self._acks.pop(mid, None)
+            if fut is not None and not fut.done():
+                fut.set_result(reason_code)
+            orig(c, userdata, mid, reason_code, properties)
+
+        client._client.on_publish = on_publish
         return client
 
     async def run(self) -> None:
@@ -96,6 +129,8 @@ class Publisher:
                     self.client, self.connected = client, True
                     backoff, failures = 1.0, 0
                     log.info("connected to mqtt %s:%d as %s", self.host, self.port, self.username)
+                    if self.delete_on == "commit":
+                        await client.subscribe(self.commit_topic, qos=1)
                     await client.publish(self.topics["birth"], wire.encode_state(
                         "birth", self.agent, _now_ms(), **self.birth_body(), **self.state_body()), qos=1)
                     async with asyncio.TaskGroup() as tg:
@@ -119,38 +154,98 @@ class Publisher:
         # The message iterator is aiomqtt's public signal for "connection lost":
         # it raises MqttError, which tears down the TaskGroup and cancels the
         # publishes still waiting for a PUBACK that will never come.
-        async for _ in client.messages:
-            pass
+        async for m in client.messages:
+            if self.delete_on == "commit" and m.topic.matches(self.commit_topic):
+                self._on_watermark(str(m.topic), m.payload)
         raise aiomqtt.MqttError("message stream ended")
 
-    async def _publish(self, client: aiomqtt.Client, row: Row) -> int:
-        await client.publish(self.topics[row.kind], row.payload, qos=1)
-        return row.seq
+    def _on_watermark(self, topic: str, payload: Any) -> None:
+        try:
+            w = wire.decode_commit(topic, bytes(payload))
+        except wire.WireError as e:
+            log.warning("ignoring a commit watermark: %s", e)
+            return
+        if w.epoch != self.queue.epoch:
+            return   # of an earlier queue file (before it was wiped): nothing of ours
+        self.confirmed_seq = w.seq
+        try:
+            n = self.queue.confirm(w.seq, w.hwm, w.gaps)
+        except (sqlite3.Error, OSError) as e:   # e.g. a full disk: the next watermark covers these too
+            log.warning("could not delete confirmed rows up to seq %d: %s", w.seq, e)
+            return
+        if n:
+            self._progress = time.monotonic()
+            self._wake.set()
+
+    async def _publish(self, client: aiomqtt.Client, row: Row) -> tuple[int, Any]:
+        """Publish one row at QoS 1; (seq, PUBACK reason code)."""
+        info = client._client.publish(self.topics[row.kind], row.payload, 1)
+        if info.rc != paho.MQTT_ERR_SUCCESS:
+            raise aiomqtt.MqttCodeError(info.rc, "Could not publish message")
+        fut = asyncio.get_running_loop().create_future()
+        self._acks[info.mid] = fut
+        try:
+            async with asyncio.timeout(self.publish_timeout_s):
+                return row.seq, await fut
+        except TimeoutError:
+            raise aiomqtt.MqttError(f"no PUBACK within {self.publish_timeout_s:g} s") from None
+        finally:
+            self._acks.pop(info.mid, None)
+
+    def _refused(self, seq: int, rc: Any) -> None:
+        self.refused_total += 1
+        self._refusals_unlogged += 1
+        now = time.monotonic()
+        if now - self._last_refusal_log >= 60:
+            log.error("the broker refused %d publish(es) (last: seq %d, %s): they stay queued. Is the broker ACL "
+                      "right for user %r on %s? (the shipped ACL wants user name = agent id)",
+                      self._refusals_unlogged, seq, rc, self.username, self.topics["metrics"].rsplit("/", 1)[0])
+            self._last_refusal_log, self._refusals_unlogged = now, 0
+
+    def _due_for_replay(self, cursor: int) -> bool:
+        """Rows we sent stay unconfirmed and the watermark has not moved for confirm_timeout_s."""
+        oldest = self.queue.oldest_seq() if self.queue.depth else None
+        if oldest is None or oldest > cursor:
+            self._progress = time.monotonic()
+            return False
+        return time.monotonic() - self._progress >= self.confirm_timeout_s
 
     async def _pump(self, client: aiomqtt.Client) -> None:
         cursor = 0  # highest seq handed to the client on THIS connection; replay starts at the oldest row
         pending: set[asyncio.Task] = set()
+        self._progress = time.monotonic()
         try:
             while True:
                 self._wake.clear()
+                if not pending and self._due_for_replay(cursor):
+                    self.resent_total += 1
+                    log.info("rows up to seq %d unconfirmed for %g s: sending them again from seq %s",
+                             cursor, self.confirm_timeout_s, self.queue.oldest_seq())
+                    cursor, self._progress = 0, time.monotonic()
                 room = self.inflight - len(pending)
                 if room > 0:
                     for row in self.queue.peek(cursor, room):
                         pending.add(asyncio.create_task(self._publish(client, row)))
                         cursor = row.seq
                 waker = asyncio.create_task(self._wake.wait())
-                done, _ = await asyncio.wait(pending | {waker}, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(pending | {waker}, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
                 waker.cancel()
                 acked, failed = [], None
                 for t in done - {waker}:
                     pending.discard(t)
-                    if t.exception() is None:
-                        acked.append(t.result())
-                    else:
+                    if t.exception() is not None:
                         failed = failed or t.exception()
+                        continue
+                    seq, rc = t.result()
+                    if rc is not None and getattr(rc, "is_failure", False):
+                        self._refused(seq, rc)
+                    else:
+                        acked.append(seq)
                 if acked:
-                    self.queue.ack(acked)
                     self.published_total += len(acked)
+                    if self.delete_on == "puback":
+                        self.queue.ack(acked)
+                        self._progress = time.monotonic()
                 if failed:
                     raise failed  # reconnect, then replay from the oldest row still queued
         finally:

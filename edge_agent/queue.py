@@ -325,6 +325,27 @@ class DurableQueue:
         self.bytes -= sum(r[0] for r in rows)
         return len(rows)
 
+    def confirm(self, upto: int, hwm: int | None = None, gaps: Iterable[tuple[int, int]] = ()) -> int:
+        """Delete rows the collector has committed (its commit watermark, campus_sense/wire.py):
+        every seq <= ``upto``, and seqs <= ``hwm`` outside ``gaps``. Returns rows deleted."""
+        hwm = upto if hwm is None else hwm
+        if self.depth == 0:
+            return 0
+        where, args = "seq <= ?", [upto]
+        if hwm > upto:
+            cond = " AND ".join(["NOT (seq BETWEEN ? AND ?)"] * len(gaps))
+            where += f" OR (seq > ? AND seq <= ?{' AND ' + cond if cond else ''})"
+            args += [upto, hwm, *[x for g in gaps for x in g]]
+        with self._tx():
+            rows = self.db.execute(f"DELETE FROM messages WHERE {where} RETURNING length(payload)", args).fetchall()
+        self.depth -= len(rows)
+        self.bytes -= sum(r[0] for r in rows)
+        return len(rows)
+
+    def oldest_seq(self) -> int | None:
+        r = self.db.execute("SELECT min(seq) FROM messages").fetchone()
+        return r[0] if r else None
+
     @property
     def last_seq(self) -> int:
         return self.next_seq - 1

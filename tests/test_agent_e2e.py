@@ -197,7 +197,8 @@ def test_slow_device_does_not_delay_others(tmp_path, broker, receiver, mqtt_user
 
 
 def test_broker_outage_replays_backlog_without_gaps(tmp_path, broker, receiver, mqtt_users, agents):
-    cfg = write_config(tmp_path, broker, mqtt_users, FAST_DEVICES)
+    # agent <-> broker only (no collector to publish watermarks): delete on PUBACK
+    cfg = write_config(tmp_path, broker, mqtt_users, FAST_DEVICES, delete_on="puback")
     agent = agents(cfg)
     wait_for(lambda: len(receiver.durable()) >= 3, "first messages", agent)
     broker.stop()
@@ -221,7 +222,8 @@ def test_broker_outage_replays_backlog_without_gaps(tmp_path, broker, receiver, 
 
 
 def test_sigkill_then_restart_keeps_every_persisted_seq(tmp_path, broker, receiver, mqtt_users, agents):
-    cfg = write_config(tmp_path, broker, mqtt_users, FAST_DEVICES)
+    # agent <-> broker only (no collector to publish watermarks): delete on PUBACK
+    cfg = write_config(tmp_path, broker, mqtt_users, FAST_DEVICES, delete_on="puback")
     first = agents(cfg)
     wait_for(lambda: len(receiver.durable()) >= 3, "first messages", first)
     # Take the broker away so the agent dies with unpublished rows on disk.
