@@ -118,11 +118,13 @@ class Batcher:
         n = 0
         try:
             for kind, items in self.pending.items():
-                if not items:
-                    continue
                 overhead = wire.envelope_overhead(kind, self.agent, self.queue.epoch)
-                n += len(self.queue.append(kind, self.agent, wire.split(items, self.max_bytes, overhead)))
-                self.pending[kind] = []
+                # oldest first, at most max_items per transaction: short transactions, and after a full disk
+                # a backlog in memory larger than the room the queue can make still goes in, slice by slice
+                while items:
+                    part = items[:self.max_items]
+                    n += len(self.queue.append(kind, self.agent, wire.split(part, self.max_bytes, overhead)))
+                    del items[:len(part)]
         finally:  # a kind that failed keeps its items; the ones committed before it are gone from memory
             self.count = sum(len(v) for v in self.pending.values())
             if n and self.on_flushed:

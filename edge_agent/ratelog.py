@@ -38,5 +38,5 @@ class RateLimitedLog:
         """The condition is over: log ``msg`` once (if anything was logged) and forget the keys."""
         if self._seen:
             repeats = sum(st[1] for st in self._seen.values())
-            self.logger.warning(msg + " (%d further failures were not logged)", *args, repeats)
+            self.logger.warning(msg + " (%d repeats were not logged)", *args, repeats)
             self._seen.clear()

@@ -302,4 +302,4 @@ def test_rate_limited_log_counts_repeats(caplog):
         r.recovered("ok again")
     lines = [x.getMessage() for x in caplog.records]
     assert lines == ["disk full", "disk full (repeated 99 times in the last 0 s)",
-                     "ok again (0 further failures were not logged)"]
+                     "ok again (0 repeats were not logged)"]
