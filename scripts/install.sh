@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 want=(python3 python3-venv python3-dev gcc)
 if [[ "${1:-}" == "--test" ]]; then
   want+=(mosquitto mosquitto-clients snmpd snmp snmpsim victoria-metrics prometheus-snmp-exporter
-         chromium chromium-driver iproute2 iw tcpdump ffmpeg)
+         chromium chromium-driver iproute2 iw tcpdump ffmpeg faketime)
 fi
 missing=()
 for p in "${want[@]}"; do

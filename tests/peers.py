@@ -37,7 +37,13 @@ class Mosquitto:
     """A private Mosquitto with password auth (no anonymous) and persistence,
     so a restart keeps the collector's persistent session and queued messages."""
 
-    def __init__(self, users: dict[str, str], workdir: Path | None = None, port: int | None = None):
+    #: durability lines copied from the shipped config, so tests and production cannot diverge
+    SHIPPED = Path(__file__).resolve().parent.parent / "docker" / "mosquitto"
+    DURABILITY = ("autosave_interval", "autosave_on_changes", "max_queued_messages")
+
+    def __init__(self, users: dict[str, str], workdir: Path | None = None, port: int | None = None,
+                 shipped: bool = False):
+        """``shipped``: also the shipped ACL (docker/mosquitto/acl) and client id = user name."""
         if not shutil.which("mosquitto"):
             raise RuntimeError("mosquitto is not installed (scripts/install.sh installs it)")
         self.users = users
@@ -57,8 +63,9 @@ class Mosquitto:
             f"password_file {pw}\n"
             "persistence true\n"
             f"persistence_location {self.dir}/\n"
-            "autosave_interval 1\n"
-            "max_queued_messages 1000000\n"
+            + "".join(line + "\n" for line in (self.SHIPPED / "mosquitto.conf").read_text().splitlines()
+                      if line.split(" ")[0] in self.DURABILITY + (("use_username_as_clientid",) if shipped else ()))
+            + (f"acl_file {self.SHIPPED / 'acl'}\n" if shipped else "") +
             "max_inflight_messages 100\n"
             "message_size_limit 4194304\n"
             "log_dest stderr\n"
@@ -81,6 +88,13 @@ class Mosquitto:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        self.proc = None
+
+    def kill(self) -> None:
+        """SIGKILL: no last save of the persistence database (what a crash or power cut does)."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
         self.proc = None
 
     def url(self) -> str:
