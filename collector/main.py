@@ -24,7 +24,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     tsub.add_parser("list", help="list tokens (never shows the secret)")
     r = tsub.add_parser("revoke", help="revoke a token by id or name")
     r.add_argument("ident", help="token id or name")
-    for p in (tok, *tsub.choices.values()):
+    ag = sub.add_parser("agent", help="agents: re-bind one that really moved to another site/building")
+    asub = ag.add_subparsers(dest="agent_cmd", metavar="{move}", required=True)
+    mv = asub.add_parser("move", help="an agent is bound to the site/building it was first seen with; its "
+                                      "messages under another one are dead letters until you move it")
+    mv.add_argument("agent_id")
+    mv.add_argument("--site", required=True)
+    mv.add_argument("--building", required=True)
+    for p in (tok, *tsub.choices.values(), ag, mv):
         p.add_argument("--config", "-c", default=argparse.SUPPRESS, help="collector.yaml")
 
 
@@ -64,6 +71,26 @@ def _token(args, cfg) -> int:
         store.close()
 
 
+def _agent_move(args, cfg) -> int:
+    from campus_sense import wire
+    from .store.sqlite import SQLiteStore
+    try:
+        wire.check_segment(args.site, "site")
+        wire.check_segment(args.building, "building")
+    except wire.WireError as e:
+        print(f"campus-sense collector agent move: {e}", file=sys.stderr)
+        return 2
+    store = SQLiteStore(cfg.store.path)
+    try:
+        if not store.agent_move(args.agent_id, args.site, args.building):
+            print(f"no agent {args.agent_id!r} in {cfg.store.path}", file=sys.stderr)
+            return 1
+        print(f"agent {args.agent_id} now belongs to site {args.site} building {args.building}", file=sys.stderr)
+        return 0
+    finally:
+        store.close()
+
+
 def run(args) -> int:
     from . import config as cfgmod
     if not getattr(args, "config", None):
@@ -76,6 +103,8 @@ def run(args) -> int:
         return 2
     if getattr(args, "collector_cmd", None) == "token":
         return _token(args, cfg)
+    if getattr(args, "collector_cmd", None) == "agent":
+        return _agent_move(args, cfg)
     try:
         cfg.mqtt.read_password()
     except ValueError as e:

@@ -293,6 +293,10 @@ class SQLiteStore(Store):
                 continue
             tp = m.topic
             b = bound.get(m.agent)
+            if b is not None and b != (tp.site, tp.building):   # moved by `collector agent move` meanwhile?
+                row = self._w.execute("SELECT site, building FROM agents WHERE id=?", (m.agent,)).fetchone()
+                if row:
+                    b = bound[m.agent] = tuple(row)
             if b is None:
                 bound[m.agent] = (tp.site, tp.building)
             elif b != (tp.site, tp.building):
