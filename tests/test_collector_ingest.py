@@ -177,8 +177,11 @@ def test_store_failure_not_acked_then_retried(tmp_path, mosquitto, mqtt_users):
         def write(self, samples):
             self.calls += 1
             if self.calls <= 2:
+                health.append(TestClient(create_app(store, ing)).get("/api/v1/health"))
                 raise ConnectionError("sink down")
             self.got.extend(samples)
+
+    health: list = []
 
     sink = Flaky()
     store = SQLiteStore(str(tmp_path / "c.db"), sink=sink)
@@ -192,6 +195,43 @@ def test_store_failure_not_acked_then_retried(tmp_path, mosquitto, mqtt_users):
         wait_until(lambda: store.counters.get("messages_stored", 0) == 1, 30, "stored after retries")
         assert ing.stats["commit_errors"] == 2 and len(sink.got) == 1 and ing.stats["acked"] == 1
         assert ing.stats["connects"] == 1
+        # while the store was down /health said so (the 2nd attempt: the 1st failure was known by then)
+        assert health[1].status_code == 503 and "store unavailable" in health[1].json()["reason"]
+        assert TestClient(create_app(store, ing)).get("/api/v1/health").status_code == 200
+    finally:
+        pub.close()
+        ing.stop()
+        store.close()
+
+
+def test_store_refusing_one_message_isolates_it_and_commits_the_rest(tmp_path, mosquitto, mqtt_users):
+    """A message the store refuses for its own content (here: a marker device the store raises
+    OverflowError on, as SQLite does for a 65-bit integer) becomes a dead letter; the rest of its
+    group commits; a storage outage (StorageUnavailable) would instead hold and retry."""
+    class Picky(SQLiteStore):
+        def apply(self, messages, rejects, clock=None):
+            messages = list(messages)
+            if any(it.get("d") == "poison" for m in messages for it in m.items):
+                raise OverflowError("Python int too large to convert to SQLite INTEGER")
+            return super().apply(messages, rejects, clock)
+
+    store = Picky(str(tmp_path / "c.db"))
+    cfg = MQTT(host="127.0.0.1", port=mosquitto.port, username="collector", password=mqtt_users["collector"],
+               client_id="collector-isolate")
+    ing = Ingest(cfg, store, IngestCfg(batch_ms=300)).start()   # one group for all of them
+    assert ing.connected.wait(10)
+    pub = Publisher(mosquitto.port, "agent-a", mqtt_users["agent-a"])
+    try:
+        now = int(time.time() * 1000)
+        for seq in range(1, 11):
+            pub.durable("metrics", seq, [iface("poison" if seq == 4 else "sw1", now + seq, 1)], wait=False)
+        wait_until(lambda: store.ingest_stats()["dead_letters"] and store.counters.get("messages_stored", 0) >= 9,
+                   20, "nine stored and one dead letter")
+        dead = store.ingest_stats()["dead_letters"]
+        assert [(d["seq"], d["reason"]) for d in dead] == [(4, "store_refused")]
+        assert "OverflowError" in dead[0]["error"]
+        assert store.watermark("agent-a", "ep1").seq == 10
+        assert ing.stats["isolations"] >= 1 and ing.health() == (True, None)
     finally:
         pub.close()
         ing.stop()
