@@ -380,3 +380,47 @@ def test_collector_sigkill_and_broker_restart_with_real_agent(tmp_path, broker, 
     assert col.stop() == 0
     assert "Traceback" not in col.proc.text() and "Traceback" not in agent.text()
     _ = json
+
+
+# ------------------------------------------------------------------ 5
+@pytest.fixture
+def small_queue_broker(tmp_path, users):
+    """The shipped broker, but it keeps at most 3 queued messages for an absent subscriber."""
+    d = tmp_path / "mosquitto-small"
+    d.mkdir()
+    m = Mosquitto(users, d, shipped=True)
+    conf = m.dir / "mosquitto.conf"
+    conf.write_text("\n".join(line for line in conf.read_text().splitlines()
+                              if not line.startswith("max_queued_messages")) + "\nmax_queued_messages 3\n")
+    m.start()
+    yield m
+    m.kill()
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "bug: edge_agent/publisher.py _on_watermark resets _progress whenever confirm() deletes any row, so rows "
+    "outside the watermark's gaps keep 'progress' alive and the rows IN the gap are never re-sent while the "
+    "agent stays connected and keeps producing (only a reconnect replays them)"))
+def test_gap_left_by_the_broker_is_resent_while_connected(tmp_path, small_queue_broker, users, procs):
+    """The broker PUBACKs the agent but drops messages queued for the absent collector (queue limit):
+    the collector then commits later seqs around a gap. The agent, still connected, must re-send the
+    rows in the gap after confirm_timeout_s although newer rows keep being confirmed."""
+    broker = small_queue_broker
+    col = Collector(tmp_path, broker, users, procs).start()
+    cfg = agent_config(tmp_path, broker, "agent-a", "agent-a", users["agent-a"], "sw1")
+    agent = start_agent(procs, cfg)
+    wait_until(lambda: col.hwm("agent-a") >= 3, 60, "first messages stored")
+    col.stop()
+    at_stop = queue(cfg)["last"]
+    wait_until(lambda: queue(cfg)["last"] >= at_stop + 10, 60, "10 messages while the collector is down")
+    col.start()
+    wait_until(lambda: col.gaps("agent-a"), 30, "the gap the broker left")
+    gap = col.gaps("agent-a")
+    try:
+        wait_until(lambda: not col.gaps("agent-a"), CONFIRM_S + 25, "the gap filled by a re-send")
+    except TimeoutError:
+        pytest.fail(f"gap {gap} still open {CONFIRM_S + 25} s later (agent connected, producing); "
+                    f"queued seqs {queue(cfg)['seqs'][:10]}...; collector hwm {col.hwm('agent-a')}")
+    assert agent.stop() == 0
+    assert_all_stored_once(col, "agent-a", cfg)
+    assert col.stop() == 0
