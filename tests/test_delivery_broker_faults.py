@@ -172,6 +172,8 @@ def queue(cfg: Path) -> dict:
         try:
             meta = dict(db.execute("SELECT key, value FROM meta"))
         except sqlite3.OperationalError:   # being created
+            meta = {}
+        if "epoch" not in meta:            # schema created, meta row not yet committed
             return {"epoch": None, "last": 0, "seqs": [], "produced": 0, "dropped": 0}
         seqs = [r[0] for r in db.execute("SELECT seq FROM messages ORDER BY seq")]
     return {"epoch": meta["epoch"], "last": int(meta["next_seq"]) - 1, "seqs": seqs,
