@@ -108,7 +108,8 @@ async def _main(args) -> int:
     })
     _write(work / "agent.yaml", {
         "agent": {"id": AGENT, "site": SITE, "building": BUILDING},
-        "mqtt": {"host": "127.0.0.1", "port": mqtt_port, "username": AGENT, "password": users[AGENT]},
+        "mqtt": {"host": "127.0.0.1", "port": mqtt_port, "username": AGENT, "password": users[AGENT],
+                 "protocol": "3.1.1"},  # amqtt speaks MQTT 3.1.1
         "queue": {"path": str(work / "agent-queue.db")},
         "publish": {"heartbeat_s": 15, "selfmetrics_s": 15},
         "devices": [

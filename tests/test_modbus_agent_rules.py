@@ -40,7 +40,7 @@ async def test_agent_yaml_modbus_and_mqtt_sensors_fire_canteen_rules(tmp_path, m
     agent_yaml = tmp_path / "agent.yaml"
     agent_yaml.write_text(textwrap.dedent(f"""\
         agent: {{id: canteen-agent, site: north, building: C}}
-        mqtt: {{host: 127.0.0.1, port: {mosquitto.port}, username: agent-a, password_file: {pw}}}
+        mqtt: {{host: 127.0.0.1, port: {mosquitto.port}, username: agent-a, password_file: {pw}, acl: custom}}
         queue: {{path: {tmp_path}/q.db}}
         devices:
           - id: canteen-fridge-1
