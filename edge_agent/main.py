@@ -1,7 +1,8 @@
 """`campus-sense agent --config agent.yaml`: wire config, drivers, queue and publisher together.
 
 Data path: driver -> scheduler (agent_poll per cycle) -> Batcher (memory, ~1 s)
--> DurableQueue (SQLite, committed) -> Publisher (MQTT QoS 1, delete on PUBACK).
+-> DurableQueue (SQLite, committed) -> Publisher (MQTT QoS 1) -> collector, which commits and
+publishes a commit watermark -> the queue deletes what it covers.
 Only the last in-memory batch can be lost in a crash; a clean stop (SIGTERM,
 SIGINT) flushes it to disk and closes the drivers.
 """
@@ -57,7 +58,7 @@ class Agent:
                                   min_free_bytes=cfg.queue.min_free_bytes)
         self.publisher = Publisher(
             queue=self.queue, site=cfg.agent.site, building=cfg.agent.building, agent_id=cfg.agent.id,
-            host=cfg.mqtt.host, port=cfg.mqtt.port, username=cfg.mqtt.username, password=loaded.password,
+            host=cfg.mqtt.host, port=cfg.mqtt.port, username=cfg.mqtt.username, password=cfg.mqtt.password.reveal,
             tls=cfg.mqtt.tls, protocol=cfg.mqtt.protocol, client_id=cfg.mqtt.client_id,
             keepalive_s=cfg.mqtt.keepalive_s, inflight=cfg.publish.inflight, heartbeat_s=cfg.publish.heartbeat_s,
             reconnect_max_s=cfg.publish.reconnect_max_s, publish_timeout_s=cfg.publish.publish_timeout_s,

@@ -48,7 +48,7 @@ def _now_ms() -> int:
 
 class Publisher:
     def __init__(self, *, queue: DurableQueue, site: str, building: str, agent_id: str, host: str, port: int,
-                 username: str, password: str, tls: Any = None, protocol: str = "3.1.1",
+                 username: str, password: "str | Callable[[], str]", tls: Any = None, protocol: str = "5",
                  client_id: str | None = None, keepalive_s: int = 30, inflight: int = 32,
                  heartbeat_s: float = 30.0, reconnect_max_s: float = 30.0, publish_timeout_s: float = 30.0,
                  birth_body: Callable[[], dict] = dict, delete_on: str = "commit",
@@ -72,7 +72,8 @@ class Publisher:
         self.client: aiomqtt.Client | None = None
         self._wake = asyncio.Event()
         self._replay = False
-        self._progress = time.monotonic()   # last time the watermark moved (or nothing was outstanding)
+        self._progress = time.monotonic()   # since when the oldest queued row is the same one
+        self._oldest: int | None = None
         self._acks: dict[int, asyncio.Future] = {}
         self._last_refusal_log = 0.0
         self._refusals_unlogged = 0
@@ -100,7 +101,10 @@ class Publisher:
         will = aiomqtt.Will(self.topics["death"], wire.encode_state("death", self.agent, _now_ms(),
                                                                      epoch=self.queue.epoch, reason="lost"), qos=1)
         proto = aiomqtt.ProtocolVersion.V5 if self.protocol == "5" else aiomqtt.ProtocolVersion.V311
-        client = aiomqtt.Client(self.host, self.port, username=self.username, password=self.password,
+        # a callable password is read on every (re)connect: a rotated password file takes effect
+        # without restarting the agent (the one rotation rule, campus_sense/secret.py)
+        password = self.password() if callable(self.password) else self.password
+        client = aiomqtt.Client(self.host, self.port, username=self.username, password=password,
                                 identifier=self.client_id, protocol=proto, will=will,
                                 clean_session=True if proto == aiomqtt.ProtocolVersion.V311 else None,
                                 keepalive=self.keepalive_s, tls_context=self._tls_context(),
@@ -174,7 +178,6 @@ class Publisher:
             log.warning("could not delete confirmed rows up to seq %d: %s", w.seq, e)
             return
         if n:
-            self._progress = time.monotonic()
             self._wake.set()
 
     async def _publish(self, client: aiomqtt.Client, row: Row) -> tuple[int, Any]:
@@ -203,17 +206,20 @@ class Publisher:
             self._last_refusal_log, self._refusals_unlogged = now, 0
 
     def _due_for_replay(self, cursor: int) -> bool:
-        """Rows we sent stay unconfirmed and the watermark has not moved for confirm_timeout_s."""
+        """The oldest row we sent stays unconfirmed for confirm_timeout_s. Progress means the OLDEST
+        row changing: newer rows being confirmed around a gap (messages the broker lost) is not."""
+        now = time.monotonic()
         oldest = self.queue.oldest_seq() if self.queue.depth else None
-        if oldest is None or oldest > cursor:
-            self._progress = time.monotonic()
+        if oldest is None or oldest > cursor or oldest != self._oldest:
+            self._oldest, self._progress = oldest, now
             return False
-        return time.monotonic() - self._progress >= self.confirm_timeout_s
+        return now - self._progress >= self.confirm_timeout_s
 
     async def _pump(self, client: aiomqtt.Client) -> None:
         cursor = 0  # highest seq handed to the client on THIS connection; replay starts at the oldest row
         pending: set[asyncio.Task] = set()
-        self._progress = time.monotonic()
+        waker: asyncio.Task | None = None
+        self._progress, self._oldest = time.monotonic(), None
         try:
             while True:
                 self._wake.clear()
@@ -251,6 +257,8 @@ class Publisher:
         finally:
             for t in pending:
                 t.cancel()
+            if waker is not None:
+                waker.cancel()
 
     async def _heartbeat(self, client: aiomqtt.Client) -> None:
         while True:

@@ -403,10 +403,6 @@ def small_queue_broker(tmp_path, users):
     m.kill()
 
 
-@pytest.mark.xfail(strict=True, raises=pytest.fail.Exception, reason=(
-    "bug: edge_agent/publisher.py _on_watermark resets _progress whenever confirm() deletes any row, so rows "
-    "outside the watermark's gaps keep 'progress' alive and the rows IN the gap are never re-sent while the "
-    "agent stays connected and keeps producing (only a reconnect replays them)"))
 def test_gap_left_by_the_broker_is_resent_while_connected(tmp_path, small_queue_broker, users, procs):
     """The broker PUBACKs the agent but drops messages queued for the absent collector (queue limit):
     the collector then commits later seqs around a gap. The agent, still connected, must re-send the
