@@ -17,3 +17,19 @@ def mosquitto(tmp_path, mqtt_users):
     m = Mosquitto(mqtt_users, d).start()
     yield m
     m.stop()
+
+
+@pytest.fixture
+def shipped_users():
+    """The collector and two agents (user name = agent id, as the shipped ACL wants)."""
+    return {u: secrets.token_hex(8) for u in ("collector", "agent-a", "agent-b")}
+
+
+@pytest.fixture
+def shipped_broker(tmp_path, shipped_users):
+    """Mosquitto configured like docker/mosquitto: ACL, client id = user name, same durability."""
+    d = tmp_path / "mosquitto"
+    d.mkdir()
+    m = Mosquitto(shipped_users, d, shipped=True).start()
+    yield m
+    m.stop()

@@ -10,7 +10,6 @@ tries to wipe the collector's persistent session must all cost at most a replay,
 from __future__ import annotations
 
 import json
-import secrets
 import signal
 import sqlite3
 import subprocess
@@ -36,20 +35,6 @@ CONFIRM_S = 5
 
 
 # ------------------------------------------------------------------ peers
-@pytest.fixture
-def users():
-    return {"collector": secrets.token_hex(8), "agent-a": secrets.token_hex(8), "agent-b": secrets.token_hex(8)}
-
-
-@pytest.fixture
-def broker(tmp_path, users):
-    d = tmp_path / "mosquitto"
-    d.mkdir()
-    m = Mosquitto(users, d, shipped=True).start()
-    yield m
-    m.kill()
-
-
 class Proc:
     def __init__(self, args: list[str], log: Path):
         self.log = log
@@ -210,9 +195,9 @@ def assert_all_stored_once(col: Collector, agent: str, cfg: Path, devices: int =
 
 
 # ------------------------------------------------------------------ 1
-def test_broker_sigkill_while_collector_down_loses_nothing(tmp_path, broker, users, procs):
-    col = Collector(tmp_path, broker, users, procs).start()
-    cfg = agent_config(tmp_path, broker, "agent-a", "agent-a", users["agent-a"], "sw1")
+def test_broker_sigkill_while_collector_down_loses_nothing(tmp_path, shipped_broker, shipped_users, procs):
+    col = Collector(tmp_path, shipped_broker, shipped_users, procs).start()
+    cfg = agent_config(tmp_path, shipped_broker, "agent-a", "agent-a", shipped_users["agent-a"], "sw1")
     agent = start_agent(procs, cfg)
     wait_until(lambda: col.hwm("agent-a") >= 5, 60, "first messages stored")
     wait_until(lambda: len(queue(cfg)["seqs"]) < queue(cfg)["last"], 30, "watermark deletes confirmed rows")
@@ -220,14 +205,14 @@ def test_broker_sigkill_while_collector_down_loses_nothing(tmp_path, broker, use
     stored_at_kill = col.hwm("agent-a")
     time.sleep(4)   # the broker queues these for the collector's persistent session and PUBACKs them
     before_kill = queue(cfg)["last"]
-    broker.kill()   # no final save: whatever arrived since the last autosave (1 s) is gone
+    shipped_broker.kill()   # no final save: whatever arrived since the last autosave (1 s) is gone
     st = queue(cfg)
     assert st["last"] >= stored_at_kill + 5, "the agent did not publish while the collector was down"
     # nothing the collector has not committed was deleted on PUBACK
     missing = set(range(stored_at_kill + 1, st["last"] + 1)) - set(st["seqs"])
     assert not missing, f"rows deleted without a watermark: {sorted(missing)[:20]}"
     assert agent.p.poll() is None
-    broker.start()
+    shipped_broker.start()
     col.start()
     wait_until(lambda: col.hwm("agent-a", st["epoch"]) >= st["last"] and not col.gaps("agent-a"),
                CONFIRM_S + 60, "every seq published before the broker crash stored")
@@ -242,10 +227,11 @@ def test_broker_sigkill_while_collector_down_loses_nothing(tmp_path, broker, use
 
 
 # ------------------------------------------------------------------ 2
-def test_refused_publish_keeps_data(tmp_path, broker, users, procs):
-    col = Collector(tmp_path, broker, users, procs).start()
+def test_refused_publish_keeps_data(tmp_path, shipped_broker, shipped_users, procs):
+    col = Collector(tmp_path, shipped_broker, shipped_users, procs).start()
     # user agent-a, agent id bldg-x: the shipped ACL lets agent-a write only campus/v1/+/+/agent-a/#
-    bad = agent_config(tmp_path, broker, "bldg-x", "agent-a", users["agent-a"], "swx", shutdown_drain_s=1)
+    bad = agent_config(tmp_path, shipped_broker, "bldg-x", "agent-a", shipped_users["agent-a"], "swx",
+                       shutdown_drain_s=1)
     chk = subprocess.run([PY, "-m", "campus_sense", "agent", "--config", str(bad), "--check"], cwd=ROOT,
                          capture_output=True, text=True, timeout=60)
     assert chk.returncode != 0
@@ -255,7 +241,7 @@ def test_refused_publish_keeps_data(tmp_path, broker, users, procs):
     assert "mqtt.username" in real.text() and "agent.id" in real.text()
     assert not (bad.parent / "queue.db").exists() or queue(bad)["last"] == 0
 
-    good_cfg = agent_config(tmp_path, broker, "agent-b", "agent-b", users["agent-b"], "sw-b")
+    good_cfg = agent_config(tmp_path, shipped_broker, "agent-b", "agent-b", shipped_users["agent-b"], "sw-b")
     good = start_agent(procs, good_cfg)
     wait_until(lambda: col.hwm("agent-b") >= 3, 60, "agent-b stored")
     bad.write_text(bad.read_text().replace("keepalive_s: 5", "keepalive_s: 5, acl: custom"))
@@ -321,8 +307,8 @@ def _takeover(port: int, user: str, password: str, client_id: str, v5: bool) -> 
     return result[0]
 
 
-def test_session_takeover_is_impossible(tmp_path, broker, users, procs):
-    col = Collector(tmp_path, broker, users, procs).start()
+def test_session_takeover_is_impossible(tmp_path, shipped_broker, shipped_users, procs):
+    col = Collector(tmp_path, shipped_broker, shipped_users, procs).start()
     body = httpx.get(f"{col.base}/health", timeout=5).text
     assert col.client_id not in body and "client_id" not in body, body
     tok = col.token("admin")
@@ -331,7 +317,7 @@ def test_session_takeover_is_impossible(tmp_path, broker, users, procs):
     assert httpx.get(f"{col.base}/ingest/stats", timeout=5).status_code == 401
     col.stop()
 
-    pub = Publisher(broker.port, "agent-a", users["agent-a"], agent="agent-a", epoch="ep-takeover")
+    pub = Publisher(shipped_broker.port, "agent-a", shipped_users["agent-a"], agent="agent-a", epoch="ep-takeover")
     t0 = int(time.time() * 1000) - 600_000
     for seq in range(1, N3 + 1):
         pub.durable("metrics", seq, [wire.sample("interface", "sw-t", t0 + seq, {"n": seq * 100 + j},
@@ -344,7 +330,7 @@ def test_session_takeover_is_impossible(tmp_path, broker, users, procs):
     outcomes = []
     for cid in (col.client_id, "collector"):
         for v5 in (True, False):
-            outcomes.append((cid, v5, _takeover(broker.port, "agent-b", users["agent-b"], cid, v5)))
+            outcomes.append((cid, v5, _takeover(shipped_broker.port, "agent-b", shipped_users["agent-b"], cid, v5)))
     col.start()
     wait_until(lambda: col.hwm("agent-a", "ep-takeover") == N3, 60, f"all {N3} queued messages stored")
     time.sleep(0.5)
@@ -360,16 +346,16 @@ def test_session_takeover_is_impossible(tmp_path, broker, users, procs):
 
 
 # ------------------------------------------------------------------ 4
-def test_collector_sigkill_and_broker_restart_with_real_agent(tmp_path, broker, users, procs):
-    col = Collector(tmp_path, broker, users, procs).start()
-    cfg = agent_config(tmp_path, broker, "agent-a", "agent-a", users["agent-a"], "sw1")
+def test_collector_sigkill_and_broker_restart_with_real_agent(tmp_path, shipped_broker, shipped_users, procs):
+    col = Collector(tmp_path, shipped_broker, shipped_users, procs).start()
+    cfg = agent_config(tmp_path, shipped_broker, "agent-a", "agent-a", shipped_users["agent-a"], "sw1")
     agent = start_agent(procs, cfg)
     wait_until(lambda: col.hwm("agent-a") >= 8, 60, "messages stored")
     col.kill()                                  # mid-ingest: a group may be committed but not acked
     time.sleep(2)
-    broker.stop()                               # SIGTERM: the broker saves its state
+    shipped_broker.stop()                               # SIGTERM: the broker saves its state
     time.sleep(1)
-    broker.start()
+    shipped_broker.start()
     col.start()
     last = queue(cfg)["last"]
     wait_until(lambda: col.hwm("agent-a") >= last + 3 and not col.gaps("agent-a"), CONFIRM_S + 60,
@@ -390,11 +376,11 @@ def test_collector_sigkill_and_broker_restart_with_real_agent(tmp_path, broker, 
 
 # ------------------------------------------------------------------ 5
 @pytest.fixture
-def small_queue_broker(tmp_path, users):
+def small_queue_broker(tmp_path, shipped_users):
     """The shipped broker, but it keeps at most 3 queued messages for an absent subscriber."""
     d = tmp_path / "mosquitto-small"
     d.mkdir()
-    m = Mosquitto(users, d, shipped=True)
+    m = Mosquitto(shipped_users, d, shipped=True)
     conf = m.dir / "mosquitto.conf"
     conf.write_text("\n".join(line for line in conf.read_text().splitlines()
                               if not line.startswith("max_queued_messages")) + "\nmax_queued_messages 3\n")
@@ -403,15 +389,16 @@ def small_queue_broker(tmp_path, users):
     m.kill()
 
 
-def test_gap_left_by_the_broker_is_resent_while_connected(tmp_path, small_queue_broker, users, procs):
+def test_gap_left_by_the_broker_is_resent_while_connected(tmp_path, small_queue_broker, shipped_users, procs):
     """The broker PUBACKs the agent but drops messages queued for the absent collector (queue limit):
     the collector then commits later seqs around a gap. The agent, still connected, must re-send the
     rows in the gap after confirm_timeout_s although newer rows keep being confirmed."""
     broker = small_queue_broker
-    col = Collector(tmp_path, broker, users, procs).start()
+    col = Collector(tmp_path, broker, shipped_users, procs).start()
     # confirm timeout longer than the collector's absence: no re-send while it is down, the gap stays
     confirm = 12
-    cfg = agent_config(tmp_path, broker, "agent-a", "agent-a", users["agent-a"], "sw1", confirm_timeout_s=confirm)
+    cfg = agent_config(tmp_path, broker, "agent-a", "agent-a", shipped_users["agent-a"], "sw1",
+                       confirm_timeout_s=confirm)
     agent = start_agent(procs, cfg)
     wait_until(lambda: col.hwm("agent-a") >= 3, 60, "first messages stored")
     col.stop()

@@ -4,7 +4,6 @@ a real collector process with the shipped default rules, agents' own credentials
 from __future__ import annotations
 
 import json
-import secrets
 import signal
 import subprocess
 import sys
@@ -17,7 +16,6 @@ import pytest
 
 from campus_sense import wire
 from tests.collector_util import Publisher, iface, wait_until
-from tests.peers import Mosquitto
 from tests.test_alerts_support import CollectorProc
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,22 +23,8 @@ DEFAULT_RULES = (ROOT / "firmware_configs" / "rules" / "campus-default.yaml").re
 
 
 @pytest.fixture
-def users():
-    return {u: secrets.token_hex(8) for u in ("collector", "agent-a", "agent-b")}
-
-
-@pytest.fixture
-def broker(tmp_path, users):
-    d = tmp_path / "mosquitto"
-    d.mkdir()
-    m = Mosquitto(users, d, shipped=True).start()
-    yield m
-    m.stop()
-
-
-@pytest.fixture
-def col(tmp_path, broker, users):
-    c = CollectorProc(tmp_path, broker, users, rules=DEFAULT_RULES, notify=False)
+def col(tmp_path, shipped_broker, shipped_users):
+    c = CollectorProc(tmp_path, shipped_broker, shipped_users, rules=DEFAULT_RULES, notify=False)
     yield c
     c.pub.close()
     if c.proc.poll() is None:
@@ -76,10 +60,10 @@ def _deep(levels: int) -> bytes:
     return b'{"x":' * levels + b"1" + b"}" * levels
 
 
-def test_poison_from_one_agent_never_blocks_the_others(col, broker, users):
+def test_poison_from_one_agent_never_blocks_the_others(col, shipped_broker, shipped_users):
     now = int(time.time() * 1000)
     a = col.pub                                                        # agent-a, its own credentials
-    b = Publisher(broker.port, "agent-b", users["agent-b"], agent="agent-b", building="B", epoch="eb")
+    b = Publisher(shipped_broker.port, "agent-b", shipped_users["agent-b"], agent="agent-b", building="B", epoch="eb")
     # seq 1: a sample at t = 2^63 (the store could not even index it); seq 2: event data nested 300
     # levels (beyond what a JSON encoder writes back); seq 3: a good one
     a.raw("metrics", orjson.dumps({"v": 1, "kind": "metrics", "agent": "agent-a", "epoch": a.epoch, "seq": 1,
@@ -100,7 +84,7 @@ def test_poison_from_one_agent_never_blocks_the_others(col, broker, users):
     assert stats["gaps"] == []                       # dead letters count as committed: no gap, no replay
     assert col.get("/devices/sw-a/interfaces").json()[0]["in_bps"] == 3.0
     # the agent's watermark moved past its poison: it may delete it
-    w = _retained_watermark(broker.port, "agent-a", users["agent-a"])
+    w = _retained_watermark(shipped_broker.port, "agent-a", shipped_users["agent-a"])
     assert (w["epoch"], w["seq"]) == (a.epoch, 3)
     h = col.http.get("/health")
     assert h.status_code == 200 and h.json()["ok"] is True
@@ -121,13 +105,13 @@ def test_poison_from_one_agent_never_blocks_the_others(col, broker, users):
     b.close()
 
 
-def test_agent_under_another_site_is_refused_until_moved(col, broker, users, tmp_path):
+def test_agent_under_another_site_is_refused_until_moved(col, shipped_broker, shipped_users, tmp_path):
     now = int(time.time() * 1000)
     a = col.pub
     a.durable("metrics", 1, [iface("sw-a", now, 1)])
     wait_until(lambda: _hwm(col, "agent-a") == 1, 30, "first message")
-    moved = Publisher(broker.port, "agent-a", users["agent-a"], agent="agent-a", site="south", building="Z",
-                      epoch=a.epoch)
+    moved = Publisher(shipped_broker.port, "agent-a", shipped_users["agent-a"], agent="agent-a", site="south",
+                      building="Z", epoch=a.epoch)
     a.close()
     moved.durable("metrics", 2, [iface("sw-a", now + 1, 2)])
     wait_until(lambda: _hwm(col, "agent-a") == 2, 30, "the moved message dealt with")
@@ -146,10 +130,11 @@ def test_agent_under_another_site_is_refused_until_moved(col, broker, users, tmp
     wait_until(lambda: col.get("/devices/sw-a").json()["building"] == "Z", 30, "the device in its new building")
     assert len([d for d in col.get("/ingest/stats").json()["dead_letters"] if d["reason"] == "agent_moved"]) == 1
     moved.close()
-    col.pub = Publisher(broker.port, "agent-a", users["agent-a"], agent="agent-a")   # closed by the fixture
+    # the fixture closes col.pub
+    col.pub = Publisher(shipped_broker.port, "agent-a", shipped_users["agent-a"], agent="agent-a")
 
 
-def test_same_series_same_millisecond_is_merged_and_counted(col, broker, users):
+def test_same_series_same_millisecond_is_merged_and_counted(col, shipped_broker, shipped_users):
     now = int(time.time() * 1000)
     tags = {"ifIndex": "1", "ifName": "Gi0/1"}
     col.pub.durable("metrics", 1, [wire.sample("interface", "sw-a", now, {"in_bps": 1.0}, tags),
