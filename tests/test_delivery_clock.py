@@ -4,7 +4,6 @@ nor goes blind: the device is not stale while it reports, and is once it stops."
 from __future__ import annotations
 
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -14,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from tests.collector_util import wait_until
-from tests.peers import Mosquitto
 from tests.test_alerts_support import CollectorProc
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,10 +31,8 @@ pytestmark = pytest.mark.skipif(LIBFAKETIME is None, reason="libfaketime is not 
 
 
 @pytest.mark.parametrize("skew", ["+1d", "-1d", "+0"])
-def test_skewed_agent_is_corrected_and_alerted(tmp_path, skew):
-    users = {u: secrets.token_hex(8) for u in ("collector", "agent-a", "agent-b")}
-    (tmp_path / "mosquitto").mkdir()
-    broker = Mosquitto(users, tmp_path / "mosquitto", shipped=True).start()
+def test_skewed_agent_is_corrected_and_alerted(tmp_path, skew, shipped_broker, shipped_users):
+    broker, users = shipped_broker, shipped_users
     col = CollectorProc(tmp_path, broker, users, rules=RULES, notify=False)
     # agent-b: CollectorProc keeps a publisher connected as agent-a, and the shipped broker binds the client
     # id to the user name (two connections of one user take the session from each other)
@@ -88,4 +84,3 @@ def test_skewed_agent_is_corrected_and_alerted(tmp_path, skew):
         col.pub.close()
         col.proc.send_signal(signal.SIGTERM)
         col.proc.wait(20)
-        broker.stop()
