@@ -130,31 +130,14 @@ class _SeqState:
         return False
 
 
+def _event_row(agent: str, it: dict) -> tuple:
+    """events table row (agent, device, ts_ms, type, severity, tags, data) of a wire event item."""
+    return (agent, it["d"], it["t"], it["type"], it.get("severity", "info"),
+            _dumps(it.get("tags") or {}).decode(), _dumps(it.get("data") or {}).decode())
+
+
 def _nonull(f: dict) -> dict:
     return {k: v for k, v in f.items() if v is not None} if None in f.values() else f
-
-
-def _bucket_avg(points: list, step: int, single: bool) -> list:
-    """Average numeric values (bools as 0/1) per bucket of ``step`` ms; bucket start as timestamp."""
-    buckets: dict[int, dict] = {}
-    for ts, v in points:
-        b = buckets.setdefault(ts - ts % step, {})
-        for k, x in (((None, v),) if single else v.items()):
-            if isinstance(x, (int, float)):
-                acc = b.get(k)
-                if acc is None:
-                    b[k] = [float(x), 1]
-                else:
-                    acc[0] += x
-                    acc[1] += 1
-    out = []
-    for b, acc in sorted(buckets.items()):
-        if single:
-            if None in acc:
-                out.append([b, acc[None][0] / acc[None][1]])
-        elif acc:
-            out.append([b, {k: s / n for k, (s, n) in acc.items()}])
-    return out
 
 
 class SQLiteStore(Store):
@@ -366,9 +349,7 @@ class SQLiteStore(Store):
             if msg.seq is None and msg.kind == "events":
                 # made by the collector itself (dead letters, clock skew): stored as events, no dedup
                 accepted.append(msg)
-                events.extend((msg.agent, it["d"], it["t"], it["type"], it.get("severity", "info"),
-                               _dumps(it.get("tags") or {}).decode(), _dumps(it.get("data") or {}).decode())
-                              for it in msg.items)
+                events.extend(_event_row(msg.agent, it) for it in msg.items)
                 continue
             agents_seen[msg.agent] = msg.topic
             if msg.seq is None:
@@ -451,8 +432,7 @@ class SQLiteStore(Store):
                 for it in msg.items:
                     d = it["d"]
                     t = it["t"]
-                    events.append((msg.agent, d, t, it["type"], it.get("severity", "info"),
-                                   _dumps(it.get("tags") or {}).decode(), _dumps(it.get("data") or {}).decode()))
+                    events.append(_event_row(msg.agent, it))
                     ds = dev_seen.get(d)
                     if ds is None:
                         dev_seen[d] = [msg.agent, tp.site, tp.building, t]
