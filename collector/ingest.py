@@ -372,6 +372,7 @@ class Ingest:
                     return  # not acked: the broker redelivers them to our session later
                 delay = min(delay * 2, 30)
         self.stalled = self.stalled_since = None
+        self._remember(res.accepted)
         extra = self._collector_events(res, now)
         if extra:
             try:
@@ -441,9 +442,6 @@ class Ingest:
         for m in msgs:
             if m.kind in ("birth", "heartbeat"):
                 sent = m.body.get("sent_ms")
-                ep = m.body.get("epoch")
-                if isinstance(ep, str):
-                    self._epoch[m.agent] = ep
                 if type(sent) is not int:
                     continue
                 tr = self._clocks.get(m.agent)
@@ -468,6 +466,16 @@ class Ingest:
                 m.body["sent_ms"] -= off
         return changed
 
+    def _remember(self, accepted: list[wire.Message]) -> None:
+        """Where each agent is and which epoch it speaks now (birth/heartbeat carry it)."""
+        for m in accepted:
+            if m.seq is None and m.kind not in wire.STATE_KINDS:
+                continue   # made by the collector
+            self._where[m.agent] = (m.topic.site, m.topic.building)
+            ep = m.body.get("epoch") if m.kind in ("birth", "heartbeat") else None
+            if isinstance(ep, str):
+                self._epoch[m.agent] = ep
+
     # ------------------------------------------------------------ events made by the collector
     def _event(self, agent: str, where: tuple[str, str], type_: str, now: int, severity: str,
                data: dict) -> wire.Message:
@@ -477,9 +485,6 @@ class Ingest:
 
     def _collector_events(self, res: ApplyResult, now: int) -> list[wire.Message]:
         out = []
-        for m in res.accepted:
-            if m.seq is not None or m.kind in wire.STATE_KINDS:
-                self._where[m.agent] = (m.topic.site, m.topic.building)
         for r in res.dead:
             agent = r.agent or "collector"
             k = (agent, r.reason)
@@ -554,7 +559,9 @@ class Ingest:
 
 
 def _where(topic: str) -> tuple[str, str]:
-    parts = topic.split("/")
-    if len(parts) == 6 and all(wire._SEGMENT.match(p) for p in parts[2:4]):
-        return parts[2], parts[3]
-    return "unknown", "unknown"
+    """(site, building) of a refused message's topic, for the event about it."""
+    try:
+        tp = wire.parse_topic(topic)
+        return wire.check_segment(tp.site, "site"), wire.check_segment(tp.building, "building")
+    except wire.WireError:
+        return "unknown", "unknown"
