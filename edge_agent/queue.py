@@ -3,8 +3,10 @@
 Why: a building uplink or the broker can be down for hours; samples taken
 meanwhile must survive that and an agent crash. A message is committed here,
 with its final ``epoch``/``seq`` baked into the payload, BEFORE it is published,
-and deleted only after the broker's PUBACK, so the worst case is a duplicate
-(the collector drops those by seq), never a silent loss or a reused seq.
+and deleted only when the collector has committed it (``confirm``: its commit
+watermark; ``ack`` on the broker's PUBACK with ``publish.delete_on: puback``), so
+the worst case is a duplicate (the collector drops those by seq), never a silent
+loss or a reused seq.
 
 The epoch is a random id created with the database: if the file is wiped the
 new queue restarts at seq 1 under a new epoch and the collector cannot confuse
