@@ -19,7 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "collector": ("collector.main", "run the central collector (ingest, store, API); also token management"),
     "demo": ("campus_sense.demo", "run the whole system with a simulated building, no services needed"),
     "snmp-inventory": ("drivers.snmp.inventory", "one-shot SNMP inventory of a device (system, interfaces, ...)"),
-    "rules": ("collector.rules.cli", "test alert rules against recorded samples"),
+    "rules": ("collector.alertcore.cli", "test alert rules against recorded samples"),
     "report": ("collector.compliance.cli", "coverage and compliance reports (json/csv/html)"),
     "pcap-analyze": ("drivers.netwatch.cli", "run the network-watch detectors on a pcap/pcapng capture"),
 }

@@ -47,8 +47,7 @@ def window(**spec):
     """A notify.yaml time window (one range) -> contains(t_ms)."""
     cfg = notify_from_dict({"channels": {"h": {"type": "webhook", "url": "http://127.0.0.1:9/x"}},
                             "time_windows": {"w": [spec]}, "route": {"channels": ["h"]}})
-    r = cfg.time_windows["w"][0]
-    return lambda t_ms: r.contains(t_ms / 1000)
+    return cfg.windows["w"].contains
 
 
 def notify_err(**route) -> str:
@@ -98,9 +97,10 @@ def test_notify_durations_are_seconds():
     ("type=", {}, True),
 ])
 def test_matcher_forms_same_in_both(spec, labels, hit):
-    from collector.notify.config import Matcher as NotifyMatcher
     assert all(m.matches(labels) for m in parse_matchers(spec)) is hit
-    assert NotifyMatcher(spec).matches(labels) is hit
+    cfg = notify_from_dict({"channels": {"h": {"type": "webhook", "url": "http://127.0.0.1:9/x"}},
+                            "route": {"channels": ["h"], "routes": [{"matchers": [spec]}]}})
+    assert cfg.route.routes[0].matches(labels) is hit
 
 
 def test_rules_matcher_shapes():
@@ -121,7 +121,7 @@ def test_matcher_errors_in_files(tmp_path):
           - {source: ["room=~A-("], target: []}
         rules: []
         """)
-    assert "inhibit.0.source" in msg and "bad regular expression" in msg
+    assert "inhibit.0.source" in msg and "invalid regex" in msg
     assert "invalid regex" in notify_err(routes=[{"matchers": ["room=~A-("]}])
 
 
@@ -184,7 +184,7 @@ def test_notify_windows():
     ({"days": ["monday-funday"], "timezone": "UTC"}, "day"),
     ({"days": ["mon-tue-wed"], "timezone": "UTC"}, "day"),
     ({"hours": ["8-18"], "timezone": "UTC"}, "time"),
-    ({"hours": ["08:00-08:00"], "timezone": "UTC"}, "empty"),
+    ({"hours": ["08:00-08:00"], "timezone": "UTC"}, "empty range"),
 ])
 def test_notify_window_errors(spec, words):
     with pytest.raises(ConfigError) as e:
@@ -193,16 +193,13 @@ def test_notify_window_errors(spec, words):
 
 
 # ------------------------------------------------------------------ one grammar in both files
-_RANGE = pytest.mark.xfail(strict=True, reason="issue 11: rules.yaml keeps the first three letters of a range")
-DAY_FORMS = [pytest.param(["mon-fri"], [0, 1, 2, 3, 4], marks=_RANGE),
-             pytest.param(["fri-mon"], [4, 5, 6, 0], marks=_RANGE),
-             (["sat", "sun"], [5, 6]), (["Monday"], [0]),
-             pytest.param(["sat-sun", "wed"], [2, 5, 6], marks=_RANGE)]
+DAY_FORMS = [(["mon-fri"], [0, 1, 2, 3, 4]), (["fri-mon"], [4, 5, 6, 0]), (["sat", "sun"], [5, 6]),
+             (["Monday"], [0]), (["tues", "Thursday"], [1, 3]), (["sat-sun", "wed"], [2, 5, 6]), ("mon", [0])]
 
 
 @pytest.mark.parametrize("days, weekdays", DAY_FORMS)
 def test_day_ranges_same_in_both(tmp_path, days, weekdays):
-    c = calendar(tmp_path, timezone="Asia/Shanghai", days=days)
+    c = calendar(tmp_path, timezone="Asia/Shanghai", days=days)   # rules.yaml kept only "mon" of "mon-fri"
     w = window(days=days, timezone="Asia/Shanghai")
     for i in range(7):  # 2026-11-23 is a Monday
         t = _ms(2026, 11, 23 + i, 12, 0)
@@ -210,10 +207,31 @@ def test_day_ranges_same_in_both(tmp_path, days, weekdays):
         assert w(t) is (i in weekdays), (days, i)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11: rules.yaml checks wrapped hours against the local date")
 def test_wrapping_hours_belong_to_the_day_they_start_in_both(tmp_path):
     c = calendar(tmp_path, timezone="Asia/Shanghai", days=["fri"], hours=["22:00-06:00"])
     w = window(timezone="Asia/Shanghai", days=["fri"], hours=["22:00-06:00"])
     for f in (c, w):
         assert f(_ms(2026, 11, 27, 23, 0)) and f(_ms(2026, 11, 28, 5, 59))
         assert not f(_ms(2026, 11, 27, 5, 0)) and not f(_ms(2026, 11, 28, 23, 0))
+
+
+@pytest.mark.parametrize("days", [["monkey"], ["mon-tue-wed"], ["mon-"], ["fri-funday"]])
+def test_bad_days_rejected_in_both(tmp_path, days):
+    assert "unknown day" in rules_err(tmp_path, f"calendars:\n  c: {{days: {days}}}\nrules: []\n")
+    with pytest.raises(ConfigError, match="unknown day"):
+        window(days=days, timezone="UTC")
+
+
+def test_dates_holidays_and_month_days_same_in_both(tmp_path):
+    spec = dict(timezone="Asia/Shanghai", dates=["2026-11-01..2026-12-31"], holidays=["2026-11-30"],
+                days_of_month=["1-7", -1])
+    for f in (calendar(tmp_path, **spec), window(**spec)):
+        assert f(_ms(2026, 11, 2, 12)) and f(_ms(2026, 12, 31, 12)) and not f(_ms(2026, 11, 8, 12))
+        assert not f(_ms(2026, 11, 30, 12))                      # last day of November, but a holiday
+        assert not f(_ms(2027, 1, 1, 12))                        # outside the dates
+    with pytest.raises(ConfigError, match="day of month"):
+        window(days_of_month=[32], timezone="UTC")
+
+
+def test_empty_hours_rejected_in_both(tmp_path):
+    assert "empty range" in rules_err(tmp_path, "calendars:\n  c: {hours: ['08:00-08:00']}\nrules: []\n")

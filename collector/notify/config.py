@@ -41,42 +41,21 @@ There are no default credentials.
 from __future__ import annotations
 
 import re
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Union
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError,
                       field_validator, model_validator)
 
 from campus_sense.secret import Secret, SecretError, SecretFields
 from campus_sense.yamlconf import ConfigError, error_loc, load_yaml
+from collector.alertcore.labels import match_all, parse_matcher
+from collector.alertcore.model import SEVERITIES
+from collector.alertcore.timeinterval import (Interval, Seconds, TimeInterval, check_timezone, compile_intervals,
+                                              parse_duration)
 
-SEVERITIES = ("info", "warning", "critical")
-_DUR_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
-_UNIT = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
-
-
-def parse_duration(v: Any) -> float:
-    """``30`` / ``"30s"`` / ``"5m"`` / ``"4h"`` / ``"1d"`` / ``"1h30m"`` -> seconds."""
-    if isinstance(v, bool):
-        raise ValueError("expected a duration like 30s, 5m, 4h")
-    if isinstance(v, (int, float)):
-        if v < 0:
-            raise ValueError("duration must not be negative")
-        return float(v)
-    if isinstance(v, str):
-        s = v.strip()
-        parts = re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)", s)
-        if parts and "".join(a + b for a, b in parts) == s.replace(" ", ""):
-            return float(sum(float(a) * _UNIT[b] for a, b in parts))
-        m = _DUR_RE.match(s)
-        if m:
-            return float(m.group(1)) * _UNIT[m.group(2)]
-    raise ValueError(f"invalid duration {v!r} (use e.g. 30s, 5m, 4h, 1d)")
-
-
-Duration = Annotated[float, BeforeValidator(parse_duration)]
+#: durations in notify.yaml are float seconds, same grammar as everywhere (alertcore.timeinterval)
+Duration = Seconds
 
 
 def _str_list(v: Any) -> Any:
@@ -84,6 +63,10 @@ def _str_list(v: Any) -> Any:
 
 
 StrList = Annotated[list[str], BeforeValidator(_str_list)]
+
+
+def _one_or_list(v: Any) -> Any:
+    return [v] if isinstance(v, dict) else v
 
 
 class _Strict(SecretFields):
@@ -247,130 +230,7 @@ Channel = Annotated[Union[WebhookChannel, SMTPChannel, WeComChannel, DingTalkCha
                     Field(discriminator="type")]
 
 
-# --------------------------------------------------------------------------- time windows
-
-_DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-
-
-def _parse_hhmm(s: str) -> int:
-    m = re.fullmatch(r"(\d{1,2}):(\d{2})", s.strip())
-    if not m or int(m.group(1)) > 24 or int(m.group(2)) > 59 or (int(m.group(1)) == 24 and int(m.group(2))):
-        raise ValueError(f"invalid time {s!r} (use HH:MM, 00:00..24:00)")
-    return int(m.group(1)) * 60 + int(m.group(2))
-
-
-class TimeRange(_Strict):
-    """Active when the local time (in ``timezone``) is on one of ``days`` and within one of
-    ``hours`` ranges (``"08:00-18:00"``, end exclusive; ``"22:00-06:00"`` runs past midnight
-    and belongs to the day it starts). Empty days = every day; empty hours = all day."""
-    days: StrList = []
-    hours: StrList = []
-    timezone: str
-
-    _days: set[int] = PrivateAttr(default_factory=set)
-    _mins: list[tuple[int, int]] = PrivateAttr(default_factory=list)
-    _tz: Any = PrivateAttr(default=None)
-
-    @field_validator("timezone")
-    @classmethod
-    def _tzv(cls, v: str) -> str:
-        try:
-            ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown timezone {v!r} (use an IANA name like Asia/Shanghai or UTC)") from None
-        return v
-
-    @field_validator("days")
-    @classmethod
-    def _daysv(cls, v: list[str]) -> list[str]:
-        for d in v:
-            for part in d.lower().split("-"):
-                if part.strip()[:3] not in _DAYS:
-                    raise ValueError(f"invalid day {d!r} (use mon..sun or ranges like mon-fri)")
-            if d.count("-") > 1:
-                raise ValueError(f"invalid day range {d!r}")
-        return v
-
-    @field_validator("hours")
-    @classmethod
-    def _hoursv(cls, v: list[str]) -> list[str]:
-        for h in v:
-            a, sep, b = h.partition("-")
-            if not sep:
-                raise ValueError(f"invalid hours {h!r} (use HH:MM-HH:MM)")
-            if _parse_hhmm(a) == _parse_hhmm(b):
-                raise ValueError(f"empty hours range {h!r}")
-        return v
-
-    def model_post_init(self, _ctx: Any) -> None:
-        self._tz = ZoneInfo(self.timezone)
-        for d in self.days:
-            a, _, b = d.lower().partition("-")
-            ia = _DAYS.index(a.strip()[:3])
-            ib = _DAYS.index(b.strip()[:3]) if b else ia
-            i = ia
-            while True:
-                self._days.add(i)
-                if i == ib:
-                    break
-                i = (i + 1) % 7
-        if not self._days:
-            self._days = set(range(7))
-        for h in self.hours:
-            a, _, b = h.partition("-")
-            self._mins.append((_parse_hhmm(a), _parse_hhmm(b)))
-        if not self._mins:
-            self._mins = [(0, 24 * 60)]
-
-    def contains(self, ts: float) -> bool:
-        t = datetime.fromtimestamp(ts, self._tz)
-        wd, mins = t.weekday(), t.hour * 60 + t.minute
-        prev = (wd - 1) % 7
-        for a, b in self._mins:
-            if a < b:
-                if wd in self._days and a <= mins < b:
-                    return True
-            else:  # wraps past midnight
-                if wd in self._days and mins >= a:
-                    return True
-                if prev in self._days and mins < b:
-                    return True
-        return False
-
-
 # --------------------------------------------------------------------------- routes
-
-_MATCHER_RE = re.compile(r'^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*(.*?)\s*$')
-
-
-class Matcher:
-    """``label=value``, ``label!=value``, ``label=~regex``, ``label!~regex`` (regex fully anchored,
-    Alertmanager style). A missing label is the empty string."""
-
-    def __init__(self, text: str):
-        m = _MATCHER_RE.match(text)
-        if not m:
-            raise ValueError(f"invalid matcher {text!r} (use label=value, label!=value, label=~regex, label!~regex)")
-        self.name, self.op, val = m.groups()
-        if len(val) >= 2 and val[0] == val[-1] and val[0] in "\"'":
-            val = val[1:-1]
-        self.value = val
-        self.rx = None
-        if self.op in ("=~", "!~"):
-            try:
-                self.rx = re.compile(f"(?:{val})\\Z")
-            except re.error as e:
-                raise ValueError(f"invalid regex in matcher {text!r}: {e}") from None
-
-    def matches(self, labels: dict[str, str]) -> bool:
-        v = labels.get(self.name, "")
-        if self.op == "=":
-            return v == self.value
-        if self.op == "!=":
-            return v != self.value
-        ok = self.rx.match(v) is not None
-        return ok if self.op == "=~" else not ok
-
 
 class Route(_Strict):
     #: shorthand matchers (any of the listed values)
@@ -397,7 +257,7 @@ class Route(_Strict):
     mute_time_windows: StrList | None = None
     routes: list["Route"] = []
 
-    _matchers: list[Matcher] = PrivateAttr(default_factory=list)
+    _matchers: list = PrivateAttr(default_factory=list)
 
     @field_validator("severity")
     @classmethod
@@ -411,11 +271,11 @@ class Route(_Strict):
     @classmethod
     def _m(cls, v):
         for t in v:
-            Matcher(t)
+            parse_matcher(t)
         return v
 
     def model_post_init(self, _ctx: Any) -> None:
-        self._matchers = [Matcher(t) for t in self.matchers]
+        self._matchers = [parse_matcher(t) for t in self.matchers]
 
     def matches(self, labels: dict[str, str]) -> bool:
         for name, allowed in (("severity", self.severity), ("building", self.building),
@@ -425,21 +285,40 @@ class Route(_Strict):
         for k, v in self.labels.items():
             if labels.get(k, "") != v:
                 return False
-        return all(m.matches(labels) for m in self._matchers)
+        return match_all(self._matchers, labels)
 
 
 class NotifyConfig(_Strict):
     channels: dict[str, Channel] = Field(min_length=1)
-    time_windows: dict[str, list[TimeRange]] = {}
+    #: named intervals (alertcore.timeinterval grammar, ``timezone`` required); one mapping or a list
+    time_windows: dict[str, Annotated[list[TimeInterval], BeforeValidator(_one_or_list)]] = {}
     route: Route
     outbox: Outbox = Outbox()
     #: timezone for times shown in e-mails and robot messages (payload times stay UTC ISO 8601)
     display_timezone: str = "UTC"
 
+    _windows: dict[str, Interval] = PrivateAttr(default_factory=dict)
+
     @field_validator("display_timezone")
     @classmethod
     def _dtz(cls, v: str) -> str:
-        return TimeRange._tzv(v)
+        return check_timezone(v)
+
+    @field_validator("time_windows")
+    @classmethod
+    def _tzreq(cls, v):
+        for name, parts in v.items():
+            for p in parts:
+                if "timezone" not in p.model_fields_set and p.not_ is None:
+                    raise ValueError(f"{name}: timezone is required (an IANA name like Asia/Shanghai or UTC)")
+        return v
+
+    @property
+    def windows(self) -> dict[str, Interval]:
+        """Compiled ``time_windows`` (``contains(t_ms)``); unknown references: see ``check()``."""
+        if len(self._windows) != len(self.time_windows):
+            self._windows = compile_intervals(self.time_windows, "time window")
+        return self._windows
 
     @field_validator("channels")
     @classmethod
@@ -490,6 +369,10 @@ class NotifyConfig(_Strict):
                 walk(c, loc + ("routes", i), chans)
 
         walk(self.route, ("route",), None)
+        try:
+            self._windows = compile_intervals(self.time_windows, "time window")
+        except ValueError as e:
+            errs.append((("time_windows",), str(e)))
         return errs
 
 
@@ -556,6 +439,6 @@ def from_dict(data: dict, base_dir: str | Path | None = None) -> NotifyConfig:
     return cfg
 
 
-__all__ = ["NotifyConfig", "Route", "Matcher", "TimeRange", "Retry", "Outbox", "WebhookChannel",
+__all__ = ["NotifyConfig", "Route", "Retry", "Outbox", "WebhookChannel",
            "SMTPChannel", "WeComChannel", "DingTalkChannel", "MQTTChannel", "ConfigError",
            "SecretError", "load", "from_dict", "parse_duration", "SEVERITIES"]

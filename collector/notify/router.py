@@ -29,7 +29,9 @@ from typing import Callable
 
 import orjson
 
-from .config import NotifyConfig, Route, TimeRange
+from collector.alertcore.timeinterval import Interval
+
+from .config import NotifyConfig, Route
 from .model import SEVERITY_RANK, iso, match_labels
 from .outbox import DB
 from . import render
@@ -73,14 +75,15 @@ class Node:
     group_wait: float
     group_interval: float
     repeat_interval: float
-    active: list[list[TimeRange]]
-    mute: list[list[TimeRange]]
+    active: list[Interval]
+    mute: list[Interval]
     children: list["Node"] = field(default_factory=list)
 
     def is_active(self, now: float) -> bool:
-        if self.active and not any(any(r.contains(now) for r in w) for w in self.active):
+        t_ms = int(now * 1000)
+        if self.active and not any(w.contains(t_ms) for w in self.active):
             return False
-        return not any(any(r.contains(now) for r in w) for w in self.mute)
+        return not any(w.contains(t_ms) for w in self.mute)
 
 
 def build_tree(cfg: NotifyConfig) -> Node:
@@ -99,8 +102,8 @@ def build_tree(cfg: NotifyConfig) -> Node:
             group_wait=inh("group_wait", 30.0),
             group_interval=inh("group_interval", 300.0),
             repeat_interval=inh("repeat_interval", 4 * 3600.0),
-            active=[cfg.time_windows[w] for w in aw] if aw is not None else (parent.active if parent else []),
-            mute=[cfg.time_windows[w] for w in mw] if mw is not None else (parent.mute if parent else []),
+            active=[cfg.windows[w] for w in aw] if aw is not None else (parent.active if parent else []),
+            mute=[cfg.windows[w] for w in mw] if mw is not None else (parent.mute if parent else []),
         )
         n.children = [mk(c, f"{rid}.{i}", n) for i, c in enumerate(r.routes)]
         return n

@@ -1,4 +1,5 @@
-"""SQLite persistence for alerts, their audit history and silences.
+"""SQLite persistence for alerts, their history, liveness and silences (the alerting core's store;
+all alert SQL lives here, see collector/alertcore/README.md).
 
 Own tables (``alerts``, ``alert_history``, ``alert_silences``) in any sqlite3
 database path (the collector's database, a separate file, or ``:memory:``).
@@ -14,10 +15,10 @@ import json
 import sqlite3
 import threading
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
 from typing import Any, Iterator, TextIO
 
-from .matchers import Matcher, match_all, parse_matchers
+from collector.alertcore.labels import Matcher, match_all, parse_matchers
+from collector.alertcore.model import ACTIVE, ALERT_COLUMNS, Alert, AlertError, HistoryEntry, Silence
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts(
@@ -75,101 +76,7 @@ CREATE TABLE IF NOT EXISTS alert_silences(
 );
 """
 
-ACTIVE = ("pending", "firing")
-_ALERT_COLS = ("id", "fingerprint", "rule", "kind", "subject", "state", "severity", "labels", "summary", "value",
-               "started_ms", "fired_ms", "resolved_ms", "updated_ms", "acked_by", "acked_ms", "ack_comment",
-               "ack_expires_ms", "assignee", "escalated_ms", "escalation_since_ms", "flapping", "suppressed",
-               "count")
-_UPDATABLE = frozenset(_ALERT_COLS) - {"id", "fingerprint", "rule", "kind", "subject", "started_ms"}
-
-
-class AlertError(ValueError):
-    """A human action that cannot apply (unknown alert, already resolved, ...)."""
-
-
-@dataclass(slots=True)
-class Alert:
-    id: int
-    fingerprint: str
-    rule: str
-    kind: str
-    subject: dict
-    state: str
-    severity: str
-    labels: dict
-    summary: str
-    value: float | None
-    started_ms: int
-    fired_ms: int | None = None
-    resolved_ms: int | None = None
-    updated_ms: int = 0
-    acked_by: str | None = None
-    acked_ms: int | None = None
-    ack_comment: str | None = None
-    ack_expires_ms: int | None = None
-    assignee: str | None = None
-    escalated_ms: int | None = None
-    escalation_since_ms: int | None = None
-    flapping: bool = False
-    suppressed: str | None = None
-    count: int = 1
-
-    @property
-    def active(self) -> bool:
-        return self.state in ACTIVE
-
-    @property
-    def acked(self) -> bool:
-        return self.acked_by is not None
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_row(cls, row: tuple) -> "Alert":
-        d = dict(zip(_ALERT_COLS, row))
-        d["labels"] = json.loads(d["labels"])
-        d["subject"] = json.loads(d["subject"])
-        d["flapping"] = bool(d["flapping"])
-        return cls(**d)
-
-
-@dataclass(slots=True)
-class Silence:
-    id: int
-    matchers: list[Matcher]
-    starts_ms: int
-    ends_ms: int
-    created_by: str
-    comment: str = ""
-    created_ms: int = 0
-    expired_ms: int | None = None
-    expired_by: str | None = None
-
-    def active_at(self, t_ms: int) -> bool:
-        end = self.ends_ms if self.expired_ms is None else min(self.ends_ms, self.expired_ms)
-        return self.starts_ms <= t_ms < end
-
-    def matches(self, labels: dict) -> bool:
-        return match_all(self.matchers, labels)
-
-    def to_dict(self) -> dict:
-        return {"id": self.id, "matchers": [str(m) for m in self.matchers], "starts_ms": self.starts_ms,
-                "ends_ms": self.ends_ms, "created_by": self.created_by, "comment": self.comment,
-                "created_ms": self.created_ms, "expired_ms": self.expired_ms, "expired_by": self.expired_by}
-
-
-@dataclass(slots=True)
-class HistoryEntry:
-    id: int
-    alert_id: int
-    t_ms: int
-    action: str
-    actor: str | None
-    detail: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+_UPDATABLE = frozenset(ALERT_COLUMNS) - {"id", "fingerprint", "rule", "kind", "subject", "started_ms"}
 
 
 class AlertStore:
@@ -203,7 +110,7 @@ class AlertStore:
 
     # ------------------------------------------------------------ alerts
     def _get(self, cur, alert_id: int) -> Alert | None:
-        row = cur.execute(f"SELECT {','.join(_ALERT_COLS)} FROM alerts WHERE id=?", (alert_id,)).fetchone()
+        row = cur.execute(f"SELECT {','.join(ALERT_COLUMNS)} FROM alerts WHERE id=?", (alert_id,)).fetchone()
         return Alert.from_row(row) if row else None
 
     def get(self, alert_id: int) -> Alert | None:
@@ -212,7 +119,7 @@ class AlertStore:
 
     def active_by_fingerprint(self, fingerprint: str) -> Alert | None:
         with self._lock:
-            row = self._db.execute(f"SELECT {','.join(_ALERT_COLS)} FROM alerts WHERE fingerprint=? "
+            row = self._db.execute(f"SELECT {','.join(ALERT_COLUMNS)} FROM alerts WHERE fingerprint=? "
                                    "AND state != 'resolved'", (fingerprint,)).fetchone()
         return Alert.from_row(row) if row else None
 
@@ -224,7 +131,7 @@ class AlertStore:
         for _attempt in range(3):
             try:
                 with self._tx() as cur:
-                    row = cur.execute(f"SELECT {','.join(_ALERT_COLS)} FROM alerts WHERE fingerprint=? "
+                    row = cur.execute(f"SELECT {','.join(ALERT_COLUMNS)} FROM alerts WHERE fingerprint=? "
                                       "AND state != 'resolved'", (fingerprint,)).fetchone()
                     if row:
                         return Alert.from_row(row), False
@@ -320,7 +227,7 @@ class AlertStore:
         matchers = parse_matchers(flt.pop("matchers", None))
         if flt:
             raise ValueError(f"unknown alert filter keys: {sorted(flt)}")
-        sql = f"SELECT {','.join(_ALERT_COLS)} FROM alerts"
+        sql = f"SELECT {','.join(ALERT_COLUMNS)} FROM alerts"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY id DESC"
@@ -330,7 +237,7 @@ class AlertStore:
             rows = self._db.execute(sql, args).fetchall()
         out = [Alert.from_row(r) for r in rows]
         if matchers:
-            out = [a for a in out if match_all(matchers, {**a.labels, "severity": a.severity, "state": a.state})]
+            out = [a for a in out if match_all(matchers, a.match_labels())]
             if limit:
                 out = out[:int(limit)]
         return out

@@ -18,37 +18,11 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from campus_sense.yamlconf import ConfigError, _line_for, load_yaml
 
-from .calendar import Calendar, compile_calendars
-from .matchers import Matcher, parse_matchers
+from .labels import Matcher, parse_matchers
+from .model import SEVERITIES, Severity
+from .timeinterval import Duration, OptDuration, TimeInterval, compile_intervals, parse_duration
 
-SEVERITIES = ("info", "warning", "critical")
-SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$"
-_DUR = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
-_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
-
-
-def parse_duration(v: Any) -> int | None:
-    """'15m', '1h30m', '90s', '500ms', '2d', or a number of seconds -> milliseconds."""
-    if v is None:
-        return None
-    if isinstance(v, bool):
-        raise ValueError(f"invalid duration {v!r}")
-    if isinstance(v, (int, float)):
-        if v < 0:
-            raise ValueError(f"duration must not be negative, got {v!r}")
-        return int(round(v * 1000))
-    if isinstance(v, str):
-        s = v.strip().replace(" ", "")
-        if s and _DUR.sub("", s) == "" and s[0].isdigit():
-            return int(round(sum(float(n) * _UNIT_MS[u] for n, u in _DUR.findall(s))))
-    raise ValueError(f"invalid duration {v!r} (use e.g. 30s, 15m, 1h30m, 2d, or a number of seconds)")
-
-
-Duration = Annotated[int, BeforeValidator(parse_duration)]
-OptDuration = Annotated[Union[int, None], BeforeValidator(parse_duration)]
-
-
 def _str_list(v: Any) -> Any:
     if v is None:
         return None
@@ -87,7 +61,7 @@ Op = Literal[">", ">=", "<", "<=", "==", "!="]
 
 class RuleBase(_Strict):
     name: str = Field(pattern=_NAME)
-    severity: Literal["info", "warning", "critical"] = "warning"
+    severity: Severity = "warning"
     scope: Scope = Field(default_factory=Scope)
     schedule: str | None = None
     labels: dict[str, str] = Field(default_factory=dict)
@@ -255,7 +229,7 @@ class Defaults(_Strict):
 
 
 class RulesFile(_Strict):
-    calendars: dict[str, Calendar] = Field(default_factory=dict)
+    calendars: dict[str, TimeInterval] = Field(default_factory=dict)
     staleness: Staleness = Field(default_factory=Staleness)
     defaults: Defaults = Field(default_factory=Defaults)
     inhibit: list[Inhibit] = Field(default_factory=list)
@@ -329,7 +303,7 @@ def _format(path: str, err: ValidationError, data: Any, lines: dict) -> str:
 
 def _build(parsed: list[tuple[str, Any, dict]]) -> RuleSet:
     rules: list = []
-    calendars: dict[str, Calendar] = {}
+    calendars: dict[str, TimeInterval] = {}
     inhibits: list[InhibitRule] = []
     staleness = Staleness()
     defaults = Defaults()
@@ -359,7 +333,7 @@ def _build(parsed: list[tuple[str, Any, dict]]) -> RuleSet:
         if "defaults" in (data or {}):
             defaults = m.defaults
     try:
-        compiled_cals = compile_calendars(calendars)
+        compiled_cals = compile_intervals(calendars)
     except ValueError as e:
         raise ConfigError(f"{'/'.join(sorted(set(cal_src.values()))) or '<rules>'}: {e}") from None
     for path, m, data, lines in models:

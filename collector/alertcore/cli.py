@@ -26,9 +26,12 @@ from typing import Any, Iterator
 from campus_sense import wire
 from campus_sense.yamlconf import ConfigError, load_yaml
 
-from .engine import AlertChange, RuleEngine
-from .model import load_rules, parse_duration
-from .store import AlertStore
+from collector.store.alerts import AlertStore
+
+from .config import load_rules
+from .engine import RuleEngine
+from .model import AlertChange
+from .timeinterval import parse_duration
 
 STATE_KINDS = ("birth", "death", "heartbeat")
 _META = ("site", "building", "room", "type", "agent")

@@ -22,13 +22,14 @@ import re
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any, Callable, Iterable, Mapping
 
-from .matchers import match_all, parse_matchers
-from .model import SEVERITY_RANK, EventRule, ExposureRule, RateRule, RuleSet, ThresholdRule
-from .store import Alert, AlertError, AlertStore, HistoryEntry, Silence
+from collector.store.alerts import AlertStore
+
+from .config import EventRule, ExposureRule, RateRule, RuleSet, ThresholdRule
+from .labels import match_all, parse_matchers
+from .model import SEVERITY_RANK, Alert, AlertChange, AlertError, HistoryEntry, Silence
 
 log = logging.getLogger("campus_sense.rules")
 
@@ -39,26 +40,6 @@ _META_KEYS = ("site", "building", "room", "type", "agent")
 
 def _wall_ms() -> int:
     return int(time.time() * 1000)
-
-
-@dataclass(slots=True)
-class AlertChange:
-    """One change of one alert, handed to ``engine.listeners``.
-
-    kind: pending, firing, resolved, cancelled (pending that never fired), severity (raised by an
-    exposure level), escalated, flapping, suppressed, unsuppressed, acked, unacked, ack_expired,
-    assigned, commented, manually_resolved, rule_removed.
-    """
-
-    kind: str
-    alert: Alert
-    t_ms: int
-    actor: str | None = None
-    detail: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return {"kind": self.kind, "t_ms": self.t_ms, "actor": self.actor, "detail": self.detail,
-                "alert": self.alert.to_dict()}
 
 
 class _Rule:

@@ -1,6 +1,9 @@
-"""Label matchers in the Alertmanager style: ``name=value``, ``name!=value``,
-``name=~regex``, ``name!~regex`` (regexes are anchored). A mapping
-``{name: value}`` means equality for each pair."""
+"""THE label matcher grammar of alerting (rules, inhibition, silences, notify routes).
+
+Alertmanager style: ``name=value``, ``name!=value``, ``name=~regex``, ``name!~regex``
+(regexes are fully anchored; a missing label is the empty string; a value may be quoted).
+A mapping ``{name: value}`` means equality for each pair; ``{name, value, op}`` or the
+Alertmanager API's ``{name, value, isRegex, isEqual}`` is one matcher."""
 from __future__ import annotations
 
 import re
@@ -21,7 +24,7 @@ class Matcher:
             try:
                 self._re = re.compile(f"(?:{self.value})\\Z")
             except re.error as e:
-                raise ValueError(f"matcher {name}{op}{value!r}: bad regular expression ({e})") from None
+                raise ValueError(f"matcher {name}{op}{value!r}: invalid regex ({e})") from None
 
     def matches(self, labels: dict[str, Any]) -> bool:
         v = labels.get(self.name)
