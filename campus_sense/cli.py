@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("campus_sense.demo", "run the whole system with a simulated building, no services needed"),
     "snmp-inventory": ("drivers.snmp.inventory", "one-shot SNMP inventory of a device (system, interfaces, ...)"),
     "rules": ("collector.alertcore.cli", "test alert rules against recorded samples"),
+    "notify": ("collector.notify.cli", "check notify.yaml, send a test notification, show routes"),
     "report": ("collector.compliance.cli", "coverage and compliance reports (json/csv/html)"),
     "pcap-analyze": ("drivers.netwatch.cli", "run the network-watch detectors on a pcap/pcapng capture"),
 }

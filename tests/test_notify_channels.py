@@ -12,17 +12,17 @@ from email import policy
 import paho.mqtt.client as mqtt
 import pytest
 
-from collector.notify import AlertChange, Notifier
+from collector.notify import Notifier
 from collector.notify.channels import dingtalk_sign
 from collector.notify.config import from_dict
-from tests.test_notify_support import RobotServer, SMTPPeer, self_signed_cert, wait_until
+from tests.test_notify_support import RobotServer, SMTPPeer, self_signed_cert, wait_until, alert_change
 
 T0 = 1_795_000_000.0
 
 
 def _change(aid="a1", state="firing", severity="critical", building="A", rule="cpu_high", **kw):
-    return AlertChange(alert_id=aid, rule_id=rule, severity=severity, state=state,
-                       labels={"site": "north", "building": building, "room": f"{building}-101",
+    return alert_change(aid, rule, severity, state,
+                        labels={"site": "north", "building": building, "room": f"{building}-101",
                                "device": "core-sw1", "type": "switch"},
                        summary=kw.pop("summary", "CPU above 90%"), description="5 min average",
                        started_at=T0 - 600, value=97.5, **kw)

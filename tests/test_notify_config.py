@@ -174,7 +174,8 @@ def test_matchers():
 
 
 def test_cli_check_route_and_test_send(tmp_path, monkeypatch, capsys):
-    from collector.notify.__main__ import main
+    from campus_sense.cli import main as campus_sense
+    main = lambda argv: campus_sense(["notify", *argv])  # noqa: E731
     from tests.test_notify_support import RobotServer
     monkeypatch.setenv("T_DT_TOKEN", "tok")
     (tmp_path / "dt.secret").write_text("SEC1")

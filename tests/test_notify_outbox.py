@@ -8,19 +8,19 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from collector.notify import AlertChange, Notifier
+from collector.notify import Notifier
 from collector.notify.api import router as notify_router
 from collector.notify.config import from_dict
 from collector.notify.outbox import backoff
 from tests.peers import free_port
-from tests.test_notify_support import RobotServer, port_is_closed, wait_until
+from tests.test_notify_support import RobotServer, port_is_closed, wait_until, alert_change
 
 T0 = 1_795_000_000.0
 
 
 def change(aid="a1", state="firing"):
-    return AlertChange(alert_id=aid, rule_id="link_down", severity="critical", state=state,
-                       labels={"building": "A", "device": "sw1", "room": "A-1"}, summary="uplink down",
+    return alert_change(aid, "link_down", "critical", state,
+                        labels={"building": "A", "device": "sw1", "room": "A-1"}, summary="uplink down",
                        started_at=T0)
 
 

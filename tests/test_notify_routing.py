@@ -8,7 +8,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from collector.notify import AlertChange, Notifier, load_config
+from collector.notify import Notifier, load_config
+from tests.test_notify_support import alert_change
 
 SH = ZoneInfo("Asia/Shanghai")
 MON_0900 = datetime(2026, 11, 23, 9, 0, tzinfo=SH).timestamp()    # Monday, office hours
@@ -72,8 +73,8 @@ def notifier(cfg, tmp_path):
 
 
 def ch(aid, state="firing", severity="warning", building="C", rule="cpu_high", room=None, **kw):
-    return AlertChange(alert_id=aid, rule_id=rule, severity=severity, state=state,
-                       labels={"site": "north", "building": building, "room": room or f"{building}-201",
+    return alert_change(aid, rule, severity, state,
+                        labels={"site": "north", "building": building, "room": room or f"{building}-201",
                                "device": f"dev-{aid}", "type": kw.pop("type", "switch")},
                        summary=f"{rule} on dev-{aid}", started_at=MON_0900 - 60, value=1.0, **kw)
 
@@ -244,10 +245,10 @@ def test_pending_and_silenced_are_not_notified(notifier):
 def test_bad_changes_are_rejected_not_raised(notifier):
     n = notifier
     n.on_alert_change(object())
-    n.on_alert_change({"alert_id": "x", "rule_id": "r", "severity": "fatal", "state": "firing"})
-    n.on_alert_change({"alert_id": "y", "rule_id": "r", "severity": "critical", "state": "firing",
-                       "labels": {"building": "C"}, "started_at": "2026-11-23T01:00:00Z"})
+    n.on_alert_change({"alert_id": "x", "rule_id": "r", "severity": "critical", "state": "firing"})  # not the model
+    n.on_alert_change(ch("x", severity="fatal"))
+    n.on_alert_change(ch("y", severity="critical"))
     st = n.status()
-    assert st["rejected_changes"] == 2 and "fatal" in st["last_rejected"]
-    assert [p["alerts"][0]["id"] for p in sent(n)] == ["y"]    # dicts are fine (duck typing)
-    assert sent(n)[0]["alerts"][0]["started_at"] == "2026-11-23T01:00:00Z"
+    assert st["rejected_changes"] == 3 and "fatal" in st["last_rejected"]
+    assert [p["alerts"][0]["id"] for p in sent(n)] == ["y"]
+    assert sent(n)[0]["alerts"][0]["started_at"] == "2026-11-23T00:59:00Z"

@@ -221,3 +221,19 @@ async def wait_until(pred, timeout: float = 30.0, what: str = "condition"):
 def port_is_closed(port: int) -> bool:
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def alert_change(aid, rule, severity, state, labels, summary="", description="", started_at=None, value=None,
+                 acked=False, silenced=False, ended_at=None, t=None):
+    """The alerting core's AlertChange for one alert (times in epoch seconds), as the engine emits it."""
+    from collector.alertcore.model import Alert, AlertChange
+
+    def ms(s):
+        return None if s is None else int(round(s * 1000))
+    a = Alert(id=aid, fingerprint=f"fp-{aid}", rule=rule, kind="threshold", subject={"id": labels.get("device", "")},
+              state=state, severity=severity, labels=dict(labels), summary=summary, value=value,
+              started_ms=ms(started_at) or 0, fired_ms=ms(started_at) if state != "pending" else None,
+              resolved_ms=ms(ended_at), acked_by="tester" if acked else None,
+              suppressed="silence:1" if silenced else None)
+    return AlertChange(state, a, ms(t if t is not None else ended_at if ended_at is not None else started_at) or 0,
+                       detail={"description": description} if description else {})

@@ -4,7 +4,7 @@ Usage::
 
     from collector.notify import Notifier
     notifier = Notifier("notify.yaml", "/var/lib/campus-sense/collector.db")
-    engine.add_listener(notifier.on_alert_change)     # rule engine
+    engine.listeners.append(notifier.on_alert_change)     # collector.alertcore.RuleEngine
     await notifier.start()
     ...
     notifier.status(); notifier.deliveries(limit=50, state="failed")
@@ -23,13 +23,13 @@ from typing import Any, Callable
 from . import config as _config
 from .channels import make_sender
 from .config import ConfigError, NotifyConfig
-from .model import AlertChange, BadAlert, normalize
+from .model import BadAlert, normalize
 from .outbox import DB, DeliveryError, Outbox
 from .router import Router
 
 log = logging.getLogger("campus_sense.notify")
 
-__all__ = ["Notifier", "AlertChange", "NotifyConfig", "ConfigError", "DeliveryError", "load_config"]
+__all__ = ["Notifier", "NotifyConfig", "ConfigError", "DeliveryError", "load_config"]
 
 load_config = _config.load
 
@@ -58,10 +58,11 @@ class Notifier:
 
     # ------------------------------------------------------------------ input
     def on_alert_change(self, change: Any) -> None:
-        """Rule-engine listener. Fast (local SQLite writes only) and never raises."""
+        """Engine listener for the alerting core's ``AlertChange``. Fast (local SQLite writes only);
+        never raises (anything else is counted as rejected)."""
         try:
             now = self.clock()
-            alert = normalize(change, now)
+            alert = normalize(change)
             keys = self.router.process(alert, now)
             if keys:
                 self.router.flush(now, only=keys)
