@@ -194,7 +194,8 @@ def main() -> int:
                                      ("(b') collector ingest -> SQLite (synchronous=NORMAL)", "NORMAL", 3)):
             store = SQLiteStore(str(work / f"sqlite-{sync}.db"), synchronous=sync)
             dt = drain_collector(mosq.port, "collector", users["collector"], store, SESSIONS[session], points, prof)
-            n = store.reader().execute("SELECT count(*) FROM samples").fetchone()[0]
+            from collector.store.sqlite import stored_samples
+            n = len(stored_samples(store.path))
             assert n == points, (n, points)
             store.close()
             rows.append((label, dt))

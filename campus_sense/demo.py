@@ -101,7 +101,7 @@ async def _main(args) -> int:
         "mqtt": {"host": "127.0.0.1", "port": mqtt_port, "username": "collector",
                  "password": users["collector"], "client_id": "demo-collector",
                  "protocol": "3.1.1"},  # amqtt speaks MQTT 3.1.1
-        "store": {"kind": "sqlite", "path": str(work / "collector.db"), "retention_days": 7},
+        "store": {"kind": "sqlite", "path": str(work / "collector.db"), "retention": {"raw_days": 7}},
         "api": {"host": "127.0.0.1", "port": args.port},
         "agents": {"offline_after_s": max(90, 4 * args.interval)},
         "rules": {"paths": rule_paths, "db": str(work / "alerts.db")},

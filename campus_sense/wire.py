@@ -68,6 +68,21 @@ MAX_DEPTH = 16
 MAX_TAGS = 64
 MAX_TAG_CHARS = 1024
 
+#: measurement names with a meaning for the collector (see HACKING.md "Samples the collector relies on"):
+#: the agent's self-metrics (device = agent id) and the per-device poll status
+AGENT_MEASUREMENT = "agent"
+POLL_MEASUREMENT = "agent_poll"
+#: SNMP topology tables, one sample per entry (field ``seen: 1``, the entry in the tags): the
+#: collector keeps them as intervals (first/last seen per entry), not as time series
+TOPOLOGY_MEASUREMENTS = ("fdb", "arp", "lldp", "ip_address")
+#: monotonic counters per measurement: field -> its width in bits (an int) or the name of the field
+#: of the same sample that holds it. The collector's rollups turn them into increases and rates
+#: across 32-bit wraps and device restarts.
+COUNTERS: dict[str, dict[str, int | str]] = {
+    "interface": {"in_octets": "counter_bits", "out_octets": "counter_bits", "in_errors": 32,
+                  "out_errors": 32, "in_discards": 32, "out_discards": 32},
+}
+
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 _ITEMS_KEY = {"metrics": "samples", "events": "events", "facts": "facts"}
 
@@ -99,6 +114,8 @@ class Message:
     raw: bytes = b""
     #: collector time when it arrived (epoch ms; set by ingest)
     recv_ms: int = 0
+    #: ms the collector subtracted from every item time (clock correction of a skewed agent)
+    shift_ms: int = 0
 
 
 def check_segment(value: str, what: str) -> str:

@@ -11,7 +11,7 @@ Example::
     store:
       kind: sqlite                       # or influxdb (time series only)
       path: /var/lib/campus-sense/collector.db
-      retention_days: 30
+      retention: {raw_days: 14, rollup_5m_days: 400, rollup_1h_days: 1825, events_days: 180}
     api: {host: 127.0.0.1, port: 8080}
     agents: {offline_after_s: 180}
 """
@@ -71,11 +71,27 @@ class MQTT(_Strict):
         return self.password.reveal()  # type: ignore[union-attr]
 
 
+class Retention(_Strict):
+    """Days kept per class (collector/README.md, "Storage"). Time series are deleted per chunk: a raw
+    or 5-minute hour, a 1-hour or 1-day day, once its end is older than the class's days."""
+    raw_days: float = Field(14, gt=0)
+    rollup_5m_days: float = Field(400, gt=0)
+    rollup_1h_days: float = Field(1825, gt=0)
+    #: null: forever
+    rollup_1d_days: float | None = Field(None, gt=0)
+    events_days: float = Field(180, gt=0)
+    #: FDB/ARP/LLDP/address intervals, by last seen
+    topology_days: float = Field(400, gt=0)
+
+
 class Store(_Strict):
     kind: Literal["sqlite", "influxdb"] = "sqlite"
     #: SQLite database: time series (kind sqlite) and always metadata (agents, devices, dedup, tokens)
     path: str = "collector.db"
-    retention_days: float = Field(30, gt=0)
+    retention: Retention = Field(default_factory=Retention)
+    #: before retention classes: one number for everything. Still read as retention.raw_days
+    #: (an error together with retention.raw_days)
+    retention_days: float | None = Field(None, gt=0)
     #: FULL: what was acknowledged to the broker survives a power cut (one fsync per commit
     #: group); NORMAL: survives a collector crash only, fewer fsyncs
     synchronous: Literal["FULL", "NORMAL"] = "FULL"
@@ -93,6 +109,11 @@ class Store(_Strict):
     def _influx(self):
         if self.kind == "influxdb" and not self.url:
             raise ValueError("store.url is required when kind is influxdb")
+        if self.retention_days is not None:
+            if "raw_days" in self.retention.model_fields_set:
+                raise ValueError("store.retention_days and store.retention.raw_days both set; keep "
+                                 "store.retention.raw_days only")
+            self.retention.raw_days = self.retention_days
         return self
 
     def read_token(self) -> str:

@@ -461,6 +461,7 @@ class Ingest:
             if m.items:
                 for it in m.items:
                     it["t"] -= off
+                m.shift_ms = off
                 self.stats["clock_corrected_items"] += len(m.items)
             elif m.kind in ("birth", "heartbeat", "death") and type(m.body.get("sent_ms")) is int:
                 m.body["sent_ms"] -= off

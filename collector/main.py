@@ -42,8 +42,11 @@ def open_store(cfg):
         from .store.influx import InfluxSink
         sink = InfluxSink(cfg.store.url, cfg.store.read_token(), cfg.store.org, cfg.store.bucket,
                           timeout_s=cfg.store.timeout_s)
-    return SQLiteStore(cfg.store.path, sink=sink, retention_days=cfg.store.retention_days,
-                       synchronous=cfg.store.synchronous,
+    from .store.series import Retention
+    r = cfg.store.retention
+    return SQLiteStore(cfg.store.path, sink=sink, synchronous=cfg.store.synchronous,
+                       retention=Retention(r.raw_days, r.rollup_5m_days, r.rollup_1h_days, r.rollup_1d_days),
+                       events_days=r.events_days, topology_days=r.topology_days,
                        retention_interval_s=cfg.store.retention_interval_s)
 
 

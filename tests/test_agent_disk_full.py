@@ -150,10 +150,8 @@ def collector_counts(db: Path) -> dict[str, int]:
 
 
 def poll_times(db: Path, device: str) -> list[int]:
-    with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)) as c:
-        return [r[0] for r in c.execute(
-            "SELECT s.ts_ms FROM samples s JOIN series ON series.id = s.series_id "
-            "WHERE series.measurement = 'agent_poll' AND series.device = ? ORDER BY s.ts_ms", (device,))]
+    from collector.store.sqlite import stored_samples
+    return sorted(s["t"] for s in stored_samples(str(db), "agent_poll", device))
 
 
 def _health(port: int) -> dict:

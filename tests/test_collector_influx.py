@@ -73,7 +73,7 @@ def test_ingest_to_influx_metadata_in_sqlite(tmp_path, vm, mosquitto, mqtt_users
         rows = vm.export('{__name__="interface_in_bps",device="sw9"}')
         assert {(r["metric"].get("site"), r["metric"].get("building"), r["metric"].get("agent")) for r in rows} == \
             {("north", "A", "agent-a")}
-        assert store.reader().execute("SELECT count(*) FROM samples").fetchone()[0] == 0
+        assert store.engine is None and store.reader().execute("SELECT count(*) FROM sqlite_master WHERE name IN ('chunks', 'head_log')").fetchone()[0] == 0
         _, tok = store.token_create("it")
         c = TestClient(create_app(store, ing))
         c.headers["Authorization"] = f"Bearer {tok}"

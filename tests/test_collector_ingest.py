@@ -10,7 +10,7 @@ from campus_sense import wire
 from collector.api import create_app
 from collector.config import MQTT, Ingest as IngestCfg
 from collector.ingest import Ingest
-from collector.store.sqlite import SQLiteStore
+from collector.store.sqlite import SQLiteStore, stored_samples
 from tests.collector_util import Publisher, iface, wait_until
 
 
@@ -106,7 +106,7 @@ def test_dedup_and_gaps(stack):
     pub.durable("metrics", 6, [iface("sw1", now + 5, 1)])      # 3..5 missing
     wait_until(lambda: store.counters.get("messages_stored", 0) + store.counters.get("duplicates", 0) >= 4)
     assert store.counters["duplicates"] == 1
-    n = store.reader().execute("SELECT count(*) FROM samples").fetchone()[0]
+    n = len(stored_samples(store.path))
     assert n == 3
     a = client.get("/api/v1/agents").json()[0]
     assert [(g["first_seq"], g["last_seq"]) for g in a["gaps"]] == [(3, 5)] and a["missing_total"] == 3
@@ -123,11 +123,11 @@ def test_dedup_and_gaps(stack):
     stored(store, 6)
     wait_until(lambda: store.counters.get("duplicates", 0) >= 2)
     assert client.get("/api/v1/agents").json()[0]["gaps"] == []
-    assert store.reader().execute("SELECT count(*) FROM samples").fetchone()[0] == 6
+    assert len(stored_samples(store.path)) == 6
     # a new epoch (agent queue wiped) restarts at seq 1 and is not a duplicate
     pub.durable("metrics", 1, [iface("sw1", now + 10, 1)], epoch="ep2")
     stored(store, 7)
-    assert store.reader().execute("SELECT count(*) FROM samples").fetchone()[0] == 7
+    assert len(stored_samples(store.path)) == 7
 
 
 def test_bad_input_rejected_and_ingest_continues(stack, caplog):

@@ -65,16 +65,12 @@ def test_sink_failure_rolls_back_everything(tmp_path):
     s.close()
 
 
-def test_retention_deletes_old_blocks(tmp_path):
-    s = SQLiteStore(str(tmp_path / "c.db"), retention_days=1)
+def test_retention_deletes_old_events(tmp_path):
+    s = SQLiteStore(str(tmp_path / "c.db"), events_days=1)
     now = int(time.time() * 1000)
-    old = [iface("sw", now - 3 * 86400_000 + i, 1) for i in range(5)]
-    s.apply([msg(1, old), msg(2, [iface("sw", now, 1), iface("sw", now, 2)]),
-             msg(3, [wire.event("d", "x", now - 2 * 86400_000), wire.event("d", "y", now)], kind="events")], [])
-    assert s.reader().execute("SELECT count(*) FROM samples").fetchone()[0] == 7
-    assert s.retention(now) == 5
-    assert s.reader().execute("SELECT count(*) FROM samples").fetchone()[0] == 2
-    assert s.retention(now) == 0
+    s.apply([msg(3, [wire.event("d", "x", now - 2 * 86400_000), wire.event("d", "y", now)], kind="events")], [])
+    assert s.retention(now) == {"events": 1}
+    assert s.retention(now) == {}
     assert [e["type"] for e in s.events(None, None, None, None, None, 10)] == ["y"]
     s.close()
 

@@ -98,6 +98,10 @@ class Collector:
     def stop(self) -> int:
         return self.proc.stop(signal.SIGTERM, 30)
 
+    def samples(self, device: str | None = None) -> list[dict]:
+        from collector.store.sqlite import stored_samples
+        return stored_samples(str(self.db), device=device) if self.db.exists() else []
+
     def q(self, sql: str, *args):
         if not self.db.exists():
             return []
@@ -186,9 +190,8 @@ def assert_all_stored_once(col: Collector, agent: str, cfg: Path, devices: int =
     assert [r[0] for r in col.q("SELECT epoch FROM seq_state WHERE agent = ?", agent)] == [epoch]
     # items: produced - dropped = stored points (metrics) + one facts item per device (first poll)
     assert st["dropped"] == 0
-    points = col.q("SELECT count(*) FROM samples s JOIN series r ON r.id = s.series_id JOIN series_groups g "
-                   "ON g.id = r.grp WHERE r.device IN (SELECT id FROM devices WHERE agent = ?) OR "
-                   "(r.measurement = 'agent' AND r.device = ?)", agent, agent)[0][0]
+    devs = {r[0] for r in col.q("SELECT id FROM devices WHERE agent = ?", agent)}
+    points = sum(1 for s in col.samples() if s["d"] in devs or (s["m"] == "agent" and s["d"] == agent))
     assert col.counter("same_time_merged") == 0
     assert st["produced"] == points + devices, (st, points)
     return {"last": last, "queued_at_end": len(st["seqs"]), "points": points}
@@ -335,8 +338,8 @@ def test_session_takeover_is_impossible(tmp_path, shipped_broker, shipped_users,
     wait_until(lambda: col.hwm("agent-a", "ep-takeover") == N3, 60, f"all {N3} queued messages stored")
     time.sleep(0.5)
     assert col.gaps("agent-a") == []
-    got = col.q("SELECT count(*), count(DISTINCT json_extract(fields, '$.n')) FROM samples s JOIN series r "
-                "ON r.id = s.series_id WHERE r.device = 'sw-t'")[0]
+    ns = [s["f"]["n"] for s in col.samples(device="sw-t")]
+    got = (len(ns), len(set(ns)))
     assert got == (N3 * K3, N3 * K3), got
     print(f"takeover attempts {outcomes}: collector received all {N3} messages ({N3 * K3} samples)")
     body = httpx.get(f"{col.base}/health", timeout=5).text
@@ -363,8 +366,10 @@ def test_collector_sigkill_and_broker_restart_with_real_agent(tmp_path, shipped_
     assert agent.stop() == 0
     r = assert_all_stored_once(col, "agent-a", cfg)
     # per cycle: one agent_poll and one interface sample per ifIndex; a stored duplicate would add samples
-    per = dict(col.q("SELECT r.measurement || ':' || coalesce(json_extract(r.tags, '$.ifIndex'), ''), count(*) "
-                     "FROM samples s JOIN series r ON r.id = s.series_id WHERE r.device = 'sw1' GROUP BY 1"))
+    per: dict[str, int] = {}
+    for s in col.samples(device="sw1"):
+        k = f"{s['m']}:{s['tags'].get('ifIndex', '')}"
+        per[k] = per.get(k, 0) + 1
     polls = per.pop("agent_poll:")
     assert set(per) == {"interface:1", "interface:2", "interface:3"} and set(per.values()) == {polls}, per
     print(f"collector SIGKILL + broker restart: {r['last']} seqs, {polls} cycles, {r['points']} points, "

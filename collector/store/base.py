@@ -114,3 +114,45 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def ingest_stats(self) -> dict: ...
+
+    # ---- typed reads for alerting, compliance and the API (no SQL outside collector/store/)
+    @abc.abstractmethod
+    def agent_info(self, agent_id: str) -> dict | None:
+        """The agent's merged birth/heartbeat info (``devices`` [{id, room, type, tags}], ...)."""
+
+    @abc.abstractmethod
+    def token_name(self, token_id: int) -> str | None:
+        """Name of an API token (None: unnamed or unknown)."""
+
+    # ---- topology as intervals (store/topology.py); kind: one of wire.TOPOLOGY_MEASUREMENTS.
+    # Rows: {device, kind, mac, ip, ifIndex, port, vlan, remote, tags, first_seen_ms, last_seen_ms,
+    # observations, open}
+    @abc.abstractmethod
+    def topology_current(self, kind: str, device: str | None = None, since_ms: int | None = None,
+                         limit: int = 100_000) -> list[dict]:
+        """Entries still present (open intervals), optionally of one device / seen since ``since_ms``."""
+
+    @abc.abstractmethod
+    def topology_history(self, kind: str, device: str | None = None, start_ms: int | None = None,
+                         end_ms: int | None = None, mac: str | None = None, ip: str | None = None,
+                         limit: int = 100_000) -> list[dict]:
+        """Intervals seen inside [start_ms, end_ms), oldest first."""
+
+    @abc.abstractmethod
+    def mac_history(self, mac: str, start_ms: int | None = None, end_ms: int | None = None,
+                    limit: int = 100_000) -> dict:
+        """Where was a MAC: {mac, fdb: [intervals], arp: [intervals]}."""
+
+    @abc.abstractmethod
+    def ip_history(self, ip: str, start_ms: int | None = None, end_ms: int | None = None,
+                   limit: int = 100_000) -> dict:
+        """IP <-> MAC history: {ip, arp: [intervals], ip_address: [intervals]}."""
+
+    @abc.abstractmethod
+    def neighbour_history(self, device: str | None = None, start_ms: int | None = None,
+                          end_ms: int | None = None, limit: int = 100_000) -> list[dict]:
+        """LLDP neighbour intervals."""
+
+    @abc.abstractmethod
+    def topology_retention(self, cutoff_ms: int) -> int:
+        """Delete topology intervals last seen before ``cutoff_ms``; returns how many."""

@@ -15,16 +15,24 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import secrets
 import sqlite3
 import threading
 import time
 from typing import Any, Iterable
 
+import numpy as np
 import orjson
 
-from campus_sense.wire import MAX_COMMIT_GAPS, Message, Watermark
+from campus_sense.wire import (AGENT_MEASUREMENT, COUNTERS, MAX_COMMIT_GAPS, POLL_MEASUREMENT, TOPOLOGY_MEASUREMENTS,
+                               Message, Watermark, WireError, decode)
 
+from . import topology as _topology
+from . import codec
+from .series import (AGGS, DAY, HOUR, LEVEL_NAMES, R1D, R1H, R5M, RAW, SEP, Retention, SeriesEngine, compose,
+                     rollup, rows_to_columns, value_of)
+from .series import concat_blocks as _concat, dedup as _dedup
 from .base import ApplyResult, Reject, SeriesQueryUnsupported, StorageUnavailable, Store, TimeSeriesSink
 
 log = logging.getLogger("collector.store")
@@ -38,14 +46,8 @@ CREATE TABLE IF NOT EXISTS series(
   id INTEGER PRIMARY KEY, measurement TEXT NOT NULL, device TEXT NOT NULL, tags TEXT NOT NULL,
   grp INTEGER NOT NULL REFERENCES series_groups(id), UNIQUE(measurement, device, tags));
 CREATE INDEX IF NOT EXISTS series_device ON series(device, measurement);
--- one row per (measurement, device, timestamp) per commit group: {"<series id>": {fields}, ...}
-CREATE TABLE IF NOT EXISTS sample_blocks(
-  id INTEGER PRIMARY KEY, grp INTEGER NOT NULL, ts_ms INTEGER NOT NULL, data TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS sample_blocks_grp_ts ON sample_blocks(grp, ts_ms);
--- the logical samples table (series_id, ts_ms, fields json) for ad-hoc SQL
-CREATE VIEW IF NOT EXISTS samples(series_id, ts_ms, fields) AS
-  SELECT CAST(j.key AS INTEGER), b.ts_ms, j.value FROM sample_blocks b, json_each(b.data) j;
--- latest value per series when time series go to an external sink (kind sqlite: newest blocks)
+-- samples themselves (kind sqlite): head_log + chunks, see series.py
+-- latest value per series when time series go to an external sink
 CREATE TABLE IF NOT EXISTS latest(series_id INTEGER PRIMARY KEY, ts_ms INTEGER NOT NULL, fields TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS agents(
   id TEXT PRIMARY KEY, site TEXT, building TEXT, state TEXT, version TEXT, config_hash TEXT,
@@ -81,7 +83,9 @@ CREATE TABLE IF NOT EXISTS tokens(
 _dumps = orjson.dumps
 _loads = orjson.loads
 _SORT = orjson.OPT_SORT_KEYS
-_SPECIAL = frozenset(("agent_poll", "agent"))
+_SPECIAL = frozenset((POLL_MEASUREMENT, AGENT_MEASUREMENT))
+#: kept as intervals by store/topology.py, never as series
+_TOPOLOGY = frozenset(TOPOLOGY_MEASUREMENTS)
 _AGENT_FIELDS = ("queue_depth", "oldest_age_s", "dropped_total", "published_total")
 
 
@@ -141,17 +145,25 @@ def _nonull(f: dict) -> dict:
 
 
 class SQLiteStore(Store):
-    def __init__(self, path: str, sink: TimeSeriesSink | None = None, retention_days: float = 30,
-                 retention_interval_s: float = 3600, synchronous: str = "FULL", dead_letter_keep: int = 10_000):
+    def __init__(self, path: str, sink: TimeSeriesSink | None = None, retention: Retention | None = None,
+                 retention_interval_s: float = 3600, synchronous: str = "FULL", dead_letter_keep: int = 10_000,
+                 events_days: float = 180, topology_days: float = 400, seal_interval_s: float = 60):
         # FULL: a commit (and so the PUBACK sent after it) survives power loss, not just a
         # process crash. NORMAL trades the last commits on power loss for fewer fsyncs.
         self.synchronous = synchronous
         self.path = path
         self.sink = sink
-        self.retention_ms = int(retention_days * 86400_000)
+        self.series_retention = retention or Retention()
+        self.events_ms = int(events_days * DAY)
+        self.topology_ms = int(topology_days * DAY)
         self.retention_interval_s = retention_interval_s
         self._next_retention = time.monotonic() + 5
+        self.seal_interval_s = seal_interval_s
+        self._next_seal = time.monotonic() + seal_interval_s
+        new_file = not os.path.exists(path) or os.path.getsize(path) == 0
         self._w = self._connect()
+        if new_file:   # pages freed by retention go back to the file system (PRAGMA incremental_vacuum)
+            self._w.execute("PRAGMA auto_vacuum=INCREMENTAL")
         self._w.executescript(SCHEMA)
         cols = {r[1] for r in self._w.execute("PRAGMA table_info(agents)")}
         for col, decl in (("clock_offset_ms", "INTEGER"), ("clock_ms", "INTEGER")):
@@ -168,10 +180,15 @@ class SQLiteStore(Store):
         self._lock = threading.Lock()  # guards writer connection
         self.stats_lock = threading.Lock()
         self.counters = dict(self._w.execute("SELECT name, value FROM counters").fetchall())
-        self._next_block = self._max_block() + 1
-
-    def _max_block(self) -> int:
-        return self._w.execute("SELECT coalesce(max(id), 0) FROM sample_blocks").fetchone()[0]
+        #: time series (kind sqlite): head + sealed chunks + rollups
+        self.engine: SeriesEngine | None = None
+        if sink is None:
+            self._groups = {g: m for g, m in self._w.execute("SELECT id, measurement FROM series_groups")}
+            self.engine = SeriesEngine(self._w, self.series_retention, self._groups)
+            self._migrate_blocks()
+            n = self.engine.recover(self._series_for)
+            if n:
+                log.info("%s: %d unsealed samples restored from the head log", path, n)
 
     # ------------------------------------------------------------ connections
     def _connect(self) -> sqlite3.Connection:
@@ -219,6 +236,8 @@ class SQLiteStore(Store):
             else:
                 sid, gid = row
             s = self._series_canon[canon] = (sid, gid, str(sid), m in _SPECIAL)
+            if self.engine is not None:
+                self._groups[gid] = m
         self._series[key] = s
         return s
 
@@ -260,11 +279,12 @@ class SQLiteStore(Store):
         self._series.clear()
         self._series_canon.clear()
         self._seq.clear()
+        if self.engine is not None:
+            self.engine.discard()
         try:
-            self._next_block = self._max_block() + 1
             self._bound = {a: (si, b) for a, si, b in self._w.execute("SELECT id, site, building FROM agents")}
         except sqlite3.Error:
-            self._next_block = None    # re-read before the next write
+            pass
     def _bind(self, messages: Iterable[Message], rejects: list[Reject]) -> list[Message]:
         """An agent stays in the site and building it was first seen (or enrolled) with: a message
         under another one is refused (dead letter ``agent_moved``) instead of moving its devices."""
@@ -328,7 +348,10 @@ class SQLiteStore(Store):
             w.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as e:
             raise StorageUnavailable(f"{self.path}: {e}") from e
-        blocks: dict[tuple[int, int], dict] = {}
+        engine = self.engine
+        stage = engine.stage if engine is not None else None
+        head_log: list[tuple] = []
+        seen_st: set[tuple[int, int]] = set()
         latest: dict[int, tuple] = {}
         sink_items: list[tuple[tuple[str, str, str], list[dict]]] = []   # (site, building, agent), samples
         dev_seen: dict[str, list] = {}       # device -> [agent, site, building, last_t]
@@ -342,6 +365,7 @@ class SQLiteStore(Store):
         series_get = self._series.get
         series_id = self._series_id
         special_items: list[tuple[dict, dict]] = []
+        topo_items: list[dict] = []    # topology hook: samples for store/topology.py
         to_sqlite = self.sink is None
         points = 0
         same_time = 0
@@ -367,10 +391,26 @@ class SQLiteStore(Store):
             if kind == "metrics":
                 items = msg.items
                 points += len(items)
+                # ---- topology hook (store/topology.py): wire.TOPOLOGY_MEASUREMENTS become intervals,
+                # never series nor sink points; written below in this transaction
+                if any(it["m"] in _TOPOLOGY for it in items):
+                    rest = []
+                    for it in items:
+                        if it["m"] not in _TOPOLOGY:
+                            rest.append(it)
+                            continue
+                        topo_items.append(it)
+                        ds = dev_seen.get(it["d"])
+                        if ds is None:
+                            dev_seen[it["d"]] = [msg.agent, tp.site, tp.building, it["t"]]
+                        elif ds[3] < it["t"]:
+                            ds[3] = it["t"]
+                    items = rest
+                # ---- end topology hook
                 last_d = None
                 if to_sqlite:
-                    blk = None
                     last_gid = last_t = None
+                    max_t = 0
                     for it in items:
                         d = it["d"]
                         tags = it.get("tags")
@@ -382,24 +422,24 @@ class SQLiteStore(Store):
                         t = it["t"]
                         if gid != last_gid or t != last_t:
                             last_gid, last_t = gid, t
-                            bk = (gid, t)
-                            blk = blocks.get(bk)
-                            if blk is None:
-                                blocks[bk] = blk = {}
+                            if t > max_t:
+                                max_t = t
                             ds = dev_seen.get(d)
                             if ds is None:
                                 dev_seen[d] = [msg.agent, tp.site, tp.building, t]
                             elif ds[3] < t:
                                 ds[3] = t
-                        # null fields are stored as null and dropped when read
-                        prev = blk.get(skey)
-                        if prev is None:
-                            blk[skey] = it["f"]
-                        else:   # same series, same millisecond: merge the fields, count it
-                            blk[skey] = {**prev, **it["f"]}
+                        # the head (series.py) merges samples of one series and millisecond; count them here
+                        st_key = (sid, t)
+                        if st_key in seen_st:
                             same_time += 1
+                        else:
+                            seen_st.add(st_key)
+                        stage(gid, sid, t, it["f"])
                         if special:
                             special_items.append((it, it["f"]))
+                    if items:
+                        head_log.append(engine.log_message(msg, max_t))
                 else:
                     for it in items:
                         d = it["d"]
@@ -451,7 +491,7 @@ class SQLiteStore(Store):
         res.points = points
         for it, f in special_items:
             d, t = it["d"], it["t"]
-            if it["m"] == "agent_poll":
+            if it["m"] == POLL_MEASUREMENT:
                 ok = f.get("ok")
                 polls.append((None if ok is None else (1 if ok else 0), t, f.get("duration_s"),
                               (it.get("tags") or {}).get("driver"), None if ok else f.get("reason"),
@@ -470,22 +510,17 @@ class SQLiteStore(Store):
             pending_sink = self.sink.write_begin(sink_items) if sink_items else None
         except Exception as e:
             raise StorageUnavailable(f"{self.sink.name}: {e}") from e
-        # ---- time series
-        if blocks:
-            if self._next_block is None:
-                self._next_block = self._max_block() + 1
-            bid = self._next_block
-            rows = []
-            for (gid, t), blk in blocks.items():
-                rows.append((bid, gid, t, _dumps(blk).decode()))
-                bid += 1
-            w.executemany("INSERT INTO sample_blocks(id, grp, ts_ms, data) VALUES (?,?,?,?)", rows)
-            self._next_block = bid
+        # ---- time series: the messages go to the head log, their samples to the head (series.py)
+        if head_log:
+            engine.write_log(head_log)
         elif latest:
             w.executemany("INSERT INTO latest(series_id, ts_ms, fields) VALUES (?,?,?) "
                           "ON CONFLICT(series_id) DO UPDATE SET ts_ms=excluded.ts_ms, fields=excluded.fields "
                           "WHERE excluded.ts_ms >= latest.ts_ms",
                           [(sid, t, _dumps(f).decode()) for sid, (t, f) in latest.items()])
+        # ---- topology hook: intervals (store/topology.py), same transaction
+        if topo_items:
+            _topology.observe(w, topo_items)
         # ---- devices
         if dev_seen:
             w.executemany(
@@ -551,16 +586,122 @@ class SQLiteStore(Store):
             except Exception as e:
                 raise StorageUnavailable(f"{self.sink.name}: {e}") from e
         w.execute("COMMIT")
+        if engine is not None:
+            engine.commit()
         res.marks = [self._watermark(a, e, st) for (a, e), st in touched.items()]
         with self.stats_lock:
             c.update(newc)
-        if time.monotonic() >= self._next_retention:
-            self._next_retention = time.monotonic() + self.retention_interval_s
+        mono = time.monotonic()
+        if engine is not None and mono >= self._next_seal:
+            self._next_seal = mono + self.seal_interval_s
             try:
-                self.retention(now)
-            except sqlite3.Error as e:  # the group is committed; retention retries next interval
+                self._seal(now)
+            except (sqlite3.Error, OSError) as e:  # the group is committed; sealing retries next interval
+                log.error("sealing the head failed: %s", e)
+        if mono >= self._next_retention:
+            self._next_retention = mono + self.retention_interval_s
+            try:
+                self._retention(now)
+            except (sqlite3.Error, OSError) as e:  # the group is committed; retention retries next interval
                 log.error("retention failed: %s", e)
         return res
+
+    # ------------------------------------------------------------ head, chunks, rollups (series.py)
+    def _series_for(self, m: str, d: str, tags: dict) -> tuple[int, int]:
+        key = (m, d, *tags.items()) if tags else (m, d)
+        s = self._series.get(key) or self._series_id(m, d, tags, key)
+        return s[0], s[1]
+
+    def _seal(self, now_ms: int, cutoff: int | None = None) -> int:
+        """Seal the head below the cutoff in one transaction (writer lock held)."""
+        eng = self.engine
+        if eng is None or (cutoff is None and not eng.due(now_ms)):
+            return 0
+        w = self._w
+        w.execute("BEGIN IMMEDIATE")
+        try:
+            n = eng.seal(now_ms, cutoff=cutoff)
+            merged, eng.merged = eng.merged, 0
+            if merged:
+                self._count(w, {"same_time_merged": merged})
+            w.execute("COMMIT")
+        except BaseException:
+            try:
+                w.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            eng.unsealed()
+            eng.merged = 0
+            raise
+        eng.sealed()
+        return n
+
+    def seal(self, now_ms: int | None = None, cutoff: int | None = None) -> int:
+        """Seal what is due now (or everything below ``cutoff``, an hour boundary). Returns rows sealed."""
+        with self._lock:
+            return self._seal(now_ms or _now_ms(), cutoff)
+
+    def _count(self, w: sqlite3.Connection, delta: dict[str, int]) -> None:
+        c = self.counters
+        with self.stats_lock:
+            for k, v in delta.items():
+                c[k] = c.get(k, 0) + v
+            w.executemany("INSERT INTO counters(name, value) VALUES (?,?) ON CONFLICT(name) DO UPDATE "
+                          "SET value=excluded.value", [(k, c[k]) for k in delta])
+
+    def _migrate_blocks(self) -> None:
+        """A database of the JSON-block format (sample_blocks): move it into chunks + rollups, one day
+        per transaction (a killed migration resumes), then drop the old table."""
+        w = self._w
+        if not w.execute("SELECT 1 FROM sqlite_master WHERE name='sample_blocks'").fetchone():
+            return
+        eng = self.engine
+        first = w.execute("SELECT min(ts_ms), max(ts_ms), count(*) FROM sample_blocks").fetchone()
+        if first[2]:
+            log.warning("%s: moving %d sample blocks (%s .. %s) to compressed chunks; this runs once",
+                        self.path, first[2], first[0], first[1])
+            w.execute("CREATE INDEX IF NOT EXISTS sample_blocks_ts ON sample_blocks(ts_ms)")
+        while True:
+            r = w.execute("SELECT min(ts_ms) FROM sample_blocks").fetchone()
+            if r[0] is None:
+                break
+            day = r[0] - r[0] % DAY
+            w.execute("BEGIN IMMEDIATE")
+            try:
+                rows: dict[int, list] = {}
+                for gid, ts, data in w.execute("SELECT grp, ts_ms, data FROM sample_blocks WHERE ts_ms < ? "
+                                               "ORDER BY id", (day + DAY,)):
+                    for k, f in _loads(data).items():
+                        rows.setdefault(gid, []).append((int(k), ts, _nonull(f)))
+                eng.seal(_now_ms(), rows_by_gid=rows)
+                w.execute("DELETE FROM sample_blocks WHERE ts_ms < ?", (day + DAY,))
+                w.execute("COMMIT")
+            except BaseException:
+                w.execute("ROLLBACK")
+                eng.unsealed()
+                raise
+        # day rollups of the migrated days (the head's watermarks start after them)
+        w.execute("BEGIN IMMEDIATE")
+        mx = w.execute("SELECT max(start_ms) FROM chunks WHERE res=0").fetchone()[0]
+        if mx is not None:
+            cut = mx - mx % DAY
+            for gid, day in w.execute("SELECT DISTINCT grp, start_ms - start_ms % ? FROM chunks WHERE res=? AND "
+                                      "start_ms < ?", (DAY, R5M, cut)).fetchall():
+                eng._seal_day(gid, day)
+            w.executemany("INSERT INTO seal_state(name, value) VALUES (?,?) ON CONFLICT(name) DO UPDATE "
+                          "SET value=max(value, excluded.value)", (("day", cut), ("hour", mx - mx % HOUR)))
+            eng.day_wm, eng.hour_wm = max(eng.day_wm, cut), max(eng.hour_wm, mx - mx % HOUR)
+        w.execute("DROP VIEW IF EXISTS samples")
+        w.execute("DROP TABLE sample_blocks")
+        w.execute("COMMIT")
+        if w.execute("PRAGMA auto_vacuum").fetchone()[0] == 0:
+            log.warning("%s: compacting the file after the migration (VACUUM, needs free space as large as "
+                        "the database)", self.path)
+            try:
+                w.execute("PRAGMA auto_vacuum=INCREMENTAL")
+                w.execute("VACUUM")
+            except sqlite3.Error as e:   # e.g. not enough disk: the data is migrated, the file stays large
+                log.error("%s: VACUUM failed (%s); the file keeps its size until it succeeds", self.path, e)
 
     def _save_seq(self, agent: str, epoch: str, st: "_SeqState", now: int) -> None:
         w = self._w
@@ -599,39 +740,50 @@ class SQLiteStore(Store):
         self._w.execute(f"UPDATE agents SET {sets}, info=json_patch(info, ?) WHERE id=?",
                         (*vals.values(), _dumps(info).decode(), msg.agent))
 
-    def retention(self, now_ms: int | None = None, chunk: int = 5000) -> int:
-        """Delete sample blocks older than retention, oldest-inserted first, in small transactions.
+    def retention(self, now_ms: int | None = None) -> dict[str, int]:
+        """Apply every retention class now; returns what was deleted per class."""
+        with self._lock:
+            return self._retention(now_ms or _now_ms())
 
-        Scans by id (insertion order) and stops at the first chunk with nothing to delete:
-        backfilled old samples inserted late are removed once what was inserted before them expired.
-        A series whose blocks all expired shows no latest value.
-        """
-        cutoff = (now_ms or _now_ms()) - self.retention_ms
+    def _retention(self, now_ms: int) -> dict[str, int]:
+        """Retention per class (writer lock held), each in its own short transaction: chunks of each
+        level whose window ended more than that level's days ago, events, topology intervals, dead
+        letters beyond the newest ``dead_letter_keep``, gaps older than the raw retention. Freed
+        pages go back to the file system."""
         w = self._w
-        total = 0
-        while True:
+        out: dict[str, int] = {}
+
+        def tx(name: str, fn) -> None:
             w.execute("BEGIN IMMEDIATE")
             try:
-                cur = w.execute(
-                    "DELETE FROM sample_blocks WHERE id IN (SELECT id FROM sample_blocks WHERE id <= "
-                    "(SELECT coalesce(min(id), 0) + ? FROM sample_blocks) AND ts_ms < ?)", (chunk, cutoff))
-                n = cur.rowcount
+                n = fn()
                 w.execute("COMMIT")
             except BaseException:
                 w.execute("ROLLBACK")
                 raise
-            total += n
-            if n == 0:
-                break
-        w.execute("DELETE FROM events WHERE ts_ms < ?", (cutoff,))
-        w.execute("DELETE FROM dead_letters WHERE id <= (SELECT max(id) FROM dead_letters) - ?",
-                  (self.dead_letter_keep,))
-        # a gap older than the retention can no longer be filled usefully
-        w.execute("DELETE FROM gaps WHERE detected_ms < ?", (cutoff,))
+            if n:
+                out[name] = n
+
+        if self.engine is not None:
+            w.execute("BEGIN IMMEDIATE")
+            try:
+                out.update({f"chunks_{k}": v for k, v in self.engine.expire(now_ms).items()})
+                w.execute("COMMIT")
+            except BaseException:
+                w.execute("ROLLBACK")
+                raise
+        tx("events", lambda: w.execute("DELETE FROM events WHERE ts_ms < ?", (now_ms - self.events_ms,)).rowcount)
+        tx("topology", lambda: _topology.retention(w, now_ms - self.topology_ms))
+        tx("dead_letters", lambda: w.execute("DELETE FROM dead_letters WHERE id <= (SELECT max(id) FROM dead_letters) - ?",
+                                             (self.dead_letter_keep,)).rowcount)
+        # a gap older than the raw retention can no longer be filled usefully
+        raw = self.series_retention.keep_ms(0) or 30 * DAY
+        tx("gaps", lambda: w.execute("DELETE FROM gaps WHERE detected_ms < ?", (now_ms - raw,)).rowcount)
         self._seq.clear()
-        if total:
-            log.info("retention: deleted %d sample blocks older than %d ms", total, cutoff)
-        return total
+        if out:
+            w.execute("PRAGMA incremental_vacuum")
+            log.info("retention: deleted %s", ", ".join(f"{v} {k}" for k, v in out.items()))
+        return out
 
     # ------------------------------------------------------------ queries
     def agents(self, now_ms: int, offline_after_s: float) -> list[dict]:
@@ -693,29 +845,69 @@ class SQLiteStore(Store):
                                   (device_id,)).fetchone()
         return self._dev(r) if r else None
 
-    def latest(self, device_id: str, measurement: str, max_blocks: int = 256) -> list[tuple[dict, int, dict]]:
+    def _head(self, gid: int, sids: set[int] | None, start: int, end: int) -> list[tuple[int, int, dict]]:
+        """Unsealed rows of a group: the in-memory head, or (read-only view) the head log."""
+        if self.engine is not None:
+            return self.engine.head_rows(gid, sids, start, end)
+        head = getattr(self._local, "head", None)
+        if head is None:
+            ids = {key: (sid, g) for sid, g, key in (
+                (sid, g, (m, d, tj)) for sid, g, m, d, tj in self.reader().execute(
+                    "SELECT id, grp, measurement, device, tags FROM series"))}
+            head = {}
+            for topic, payload, shift, below in self.reader().execute(
+                    "SELECT topic, payload, shift_ms, sealed_below FROM head_log ORDER BY id"):
+                try:
+                    msg = decode(topic, payload, max_bytes=1 << 62)
+                except WireError:
+                    continue
+                for it in msg.items:
+                    t = it["t"] - shift
+                    k = ids.get((it["m"], it["d"], _dumps(it.get("tags") or {}, option=_SORT).decode()))
+                    if t >= below and k is not None:
+                        head.setdefault(k[1], []).append((k[0], t, it["f"]))
+            self._local.head = head
+        return [r for r in head.get(gid, []) if start <= r[1] < end and (sids is None or r[0] in sids)]
+
+    def latest(self, device_id: str, measurement: str, max_chunks: int = 48) -> list[tuple[dict, int, dict]]:
         """[(tags, ts_ms, fields)] of the latest sample of each series of a device and measurement.
 
-        Kind sqlite: read the group's newest blocks until every series was found (at most
-        ``max_blocks``); with an external sink: the ``latest`` table kept by ingest."""
+        Kind sqlite: the head, then the group's newest raw chunks (at most ``max_chunks`` hours back);
+        with an external sink: the ``latest`` table kept by ingest."""
         c = self.reader()
         if self.sink is not None:
             return [(_loads(tags), ts, _loads(fields)) for tags, ts, fields in c.execute(
                 "SELECT s.tags, l.ts_ms, l.fields FROM series s JOIN latest l ON l.series_id = s.id "
                 "WHERE s.device=? AND s.measurement=?", (device_id, measurement))]
-        want: dict[int, dict[str, dict]] = {}
+        want: dict[int, dict[int, dict]] = {}
         for sid, gid, tags in c.execute("SELECT id, grp, tags FROM series WHERE device=? AND measurement=?",
                                         (device_id, measurement)):
-            want.setdefault(gid, {})[str(sid)] = _loads(tags)
+            want.setdefault(gid, {})[sid] = _loads(tags)
         out = []
         for gid, todo in want.items():
-            for ts, data in c.execute("SELECT ts_ms, data FROM sample_blocks WHERE grp=? "
-                                      "ORDER BY ts_ms DESC, id DESC LIMIT ?", (gid, max_blocks)):
-                blk = _loads(data)
-                for k in [k for k in todo if k in blk]:
-                    out.append((todo.pop(k), ts, _nonull(blk[k])))
-                if not todo:
-                    break
+            found: dict[int, tuple[int, dict]] = {}
+            for sid, t, f in self._head(gid, None, 0, 2**62):
+                p = found.get(sid)
+                if p is None or p[0] < t:
+                    found[sid] = (t, f)
+                elif p[0] == t:
+                    found[sid] = (t, {**p[1], **{k: v for k, v in f.items() if v is not None}})
+            missing = set(todo) - set(found)
+            if missing:
+                for (blob,) in c.execute("SELECT data FROM chunks WHERE grp=? AND res=0 ORDER BY start_ms DESC "
+                                         "LIMIT ?", (gid, max_chunks)):
+                    sids, ts, cols = codec.decode(blob)
+                    names = list(cols)
+                    for i in range(len(ts) - 1, -1, -1):
+                        sid = int(sids[i])
+                        if sid in missing:
+                            missing.discard(sid)
+                            found[sid] = (int(ts[i]), {k: cols[k][i] for k in names if cols[k][i] is not None})
+                    if not missing:
+                        break
+            for sid, (t, f) in found.items():
+                if sid in todo:
+                    out.append((todo[sid], t, _nonull(f)))
         return out
 
     def interfaces(self, device_id: str) -> list[dict]:
@@ -734,21 +926,30 @@ class SQLiteStore(Store):
         return out
 
     def series(self, measurement: str, device: str | None, field: str | None, start_ms: int | None,
-               end_ms: int | None, step_ms: int | None, tags: dict[str, str] | None, limit: int) -> list[dict]:
+               end_ms: int | None, step_ms: int | None, tags: dict[str, str] | None, limit: int,
+               agg: str = "avg") -> list[dict]:
+        """Points of matching series in [start, end): raw samples without ``step_ms``; with it, one
+        point per bucket of ``agg`` (avg, min, max, last, sum, count; rate and increase for counters),
+        read from the coarsest rollup level whose resolution divides the step and whose retention
+        covers ``start`` (``resolution`` in each answer; when no level covers it, the answer's
+        ``step_ms`` is the level's own resolution)."""
+        from .budget import SERIES_MAX_BLOCKS, SERIES_MAX_VALUES, SeriesBudgetExceeded
         if self.sink is not None:
             raise SeriesQueryUnsupported(
                 f"time series are written to {self.sink.name}; query them there (e.g. Grafana), "
                 "this API only serves series stored in SQLite")
+        if agg not in AGGS:
+            raise ValueError(f"agg must be one of {', '.join(AGGS)}, not {agg!r}")
         c = self.reader()
         q = "SELECT id, grp, device, tags FROM series WHERE measurement=?"
         args: list[Any] = [measurement]
         if device:
             q += " AND device=?"
             args.append(device)
+        now = _now_ms()
         start = start_ms if start_ms is not None else 0
         end = end_ms if end_ms is not None else 2**62
-        groups: dict[int, dict[str, dict]] = {}
-        entries = []
+        groups: dict[int, dict[int, dict]] = {}
         for sid, gid, dev, tj in c.execute(q + " ORDER BY id", args).fetchall():
             t = _loads(tj)
             if tags and any(t.get(k) != v for k, v in tags.items()):
@@ -756,70 +957,153 @@ class SQLiteStore(Store):
             e = {"measurement": measurement, "device": dev, "tags": t, "points": []}
             if field:
                 e["field"] = field
-            if step_ms:
-                e["acc"] = {}  # bucket start -> {field or None: [sum, n]}, averaged at the end
-            groups.setdefault(gid, {})[str(sid)] = e
-            entries.append(e)
-        # budget (collector/README.md, API): memory grows with the answer (points, or buckets with a
-        # step: raw points are averaged while scanning), never with the raw data in the range
-        from .budget import SERIES_MAX_BLOCKS, SERIES_MAX_VALUES, SeriesBudgetExceeded
+            groups.setdefault(gid, {})[sid] = e
+        counters = COUNTERS.get(measurement, {})
+        if field and counters.get(field) is None and agg in ("rate", "increase"):
+            raise ValueError(f"agg={agg} needs a counter field; {measurement}.{field} is not a counter "
+                             f"(counters: {', '.join(counters) or 'none'})")
+        level, step = RAW, step_ms
+        if step_ms:
+            ret = self.series_retention
+            fits = [r for r in (R1D, R1H, R5M) if step_ms >= r and step_ms % r == 0]
+            covering = [r for r in (R1D, R1H, R5M) if ret.keep_ms(r) is None or start >= now - ret.keep_ms(r)]
+            raw_ok = start_ms is None or ret.keep_ms(RAW) is None or start >= now - ret.keep_ms(RAW)
+            ok = [r for r in fits if r in covering]
+            if ok:
+                level = ok[0]
+            elif not raw_ok and covering:    # only a coarser level still has this range
+                level = covering[-1]
+                step = max(step_ms, level)
         narrow = ("narrow the query: a shorter start..end, device=, tags=, one field=, a coarser step= "
                   "or a smaller limit=")
-        n = values = blocks = 0
+        budget = {"chunks": 0}
+
+        def read(gid: int, res: int, lo: int, hi: int, want: set[int], dec: set[str] | None):
+            for blob in self._chunk_blobs(c, gid, res, lo, hi):
+                budget["chunks"] += 1
+                if budget["chunks"] > SERIES_MAX_BLOCKS:
+                    raise SeriesBudgetExceeded(f"series: more than {SERIES_MAX_BLOCKS:,} chunks to read; {narrow}")
+                sids, ts, cols = codec.decode(blob, arrays=True, fields=dec)
+                keep = np.isin(sids, list(want)) & (ts >= lo) & (ts < hi)
+                if keep.all():
+                    yield sids, ts, cols
+                elif keep.any():
+                    yield sids[keep], ts[keep], {k: codec.take(v, keep) for k, v in cols.items()}
+
+        n = values = 0
         truncated = False
+        entries: list[dict] = []
         for gid, want in groups.items():
-            for ts, data in c.execute("SELECT ts_ms, data FROM sample_blocks WHERE grp=? AND ts_ms >= ? AND ts_ms < ? "
-                                      "ORDER BY ts_ms, id", (gid, start, end)):
-                blocks += 1
-                if blocks > SERIES_MAX_BLOCKS:
-                    raise SeriesBudgetExceeded(f"series: more than {SERIES_MAX_BLOCKS:,} sample blocks (timestamps "
-                                               f"x devices) to scan; {narrow}")
-                blk = _loads(data)
-                for k, e in want.items():
-                    f = blk.get(k)
-                    if f is None:
-                        continue
-                    if field:
-                        v = f.get(field)
-                        if v is None:
-                            continue
-                    else:
-                        v = _nonull(f)
-                    if step_ms:
-                        b = ts - ts % step_ms
-                        acc = e["acc"].get(b)
-                        if acc is None:
-                            acc = e["acc"][b] = {}
-                            n += 1
-                        for fk, x in (((None, v),) if field else v.items()):
-                            if isinstance(x, (int, float)):
-                                a = acc.get(fk)
-                                if a is None:
-                                    acc[fk] = [float(x), 1]
-                                    values += 1
-                                else:
-                                    a[0] += x
-                                    a[1] += 1
-                    else:
-                        e["points"].append([ts, v])
+            sidset = set(want)
+            dec = None
+            if field:
+                dec = {field}
+                bits = counters.get(field)
+                if isinstance(bits, str):
+                    dec.add(bits)
+            if level == RAW:
+                blocks = list(read(gid, RAW, start, end, sidset, dec))
+                head = self._head(gid, sidset, start, end)
+                if head:
+                    hs, ht, hc = rows_to_columns([(sid, t, {k: v for k, v in f.items() if dec is None or k in dec})
+                                                  for sid, t, f in head])
+                    blocks.append((hs, ht, hc))
+                if not blocks:
+                    continue
+                sids, ts, cols = _concat(blocks)
+                sids, ts, cols = _dedup(sids, ts, cols)
+                if step:
+                    sids, ts, cols = rollup(measurement, sids, ts, cols, step)
+                    level_used = RAW
+                else:
+                    level_used = None
+            else:
+                eng_wm = self._watermarks()
+                blocks = []
+                lo = start - start % level
+                if level in (R1H, R1D):
+                    blocks += list(read(gid, level, lo, min(end, eng_wm[1]), sidset, dec))
+                    lo5 = max(lo, eng_wm[1])
+                else:
+                    lo5 = lo
+                blocks += list(read(gid, R5M, lo5, end, sidset, dec))
+                head = self._head(gid, sidset, lo5, end)
+                if head:
+                    hs, ht, hc = rows_to_columns(head)
+                    if dec is not None:
+                        hc = {k: v for k, v in hc.items() if k in dec}
+                    blocks.append(rollup(measurement, hs, ht, hc, R5M))
+                if not blocks:
+                    continue
+                sids, ts, cols = compose(*_concat(blocks), step)
+                level_used = level
+            # ---- answer
+            ssl, tsl = sids.tolist(), ts.tolist()
+            pos: dict[int, list[int]] = {}
+            for i, sid in enumerate(ssl):
+                pos.setdefault(sid, []).append(i)
+            if level_used is None:   # raw points
+                lists = {k: codec.values(v) for k, v in cols.items()}
+                for sid, idx in pos.items():
+                    e = want[sid]
+                    pts = e["points"]
+                    for i in idx:
+                        if field:
+                            v = lists.get(field, [None] * len(tsl))[i]
+                            if v is None:
+                                continue
+                            pts.append([tsl[i], v])
+                            values += 1
+                        else:
+                            f = {k: lst[i] for k, lst in lists.items() if lst[i] is not None}
+                            if not f:
+                                continue
+                            pts.append([tsl[i], f])
+                            values += len(f)
                         n += 1
-                        values += 1 if field else len(v)
-                if values > SERIES_MAX_VALUES:
-                    raise SeriesBudgetExceeded(f"series: more than {SERIES_MAX_VALUES:,} values in the answer (a "
-                                               f"point without field= counts one per field); {narrow}")
-                if n > limit if step_ms else n >= limit:
-                    truncated = True
-                    break
-            if truncated:
+            else:
+                names = [field] if field else sorted({k.rpartition(SEP)[0] for k in cols})
+                vals = {}
+                for fn in names:
+                    cnt = fn in counters and cols.get(fn + SEP + "inc") is not None
+                    if not field and agg in ("rate", "increase") and not cnt:
+                        continue
+                    if cols.get(fn + SEP + "n") is None:
+                        if agg == "last" and fn + SEP + "last" in cols:   # non-numeric: only its last value
+                            vals[fn] = (codec.values(cols[fn + SEP + "last"]), None)
+                        continue
+                    v, ok = value_of(cols, fn, agg, cnt)
+                    vals[fn] = (v.tolist(), ok.tolist())
+                for sid, idx in pos.items():
+                    e = want[sid]
+                    e["resolution"] = LEVEL_NAMES[level_used] if level_used else "raw"
+                    if step != step_ms:
+                        e["step_ms"] = step
+                    pts = e["points"]
+                    for i in idx:
+                        if field:
+                            if field not in vals:
+                                continue
+                            v, ok = vals[field]
+                            if (ok is not None and not ok[i]) or v[i] is None:
+                                continue
+                            pts.append([tsl[i], v[i]])
+                            values += 1
+                        else:
+                            f = {k: v[i] for k, (v, ok) in vals.items() if (ok is None or ok[i]) and v[i] is not None}
+                            if not f:
+                                continue
+                            pts.append([tsl[i], f])
+                            values += len(f)
+                        n += 1
+            if values > SERIES_MAX_VALUES:
+                raise SeriesBudgetExceeded(f"series: more than {SERIES_MAX_VALUES:,} values in the answer (a "
+                                           f"point without field= counts one per field); {narrow}")
+            entries.extend(want.values())
+            if n >= limit:
+                truncated = n > limit
                 break
-        out = []
-        for e in entries:
-            if step_ms:
-                e["points"] = [[b, a[None][0] / a[None][1]] if field else [b, {k: s / m for k, (s, m) in a.items()}]
-                               for b, a in sorted(e.pop("acc").items()) if (None in a if field else a)]
-            if not e["points"]:
-                continue
-            out.append(e)
+        out = [e for e in entries if e["points"]]
         total = 0
         for e in out:
             if total + len(e["points"]) > limit:
@@ -830,6 +1114,17 @@ class SQLiteStore(Store):
         if truncated and out:
             out[-1]["truncated"] = True
         return out
+
+    def _chunk_blobs(self, c: sqlite3.Connection, gid: int, res: int, lo: int, hi: int) -> list[bytes]:
+        return [b for (b,) in c.execute("SELECT data FROM chunks WHERE grp=? AND res=? AND start_ms < ? AND end_ms > ? "
+                                        "ORDER BY start_ms", (gid, res, hi, lo))]
+
+    def _watermarks(self) -> tuple[int, int]:
+        """(hour, day): hours below the first and days below the second are sealed."""
+        if self.engine is not None:
+            return self.engine.hour_wm, self.engine.day_wm
+        st = dict(self.reader().execute("SELECT name, value FROM seal_state"))
+        return st.get("hour", 0), st.get("day", 0)
 
     def events(self, device: str | None, since_ms: int | None, until_ms: int | None, severity: str | None,
                type_: str | None, limit: int) -> list[dict]:
@@ -901,3 +1196,148 @@ class SQLiteStore(Store):
         r = self.reader().execute("SELECT id, role FROM tokens WHERE hash=? AND revoked_ms IS NULL",
                                   (hash_token(token),)).fetchone()
         return (r[0], r[1]) if r else None
+
+    # ---- typed reads (alerting, compliance, api) + topology intervals (issue 10) ------------------
+    # The only way other modules read this store: no SQL outside collector/store/. Topology lives
+    # in store/topology.py (tables topology_intervals / topology_sources); latest values and series
+    # come from latest() / series() above, never from their tables here.
+    def agent_info(self, agent_id: str) -> dict | None:
+        """The agent's state info (merged birth/heartbeat bodies: ``devices`` [{id, room, type,
+        tags}], ``epoch``, ...); None for an unknown agent."""
+        r = self.reader().execute("SELECT info FROM agents WHERE id=?", (agent_id,)).fetchone()
+        if r is None:
+            return None
+        try:
+            info = _loads(r[0]) if r[0] else {}
+        except orjson.JSONDecodeError:
+            info = {}
+        return info if isinstance(info, dict) else {}
+
+    def token_name(self, token_id: int) -> str | None:
+        """The name given to a token at creation (None: unnamed or unknown)."""
+        r = self.reader().execute("SELECT name FROM tokens WHERE id=?", (token_id,)).fetchone()
+        return r[0] if r else None
+
+    def topology_current(self, kind: str, device: str | None = None, since_ms: int | None = None,
+                         limit: int = _topology.MAX_ROWS) -> list[dict]:
+        """Open topology intervals of ``kind`` (fdb|arp|lldp|ip_address), optionally of one device
+        and last seen at or after ``since_ms``: [{device, kind, mac, ip, ifIndex, port, vlan, remote,
+        tags, first_seen_ms, last_seen_ms, observations, open}]."""
+        return _topology.current(self.reader(), kind, device, since_ms, limit)
+
+    def topology_history(self, kind: str, device: str | None = None, start_ms: int | None = None,
+                         end_ms: int | None = None, mac: str | None = None, ip: str | None = None,
+                         limit: int = _topology.MAX_ROWS) -> list[dict]:
+        """Intervals of ``kind`` seen inside [start_ms, end_ms), oldest first (same rows as
+        topology_current; ``open``: still current)."""
+        return _topology.history(self.reader(), kind, device, start_ms, end_ms, mac, ip, limit)
+
+    def mac_history(self, mac: str, start_ms: int | None = None, end_ms: int | None = None,
+                    limit: int = _topology.MAX_ROWS) -> dict:
+        """Where was MAC X between start and end: ``fdb`` intervals (device, port, ifIndex, vlan,
+        first/last seen) and ``arp`` intervals (the IPs it had, on which router)."""
+        c = self.reader()
+        return {"mac": _topology.norm_mac(mac) or mac.lower(),
+                "fdb": _topology.history(c, "fdb", None, start_ms, end_ms, mac=mac, limit=limit),
+                "arp": _topology.history(c, "arp", None, start_ms, end_ms, mac=mac, limit=limit)}
+
+    def ip_history(self, ip: str, start_ms: int | None = None, end_ms: int | None = None,
+                   limit: int = _topology.MAX_ROWS) -> dict:
+        """IP -> MAC history (``arp`` intervals) and the devices that had the IP on an interface
+        (``ip_address`` intervals)."""
+        c = self.reader()
+        return {"ip": _topology.norm_ip(ip),
+                "arp": _topology.history(c, "arp", None, start_ms, end_ms, ip=ip, limit=limit),
+                "ip_address": _topology.history(c, "ip_address", None, start_ms, end_ms, ip=ip, limit=limit)}
+
+    def neighbour_history(self, device: str | None = None, start_ms: int | None = None, end_ms: int | None = None,
+                          limit: int = _topology.MAX_ROWS) -> list[dict]:
+        """LLDP neighbour intervals (of one device's ports, or all)."""
+        return _topology.history(self.reader(), "lldp", device, start_ms, end_ms, limit=limit)
+
+    def topology_retention(self, cutoff_ms: int) -> int:
+        """Delete topology intervals last seen before ``cutoff_ms`` (default horizon
+        topology.RETENTION_DAYS). Uses the writer connection without taking the writer lock: call
+        it where retention() runs (from _apply, lock held) or before any other thread writes."""
+        return _topology.retention(self._w, cutoff_ms)
+
+    @classmethod
+    def open_readonly(cls, path: str) -> "SQLiteStore":
+        """A read-only view of a collector database (``campus-sense report ... --db``): the query
+        methods, no writer connection, no schema changes, no checkpoint on close. ValueError when
+        ``path`` is not a collector database."""
+        from pathlib import Path
+
+        if not Path(path).is_file():
+            raise ValueError(f"{path}: no such database")
+
+        class _ReadOnly(cls):   # type: ignore[misc, valid-type]
+            def __init__(self, p: str):     # deliberately no super().__init__ (no writer)
+                self.path = p
+                self.sink = None
+                self.engine = None          # the head is read from head_log (_head)
+                self.series_retention = Retention()
+                self._local = threading.local()
+
+            def reader(self) -> sqlite3.Connection:
+                c = getattr(self._local, "c", None)
+                if c is None:
+                    c = sqlite3.connect(f"file:{Path(self.path).resolve()}?mode=ro", uri=True, timeout=30,
+                                        check_same_thread=False)
+                    self._local.c = c
+                return c
+
+            def close(self) -> None:
+                c = getattr(self._local, "c", None)
+                if c is not None:
+                    c.close()
+                    self._local.c = None
+
+        db = _ReadOnly(path)
+        c = db.reader()
+        tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if "devices" not in tables or "agents" not in tables:
+            db.close()
+            raise ValueError(f"{path}: not a collector database (no devices/agents tables); "
+                             "give --observations FILE.json")
+        # latest() reads the `latest` table when time series went to an external sink.
+        # NOTE for the series-storage rewrite: keep this test in step with how latest() decides.
+        if "latest" in tables and c.execute("SELECT 1 FROM latest LIMIT 1").fetchone():
+            db.sink = True
+        return db
+
+
+def stored_samples(path: str, measurement: str | None = None, device: str | None = None) -> list[dict]:
+    """Every stored raw sample of a collector database (read-only; another process may be writing):
+    ``{"m", "d", "tags", "t", "f"}`` sorted by series and time, sealed chunks and the head log
+    together, one per series and millisecond. For tests, audits and exports."""
+    from pathlib import Path
+    c = sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True, timeout=30)
+    try:
+        meta = {sid: (m, d, tj) for sid, m, d, tj in c.execute("SELECT id, measurement, device, tags FROM series")
+                if (measurement is None or m == measurement) and (device is None or d == device)}
+        by_key = {(m, d, tj): sid for sid, (m, d, tj) in meta.items()}
+        rows: dict[tuple[int, int], dict] = {}
+        for (blob,) in c.execute("SELECT data FROM chunks WHERE res=0"):
+            sids, ts, cols = codec.decode(blob)
+            names = list(cols)
+            for i, (sid, t) in enumerate(zip(sids.tolist(), ts.tolist())):
+                if sid in meta:
+                    rows[(sid, t)] = {k: cols[k][i] for k in names if cols[k][i] is not None}
+        for topic, payload, shift, below in c.execute(
+                "SELECT topic, payload, shift_ms, sealed_below FROM head_log ORDER BY id"):
+            for it in decode(topic, payload, max_bytes=1 << 62).items:
+                t = it["t"] - shift
+                sid = by_key.get((it["m"], it["d"], _dumps(it.get("tags") or {}, option=_SORT).decode()))
+                if sid is None or t < below:
+                    continue
+                f = {k: v for k, v in it["f"].items() if v is not None}
+                rows[(sid, t)] = {**rows[(sid, t)], **f} if (sid, t) in rows else f
+    finally:
+        c.close()
+    out = []
+    for (sid, t) in sorted(rows):
+        m, d, tj = meta[sid]
+        out.append({"m": m, "d": d, "tags": _loads(tj), "t": t, "f": rows[(sid, t)]})
+    return out
+

@@ -1,0 +1,600 @@
+"""Time series of the embedded store: head, sealed column chunks, rollups, retention classes.
+
+Write path (inside ``SQLiteStore.apply``'s transaction): every metrics message is appended as it
+arrived to ``head_log`` (payload + the clock correction applied), and its samples to the in-memory
+head (``stage`` during the transaction, ``commit``/``discard`` after it). Nothing else is serialised
+per sample, so ingest stays as fast as before.
+
+Sealing (``seal``, from the ingest thread every ``seal_interval_s``): every group (one device and
+measurement) gets, per closed hour, one compressed raw chunk (``codec``: ~2 bytes per value for SNMP
+interface data) and one 5-minute rollup chunk; when a day closes, one 1-hour and one 1-day rollup
+chunk per group are composed from that day's 5-minute rollups. Sealed samples leave the head and the
+head log in the same transaction. A sample that arrives for an hour already sealed (a backlog, a
+late agent) is merged into that hour's chunks at the next seal, and its day's rollups are recomputed.
+
+Rollup statistics per field and bucket (columns ``<field>\\x1f<stat>``): ``n``, ``sum``, ``min``,
+``max``, ``last`` for gauges; ``n``, ``last``, ``inc`` (increase) and ``dt`` (ms covered) for
+counters (``campus_sense.wire.COUNTERS``), so rates compose exactly across rollups: the increase of
+a 32-bit counter that wrapped is counted across the wrap, a counter that went down otherwise is a
+device restart and counts from zero (as Prometheus' rate() does). Statistics keep the raw values'
+types (float64, int64): a rollup equals the aggregate of the raw samples it covers.
+
+Queries (``SQLiteStore.series``) read, per group: the coarsest level whose resolution divides the
+step and whose retention covers the range; chunks of that level below its watermark, finer rollups
+above it, and the head; composed to the step.
+"""
+from __future__ import annotations
+
+import logging
+import sqlite3
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import numpy as np
+from campus_sense import wire
+
+from . import codec
+
+log = logging.getLogger("collector.store")
+
+MIN = 60_000
+HOUR = 3_600_000
+DAY = 86_400_000
+RAW, R5M, R1H, R1D = 0, 300_000, HOUR, DAY
+LEVEL_NAMES = {RAW: "raw", R5M: "5m", R1H: "1h", R1D: "1d"}
+SEP = "\x1f"
+GAUGE_STATS = ("n", "sum", "min", "max", "last")
+COUNTER_STATS = ("n", "last", "inc", "dt")
+AGGS = ("avg", "min", "max", "last", "sum", "count", "rate", "increase")
+
+SCHEMA = """
+-- sealed data: one row per group (device, measurement), level (0 raw, else rollup resolution ms)
+-- and window (raw/5m: one hour; 1h/1d: one day); data = collector.store.codec blob
+CREATE TABLE IF NOT EXISTS chunks(
+  id INTEGER PRIMARY KEY, grp INTEGER NOT NULL, res INTEGER NOT NULL, start_ms INTEGER NOT NULL,
+  end_ms INTEGER NOT NULL, rows INTEGER NOT NULL, data BLOB NOT NULL);
+CREATE UNIQUE INDEX IF NOT EXISTS chunks_key ON chunks(grp, res, start_ms);
+CREATE INDEX IF NOT EXISTS chunks_expiry ON chunks(res, end_ms);
+-- metrics messages not sealed yet, as received (the head is rebuilt from them after a restart);
+-- items below sealed_below were sealed already
+CREATE TABLE IF NOT EXISTS head_log(
+  id INTEGER PRIMARY KEY, topic TEXT NOT NULL, payload BLOB NOT NULL, shift_ms INTEGER NOT NULL,
+  max_t INTEGER NOT NULL, sealed_below INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS seal_state(name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+
+@dataclass(slots=True)
+class Retention:
+    """Days kept per class (None: forever)."""
+    raw_days: float = 14
+    rollup_5m_days: float = 400
+    rollup_1h_days: float = 1825
+    rollup_1d_days: float | None = None
+
+    def keep_ms(self, res: int) -> int | None:
+        d = {RAW: self.raw_days, R5M: self.rollup_5m_days, R1H: self.rollup_1h_days, R1D: self.rollup_1d_days}[res]
+        return None if d is None else int(d * DAY)
+
+
+# --------------------------------------------------------------------------- rows <-> columns
+def _columns(fields: list[dict]) -> dict[str, codec.Column]:
+    names: dict[str, None] = {}
+    for f in fields:
+        names.update(dict.fromkeys(f))
+    return {k: codec.column([f.get(k) for f in fields]) for k in names}
+
+
+def _counter_bits(measurement: str, field: str) -> Any:
+    """None (not a counter), an int (fixed width) or the name of the field holding the width."""
+    return wire.COUNTERS.get(measurement, {}).get(field)
+
+
+# --------------------------------------------------------------------------- rollups
+def _segments(sids: np.ndarray, ts: np.ndarray, res: int) -> tuple[np.ndarray, np.ndarray]:
+    b = ts - ts % res
+    if not len(ts):
+        return np.zeros(0, np.int64), b
+    brk = np.empty(len(ts), bool)
+    brk[0] = True
+    brk[1:] = (sids[1:] != sids[:-1]) | (b[1:] != b[:-1])
+    return np.flatnonzero(brk), b
+
+
+def _last_index(valid: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    idx = np.where(valid, np.arange(len(valid)), -1)
+    return np.maximum.reduceat(idx, starts) if len(starts) else idx[:0]
+
+
+def rollup(measurement: str, sids: np.ndarray, ts: np.ndarray, cols: dict[str, codec.Column], res: int,
+           prev: dict[int, dict[str, tuple[int, int]]] | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Statistics of raw rows (sorted by sid, t) per (sid, bucket of ``res``): (sids, bucket starts,
+    {"<field>\\x1f<stat>": Column}). ``prev``: sid -> counter field -> (t, value) of the row before
+    the first one here (for the first increase)."""
+    starts, b = _segments(sids, ts, res)
+    out: dict[str, codec.Column] = {}
+    n_rows = len(ts)
+    ar = np.arange(n_rows)
+    for name, c in cols.items():
+        valid = c.valid if c.valid is not None else np.ones(n_rows, bool)
+        n = np.add.reduceat(valid.astype(np.int64), starts) if len(starts) else np.zeros(0, np.int64)
+        has = n > 0
+        li = _last_index(valid, starts)
+        if c.kind == "j":
+            vals = c.values
+            out[name + SEP + "last"] = codec.column([vals[i] if i >= 0 else None for i in li.tolist()])
+            continue
+        v = c.values
+        last = v[np.maximum(li, 0)]
+        out[name + SEP + "n"] = codec.Column("i", n, None)
+        out[name + SEP + "last"] = codec.Column(c.kind, last, None if has.all() else has)
+        bits = _counter_bits(measurement, name) if c.kind == "i" else None
+        if bits is None:
+            vf = v.astype(np.float64)
+            s = np.add.reduceat(np.where(valid, vf, 0.0), starts)
+            mn = np.minimum.reduceat(np.where(valid, vf, np.inf), starts)
+            mx = np.maximum.reduceat(np.where(valid, vf, -np.inf), starts)
+            hm = None if has.all() else has
+            out[name + SEP + "sum"] = codec.Column("f", np.where(has, s, 0.0), hm)
+            if c.kind == "f":
+                out[name + SEP + "min"] = codec.Column("f", np.where(has, mn, 0.0), hm)
+                out[name + SEP + "max"] = codec.Column("f", np.where(has, mx, 0.0), hm)
+            else:
+                out[name + SEP + "min"] = codec.Column("i", np.where(has, mn, 0).astype(np.int64), hm)
+                out[name + SEP + "max"] = codec.Column("i", np.where(has, mx, 0).astype(np.int64), hm)
+            continue
+        # counter: increase and time covered per row, from the previous valid row of the same series
+        if isinstance(bits, str):
+            bc = cols.get(bits)
+            width = bc.values.astype(np.int64) if bc is not None and bc.kind == "i" else np.full(n_rows, 64)
+        else:
+            width = np.full(n_rows, int(bits))
+        vi = np.flatnonzero(valid)
+        inc = np.zeros(n_rows, np.int64)
+        dt = np.zeros(n_rows, np.int64)
+        if len(vi):
+            vv = v[vi].astype(np.int64)
+            tv = ts[vi]
+            sv = sids[vi]
+            pv = np.empty_like(vv)
+            pt = np.empty_like(tv)
+            have = np.ones(len(vi), bool)
+            pv[1:], pt[1:] = vv[:-1], tv[:-1]
+            first = np.ones(len(vi), bool)
+            first[1:] = sv[1:] != sv[:-1]
+            for k in np.flatnonzero(first).tolist():
+                p = (prev or {}).get(int(sv[k]), {}).get(name)
+                if p is None:
+                    have[k] = False
+                else:
+                    pt[k], pv[k] = p
+            d = vv - pv
+            neg = have & (d < 0)
+            if neg.any():
+                w = width[vi][neg]
+                wrapped = vv[neg] + np.where(w <= 32, np.int64(1) << np.minimum(w, 62).astype(np.int64), 0) - pv[neg]
+                d[neg] = np.where((w <= 32) & (wrapped >= 0) & (wrapped < (np.int64(1) << np.maximum(w - 1, 0))),
+                                  wrapped, vv[neg])
+            inc[vi] = np.where(have, d, 0)
+            dt[vi] = np.where(have, tv - pt, 0)
+        out[name + SEP + "inc"] = codec.Column("i", np.add.reduceat(inc, starts) if len(starts) else inc[:0], None)
+        out[name + SEP + "dt"] = codec.Column("i", np.add.reduceat(dt, starts) if len(starts) else dt[:0], None)
+    del ar
+    return sids[starts], b[starts], out
+
+
+def compose(sids: np.ndarray, ts: np.ndarray, cols: dict[str, codec.Column], res: int) -> tuple:
+    """Statistics rows (any order) -> statistics per (sid, bucket of ``res``); stats compose exactly
+    (n, sum, inc, dt add; min/max of min/max; last of the last bucket that had a value)."""
+    order = np.lexsort((ts, sids))
+    sids, ts = sids[order], ts[order]
+    starts, b = _segments(sids, ts, res)
+    out: dict[str, codec.Column] = {}
+    for name, c in cols.items():
+        field, _, stat = name.rpartition(SEP)
+        ncol = cols.get(field + SEP + "n")
+        if c.kind == "j":
+            vals = [c.values[i] for i in order.tolist()]
+            valid = np.array([x is not None for x in vals], bool)
+            li = _last_index(valid, starts)
+            out[name] = codec.column([vals[i] if i >= 0 else None for i in li.tolist()])
+            continue
+        v = c.values[order]
+        valid = (c.valid[order] if c.valid is not None else np.ones(len(v), bool))
+        if ncol is not None and stat != "n":
+            valid = valid & (ncol.values[order] > 0)
+        if not len(starts):
+            out[name] = codec.Column(c.kind, v[:0], None)
+            continue
+        if stat in ("n", "sum", "inc", "dt"):
+            r = np.add.reduceat(np.where(valid, v, 0), starts)
+            has = None
+        elif stat == "min":
+            r = np.minimum.reduceat(np.where(valid, v.astype(np.float64), np.inf), starts)
+            has = np.isfinite(r)
+            r = np.where(has, r, 0).astype(v.dtype)
+        elif stat == "max":
+            r = np.maximum.reduceat(np.where(valid, v.astype(np.float64), -np.inf), starts)
+            has = np.isfinite(r)
+            r = np.where(has, r, 0).astype(v.dtype)
+        else:   # last
+            li = _last_index(valid, starts)
+            has = li >= 0
+            r = v[np.maximum(li, 0)]
+        out[name] = codec.Column(c.kind, r, None if has is None or has.all() else has)
+    return sids[starts], b[starts], out
+
+
+def value_of(cols: dict[str, codec.Column], field: str, agg: str, counter: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(values float64, has value) of one field's statistics for an aggregation."""
+    n = cols.get(field + SEP + "n")
+    if n is None:
+        return np.zeros(0), np.zeros(0, bool)
+    cnt = n.values.astype(np.float64)
+    has = cnt > 0
+
+    def col(stat):
+        c = cols.get(field + SEP + stat)
+        if c is None or c.kind == "j":
+            return None, np.zeros(len(cnt), bool)
+        ok = has if c.valid is None else has & c.valid
+        return c.values.astype(np.float64), ok
+
+    if agg == "count":
+        return cnt, has
+    if counter:
+        if agg in ("rate", "increase"):
+            inc, _ = col("inc")
+            dt, _ = col("dt")
+            ok = dt > 0
+            return (inc / np.where(ok, dt, 1) * 1000.0 if agg == "rate" else inc), ok
+        stat = "last"
+    else:
+        if agg in ("rate", "increase"):
+            raise ValueError(f"agg={agg} needs a counter field; {field!r} is not a counter")
+        stat = "sum" if agg in ("avg", "sum") else agg
+    v, ok = col(stat)
+    if v is None:
+        return np.zeros(len(cnt)), np.zeros(len(cnt), bool)
+    if agg == "avg" and not counter:
+        v = v / np.where(has, cnt, 1)
+    return v, ok
+
+
+# --------------------------------------------------------------------------- the engine
+class SeriesEngine:
+    """Owned by SQLiteStore; every method runs with the store's writer lock held except the
+    read methods, which use a reader connection and the head lock."""
+
+    def __init__(self, w: sqlite3.Connection, retention: Retention, measurement_of: dict[int, str],
+                 grace_ms: int = 5 * MIN, stale_ms: int = 2 * HOUR):
+        import threading
+        self.w = w
+        self.retention = retention
+        self.grace_ms = grace_ms
+        self.stale_ms = stale_ms
+        #: group id -> measurement (for counter definitions); filled by the store
+        self.measurement_of = measurement_of
+        w.executescript(SCHEMA)
+        st = dict(w.execute("SELECT name, value FROM seal_state"))
+        self.hour_wm = st.get("hour", 0)
+        self.day_wm = st.get("day", 0)
+        #: group id -> [(sid, t, fields)] not sealed yet
+        self.head: dict[int, list[tuple[int, int, dict]]] = {}
+        self.head_lock = threading.Lock()
+        self._staged: list[tuple[int, int, int, dict]] = []
+        self._log_rows: list[tuple] = []
+        self.max_t = 0
+        self.late = False
+        self.merged = 0
+        #: group -> (hour, {sid: {counter field: (t, value)}}) at the end of the newest sealed hour
+        self._prev: dict[int, tuple[int, dict]] = {}
+
+    # ---------------------------------------------------------------- write path
+    def stage(self, gid: int, sid: int, t: int, f: dict) -> None:
+        self._staged.append((gid, sid, t, f))
+
+    def log_message(self, msg: wire.Message, max_t: int) -> tuple:
+        tp = msg.topic
+        raw = bytes(msg.raw)
+        shift = msg.shift_ms
+        if not raw:   # made in-process (tests, tools): the items as they are, already corrected
+            raw = wire.encode_durable(msg.kind, msg.agent, msg.epoch or "-", msg.seq or 0, 0,
+                                      [wire.encode_item(it) for it in msg.items])
+            shift = 0
+        return (wire.topic(tp.site, tp.building, msg.agent, msg.kind), raw, shift, max_t)
+
+    def write_log(self, rows: list[tuple]) -> None:
+        if rows:
+            self.w.executemany("INSERT INTO head_log(topic, payload, shift_ms, max_t) VALUES (?,?,?,?)", rows)
+
+    def commit(self) -> None:
+        """The transaction that staged rows committed: they join the head."""
+        if not self._staged:
+            return
+        hwm = self.hour_wm
+        with self.head_lock:
+            head = self.head
+            mx = self.max_t
+            for gid, sid, t, f in self._staged:
+                lst = head.get(gid)
+                if lst is None:
+                    head[gid] = lst = []
+                lst.append((sid, t, f))
+                if t > mx:
+                    mx = t
+                if t < hwm:
+                    self.late = True
+            self.max_t = mx
+        self._staged = []
+
+    def discard(self) -> None:
+        self._staged = []
+
+    def recover(self, series_of: Any) -> int:
+        """Rebuild the head from head_log after a restart. ``series_of(measurement, device, tags)``
+        -> (sid, gid). Returns the number of samples restored."""
+        n = 0
+        for topic, payload, shift, sealed_below in self.w.execute(
+                "SELECT topic, payload, shift_ms, sealed_below FROM head_log ORDER BY id"):
+            try:
+                msg = wire.decode(topic, payload, max_bytes=1 << 62)
+            except wire.WireError as e:   # it was accepted once: the codec changed? keep going
+                log.error("head_log: cannot decode a stored message of %s: %s", topic, e)
+                continue
+            for it in msg.items:
+                t = it["t"] - shift
+                if t < sealed_below:
+                    continue
+                f = it["f"]
+                if it["m"] in wire.TOPOLOGY_MEASUREMENTS:
+                    continue
+                sid, gid = series_of(it["m"], it["d"], it.get("tags") or {})
+                self._staged.append((gid, sid, t, f))
+                n += 1
+        self.commit()
+        return n
+
+    # ---------------------------------------------------------------- sealing
+    def cutoff(self, now_ms: int) -> int:
+        """Hours below this are sealed: the data (newest item time, at most now) has moved on by
+        ``grace_ms``, or the hour is ``stale_ms`` old."""
+        data = min(self.max_t, now_ms) - self.grace_ms
+        c = max(data, now_ms - self.stale_ms)
+        return min(c, now_ms - self.grace_ms) // HOUR * HOUR
+
+    def due(self, now_ms: int) -> bool:
+        return self.cutoff(now_ms) > self.hour_wm or self.late
+
+    def _chunk(self, gid: int, res: int, start: int) -> tuple | None:
+        r = self.w.execute("SELECT data FROM chunks WHERE grp=? AND res=? AND start_ms=?", (gid, res, start)).fetchone()
+        return codec.decode(r[0], arrays=True) if r else None
+
+    def _put(self, gid: int, res: int, start: int, end: int, sids, ts, cols) -> None:
+        if not len(ts):
+            self.w.execute("DELETE FROM chunks WHERE grp=? AND res=? AND start_ms=?", (gid, res, start))
+            return
+        blob = codec.encode(sids, ts, cols)
+        self.w.execute("INSERT INTO chunks(grp, res, start_ms, end_ms, rows, data) VALUES (?,?,?,?,?,?) "
+                       "ON CONFLICT(grp, res, start_ms) DO UPDATE SET end_ms=excluded.end_ms, rows=excluded.rows, "
+                       "data=excluded.data", (gid, res, start, end, len(ts), blob))
+
+    def _prev_for(self, gid: int, hour: int) -> dict:
+        """sid -> counter field -> (t, value) of the newest raw row before ``hour``."""
+        r = self.w.execute("SELECT start_ms, data FROM chunks WHERE grp=? AND res=0 AND start_ms < ? "
+                           "ORDER BY start_ms DESC LIMIT 1", (gid, hour)).fetchone()
+        if r is None:
+            return {}
+        cached = self._prev.get(gid)
+        if cached and cached[0] == r[0]:
+            return cached[1]
+        sids, ts, cols = codec.decode(r[1], arrays=True)
+        return self._ends(gid, sids, ts, cols)
+
+    def _ends(self, gid: int, sids, ts, cols) -> dict:
+        m = self.measurement_of.get(gid, "")
+        out: dict[int, dict] = {}
+        for name, c in cols.items():
+            if c.kind != "i" or _counter_bits(m, name) is None:
+                continue
+            valid = c.valid if c.valid is not None else np.ones(len(ts), bool)
+            vi = np.flatnonzero(valid)
+            if not len(vi):
+                continue
+            sv = sids[vi]
+            lastpos = np.flatnonzero(np.r_[sv[1:] != sv[:-1], True])
+            for k in lastpos.tolist():
+                i = vi[k]
+                out.setdefault(int(sids[i]), {})[name] = (int(ts[i]), int(c.values[i]))
+        return out
+
+    def _seal_hour(self, gid: int, hour: int, rows: list[tuple[int, int, dict]]) -> None:
+        """Merge ``rows`` (sid, t, fields) into the group's raw chunk of ``hour`` and rebuild its
+        5-minute rollup chunk."""
+        old = self._chunk(gid, RAW, hour)
+        merged: dict[tuple[int, int], dict] = {}
+        if old is not None:
+            osids, ots, ocols = old
+            names = list(ocols)
+            lists = [codec.values(ocols[k]) for k in names]
+            for i, key in enumerate(zip(osids.tolist(), ots.tolist())):
+                merged[key] = {k: lst[i] for k, lst in zip(names, lists) if lst[i] is not None}
+        for sid, t, f in rows:
+            key = (sid, t)
+            prev = merged.get(key)
+            if prev is None:
+                merged[key] = f
+            else:
+                merged[key] = {**prev, **{k: v for k, v in f.items() if v is not None}}
+                self.merged += 1
+        keys = sorted(merged)
+        sids = np.array([k[0] for k in keys], np.int64)
+        ts = np.array([k[1] for k in keys], np.int64)
+        cols = _columns([merged[k] for k in keys])
+        self._put(gid, RAW, hour, hour + HOUR, sids, ts, cols)
+        prev = self._prev_for(gid, hour)
+        m = self.measurement_of.get(gid, "")
+        rs, rt, rc = rollup(m, sids, ts, cols, R5M, prev)
+        self._put(gid, R5M, hour, hour + HOUR, rs, rt, rc)
+        newest = self._prev.get(gid)
+        if newest is None or newest[0] <= hour:
+            self._prev[gid] = (hour, self._ends(gid, sids, ts, cols) | {
+                s: v for s, v in prev.items() if s not in set(sids.tolist())})
+
+    def _seal_day(self, gid: int, day: int) -> None:
+        parts = [c for c in (self._chunk(gid, R5M, h) for h in range(day, day + DAY, HOUR)) if c is not None]
+        if not parts:
+            return
+        sids = np.concatenate([p[0] for p in parts])
+        ts = np.concatenate([p[1] for p in parts])
+        names: dict[str, str] = {}
+        for p in parts:
+            for k, c in p[2].items():
+                names.setdefault(k, c.kind)
+        cols = {k: codec.concat([p[2].get(k) for p in parts], [len(p[1]) for p in parts], kind)
+                for k, kind in names.items()}
+        hs, ht, hc = compose(sids, ts, cols, R1H)
+        self._put(gid, R1H, day, day + DAY, hs, ht, hc)
+        ds, dts, dc = compose(hs, ht, hc, R1D)
+        self._put(gid, R1D, day, day + DAY, ds, dts, dc)
+
+    def seal(self, now_ms: int, rows_by_gid: dict[int, list] | None = None, cutoff: int | None = None) -> int:
+        """Seal every head row below the cutoff (all of ``rows_by_gid`` when given: migration).
+        Runs inside the caller's transaction. Returns the number of rows sealed."""
+        cut = self.cutoff(now_ms) if cutoff is None else cutoff
+        if rows_by_gid is None:
+            with self.head_lock:
+                take: dict[int, list] = {}
+                for gid, lst in self.head.items():
+                    if any(r[1] < cut for r in lst):
+                        take[gid] = [r for r in lst if r[1] < cut]
+            from_head = True
+        else:
+            take, from_head = rows_by_gid, False
+        n = 0
+        late_days: set[int] = set()
+        for gid, rows in take.items():
+            by_hour: dict[int, list] = {}
+            for r in rows:
+                by_hour.setdefault(r[1] - r[1] % HOUR, []).append(r)
+            for hour in sorted(by_hour):
+                self._seal_hour(gid, hour, by_hour[hour])
+                if hour < self.day_wm:
+                    late_days.add((gid, hour - hour % DAY))
+            n += len(rows)
+        new_day_wm = max(self.day_wm, cut - cut % DAY) if from_head else self.day_wm
+        if new_day_wm > self.day_wm:
+            for (gid,) in self.w.execute("SELECT DISTINCT grp FROM chunks WHERE res=? AND start_ms >= ? AND start_ms < ?",
+                                         (R5M, self.day_wm - self.day_wm % DAY if self.day_wm else 0, new_day_wm)).fetchall():
+                for (day,) in self.w.execute(
+                        "SELECT DISTINCT start_ms - start_ms % ? FROM chunks WHERE grp=? AND res=? AND start_ms >= ? "
+                        "AND start_ms < ?", (DAY, gid, R5M, self.day_wm, new_day_wm)).fetchall():
+                    late_days.add((gid, day))
+        for gid, day in sorted(late_days):
+            if day < new_day_wm:
+                self._seal_day(gid, day)
+        if from_head:
+            self.w.execute("DELETE FROM head_log WHERE max_t < ?", (cut,))
+            self.w.execute("UPDATE head_log SET sealed_below=? WHERE sealed_below < ?", (cut, cut))
+            self.w.executemany("INSERT INTO seal_state(name, value) VALUES (?,?) ON CONFLICT(name) DO UPDATE "
+                               "SET value=excluded.value", (("hour", max(cut, self.hour_wm)), ("day", new_day_wm)))
+            self._sealed = (cut, new_day_wm, take)
+        return n
+
+    def sealed(self) -> None:
+        """The seal transaction committed: drop the sealed rows from the head."""
+        cut, day_wm, take = self._sealed
+        with self.head_lock:
+            for gid in take:
+                lst = self.head.get(gid, [])
+                keep = [r for r in lst if r[1] >= cut]
+                if keep:
+                    self.head[gid] = keep
+                else:
+                    self.head.pop(gid, None)
+            self.late = any(r[1] < max(cut, self.hour_wm) for lst in self.head.values() for r in lst)
+        self.hour_wm = max(cut, self.hour_wm)
+        self.day_wm = day_wm
+        self._sealed = None
+
+    def unsealed(self) -> None:
+        """The seal transaction rolled back: caches may name chunks that do not exist."""
+        self._prev.clear()
+        self._sealed = None
+
+    # ---------------------------------------------------------------- retention
+    def expire(self, now_ms: int, batch: int = 500) -> dict[str, int]:
+        """Delete chunks whose window ended before their level's retention. Returns counts per level."""
+        out = {}
+        for res in (RAW, R5M, R1H, R1D):
+            keep = self.retention.keep_ms(res)
+            if keep is None:
+                continue
+            total = 0
+            while True:
+                cur = self.w.execute("DELETE FROM chunks WHERE id IN (SELECT id FROM chunks WHERE res=? AND end_ms <= ? "
+                                     "LIMIT ?)", (res, now_ms - keep, batch))
+                total += cur.rowcount
+                if cur.rowcount < batch:
+                    break
+            if total:
+                out[LEVEL_NAMES[res]] = total
+        return out
+
+    # ---------------------------------------------------------------- reads
+    def head_rows(self, gid: int, sids: set[int] | None, start: int, end: int) -> list[tuple[int, int, dict]]:
+        with self.head_lock:
+            lst = self.head.get(gid)
+            if not lst:
+                return []
+            return [r for r in lst if start <= r[1] < end and (sids is None or r[0] in sids)]
+
+    def chunks(self, c: sqlite3.Connection, gid: int, res: int, start: int, end: int,
+               fields: set[str] | None) -> Iterable[tuple]:
+        """Decoded chunks of a group and level overlapping [start, end), oldest first."""
+        for (blob,) in c.execute("SELECT data FROM chunks WHERE grp=? AND res=? AND start_ms < ? AND end_ms > ? "
+                                 "ORDER BY start_ms", (gid, res, end, start)):
+            yield codec.decode(blob, arrays=True, fields=fields)
+
+
+def rows_to_columns(rows: list[tuple[int, int, dict]]) -> tuple[np.ndarray, np.ndarray, dict[str, codec.Column]]:
+    """Head rows -> sorted (sids, ts, columns), later rows of the same (sid, t) merged in."""
+    merged: dict[tuple[int, int], dict] = {}
+    for sid, t, f in rows:
+        k = (sid, t)
+        p = merged.get(k)
+        merged[k] = f if p is None else {**p, **{a: b for a, b in f.items() if b is not None}}
+    keys = sorted(merged)
+    return (np.array([k[0] for k in keys], np.int64), np.array([k[1] for k in keys], np.int64),
+            _columns([merged[k] for k in keys]))
+
+
+def concat_blocks(blocks: list[tuple]) -> tuple[np.ndarray, np.ndarray, dict[str, codec.Column]]:
+    """[(sids, ts, columns)] -> one (sids, ts, columns); a block lacking a column has it missing."""
+    if len(blocks) == 1:
+        return blocks[0]
+    kinds: dict[str, str] = {}
+    for _, _, cols in blocks:
+        for k, c in cols.items():
+            kinds.setdefault(k, c.kind)
+    lengths = [len(b[1]) for b in blocks]
+    return (np.concatenate([b[0] for b in blocks]), np.concatenate([b[1] for b in blocks]),
+            {k: codec.concat([b[2].get(k) for b in blocks], lengths, kind) for k, kind in kinds.items()})
+
+
+def dedup(sids: np.ndarray, ts: np.ndarray, cols: dict[str, codec.Column]) -> tuple:
+    """Sort raw rows by (sid, t); rows of the same (sid, t) become one (later blocks win per field)."""
+    order = np.lexsort((np.arange(len(ts)), ts, sids))
+    sids, ts = sids[order], ts[order]
+    cols = {k: codec.take(c, order) for k, c in cols.items()}
+    if len(ts) < 2:
+        return sids, ts, cols
+    dup = (sids[1:] == sids[:-1]) & (ts[1:] == ts[:-1])
+    if not dup.any():
+        return sids, ts, cols
+    rows = [(int(a), int(b), {}) for a, b in zip(sids.tolist(), ts.tolist())]
+    for k, c in cols.items():
+        for i, v in enumerate(codec.values(c)):
+            if v is not None:
+                rows[i][2][k] = v
+    return rows_to_columns(rows)
