@@ -6,190 +6,23 @@ the file, the line, the rule (name and index) and the key, e.g.::
 
     rules.yaml:14: rule 'fridge-warm' (rules[2]): for: invalid duration '15 minutes' ...
 
-See ``collector/rules/README.md`` for the syntax reference.
+The rule kinds' own keys live with each kind (``kinds/``); this module holds the file level:
+calendars, staleness, defaults, inhibit, and the merge of several files.
+See ``collector/alertcore/README.md`` for the syntax reference.
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator
 
 from campus_sense.yamlconf import ConfigError, _line_for, load_yaml
 
+from .kinds import KINDS, AnyRule
+from .kinds.base import Flap, _Strict
 from .labels import Matcher, parse_matchers
-from .model import SEVERITIES, Severity
-from .timeinterval import Duration, OptDuration, TimeInterval, compile_intervals, parse_duration
-
-_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$"
-def _str_list(v: Any) -> Any:
-    if v is None:
-        return None
-    if isinstance(v, (str, int, float)) and not isinstance(v, bool):
-        return [str(v)]
-    return v
-
-
-StrList = Annotated[list[str], BeforeValidator(_str_list)]
-OptStrList = Annotated[Union[list[str], None], BeforeValidator(_str_list)]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-
-class Scope(_Strict):
-    """Which devices a rule applies to. Values are glob patterns (fnmatch); a list means any of."""
-
-    site: OptStrList = None
-    building: OptStrList = None
-    room: OptStrList = None
-    type: OptStrList = None
-    device: OptStrList = None
-    agent: OptStrList = None
-    tags: dict[str, StrList] = Field(default_factory=dict)
-
-
-class Flap(_Strict):
-    max_flips: int = Field(4, ge=1, description="more flips than this within `window` = flapping")
-    window: Duration = 3_600_000
-
-
-Op = Literal[">", ">=", "<", "<=", "==", "!="]
-
-
-class RuleBase(_Strict):
-    name: str = Field(pattern=_NAME)
-    severity: Severity = "warning"
-    scope: Scope = Field(default_factory=Scope)
-    schedule: str | None = None
-    labels: dict[str, str] = Field(default_factory=dict)
-    summary: str | None = None
-    escalate_after: OptDuration = None
-    flap: Flap | None = None
-    by: OptStrList = None
-    item_tags: list[str] | dict[str, str] | None = None
-    enabled: bool = True
-
-    @field_validator("item_tags")
-    @classmethod
-    def _check_matchers(cls, v):
-        if v is not None:
-            parse_matchers(v)
-        return v
-
-
-class _Measured(RuleBase):
-    measurement: str
-    field: str = "value"
-
-
-class ThresholdRule(_Measured):
-    kind: Literal["threshold"]
-    op: Op = ">"
-    value: float | bool | str
-    for_: Duration = Field(0, alias="for")
-    clear_value: float | None = None
-    clear_for: Duration = 0
-    lookback: Duration = 300_000
-
-    @model_validator(mode="after")
-    def _check(self):
-        if isinstance(self.value, str) and self.op not in ("==", "!="):
-            raise ValueError(f"op {self.op!r} needs a numeric value; strings only compare with == or !=")
-        if self.clear_value is not None and self.op not in (">", ">=", "<", "<="):
-            raise ValueError("clear_value needs op >, >=, < or <=")
-        if self.clear_value is not None and isinstance(self.value, (int, float)):
-            if self.op in (">", ">=") and self.clear_value > self.value:
-                raise ValueError(f"clear_value {self.clear_value} must be <= value {self.value} for op {self.op}")
-            if self.op in ("<", "<=") and self.clear_value < self.value:
-                raise ValueError(f"clear_value {self.clear_value} must be >= value {self.value} for op {self.op}")
-        return self
-
-
-class RateRule(_Measured):
-    kind: Literal["rate"]
-    op: Literal[">", ">=", "<", "<="] = ">"
-    value: float
-    per: Duration = 1000
-    counter: bool = False
-    for_: Duration = Field(0, alias="for")
-    clear_value: float | None = None
-    clear_for: Duration = 0
-    lookback: Duration = 300_000
-
-    @field_validator("per")
-    @classmethod
-    def _per(cls, v):
-        if v <= 0:
-            raise ValueError("per must be a positive duration")
-        return v
-
-
-class AbsenceRule(RuleBase):
-    kind: Literal["absence"]
-    measurement: str | None = None
-    after: OptDuration = None
-
-
-class AgentOfflineRule(RuleBase):
-    kind: Literal["agent_offline"]
-    after: Duration = 300_000
-    agents: OptStrList = None
-
-
-class EventRule(RuleBase):
-    kind: Literal["event"]
-    severity: Literal["info", "warning", "critical", "from_event"] = "warning"  # type: ignore[assignment]
-    event: StrList
-    data: dict[str, Any] = Field(default_factory=dict)
-    clear_event: OptStrList = None
-    clear_after: OptDuration = None
-
-
-class ExposureRule(_Measured):
-    kind: Literal["exposure"]
-    inside: tuple[float, float] | None = None
-    outside: tuple[float, float] | None = None
-    mode: Literal["time", "degree_minutes"] = "time"
-    levels: list[dict[str, Any]]
-    reset_after: OptDuration = 1_800_000
-    max_gap: Duration = 600_000
-
-    @model_validator(mode="after")
-    def _check(self):
-        if (self.inside is None) == (self.outside is None):
-            raise ValueError("give exactly one of inside: [low, high] or outside: [low, high]")
-        lo, hi = self.inside or self.outside  # type: ignore[misc]
-        if lo > hi:
-            raise ValueError(f"range [{lo}, {hi}]: low must be <= high")
-        if self.mode == "degree_minutes" and self.outside is None:
-            raise ValueError("mode degree_minutes needs outside: [low, high] (degrees beyond the range)")
-        if not self.levels:
-            raise ValueError("levels: give at least one {at: ..., severity: ...}")
-        return self
-
-    def compiled_levels(self) -> list[tuple[float, str]]:
-        out = []
-        for i, lv in enumerate(self.levels):
-            if not isinstance(lv, dict) or set(lv) - {"at", "severity"} or "at" not in lv:
-                raise ValueError(f"levels[{i}]: must be {{at: ..., severity: ...}}")
-            sev = lv.get("severity", "warning")
-            if sev not in SEVERITIES:
-                raise ValueError(f"levels[{i}].severity: must be one of {SEVERITIES}")
-            at = parse_duration(lv["at"]) if self.mode == "time" else lv["at"]
-            if not isinstance(at, (int, float)) or isinstance(at, bool) or at <= 0:
-                raise ValueError(f"levels[{i}].at: must be a positive "
-                                 f"{'duration' if self.mode == 'time' else 'number of degree-minutes'}")
-            out.append((float(at), sev))
-        out.sort()
-        return out
-
-
-AnyRule = Annotated[Union[ThresholdRule, RateRule, AbsenceRule, AgentOfflineRule, EventRule, ExposureRule],
-                    Field(discriminator="kind")]
-KINDS = ("threshold", "rate", "absence", "agent_offline", "event", "exposure")
+from .timeinterval import Duration, OptDuration, TimeInterval, compile_intervals
 
 
 class Standby(_Strict):
@@ -348,18 +181,8 @@ def _build(parsed: list[tuple[str, Any, dict]]) -> RuleSet:
             if r.schedule is not None and r.schedule not in compiled_cals:
                 errors.append(f"{where('schedule')}: unknown calendar {r.schedule!r} "
                               f"(defined: {', '.join(sorted(compiled_cals)) or 'none'})")
-            if isinstance(r, ExposureRule):
-                try:
-                    r.compiled_levels()
-                except ValueError as e:
-                    errors.append(f"{where('levels')}: {e}")
-            if isinstance(r, EventRule):
-                try:
-                    for k, v in r.data.items():
-                        if isinstance(v, str) and v.startswith("~"):
-                            re.compile(v[1:])
-                except re.error as e:
-                    errors.append(f"{where('data')}: bad regular expression ({e})")
+            for key, msg in KINDS[r.kind].check(r):
+                errors.append(f"{where(key)}: {msg}")
             if r.enabled:
                 rules.append(r)
         for j, ih in enumerate(m.inhibit):

@@ -17,8 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import operator
-import re
 import threading
 import time
 from collections import deque
@@ -27,14 +25,15 @@ from typing import Any, Callable, Iterable, Mapping
 
 from collector.store.alerts import AlertStore
 
-from .config import EventRule, ExposureRule, RateRule, RuleSet, ThresholdRule
+from .config import RuleSet
+from .inhibit import Inhibition
+from .kinds import KINDS
 from .labels import match_all, parse_matchers
-from .model import SEVERITY_RANK, Alert, AlertChange, AlertError, HistoryEntry, Silence
+from .model import Alert, AlertChange, AlertError, HistoryEntry, Silence
+from .silence import silenced
 
 log = logging.getLogger("campus_sense.rules")
 
-_OPS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le, "==": operator.eq,
-        "!=": operator.ne}
 _META_KEYS = ("site", "building", "room", "type", "agent")
 
 
@@ -45,12 +44,13 @@ def _wall_ms() -> int:
 class _Rule:
     """A rule compiled for fast evaluation."""
 
-    __slots__ = ("idx", "m", "name", "kind", "cal", "scope_all", "scope", "scope_tags", "scope_cache",
+    __slots__ = ("idx", "m", "name", "kind", "k", "cal", "scope_all", "scope", "scope_tags", "scope_cache",
                  "item_matchers", "by", "field", "op", "value", "clear_op_value", "for_ms", "clear_for",
                  "lookback", "value_is_str", "flap", "escalate_after", "levels", "lo", "hi", "inside", "data")
 
     def __init__(self, idx: int, m, rs: RuleSet):
         self.idx, self.m, self.name, self.kind = idx, m, m.name, m.kind
+        self.k = KINDS[m.kind]
         self.cal = rs.calendars[m.schedule] if m.schedule else None
         sc = m.scope
         self.scope = [(k, getattr(sc, k)) for k in ("site", "building", "room", "type", "device", "agent")
@@ -59,7 +59,7 @@ class _Rule:
         self.scope_all = not self.scope and not self.scope_tags
         self.scope_cache: dict[str, bool] = {}
         self.item_matchers = parse_matchers(m.item_tags) if m.item_tags else None
-        self.by = m.by if m.by is not None else ([] if m.kind in ("event", "absence", "agent_offline") else None)
+        self.by = m.by if m.by is not None else self.k.by_default
         self.field = getattr(m, "field", None)
         self.flap = m.flap or rs.defaults.flap
         self.escalate_after = m.escalate_after if m.escalate_after is not None else rs.defaults.escalate_after
@@ -68,18 +68,7 @@ class _Rule:
         self.value_is_str = False
         self.levels: list[tuple[float, str]] = []
         self.data = None
-        if isinstance(m, (ThresholdRule, RateRule)):
-            self.op = _OPS[m.op]
-            self.value = m.value
-            self.value_is_str = isinstance(m.value, str)
-            self.clear_op_value = m.clear_value
-            self.for_ms, self.clear_for, self.lookback = m.for_, m.clear_for, m.lookback
-        if isinstance(m, ExposureRule):
-            self.levels = m.compiled_levels()
-            self.inside = m.inside is not None
-            self.lo, self.hi = m.inside or m.outside
-        if isinstance(m, EventRule):
-            self.data = [(k, _data_matcher(v)) for k, v in m.data.items()]
+        self.k.compile(self, m)
 
     def tagkey(self, tags: Mapping[str, str] | None) -> tuple:
         if not tags:
@@ -87,15 +76,6 @@ class _Rule:
         if self.by is None:
             return tuple(sorted(tags.items()))
         return tuple((k, tags[k]) for k in self.by if k in tags)
-
-
-def _data_matcher(v: Any) -> Callable[[Any], bool]:
-    if isinstance(v, str) and v.startswith("~"):
-        rx = re.compile(v[1:])
-        return lambda x: x is not None and rx.fullmatch(str(x)) is not None
-    if isinstance(v, list):
-        return lambda x: x in v
-    return lambda x: x == v
 
 
 class _St:
@@ -170,20 +150,17 @@ class RuleEngine:
         self._rule_by_name = {r.name: r for r in self._rules}
         self._by_m: dict[str, list[_Rule]] = {}
         self._by_event: dict[str, list[tuple[_Rule, str]]] = {}
-        self._absence: list[_Rule] = []
-        self._agent_rules: list[_Rule] = []
+        self._inputs: dict[str, list[_Rule]] = {"samples": [], "events": [], "devices": [], "agents": []}
         for r in self._rules:
-            if r.kind in ("threshold", "rate", "exposure"):
+            self._inputs[r.k.input].append(r)
+            if r.k.input == "samples":
                 self._by_m.setdefault(r.m.measurement, []).append(r)
-            elif r.kind == "event":
+            elif r.k.input == "events":
                 for e in r.m.event:
                     self._by_event.setdefault(e, []).append((r, "fire"))
                 for e in r.m.clear_event or []:
                     self._by_event.setdefault(e, []).append((r, "clear"))
-            elif r.kind == "absence":
-                self._absence.append(r)
-            elif r.kind == "agent_offline":
-                self._agent_rules.append(r)
+        self._absence = self._inputs["devices"]
         self._standby_m: dict[str, list] = {}
         for typ, ts in rules.staleness.types.items():
             if ts.standby:
@@ -279,21 +256,10 @@ class RuleEngine:
                 if st is None:
                     self._deadlines.discard(key)
                     continue
-                r = st.rule
-                if r.kind == "event":
-                    if st.state == "firing" and r.m.clear_after is not None:
-                        if st.last_t + r.m.clear_after <= now:
-                            self._resolve(st, st.last_t + r.m.clear_after, changes)
-                    if st.state != "firing":
-                        self._deadlines.discard(key)
-                else:
-                    self._advance(st, now, changes)
-                    if st.state == "pending" and st.last_t is not None and now > st.last_t + r.lookback:
-                        self._cancel(st, st.last_t + r.lookback, changes, reason="no data")
-                    if not (st.state == "pending" or (st.state == "firing" and st.clear_since is not None)):
-                        self._deadlines.discard(key)
-            self._tick_absence(now, changes)
-            self._tick_agents(now, changes)
+                if not st.rule.k.on_deadline(self, st, now, changes):
+                    self._deadlines.discard(key)
+            for r in self._inputs["devices"] + self._inputs["agents"]:
+                r.k.on_tick(self, r, now, changes)
             self._tick_alerts(now, changes)
             ids = frozenset(s.id for s in self._silences if s.active_at(self._now))
             if ids != self._active_silences:
@@ -494,13 +460,7 @@ class RuleEngine:
                 st = self._states.get(key)
                 if st is None:
                     st = self._new_state(r, key, d)
-                inwin = r.cal is None or r.cal.contains(t)
-                if r.kind == "threshold":
-                    self._eval_threshold(r, st, t, v, inwin, changes)
-                elif r.kind == "rate":
-                    self._eval_rate(r, st, t, v, inwin, changes)
-                else:
-                    self._eval_exposure(r, st, t, v, inwin, changes)
+                r.k.on_sample(self, r, st, t, v, r.cal is None or r.cal.contains(t), changes)
         if tmax is not None and tmax > self._now:
             self._now = tmax
         return tmax
@@ -529,47 +489,6 @@ class RuleEngine:
                     if st.alert is not None and t >= (st.alert.fired_ms or 0):
                         self._resolve(st, t, changes, detail={"seen_ms": t})
                         keys.discard(key)
-
-    def _eval_threshold(self, r: _Rule, st: _St, t: int, v, inwin: bool, changes) -> None:
-        if r.value_is_str:
-            if not isinstance(v, str):
-                return
-        elif isinstance(v, str):
-            return
-        if st.last_t is not None:
-            if t < st.last_t:
-                return
-            self._advance(st, t, changes)
-            self._gap(st, t, changes)
-        st.last_t, st.last_v = t, v
-        cond = inwin and r.op(v, r.value)
-        if r.clear_op_value is None:
-            clearing = not cond
-        else:
-            clearing = not inwin or not r.op(v, r.clear_op_value)
-        self._cond(r, st, t, v, cond, clearing, changes)
-
-    def _eval_rate(self, r: _Rule, st: _St, t: int, v, inwin: bool, changes) -> None:
-        if isinstance(v, str):
-            return
-        v = float(v)
-        pt, pv = st.prev_t, st.prev_v
-        if pt is not None and t <= pt:
-            return
-        st.prev_t, st.prev_v = t, v
-        if pt is None:
-            return
-        delta = v - pv
-        if r.m.counter and delta < 0:
-            return  # counter reset
-        rate = delta / ((t - pt) / r.m.per)
-        if st.last_t is not None:
-            self._advance(st, t, changes)
-            self._gap(st, t, changes)
-        st.last_t, st.last_v = t, rate
-        cond = inwin and r.op(rate, r.value)
-        clearing = not cond if r.clear_op_value is None else (not inwin or not r.op(rate, r.clear_op_value))
-        self._cond(r, st, t, rate, cond, clearing, changes)
 
     def _cond(self, r: _Rule, st: _St, t: int, v, cond: bool, clearing: bool, changes) -> None:
         if st.state != "firing":
@@ -606,6 +525,15 @@ class RuleEngine:
             return max(r.clear_for, r.flap.window)
         return r.clear_for
 
+    def advance_held(self, st: _St, now: int, changes) -> bool:
+        """Timers of a held-value state (pending ``for``, ``clear_for``, no data for ``lookback``);
+        True while one is still running."""
+        r = st.rule
+        self._advance(st, now, changes)
+        if st.state == "pending" and st.last_t is not None and now > st.last_t + r.lookback:
+            self._cancel(st, st.last_t + r.lookback, changes, reason="no data")
+        return st.state == "pending" or (st.state == "firing" and st.clear_since is not None)
+
     def _advance(self, st: _St, now: int, changes) -> None:
         """Fire/resolve at deadlines that passed while the last value held (up to lookback)."""
         r = st.rule
@@ -618,54 +546,6 @@ class RuleEngine:
             dl = st.clear_since + self._clear_for(st)
             if dl <= horizon:
                 self._try_resolve(st, dl, changes)
-
-    def _eval_exposure(self, r: _Rule, st: _St, t: int, v, inwin: bool, changes) -> None:
-        if isinstance(v, str):
-            return
-        v = float(v)
-        if st.last_t is not None:
-            if t < st.last_t:
-                return
-            dt = min(t - st.last_t, r.m.max_gap)
-            if st.in_zone and dt > 0:
-                rate = 1.0 if r.m.mode == "time" else st.excess / 60_000.0
-                before = st.acc
-                st.acc += rate * dt
-                if rate > 0:
-                    for at, sev in r.levels:
-                        if before < at <= st.acc:
-                            self._exposure_level(st, int(st.last_t + (at - before) / rate), at, sev, changes)
-            elif not st.in_zone and st.out_since is not None and r.m.reset_after is not None \
-                    and t - st.out_since >= r.m.reset_after:
-                if st.state == "firing":
-                    self._resolve(st, st.out_since + r.m.reset_after, changes, detail={"reason": "reset"})
-                st.acc = 0.0
-        if not inwin:
-            zone = False
-        elif r.inside:
-            zone = r.lo <= v <= r.hi
-        else:
-            zone = v < r.lo or v > r.hi
-        st.excess = (r.lo - v if v < r.lo else v - r.hi) if zone and not r.inside else 0.0
-        if zone:
-            st.out_since = None
-        elif st.out_since is None or st.in_zone:
-            st.out_since = t
-        st.in_zone = zone
-        st.last_t, st.last_v = t, v
-
-    def _exposure_value(self, r: _Rule, acc: float) -> float:
-        return round(acc / 60_000.0, 3) if r.m.mode == "time" else round(acc, 3)
-
-    def _exposure_level(self, st: _St, t: int, at: float, sev: str, changes) -> None:
-        r = st.rule
-        val = self._exposure_value(r, at)
-        if st.state != "firing":
-            self._open(st, "firing", t, val, sev, changes)
-            st.flips.append(t)
-        elif SEVERITY_RANK[sev] > SEVERITY_RANK[st.alert.severity]:
-            self._update(st, t, "severity", None, {"from": st.alert.severity, "to": sev, "value": val}, changes,
-                         severity=sev, value=val)
 
     # ================================================================ events
     def _events(self, items, agent, changes) -> int | None:
@@ -689,41 +569,12 @@ class RuleEngine:
             if not lst:
                 continue
             tags = it.get("tags") or {}
-            data = it.get("data") or {}
             for r, role in lst:
                 if not r.scope_all and not self._in_scope(r, d):
                     continue
                 if r.item_matchers is not None and not match_all(r.item_matchers, self._item_labels(d, tags)):
                     continue
-                key = (r.idx, d, r.tagkey(tags))
-                st = self._states.get(key)
-                if role == "clear":
-                    if st is not None and st.state == "firing" and t >= (st.alert.fired_ms or 0):
-                        self._resolve(st, t, changes, detail={"event": typ})
-                    continue
-                if r.data and not all(fn(data.get(k)) for k, fn in r.data):
-                    continue
-                if r.cal is not None and not r.cal.contains(t):
-                    continue
-                if st is None:
-                    st = self._new_state(r, key, d)
-                if st.state == "firing":
-                    if st.last_t is None or t > st.last_t:
-                        st.last_t = t
-                    a = st.alert
-                    a.count += 1
-                    self.store.set_fields(a.id, count=a.count)
-                else:
-                    sev = r.m.severity
-                    if sev == "from_event":
-                        sev = it.get("severity", "warning")
-                        if sev not in SEVERITY_RANK:
-                            sev = "warning"
-                    st.last_t = t
-                    self._open(st, "firing", t, None, sev, changes, detail={"event": typ, "data": data})
-                    st.flips.append(t)
-                if r.m.clear_after is not None:
-                    self._deadlines.add(key)
+                r.k.on_event(self, r, role, it, (r.idx, d, r.tagkey(tags)), changes)
         if tmax is not None and tmax > self._now:
             self._now = tmax
         return tmax
@@ -740,28 +591,6 @@ class RuleEngine:
             return ts.after
         return st.default
 
-    def _tick_absence(self, now: int, changes) -> None:
-        for r in self._absence:
-            src = self._alive if r.m.measurement is None else self._alive_by_m[r.m.measurement]
-            for d, last in list(src.items()):
-                key = (r.idx, d, ())
-                st = self._states.get(key)
-                if st is not None and st.state == "firing":
-                    continue
-                if not r.scope_all and not self._in_scope(r, d):
-                    continue
-                after = self._stale_after(r, d)
-                if after is None:
-                    continue
-                dl = last + after
-                if dl > now or (r.cal is not None and not r.cal.contains(now)):
-                    continue
-                if st is None:
-                    st = self._new_state(r, key, d)
-                self._open(st, "firing", dl, after / 1000.0, r.m.severity, changes,
-                           detail={"last_seen_ms": last, "after_ms": after})
-                self._absence_firing.setdefault(d, set()).add(key)
-
     def _agent_seen(self, agent: str, t: int, changes) -> None:
         ag = self._agents.get(agent)
         if ag is None:
@@ -773,28 +602,8 @@ class RuleEngine:
             ag.dead_since = None
             self._dirty = True
         if ag.dead_since is None:
-            for r in self._agent_rules:
-                st = self._states.get((r.idx, agent, ()))
-                if st is not None and st.state == "firing" and t >= (st.alert.fired_ms or 0):
-                    self._resolve(st, t, changes, detail={"seen_ms": t})
-
-    def _tick_agents(self, now: int, changes) -> None:
-        for r in self._agent_rules:
-            for name, ag in self._agents.items():
-                key = (r.idx, name, ())
-                st = self._states.get(key)
-                if st is not None and st.state == "firing":
-                    continue
-                if r.m.agents and not any(fnmatchcase(name, p) for p in r.m.agents):
-                    continue
-                ref = ag.dead_since if ag.dead_since is not None else ag.last_seen
-                dl = ref + r.m.after
-                if dl > now or (r.cal is not None and not r.cal.contains(now)):
-                    continue
-                if st is None:
-                    st = self._new_state(r, key, name)
-                self._open(st, "firing", dl, r.m.after / 1000.0, r.m.severity, changes,
-                           detail={"last_seen_ms": ag.last_seen, "death_ms": ag.dead_since})
+            for r in self._inputs["agents"]:
+                r.k.seen(self, r, agent, t, changes)
 
     def _tick_alerts(self, now: int, changes) -> None:
         for a in list(self._active.values()):
@@ -827,7 +636,7 @@ class RuleEngine:
     def _labels(self, st: _St) -> dict:
         r = st.rule
         sid = st.subject["id"]
-        if r.kind == "agent_offline":
+        if r.k.subject == "agent":
             labels = {"agent": sid}
             ag = self._agents.get(sid)
             meta = self._meta_of(sid)
@@ -940,18 +749,14 @@ class RuleEngine:
         st.flips.append(t)
 
     def _close(self, a: Alert, st: _St | None, t: int, action: str, changes, actor=None, detail=None) -> Alert:
-        value = a.value
-        if st is not None and st.rule.kind == "exposure":
-            value = self._exposure_value(st.rule, st.acc)
-        elif st is not None and isinstance(st.last_v, (int, float)) and st.rule.kind in ("threshold", "rate"):
-            value = st.last_v
+        value = a.value if st is None else st.rule.k.close_value(st, a.value)
         new = self.store.update(a.id, t, action, actor, detail, state="resolved", resolved_ms=t, value=value)
         self._active.pop(a.id, None)
         self._by_alert.pop(a.id, None)
         if st is not None:
             st.reset()
-            if st.rule.kind == "exposure" and action == "manually_resolved":
-                st.acc = 0.0
+            if action == "manually_resolved":
+                st.acc = 0.0  # an exposure a human resolved starts over
             self._deadlines.discard(st.key)
         changes.append(AlertChange(action, new, t, actor, dict(detail or {})))
         self._dirty = True
@@ -985,18 +790,15 @@ class RuleEngine:
         active_sil = [s for s in self._silences if s.active_at(now)]
         self._active_silences = frozenset(s.id for s in active_sil)
         firing = [a for a in self._active.values() if a.state == "firing"]
-        down_agents = {n: ag.dead_since for n, ag in self._agents.items() if ag.dead_since is not None}
-        for a in firing:
-            if a.kind == "agent_offline":
-                n = a.labels.get("agent")
-                down_agents[n] = min(down_agents.get(n, a.fired_ms), a.fired_ms)
-        sources = []
-        for ih in self.ruleset.inhibits:
-            sources.append((ih, [a for a in firing if match_all(ih.source, _mlabels(a))]))
+        inhibition = Inhibition(self.ruleset.inhibits, firing,
+                                {n: ag.dead_since for n, ag in self._agents.items() if ag.dead_since is not None},
+                                self.topology)
         for a in list(self._active.values()):
             if a.state != "firing":
                 continue  # only firing alerts notify, so only they are silenced/inhibited
-            reason, since = self._suppression(a, active_sil, down_agents, sources)
+            reason, since = silenced(a, active_sil)
+            if reason is None:
+                reason, since = inhibition.muted(a)
             if reason == a.suppressed:
                 continue
             key = self._by_alert.get(a.id)
@@ -1016,47 +818,6 @@ class RuleEngine:
             self._update(st, t, "suppressed" if reason else "unsuppressed", actor,
                          {"reason": reason or a.suppressed}, changes, suppressed=reason, **extra)
         self._mark_t = None
-
-    def _suppression(self, a: Alert, silences, down_agents, sources) -> tuple[str | None, int]:
-        L = _mlabels(a)
-        for s in silences:
-            if s.matches(L):
-                return f"silence:{s.id}", s.starts_ms
-        ag = a.labels.get("agent")
-        if ag and a.kind != "agent_offline" and ag in down_agents:
-            return f"inhibited:agent {ag} offline", down_agents[ag]
-        for ih, srcs in sources:
-            if not srcs or not match_all(ih.target, L):
-                continue
-            for s in srcs:
-                if s.id == a.id or s.fingerprint == a.fingerprint:
-                    continue
-                if any(s.labels.get(k) is None or s.labels.get(k) != a.labels.get(k) for k in ih.equal):
-                    continue
-                if ih.topology and s.labels.get("device") not in self._upstream(a.labels.get("device")):
-                    continue
-                return (f"inhibited:{ih.name} by alert {s.id} ({s.rule} {s.labels.get('device') or ''}".rstrip()
-                        + ")", s.fired_ms or s.started_ms)
-        return None, 0
-
-    def _upstream(self, d: str | None) -> list[str]:
-        out: list[str] = []
-        topo = self.topology
-        if d is None or topo is None:
-            return out
-        get = topo.get if isinstance(topo, Mapping) else topo
-        cur = d
-        for _ in range(32):
-            try:
-                up = get(cur)
-            except Exception:  # noqa: BLE001 - a caller's lookup failing must not stop evaluation
-                log.exception("topology lookup failed for %s", cur)
-                break
-            if not up or up in out or up == d:
-                break
-            out.append(up)
-            cur = up
-        return out
 
     # ================================================================ helpers
     def _meta_of(self, d: str) -> dict:
@@ -1154,18 +915,12 @@ class RuleEngine:
             st = self._states.get(key) or self._new_state(r, key, sid)
             self._track_alert(st, a)
             st.cond_since = a.started_ms
-            st.last_t = a.updated_ms if r.kind == "event" else a.started_ms if a.state == "pending" else None
+            st.last_t = a.started_ms if a.state == "pending" else None
             st.flapping = a.flapping
             if a.fired_ms is not None:
                 st.flips.append(a.fired_ms)
-            if a.state == "pending" or (r.kind == "event" and r.m.clear_after is not None):
+            if r.k.restore(self, st, a):
                 self._deadlines.add(key)
-            if r.kind == "absence":
-                self._absence_firing.setdefault(sid, set()).add(key)
-            if r.kind == "exposure" and a.value is not None:
-                st.acc = a.value * 60_000.0 if r.m.mode == "time" else a.value
-            if r.kind == "agent_offline" and sid not in self._agents:
-                self._agents[sid] = _Agent(a.fired_ms or a.started_ms)
         self._dirty = bool(self._active)
         self._post(changes)
         return changes
@@ -1174,10 +929,6 @@ class RuleEngine:
 class _Fmt(dict):
     def __missing__(self, key):
         return "?"
-
-
-def _mlabels(a: Alert) -> dict:
-    return {**a.labels, "severity": a.severity, "state": a.state}
 
 
 def _jsonable(v):
