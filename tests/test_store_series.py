@@ -1,0 +1,297 @@
+"""Embedded time series (collector/store/series.py + codec.py): sealing, rollups against raw
+aggregates, counter rates across a 32-bit wrap and a device restart, late samples, retention
+classes, restart and SIGKILL recovery of the head, migration of a JSON-block database."""
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from campus_sense import wire
+from collector.store import codec
+from collector.store.series import DAY, HOUR, Retention
+from collector.store.sqlite import SQLiteStore, stored_samples
+
+T0 = 1_795_000_000_000 - 1_795_000_000_000 % DAY   # a UTC midnight in 2026
+MIN = 60_000
+FIXTURE = Path(__file__).parent / "fixtures" / "collector-v0-json-blocks.db"
+
+
+def msg(seq, items, agent="a1", epoch="e1"):
+    payload = wire.encode_durable("metrics", agent, epoch, seq, 0, [wire.encode_item(i) for i in items])
+    return wire.decode(wire.topic("s", "b", agent, "metrics"), payload)
+
+
+def switch_polls(minutes, start=T0):
+    """Three ports polled every minute (a few ms of jitter): port 1 a 64-bit counter, port 2 a
+    32-bit counter that wraps, port 3 a device restart (counter back near 0) at minute 700."""
+    polls = []
+    c = {1: 10**12, 2: 2**32 - 5_000_000, 3: 40_000_000}
+    for i in range(minutes):
+        t = start + i * MIN + (i * 7) % 13
+        items = []
+        for p in (1, 2, 3):
+            step = 1_000_000 + (i % 17) * 1000 * p
+            c[p] = (c[p] + step) % (2**32) if p == 2 else c[p] + step
+            if p == 3 and i == 700:
+                c[3] = 12_345
+            f = {"in_octets": c[p], "counter_bits": 32 if p == 2 else 64, "in_bps": step * 8 / 60 + p / 7,
+                 "oper_up": (i // 90) % 5 != 0 or p != 1, "in_errors": i // 100}
+            items.append(wire.sample("interface", "sw", t, f, {"ifIndex": str(p)}))
+        polls.append(items)
+    return polls
+
+
+def feed(s, polls, seq0=0, per_apply=60):
+    batch = []
+    for k, items in enumerate(polls, seq0 + 1):
+        batch.append(msg(k, items))
+        if len(batch) == per_apply:
+            s.apply(batch, [])
+            batch = []
+    if batch:
+        s.apply(batch, [])
+
+
+def reference(polls, port, field, step, agg):
+    """Independent per-bucket aggregate of the raw samples (the definition rollups must meet)."""
+    rows = [(it["t"], it["f"]) for items in polls for it in items if it["tags"]["ifIndex"] == str(port)]
+    out: dict[int, list] = {}
+    prev = None
+    for t, f in rows:
+        b = t - t % step
+        acc = out.setdefault(b, [])
+        if agg == "rate":
+            if prev is not None:
+                d = f[field] - prev[1]
+                if d < 0:
+                    bits = f["counter_bits"] if field == "in_octets" else 32
+                    wrapped = f[field] + 2**bits - prev[1]
+                    d = wrapped if bits <= 32 and 0 <= wrapped < 2**(bits - 1) else f[field]
+                acc.append((d, t - prev[0]))
+            prev = (t, f[field])
+        else:
+            acc.append(float(f[field]))
+    res = []
+    for b in sorted(out):
+        acc = out[b]
+        if agg == "rate":
+            dt = sum(x[1] for x in acc)
+            if dt:
+                res.append([b, sum(x[0] for x in acc) / dt * 1000])
+        elif acc:
+            res.append([b, {"avg": sum(acc) / len(acc), "min": min(acc), "max": max(acc), "last": acc[-1],
+                            "count": float(len(acc))}[agg]])
+    return res
+
+
+def points(s, field, step, agg, port, start=T0, end=T0 + 10 * DAY):
+    r = s.series("interface", "sw", field, start, end, step, {"ifIndex": str(port)}, 100_000, agg)
+    return (r[0]["points"], r[0].get("resolution")) if r else ([], None)
+
+
+def close(a, b):
+    assert [p[0] for p in a] == [p[0] for p in b]
+    for (_, x), (_, y) in zip(a, b):
+        assert x == pytest.approx(y, rel=1e-12, abs=1e-9)
+
+
+@pytest.fixture
+def two_days(tmp_path):
+    s = SQLiteStore(str(tmp_path / "c.db"), synchronous="NORMAL")
+    polls = switch_polls(2 * 24 * 60)
+    feed(s, polls)
+    yield s, polls
+    s.close()
+
+
+def test_rollups_equal_raw_aggregates_before_and_after_sealing(two_days):
+    s, polls = two_days
+    checks = [("in_bps", 5 * MIN, a, p) for a in ("avg", "min", "max", "last", "count") for p in (1, 3)]
+    checks += [("in_bps", HOUR, "avg", 1), ("in_bps", DAY, "max", 2), ("in_bps", 2 * HOUR, "avg", 3)]
+    checks += [("in_octets", st, "rate", p) for st in (5 * MIN, HOUR, DAY) for p in (1, 2, 3)]
+    before = {c: points(s, c[0], c[1], c[2], c[3]) for c in checks}
+    assert s.seal(T0 + 2 * DAY + 3 * HOUR) == len(polls) * 3
+    assert s.engine.head == {}
+    for c in checks:
+        field, step, agg, port = c
+        got, res = points(s, field, step, agg, port)
+        want = reference(polls, port, field, step, agg)
+        close(got, want)
+        close(before[c][0], want)           # the head answers the same before sealing
+        assert res == {5 * MIN: "5m", HOUR: "1h", 2 * HOUR: "1h", DAY: "1d"}[step], c
+    # the wrap (port 2) and the restart (port 3) never give a negative or absurd rate
+    for port in (2, 3):
+        rates = [v for _, v in points(s, "in_octets", HOUR, "rate", port)[0]]
+        assert all(0 < v < 1e6 for v in rates), rates
+    # raw points come back exactly as ingested, types included
+    raw, res = points(s, "in_octets", None, "avg", 2, T0, T0 + HOUR)
+    assert raw == [[it["t"], it["f"]["in_octets"]] for items in polls[:60] for it in items
+                   if it["tags"]["ifIndex"] == "2"] and res is None
+    one = s.series("interface", "sw", None, T0, T0 + 2 * MIN, None, {"ifIndex": "1"}, 10, "avg")[0]["points"]
+    assert one == [[it["t"], it["f"]] for items in polls[:2] for it in items if it["tags"]["ifIndex"] == "1"]
+    assert type(one[0][1]["oper_up"]) is bool and type(one[0][1]["in_octets"]) is int
+
+
+def test_counter_rate_needs_a_counter(two_days):
+    s, _ = two_days
+    with pytest.raises(ValueError, match="not a counter"):
+        s.series("interface", "sw", "in_bps", T0, T0 + DAY, HOUR, None, 10, "rate")
+    with pytest.raises(ValueError, match="agg must be one of"):
+        s.series("interface", "sw", "in_bps", T0, T0 + DAY, HOUR, None, 10, "median")
+
+
+def test_late_sample_is_merged_into_its_sealed_hour_and_day(two_days):
+    s, polls = two_days
+    s.seal(T0 + 2 * DAY + 3 * HOUR)
+    day1 = points(s, "in_bps", DAY, "count", 1)[0]
+    late = T0 + 3 * HOUR + 30 * MIN + 5000         # between two polls of an hour sealed long ago
+    s.apply([msg(10**6, [wire.sample("interface", "sw", late, {"in_bps": 1e12}, {"ifIndex": "1"})])], [])
+    # before the next seal the head already answers with it
+    assert points(s, "in_bps", 5 * MIN, "max", 1, T0 + 3 * HOUR + 30 * MIN, T0 + 3 * HOUR + 35 * MIN)[0] == \
+        [[T0 + 3 * HOUR + 30 * MIN, 1e12]]
+    s.seal(T0 + 2 * DAY + 4 * HOUR)
+    assert points(s, "in_bps", 5 * MIN, "max", 1, T0 + 3 * HOUR + 30 * MIN, T0 + 3 * HOUR + 35 * MIN)[0] == \
+        [[T0 + 3 * HOUR + 30 * MIN, 1e12]]
+    assert points(s, "in_bps", DAY, "count", 1)[0][0][1] == day1[0][1] + 1
+    assert points(s, "in_bps", DAY, "max", 1)[0][0][1] == 1e12
+    assert [p[0] for p in points(s, "in_bps", None, "avg", 1, late, late + 1)[0]] == [late]
+
+
+def test_retention_deletes_exactly_each_class(tmp_path):
+    s = SQLiteStore(str(tmp_path / "c.db"), synchronous="NORMAL",
+                    retention=Retention(raw_days=1, rollup_5m_days=2, rollup_1h_days=3, rollup_1d_days=None))
+    polls = switch_polls(5 * 24 * 60)
+    feed(s, polls, per_apply=240)
+    now = T0 + 5 * DAY + 10 * MIN
+    s.seal(now)
+    con = sqlite3.connect(s.path)
+    q = "SELECT res, count(*) FROM chunks WHERE end_ms {} ? GROUP BY res"
+    keep = {0: DAY, 300_000: 2 * DAY, HOUR: 3 * DAY}
+    doomed = {res: dict(con.execute(q.format("<="), (now - k,)).fetchall()).get(res, 0) for res, k in keep.items()}
+    kept = {res: dict(con.execute(q.format(">"), (now - k,)).fetchall()).get(res, 0) for res, k in keep.items()}
+    days = dict(con.execute("SELECT res, count(*) FROM chunks GROUP BY res").fetchall())[DAY]
+    assert all(doomed.values()) and all(kept.values())
+    deleted = s.retention(now)
+    assert deleted == {"chunks_raw": doomed[0], "chunks_5m": doomed[300_000], "chunks_1h": doomed[HOUR]}
+    left = dict(con.execute("SELECT res, count(*) FROM chunks GROUP BY res").fetchall())
+    assert left == {0: kept[0], 300_000: kept[300_000], HOUR: kept[HOUR], DAY: days}
+    con.close()
+    # the range older than the raw retention is still answered, from the rollups that cover it
+    pts, res = points(s, "in_bps", 5 * MIN, "max", 1, T0, T0 + DAY)
+    assert res == "1d" and len(pts) == 1
+    assert pts[0][1] == max(it["f"]["in_bps"] for items in polls[:1440] for it in items
+                            if it["tags"]["ifIndex"] == "1")
+    assert points(s, "in_bps", None, "avg", 1, T0, T0 + DAY)[0] == []      # raw is gone
+    s.close()
+
+
+def test_head_survives_restart_and_sigkill_without_duplicates(tmp_path):
+    db = tmp_path / "c.db"
+    polls = switch_polls(150)
+    script = textwrap.dedent(f"""
+        import sys, time
+        sys.path.insert(0, {str(Path(__file__).parents[1])!r})
+        from tests.test_store_series import feed, switch_polls
+        from collector.store.sqlite import SQLiteStore
+        s = SQLiteStore({str(db)!r})
+        feed(s, switch_polls(150), per_apply=10)
+        print("fed", flush=True)
+        time.sleep(60)
+    """)
+    p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "fed"
+        p.send_signal(signal.SIGKILL)
+        p.wait(10)
+    finally:
+        p.kill()
+    want = [(it["t"], it["tags"]["ifIndex"], it["f"]) for items in polls for it in items]
+    got = lambda: [(x["t"], x["tags"]["ifIndex"], x["f"]) for x in stored_samples(str(db))]  # noqa: E731
+    assert sorted(got()) == sorted(want)
+    s = SQLiteStore(str(db))
+    assert sum(len(v) for v in s.engine.head.values()) == len(want)      # rebuilt from head_log
+    assert s.seal(T0 + 2 * HOUR + 10 * MIN) > 0                          # hour 0 and 1 sealed, 2 stays in head
+    s.close()
+    s = SQLiteStore(str(db))
+    assert sum(len(v) for v in s.engine.head.values()) == 30 * 3
+    assert sorted(got()) == sorted(want)
+    assert len(points(s, "in_bps", None, "avg", 1, T0, T0 + DAY)[0]) == 150
+    s.close()
+
+
+def test_json_block_database_migrates_without_loss(tmp_path):
+    db = tmp_path / "collector.db"
+    shutil.copy(FIXTURE, db)
+    con = sqlite3.connect(db)
+    want = sorted(
+        (m, d, json.loads(tj).get("ifIndex"), ts, json.dumps({k: v for k, v in json.loads(f).items() if v is not None},
+                                                             sort_keys=True))
+        for m, d, tj, ts, f in con.execute(
+            "SELECT s.measurement, s.device, s.tags, b.ts_ms, j.value FROM sample_blocks b, json_each(b.data) j "
+            "JOIN series s ON s.id = CAST(j.key AS INTEGER)"))
+    assert con.execute("PRAGMA auto_vacuum").fetchone()[0] == 0 and len(want) == 2 * 1440 * 3
+    con.close()
+    s = SQLiteStore(str(db))
+    got = sorted((x["m"], x["d"], x["tags"].get("ifIndex"), x["t"], json.dumps(x["f"], sort_keys=True))
+                 for x in stored_samples(str(db)))
+    assert got == want
+    con = sqlite3.connect(db)
+    assert not con.execute("SELECT 1 FROM sqlite_master WHERE name='sample_blocks'").fetchone()
+    assert con.execute("PRAGMA auto_vacuum").fetchone()[0] == 2          # freed pages go back from now on
+    levels = dict(con.execute("SELECT res, count(*) FROM chunks GROUP BY res").fetchall())
+    con.close()
+    assert levels[0] == 48 * 2 and levels[300_000] == 48 * 2 and levels[HOUR] >= 2 and levels[DAY] >= 2
+    env = s.series("env", "room-101", "co2", T0, T0 + 2 * DAY, DAY, None, 10, "max")
+    assert [p[1] for p in env[0]["points"]] == [429.0, 429.0] and env[0]["resolution"] == "1d"
+    assert s.interfaces("sw1")[0]["ts_ms"] >= T0 + 2 * DAY - 2 * MIN
+    s.close()
+    assert os.path.getsize(db) < FIXTURE.stat().st_size / 2
+
+
+def test_snmp_interface_data_takes_under_3_bytes_per_value(tmp_path):
+    """48 ports x one hour of the fields the SNMP driver emits: the raw chunk stays under 3 B/value."""
+    import random
+    r = random.Random(5)
+    s = SQLiteStore(str(tmp_path / "c.db"), synchronous="NORMAL")
+    octets = {p: [r.randrange(2**40), r.randrange(2**40)] for p in range(48)}
+    values = 0
+    for i in range(60):
+        t = T0 + i * MIN + r.randint(0, 40)
+        items = []
+        for p in range(48):
+            up = p % 9 != 0
+            bps = [r.uniform(1e5, 3e8) if up else 0.0, r.uniform(1e5, 1e8) if up else 0.0]
+            for k in (0, 1):
+                octets[p][k] += int(bps[k] / 8 * 60)
+            f = {"in_octets": octets[p][0], "out_octets": octets[p][1], "in_errors": 3, "out_errors": 0,
+                 "in_discards": 17, "out_discards": 0, "speed_mbps": 1000, "admin_up": True, "oper_up": up,
+                 "counter_bits": 64, "in_bps": bps[0], "out_bps": bps[1], "in_errors_ps": 0.0, "out_errors_ps": 0.0,
+                 "in_discards_ps": 0.0, "out_discards_ps": 0.0, "util_in_pct": bps[0] / 1e7,
+                 "util_out_pct": bps[1] / 1e7}
+            values += len(f)
+            items.append(wire.sample("interface", "core", t, f, {"ifIndex": str(p + 1), "ifName": f"Gi0/{p + 1}"}))
+        s.apply([msg(i + 1, items)], [])
+    s.seal(T0 + 3 * HOUR)
+    size = sqlite3.connect(s.path).execute("SELECT sum(length(data)) FROM chunks WHERE res=0").fetchone()[0]
+    assert size / values < 3.0, size / values
+    s.close()
+
+
+def test_codec_round_trip_and_corruption():
+    cols = {"i": [1, None, -2**63, 2**63 - 1], "b": [True, None, False, True], "f": [0.1, float("inf"), None, -0.0],
+            "mixed": [1, 2.5, None, 2**53], "huge": [2**64 - 1, 0, None, 1], "s": ["a", None, {"x": [1]}, 3]}
+    sids, ts, got = codec.decode(codec.encode([1, 1, 2, 2], [5, 9, 5, 6], cols))
+    assert sids.tolist() == [1, 1, 2, 2] and ts.tolist() == [5, 9, 5, 6]
+    for k, v in cols.items():
+        assert [(type(x), x) for x in got[k]] == [(type(x), x) for x in v], k
+    with pytest.raises(codec.CodecError, match="not a campus-sense chunk"):
+        codec.decode(b"junk")
+    with pytest.raises(codec.CodecError, match="corrupt chunk"):
+        codec.decode(codec.MAGIC + b"\x78\x9c garbage")
