@@ -14,7 +14,7 @@ from campus_sense.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
 G = REPO / "tests" / "golden" / "rules"
-DEFAULT = REPO / "firmware_configs" / "rules" / "campus-default.yaml"
+DEFAULT = G / "campus-default.yaml"   # frozen copy of the shipped rules
 
 CASES = {
     # name: (rules, samples, devices, --until)
@@ -56,3 +56,4 @@ def test_rules_check_golden(capsys):
         "OK: 9 rules, 4 calendars, 1 inhibit rules",
         "OK: 4 rules, 0 calendars, 1 inhibit rules",
     ]
+    assert main(["rules", "check", str(REPO / "firmware_configs" / "rules" / "campus-default.yaml")]) == 0
