@@ -3,11 +3,12 @@
 ``Alerting(cfg, store)`` builds
 - a ``RuleEngine`` over ``load_rules(*cfg.rules.paths)`` with its own ``AlertStore``
   (``rules.db``, a separate SQLite file so alert writes never wait on sample commits);
-- ``device_meta`` from the collector store (``devices`` table: agent, site, building, facts;
-  room/type from the agent's birth message ``devices`` list), cached, invalidated on
-  birth/facts messages and when a device first appears;
-- ``topology`` (device -> upstream switch) from LLDP samples (neighbour of a higher-ranked type
-  is upstream) and, for devices without an LLDP upstream, from ``fdb`` samples: the switch that
+- ``device_meta`` from the collector store (``store.device``: agent, site, building, facts;
+  room/type from the agent's birth message ``devices`` list, ``store.agent_info``), cached,
+  invalidated on birth/facts messages and when a device first appears;
+- ``topology`` (device -> upstream switch) from the current LLDP entries
+  (``store.topology_current``; neighbour of a higher-ranked type is upstream) and, for devices
+  without an LLDP upstream, from the current ``fdb`` entries: the switch that
   learned the device's MAC (facts ``mac``, or facts ``ip`` via ``arp``) on an access port (no
   switch neighbour on it; fewest MACs wins); rebuilt at most once a minute;
 - optionally a ``Notifier`` (``notify.config``) running on its own asyncio loop thread;
@@ -313,12 +314,8 @@ class Alerting:
             if isinstance(facts.get(k), str):
                 meta[k] = facts[k]
         if dev.get("agent"):
-            row = self.store.reader().execute("SELECT info FROM agents WHERE id=?", (dev["agent"],)).fetchone()
-            if row and row[0]:
-                try:
-                    info = json.loads(row[0])
-                except ValueError:
-                    info = {}
+            info = self.store.agent_info(dev["agent"])
+            if info:
                 for dd in info.get("devices") or []:
                     if isinstance(dd, dict) and dd.get("id") == d:
                         for k in ("room", "type"):
@@ -342,28 +339,25 @@ class Alerting:
         return self._topo.get(d)
 
     def _build_topology(self) -> dict[str, str]:
-        c = self.store.reader()
-        rows = c.execute("SELECT device, tags FROM series WHERE measurement='lldp'").fetchall()
-        fdb_rows = c.execute("SELECT device, tags FROM series WHERE measurement='fdb'").fetchall()
+        st = self.store
+        # current entries (open topology intervals, store/topology.py): [{device, tags, ...}]
+        rows = st.topology_current("lldp")
+        fdb_rows = st.topology_current("fdb")
         if not rows and not fdb_rows:
             return {}
         types: dict[str, str] = {}
-        for (info,) in c.execute("SELECT info FROM agents"):
-            try:
-                for dd in json.loads(info or "{}").get("devices") or []:
-                    if isinstance(dd, dict) and dd.get("id") and dd.get("type"):
-                        types[dd["id"]] = dd["type"]
-            except ValueError:
-                continue
+        for a in st.agents(int(time.time() * 1000), 0):
+            info = a.get("info")
+            for dd in (info.get("devices") if isinstance(info, dict) else None) or []:
+                if isinstance(dd, dict) and dd.get("id") and dd.get("type"):
+                    types[dd["id"]] = dd["type"]
         names: dict[str, str] = {d.lower(): d for d in types}
         macs: dict[str, str] = {}   # device -> normalised MAC (facts mac, else facts ip via ARP)
         ips: dict[str, str] = {}
-        for did, facts in c.execute("SELECT id, facts FROM devices"):
+        for dv in st.devices():
+            did = dv["id"]
             names[did.lower()] = did
-            try:
-                f = json.loads(facts or "{}")
-            except ValueError:
-                f = {}
+            f = dv.get("facts")
             f = f if isinstance(f, dict) else {}
             sn = f.get("sysName")
             if isinstance(sn, str):
@@ -375,11 +369,8 @@ class Alerting:
         rank = lambda x: _TYPE_RANK.get((types.get(x) or "").lower(), 0)  # noqa: E731
         up: dict[str, str] = {}
         uplinks: set[tuple[str, Any]] = set()   # (switch, port) facing another switch: not an access port
-        for dev, tj in rows:
-            try:
-                tags = json.loads(tj)
-            except ValueError:
-                continue
+        for r in rows:
+            dev, tags = r["device"], r["tags"]
             rn = tags.get("remote_name") or tags.get("remote_chassis")
             peer = names.get(str(rn).lower()) if rn else None
             if not peer or peer == dev:
@@ -391,29 +382,23 @@ class Alerting:
             if rank(peer) > 0:  # a port facing another switch/router is a trunk, not an access port
                 uplinks.add((dev, tags.get("ifIndex") or tags.get("local_port")))
         if fdb_rows:
-            self._topology_from_fdb(c, fdb_rows, up, macs, ips, uplinks, rank)
+            self._topology_from_fdb(st, fdb_rows, up, macs, ips, uplinks, rank)
         return up
 
     @staticmethod
-    def _topology_from_fdb(c, fdb_rows, up: dict, macs: dict, ips: dict, uplinks: set, rank) -> None:
+    def _topology_from_fdb(store, fdb_rows: list[dict], up: dict, macs: dict, ips: dict, uplinks: set, rank) -> None:
         """Devices without an LLDP upstream: the switch whose FDB learned the device's MAC on an
         access port (no LLDP neighbour on it), the port with the fewest MACs when several switches
         learned it (switches further up learn it on their uplinks, which carry many MACs)."""
         if ips:
-            for (tj,) in c.execute("SELECT tags FROM series WHERE measurement='arp'"):
-                try:
-                    t = json.loads(tj)
-                except ValueError:
-                    continue
+            for r in store.topology_current("arp"):
+                t = r["tags"]
                 for d, ip in list(ips.items()):
                     if t.get("ip") == ip and _norm_mac(t.get("mac")):
                         macs.setdefault(d, _norm_mac(t.get("mac")))
         port_macs: dict[tuple[str, str], set[str]] = {}
-        for sw, tj in fdb_rows:
-            try:
-                t = json.loads(tj)
-            except ValueError:
-                continue
+        for r in fdb_rows:
+            sw, t = r["device"], r["tags"]
             mac = _norm_mac(t.get("mac"))
             port = t.get("ifIndex") or t.get("ifName")
             if mac and port is not None and (sw, port) not in uplinks:

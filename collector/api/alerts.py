@@ -97,8 +97,7 @@ def router(alerting) -> APIRouter:
 
     def actor(p: Principal) -> str:
         if p.token_id not in names:
-            row = store.reader().execute("SELECT name FROM tokens WHERE id=?", (p.token_id,)).fetchone()
-            names[p.token_id] = row[0] if row else None
+            names[p.token_id] = store.token_name(p.token_id)
         n = names[p.token_id]
         return f"{n} ({p.role})" if n else f"{p.role}#{p.token_id}"
 

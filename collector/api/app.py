@@ -152,4 +152,6 @@ def create_app(store, ingest=None, offline_after_s: float = 180.0, title: str = 
         return s
 
     app.include_router(r)
+    from .topology import router as topology_router   # /topology/... (admin, it, security)
+    app.include_router(topology_router(store), prefix="/api/v1")
     return app

@@ -18,8 +18,8 @@ What is read (SNMP driver + profiles, agent, watch, audit):
   ``netwatch_stations`` (netwatch driver: mac, ip, first_seen, last_seen epoch s -> sightings)
 * ``interface`` samples: tags ifIndex/ifName, fields speed_mbps, oper_up, admin_up,
   util_in_pct/util_out_pct, in_errors_ps/out_errors_ps, in_errors/out_errors
-* topology samples of the SNMP driver (one sample per table entry, field ``seen``; only those
-  newer than ``now - topology_fresh_s`` count, the newest per entry gives its time):
+* topology entries of the SNMP driver (kept by the store as intervals, ``topology_current``; only
+  those last seen after ``now - topology_fresh_s`` count, the last sighting gives their time):
   ``fdb`` (tags mac, ifIndex, ifName, vlan), ``arp`` (ip, mac, ifIndex), ``lldp`` (ifIndex,
   local_port, remote_chassis, remote_port, remote_name), ``ip_address`` (ip, family ipv4|ipv6)
 * ``wifi_ap`` samples (controller/AP): tags ap, ap_mac; fields up, clients
@@ -36,6 +36,7 @@ import sqlite3
 import time as _time
 from typing import Any, Callable, Iterable
 
+from campus_sense.wire import TOPOLOGY_MEASUREMENTS
 from collector.campus.model import CampusModel, normalize_mac
 from collector.compliance.observations import (AgentStatus, ApStatus, ArpEntry, DeviceObs, FdbEntry, InterfaceObs,
                                                LldpLink, Observations, Sighting, WifiReading, to_epoch)
@@ -108,7 +109,7 @@ class _Resolver:
         return None
 
 
-TOPOLOGY = ("fdb", "arp", "lldp", "ip_address")
+TOPOLOGY = TOPOLOGY_MEASUREMENTS
 WIFI = ("wifi_ap", "wifi_clients", "wifi_client", "wifi_survey")
 #: default freshness window of topology samples: three collections at the driver's 300 s interval
 TOPOLOGY_FRESH_S = 900.0
@@ -308,128 +309,39 @@ def _epoch(v: Any) -> float | None:
         return None
 
 
-def fresh_samples(conn: Any, measurements: Iterable[str], since_ms: int) -> dict[tuple[str, str], list]:
-    """Newest sample per series of ``measurements`` at or after ``since_ms``, straight from the
-    collector's SQLite tables: ``{(device, measurement): [(tags, ts_ms, fields)]}``.
-
-    Reads the ``sample_blocks`` of each (measurement, device) group in the window through the
-    ``(grp, ts_ms)`` index (one block per cycle holds a whole table), and the ``latest`` table
-    (kept instead when time series go to an external sink)."""
-    import orjson
-
-    ms = list(dict.fromkeys(measurements))
-    if not ms:
-        return {}
-    marks = ",".join("?" * len(ms))
-    try:
-        series = {sid: (dev, m, tags) for sid, dev, m, tags in conn.execute(
-            f"SELECT id, device, measurement, tags FROM series WHERE measurement IN ({marks})", ms)}
-        groups = [g for (g,) in conn.execute(f"SELECT id FROM series_groups WHERE measurement IN ({marks})", ms)]
-    except sqlite3.OperationalError as e:   # not a collector DB (e.g. only campus tables)
-        if "no such table" in str(e):
-            return {}
-        raise
-    best: dict[int, tuple[int, Any]] = {}
-    for gid in groups:
-        for ts, data in conn.execute("SELECT ts_ms, data FROM sample_blocks WHERE grp=? AND ts_ms >= ?",
-                                     (gid, since_ms)):
-            for k, f in orjson.loads(data).items():
-                sid = int(k)
-                prev = best.get(sid)
-                if prev is None or prev[0] <= ts:
-                    best[sid] = (ts, f)
-    for sid, ts, f in conn.execute(
-            f"SELECT l.series_id, l.ts_ms, l.fields FROM latest l JOIN series s ON s.id = l.series_id "
-            f"WHERE s.measurement IN ({marks}) AND l.ts_ms >= ?", (*ms, since_ms)):
-        prev = best.get(sid)
-        if prev is None or prev[0] <= ts:
-            best[sid] = (ts, f)
-    out: dict[tuple[str, str], list] = {}
-    for sid, (ts, f) in best.items():
-        s = series.get(sid)
-        if s is None:
-            continue
-        if isinstance(f, (str, bytes)):
-            f = orjson.loads(f)
-        f = {k: v for k, v in (f or {}).items() if v is not None}
-        out.setdefault((s[0], s[1]), []).append((orjson.loads(s[2]), ts, f))
-    return out
-
-
 def observations_from_store(store: Any, campus: CampusModel, now: float | None = None,
                             offline_after_s: float = 180, topology_fresh_s: float = TOPOLOGY_FRESH_S) -> Observations:
-    """Snapshot from a collector Store (``devices()``, ``agents(now_ms, offline_after_s)``,
-    ``latest(device, measurement)``; with ``reader()`` (SQLiteStore) the topology samples of
-    the last ``topology_fresh_s`` are read in bulk and ``latest`` is only asked for groups
-    that exist)."""
+    """Snapshot from a collector Store through its typed methods only: ``devices()``,
+    ``agents(now_ms, offline_after_s)``, ``latest(device, measurement)`` (interfaces, Wi-Fi) and
+    ``topology_current(kind, since_ms=...)`` (the fdb/arp/lldp/ip_address entries seen in the last
+    ``topology_fresh_s``; their time is the last sighting). Works the same for the embedded store
+    and the InfluxDB-sink configuration (topology intervals always stay in the collector store).
+    A store without ``topology_current`` is asked ``latest`` for the topology kinds too."""
     now = _time.time() if now is None else now
     latest = getattr(store, "latest", None)
     if latest is None:
         def latest(_d: str, _m: str) -> list:   # noqa: E306 - store without latest values
             return []
-    reader = getattr(store, "reader", None)
-    if reader is not None:
-        conn = reader()
-        topo = fresh_samples(conn, TOPOLOGY, int((now - topology_fresh_s) * 1000))
-        wanted = ("interface", *WIFI)
-        try:
-            present = set(conn.execute("SELECT device, measurement FROM series_groups WHERE measurement IN "
-                                       f"({','.join('?' * len(wanted))})", wanted).fetchall())
-        except sqlite3.OperationalError as e:
-            if "no such table" not in str(e):
-                raise
-            present = set()
+    current = getattr(store, "topology_current", None)
+    if current is not None:
+        since = int((now - topology_fresh_s) * 1000)
+        topo: dict[tuple[str, str], list] = {}
+        for kind in TOPOLOGY:
+            for e in current(kind, since_ms=since):
+                topo.setdefault((e["device"], kind), []).append((e["tags"], e["last_seen_ms"], {"seen": 1}))
         store_latest = latest
 
         def latest(d: str, m: str) -> list:   # noqa: E306
             if m in TOPOLOGY:
                 return topo.get((d, m), [])
-            if (d, m) not in present:
-                return []
             return store_latest(d, m)
     return observations_from_collector(store.devices(), store.agents(int(now * 1000), offline_after_s), latest,
                                        campus, now)
 
 
 def open_collector_db(path: str) -> Any:
-    """A read-only view of a collector database (``campus-sense report ... --db``): the
-    SQLiteStore queries, no writer connection, no schema changes, no checkpoint on close."""
-    import sqlite3
-    import threading
-    from pathlib import Path
-
+    """A read-only view of a collector database (``campus-sense report ... --db``):
+    ``SQLiteStore.open_readonly`` (ValueError when ``path`` is not one)."""
     from collector.store.sqlite import SQLiteStore
 
-    if not Path(path).is_file():
-        raise ValueError(f"{path}: no such database")
-
-    class _ReadOnly(SQLiteStore):
-        def __init__(self, p: str):     # noqa: D401 - deliberately no super().__init__ (no writer)
-            self.path = p
-            self.sink = None
-            self._local = threading.local()
-
-        def reader(self) -> sqlite3.Connection:
-            c = getattr(self._local, "c", None)
-            if c is None:
-                c = sqlite3.connect(f"file:{Path(self.path).resolve()}?mode=ro", uri=True, timeout=30,
-                                    check_same_thread=False)
-                self._local.c = c
-            return c
-
-        def close(self) -> None:
-            c = getattr(self._local, "c", None)
-            if c is not None:
-                c.close()
-                self._local.c = None
-
-    db = _ReadOnly(path)
-    c = db.reader()
-    tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    if "devices" not in tables or "series" not in tables:
-        db.close()
-        raise ValueError(f"{path}: not a collector database (no devices/series tables); "
-                         "give --observations FILE.json")
-    if c.execute("SELECT 1 FROM latest LIMIT 1").fetchone():   # time series went to an external sink
-        db.sink = True
-    return db
+    return SQLiteStore.open_readonly(path)
