@@ -344,8 +344,9 @@ def current(conn: sqlite3.Connection, kind: str, device: str | None = None, sinc
     srcs = _sources(conn, kind, device)
     for dev in sorted(srcs):
         lo = srcs[dev] if since_ms is None else max(srcs[dev], since_ms)
-        for row in _rows(conn, f"SELECT {_SEL} FROM topology_intervals WHERE device=? AND kind=? AND last_seen_ms >= ? "
-                               "AND superseded_ms IS NULL ORDER BY first_seen_ms, id LIMIT ?", (dev, kind, lo, limit - len(out))):
+        for row in _rows(conn, f"SELECT {_SEL} FROM topology_intervals WHERE device=? AND kind=? "
+                               "AND last_seen_ms >= ? AND superseded_ms IS NULL ORDER BY first_seen_ms, id LIMIT ?",
+                         (dev, kind, lo, limit - len(out))):
             out.append(_dict(row, srcs))
         if len(out) >= limit:
             break
