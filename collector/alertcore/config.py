@@ -61,11 +61,36 @@ class Defaults(_Strict):
     flap: Flap | None = None
 
 
+class Maintenance(_Strict):
+    """A recurring maintenance window: alerts matching ``matchers`` are muted (``maintenance:NAME``)
+    while the calendar ``schedule`` contains the instant (daily / weekly / monthly / exam weeks /
+    holidays: whatever the calendar grammar says)."""
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$")
+    matchers: list[str] | dict[str, str]
+    schedule: str
+    comment: str = ""
+
+    @field_validator("matchers")
+    @classmethod
+    def _m(cls, v):
+        if not parse_matchers(v):
+            raise ValueError("a maintenance window needs at least one matcher")
+        return v
+
+
+class MaintenanceWindow:
+    __slots__ = ("name", "matchers", "calendar", "comment")
+
+    def __init__(self, m: Maintenance, calendar):
+        self.name, self.matchers, self.calendar, self.comment = m.name, parse_matchers(m.matchers), calendar, m.comment
+
+
 class RulesFile(_Strict):
     calendars: dict[str, TimeInterval] = Field(default_factory=dict)
     staleness: Staleness = Field(default_factory=Staleness)
     defaults: Defaults = Field(default_factory=Defaults)
     inhibit: list[Inhibit] = Field(default_factory=list)
+    maintenance: list[Maintenance] = Field(default_factory=list)
     rules: list[AnyRule] = Field(default_factory=list)
 
 
@@ -91,6 +116,7 @@ class RuleSet:
         self.inhibits = inhibits
         self.defaults = defaults
         self.sources = sources or {}  # rule name -> "file:line"
+        self.maintenance: list[MaintenanceWindow] = []
 
     def __len__(self) -> int:
         return len(self.rules)
@@ -138,6 +164,7 @@ def _build(parsed: list[tuple[str, Any, dict]]) -> RuleSet:
     rules: list = []
     calendars: dict[str, TimeInterval] = {}
     inhibits: list[InhibitRule] = []
+    maintenance: list[MaintenanceWindow] = []
     staleness = Staleness()
     defaults = Defaults()
     sources: dict[str, str] = {}
@@ -187,9 +214,20 @@ def _build(parsed: list[tuple[str, Any, dict]]) -> RuleSet:
                 rules.append(r)
         for j, ih in enumerate(m.inhibit):
             inhibits.append(InhibitRule(ih, len(inhibits)))
+        for j, mw in enumerate(m.maintenance):
+            ln = _line_for(lines, ("maintenance", j, "schedule")) if lines else None
+            if mw.schedule not in compiled_cals:
+                errors.append(f"{path}:{ln or '?'}: maintenance {mw.name!r}: schedule: unknown calendar "
+                              f"{mw.schedule!r} (defined: {', '.join(sorted(compiled_cals)) or 'none'})")
+            elif mw.name in {w.name for w in maintenance}:
+                errors.append(f"{path}:{ln or '?'}: maintenance {mw.name!r}: duplicate name")
+            else:
+                maintenance.append(MaintenanceWindow(mw, compiled_cals[mw.schedule]))
     if errors:
         raise ConfigError("\n".join(errors))
-    return RuleSet(rules, compiled_cals, staleness, inhibits, defaults, sources)
+    rs = RuleSet(rules, compiled_cals, staleness, inhibits, defaults, sources)
+    rs.maintenance = maintenance
+    return rs
 
 
 def load_rules(*paths: str | Path) -> RuleSet:

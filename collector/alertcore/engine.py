@@ -31,7 +31,7 @@ from .inhibit import Inhibition
 from .kinds import KINDS
 from .labels import match_all, parse_matchers
 from .model import Alert, AlertChange, HistoryEntry, Silence
-from .silence import silenced
+from .silence import in_maintenance, silenced
 
 log = logging.getLogger("campus_sense.rules")
 
@@ -262,7 +262,7 @@ class RuleEngine(HumanActions):
             for r in self._inputs["devices"] + self._inputs["agents"]:
                 r.k.on_tick(self, r, now, changes)
             self._tick_alerts(now, changes)
-            ids = frozenset(s.id for s in self._silences if s.active_at(self._now))
+            ids = self._muting_now(self._now)
             if ids != self._active_silences:
                 self._dirty = True
             self._post(changes)
@@ -686,7 +686,7 @@ class RuleEngine(HumanActions):
         self._dirty = False
         now = self._now
         active_sil = [s for s in self._silences if s.active_at(now)]
-        self._active_silences = frozenset(s.id for s in active_sil)
+        self._active_silences = self._muting_now(now)
         firing = [a for a in self._active.values() if a.state == "firing"]
         inhibition = Inhibition(self.ruleset.inhibits, firing,
                                 {n: ag.dead_since for n, ag in self._agents.items() if ag.dead_since is not None},
@@ -695,6 +695,8 @@ class RuleEngine(HumanActions):
             if a.state != "firing":
                 continue  # only firing alerts notify, so only they are silenced/inhibited
             reason, since = silenced(a, active_sil)
+            if reason is None:
+                reason, since = in_maintenance(a, self.ruleset.maintenance, now)
             if reason is None:
                 reason, since = inhibition.muted(a)
             if reason == a.suppressed:
@@ -716,6 +718,11 @@ class RuleEngine(HumanActions):
             self._update(st, t, "suppressed" if reason else "unsuppressed", actor,
                          {"reason": reason or a.suppressed}, changes, suppressed=reason, **extra)
         self._mark_t = None
+
+    def _muting_now(self, now: int) -> frozenset:
+        """Ids of active silences and names of open maintenance windows (a change re-evaluates muting)."""
+        return frozenset([s.id for s in self._silences if s.active_at(now)]
+                         + [w.name for w in self.ruleset.maintenance if w.calendar.contains(now)])
 
     # ================================================================ helpers
     def _meta_of(self, d: str) -> dict:
