@@ -213,7 +213,7 @@ def test_series_values_and_scan_budget_413(env, monkeypatch):
     r = c.get("/api/v1/series", params={"measurement": "interface", "field": "in_bps", "device": "sw1",
                                         "tags": "ifName=Gi0/1"}, headers=h)
     assert r.status_code == 200 and len(r.json()["series"][0]["points"]) == 20
-    monkeypatch.setattr(budget, "SERIES_MAX_BLOCKS", 5)
+    monkeypatch.setattr(budget, "SERIES_MAX_ROWS", 5)
     r = c.get("/api/v1/series", params={"measurement": "interface", "field": "in_bps", "step": 600_000}, headers=h)
     assert r.status_code == 413 and "start..end" in r.json()["detail"], r.text
     monkeypatch.undo()

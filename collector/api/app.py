@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
@@ -23,13 +23,30 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from campus_sense import __version__
 
 from ..store.base import SeriesQueryUnsupported
-from ..store.budget import SERIES_MAX_BLOCKS, SERIES_MAX_POINTS, SERIES_MAX_VALUES, SeriesBudgetExceeded
+from ..store.budget import SERIES_MAX_ROWS, SERIES_MAX_POINTS, SERIES_MAX_VALUES, SeriesBudgetExceeded
 from .bounds import MAX_MS, ms_query
 
 #: /events answers at most this many events (the newest first)
 EVENTS_MAX = 10_000
 
 _bearer = HTTPBearer(auto_error=False, description="token from `campus-sense collector token create`")
+
+
+#: what /health shows without a token of the disk budget (numbers only, never a path)
+_DISK_PUBLIC = ("usage_bytes", "budget_bytes", "free_bytes", "growth_bytes_per_day", "days_to_full",
+                "enforced_total", "over_warn")
+
+
+def _disk(store, detail: bool = False) -> dict | None:
+    """The store's disk budget (store/disk.py), None for a store without one."""
+    f = getattr(store, "disk_status", None)
+    if f is None:
+        return None
+    try:
+        d = f()
+    except Exception:  # noqa: BLE001 - health must answer
+        return None
+    return d if detail else {k: d.get(k) for k in _DISK_PUBLIC}
 
 
 @dataclass(frozen=True)
@@ -89,7 +106,7 @@ def create_app(store, ingest=None, offline_after_s: float = 180.0, title: str = 
         # no client ids or other session details without a token: they let a client take over a session
         return {"ok": ok, "reason": why, "version": __version__,
                 "ingest": ing.snapshot(detail=False) if ing is not None else None,
-                "counters": dict(store.counters)}
+                "counters": dict(store.counters), "disk": _disk(store)}
 
     @r.get("/agents", dependencies=[Depends(OPS)], summary="agents: online/offline, last seen, queue, gaps")
     def agents() -> list[dict]:
@@ -113,29 +130,37 @@ def create_app(store, ingest=None, offline_after_s: float = 180.0, title: str = 
             raise HTTPException(404, f"unknown device {device_id!r}")
         return store.interfaces(device_id)
 
-    @r.get("/series", dependencies=[Depends(ALL)], summary="time-series query, optional avg per step",
+    @r.get("/series", dependencies=[Depends(ALL)], summary="time-series query, optional aggregate per step",
            description=f"Budget: at most `limit` (<= {SERIES_MAX_POINTS:,}) points per answer (more: truncated, "
                        f"`truncated: true` on the last series), at most {SERIES_MAX_VALUES:,} values (a point "
-                       f"without `field` counts one per field) and {SERIES_MAX_BLOCKS:,} sample blocks scanned "
-                       "(one timestamp of one measurement on one device); beyond those 413: narrow the query.",
+                       f"without `field` counts one per field) and {SERIES_MAX_ROWS:,} stored rows read "
+                       "(a raw sample or a rollup bucket of one series); beyond those 413: narrow the query. "
+                       "With `step`, the coarsest rollup level (5m, 1h, 1d) whose resolution divides the step and "
+                       "whose retention covers `start` is read (`resolution` in each series); raw samples only "
+                       "for steps under 5 minutes.",
            responses={413: {"description": "over the series budget; the detail says how to narrow the query"}})
     def series(measurement: str, device: str | None = None, field: str | None = None,
                start: int | None = ms_query(None, "epoch ms, inclusive"),
                end: int | None = ms_query(None, "epoch ms, exclusive"),
-               step: int | None = Query(None, gt=0, le=MAX_MS, description="bucket width in ms: average per bucket"),
+               step: int | None = Query(None, gt=0, le=MAX_MS, description="bucket width in ms: one point per bucket"),
+               agg: Literal["avg", "min", "max", "last", "sum", "count", "rate", "increase"] = Query(
+                   "avg", description="per bucket (with step): rate and increase for counters (per second / "
+                                      "total, across 32-bit wraps and device restarts)"),
                tags: str | None = Query(None, description="filter k=v,k2=v2"),
                limit: int = Query(10000, gt=0, le=SERIES_MAX_POINTS, description="max points in the answer")):
         if start is not None and end is not None and end <= start:
             raise HTTPException(400, "end must be after start")
         try:
-            res = store.series(measurement, device, field, start, end, step, _parse_tags(tags), limit)
+            res = store.series(measurement, device, field, start, end, step, _parse_tags(tags), limit, agg)
         except SeriesQueryUnsupported as e:
             raise HTTPException(501, str(e)) from None
         except SeriesBudgetExceeded as e:
             raise HTTPException(413, str(e)) from None
+        except ValueError as e:      # e.g. agg=rate on a field that is not a counter
+            raise HTTPException(400, str(e)) from None
         # orjson straight to bytes: no second copy of a large answer through jsonable_encoder
         return Response(orjson.dumps({"measurement": measurement, "start": start, "end": end, "step": step,
-                                      "series": res}), media_type="application/json")
+                                      "agg": agg, "series": res}), media_type="application/json")
 
     @r.get("/events", dependencies=[Depends(ALL)])
     def events(device: str | None = None, since: int | None = ms_query(None, "epoch ms, inclusive"),
@@ -149,6 +174,7 @@ def create_app(store, ingest=None, offline_after_s: float = 180.0, title: str = 
         s = store.ingest_stats()
         ing = app.state.ingest
         s["ingest"] = ing.snapshot() if ing is not None else None
+        s["disk"] = _disk(store, detail=True)
         return s
 
     app.include_router(r)

@@ -27,7 +27,7 @@ import numpy as np
 import orjson
 
 MAGIC = b"CSC1"
-LEVEL = 6
+LEVEL = 1
 _I64_MIN, _I64_MAX = -(1 << 63), (1 << 63) - 1
 
 

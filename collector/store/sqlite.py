@@ -30,6 +30,8 @@ from campus_sense.wire import (AGENT_MEASUREMENT, COUNTERS, MAX_COMMIT_GAPS, POL
 
 from . import topology as _topology
 from . import codec
+from . import disk as _disk
+from .disk import DiskBudget
 from .series import (AGGS, DAY, HOUR, LEVEL_NAMES, R1D, R1H, R5M, RAW, SEP, Retention, SeriesEngine, compose,
                      rollup, rows_to_columns, value_of)
 from .series import concat_blocks as _concat, dedup as _dedup
@@ -147,7 +149,8 @@ def _nonull(f: dict) -> dict:
 class SQLiteStore(Store):
     def __init__(self, path: str, sink: TimeSeriesSink | None = None, retention: Retention | None = None,
                  retention_interval_s: float = 3600, synchronous: str = "FULL", dead_letter_keep: int = 10_000,
-                 events_days: float = 180, topology_days: float = 400, seal_interval_s: float = 60):
+                 events_days: float = 180, topology_days: float = 400, seal_interval_s: float = 60,
+                 disk: Any = None):
         # FULL: a commit (and so the PUBACK sent after it) survives power loss, not just a
         # process crash. NORMAL trades the last commits on power loss for fewer fsyncs.
         self.synchronous = synchronous
@@ -160,10 +163,14 @@ class SQLiteStore(Store):
         self._next_retention = time.monotonic() + 5
         self.seal_interval_s = seal_interval_s
         self._next_seal = time.monotonic() + seal_interval_s
+        #: disk budget (store/disk.py); ``disk``: config.Disk (max_bytes, min_free_bytes, warn_at) or None
+        self.disk = DiskBudget(path, **({} if disk is None else {
+            "max_bytes": disk.max_bytes, "min_free_bytes": disk.min_free_bytes, "warn_at": disk.warn_at}))
         new_file = not os.path.exists(path) or os.path.getsize(path) == 0
         self._w = self._connect()
         if new_file:   # pages freed by retention go back to the file system (PRAGMA incremental_vacuum)
             self._w.execute("PRAGMA auto_vacuum=INCREMENTAL")
+            self._w.execute("VACUUM")   # journal_mode=WAL (in _connect) already fixed the header: rewrite it
         self._w.executescript(SCHEMA)
         cols = {r[1] for r in self._w.execute("PRAGMA table_info(agents)")}
         for col, decl in (("clock_offset_ms", "INTEGER"), ("clock_ms", "INTEGER")):
@@ -781,9 +788,18 @@ class SQLiteStore(Store):
         tx("gaps", lambda: w.execute("DELETE FROM gaps WHERE detected_ms < ?", (now_ms - raw,)).rowcount)
         self._seq.clear()
         if out:
-            w.execute("PRAGMA incremental_vacuum")
+            _disk.vacuum(w)   # w.execute() would free a single page
             log.info("retention: deleted %s", ", ".join(f"{v} {k}" for k, v in out.items()))
+        eng = self.engine
+        early = self.disk.check(w, now_ms, (eng.hour_wm, eng.day_wm) if eng is not None else None)
+        out.update({f"early_{k}": v for k, v in early.items()})
         return out
+
+    def disk_status(self) -> dict:
+        """Disk budget: usage_bytes, budget_bytes, free_bytes, growth_bytes_per_day, days_to_full,
+        enforced_total, ... (store/disk.py)."""
+        disk = getattr(self, "disk", None)   # open_readonly: no budget of its own
+        return (disk or DiskBudget(self.path)).status()
 
     # ------------------------------------------------------------ queries
     def agents(self, now_ms: int, offline_after_s: float) -> list[dict]:
@@ -933,7 +949,7 @@ class SQLiteStore(Store):
         read from the coarsest rollup level whose resolution divides the step and whose retention
         covers ``start`` (``resolution`` in each answer; when no level covers it, the answer's
         ``step_ms`` is the level's own resolution)."""
-        from .budget import SERIES_MAX_BLOCKS, SERIES_MAX_VALUES, SeriesBudgetExceeded
+        from .budget import SERIES_MAX_ROWS, SERIES_MAX_VALUES, SeriesBudgetExceeded
         if self.sink is not None:
             raise SeriesQueryUnsupported(
                 f"time series are written to {self.sink.name}; query them there (e.g. Grafana), "
@@ -976,13 +992,17 @@ class SQLiteStore(Store):
                 step = max(step_ms, level)
         narrow = ("narrow the query: a shorter start..end, device=, tags=, one field=, a coarser step= "
                   "or a smaller limit=")
-        budget = {"chunks": 0}
+        budget = {"rows": 0}
+
+        def scan(rows: int) -> None:
+            budget["rows"] += rows
+            if budget["rows"] > SERIES_MAX_ROWS:
+                raise SeriesBudgetExceeded(f"series: more than {SERIES_MAX_ROWS:,} stored rows (samples or "
+                                           f"rollup buckets x series) to read; {narrow}")
 
         def read(gid: int, res: int, lo: int, hi: int, want: set[int], dec: set[str] | None):
-            for blob in self._chunk_blobs(c, gid, res, lo, hi):
-                budget["chunks"] += 1
-                if budget["chunks"] > SERIES_MAX_BLOCKS:
-                    raise SeriesBudgetExceeded(f"series: more than {SERIES_MAX_BLOCKS:,} chunks to read; {narrow}")
+            for rows, blob in self._chunk_blobs(c, gid, res, lo, hi):
+                scan(rows)
                 sids, ts, cols = codec.decode(blob, arrays=True, fields=dec)
                 keep = np.isin(sids, list(want)) & (ts >= lo) & (ts < hi)
                 if keep.all():
@@ -1004,6 +1024,7 @@ class SQLiteStore(Store):
             if level == RAW:
                 blocks = list(read(gid, RAW, start, end, sidset, dec))
                 head = self._head(gid, sidset, start, end)
+                scan(len(head))
                 if head:
                     hs, ht, hc = rows_to_columns([(sid, t, {k: v for k, v in f.items() if dec is None or k in dec})
                                                   for sid, t, f in head])
@@ -1028,6 +1049,7 @@ class SQLiteStore(Store):
                     lo5 = lo
                 blocks += list(read(gid, R5M, lo5, end, sidset, dec))
                 head = self._head(gid, sidset, lo5, end)
+                scan(len(head))
                 if head:
                     hs, ht, hc = rows_to_columns(head)
                     if dec is not None:
@@ -1115,9 +1137,9 @@ class SQLiteStore(Store):
             out[-1]["truncated"] = True
         return out
 
-    def _chunk_blobs(self, c: sqlite3.Connection, gid: int, res: int, lo: int, hi: int) -> list[bytes]:
-        return [b for (b,) in c.execute("SELECT data FROM chunks WHERE grp=? AND res=? AND start_ms < ? AND end_ms > ? "
-                                        "ORDER BY start_ms", (gid, res, hi, lo))]
+    def _chunk_blobs(self, c: sqlite3.Connection, gid: int, res: int, lo: int, hi: int) -> Iterable[tuple[int, bytes]]:
+        return c.execute("SELECT rows, data FROM chunks WHERE grp=? AND res=? AND start_ms < ? AND end_ms > ? "
+                         "ORDER BY start_ms", (gid, res, hi, lo))
 
     def _watermarks(self) -> tuple[int, int]:
         """(hour, day): hours below the first and days below the second are sealed."""
