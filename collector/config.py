@@ -84,11 +84,23 @@ class Retention(_Strict):
     topology_days: float = Field(400, gt=0)
 
 
+class Disk(_Strict):
+    """Disk budget of the embedded store (collector/store/disk.py): usage = database file + -wal.
+    Above ``warn_at`` x the nearer of ``max_bytes`` and the free-space floor, the oldest data is
+    deleted early (raw > 2 days, oldest 5m, events > 30 days, oldest 1h; never the newest day)."""
+    #: null: no fixed size, only the free-space floor
+    max_bytes: int | None = Field(None, gt=0)
+    #: keep at least this much free on the file system holding the database
+    min_free_bytes: int = Field(1 << 30, ge=0)
+    warn_at: float = Field(0.9, gt=0, le=1)
+
+
 class Store(_Strict):
     kind: Literal["sqlite", "influxdb"] = "sqlite"
     #: SQLite database: time series (kind sqlite) and always metadata (agents, devices, dedup, tokens)
     path: str = "collector.db"
     retention: Retention = Field(default_factory=Retention)
+    disk: Disk = Field(default_factory=Disk)
     #: before retention classes: one number for everything. Still read as retention.raw_days
     #: (an error together with retention.raw_days)
     retention_days: float | None = Field(None, gt=0)

@@ -128,6 +128,12 @@ class Ingest:
         self._mark_sent: dict[str, float] = {}
         self._marks_unsent: set[str] = set()
         self._dl_events: dict[tuple[str, str], list] = {}   # (agent, reason) -> [last event ms, count since]
+        #: store_disk_budget: checked every disk_check_s; raised at most once per disk_event_ms while true
+        self.disk_check_s = 60.0
+        self.disk_event_ms = 3_600_000
+        self._disk_next = 0.0
+        self._disk_alert_ms: int | None = None     # last store_disk_budget event (None: not raised)
+        self._disk_enforced_seen = 0
         #: why ingest cannot commit right now (None: it can), and since when (monotonic)
         self.stalled: str | None = None
         self.stalled_since: float | None = None
@@ -512,7 +518,41 @@ class Ingest:
                 self._skewed.discard(agent)
                 out.append(self._event(agent, where, "agent_clock_skew_cleared", now, "info", {
                     "offset_s": off / 1000, "threshold_s": lim / 1000}))
+        out.extend(self._disk_events(now))
         return out
+
+    def _disk_events(self, now: int) -> list[wire.Message]:
+        """``store_disk_budget`` while the store projects full within 14 days or deleted data early
+        (within the last hour), at most once per ``disk_event_ms``; ``store_disk_budget_cleared``
+        once it no longer does."""
+        status = getattr(self.store, "disk_status", None)
+        mono = time.monotonic()
+        if status is None or mono < self._disk_next:
+            return []
+        self._disk_next = mono + self.disk_check_s
+        try:
+            d = status()
+        except Exception as e:  # noqa: BLE001
+            log.warning("disk budget status unavailable: %s", e)
+            return []
+        days = d.get("days_to_full")
+        enforced = d.get("enforced_total") or 0
+        early = enforced > self._disk_enforced_seen
+        self._disk_enforced_seen = enforced
+        last_early = d.get("last_enforced_ms")
+        recent = early or (last_early is not None and 0 <= now - last_early < self.disk_event_ms)
+        bad = (days is not None and days < 14) or recent
+        data = {k: d.get(k) for k in ("usage_bytes", "budget_bytes", "free_bytes", "growth_bytes_per_day",
+                                      "days_to_full", "enforced_total", "last_enforced")}
+        where = ("collector", "collector")
+        if bad and (self._disk_alert_ms is None or now - self._disk_alert_ms >= self.disk_event_ms):
+            self._disk_alert_ms = now
+            why = "deleted data early" if early else f"full in {days} days"
+            return [self._event("collector", where, "store_disk_budget", now, "warning", {**data, "why": why})]
+        if not bad and self._disk_alert_ms is not None:
+            self._disk_alert_ms = None
+            return [self._event("collector", where, "store_disk_budget_cleared", now, "info", data)]
+        return []
 
     # ------------------------------------------------------------ watermarks
     def _queue_marks(self, marks: list) -> None:
