@@ -126,7 +126,7 @@ class Alerting:
         # alert transitions; the data that caused them is in the collector DB). Cuts alert latency
         # spikes when the disk is busy with sample commits.
         try:
-            self.alert_store._db.execute("PRAGMA synchronous=NORMAL")
+            self.alert_store.relax_durability()
         except Exception:  # noqa: BLE001
             log.warning("could not set synchronous=NORMAL on %s", cfg.rules.db)
         self._meta_lock = threading.Lock()

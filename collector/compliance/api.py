@@ -46,7 +46,7 @@ class Inputs:
     obs: Observations
     catalog: Catalog
     policy: Policy
-    store: Any = None          # collector.campus.store.CampusStore (history), optional
+    store: Any = None          # collector.store.campus.CampusStore (history), optional
 
 
 def record_snapshot(inp: Inputs) -> dict[str, Any]:

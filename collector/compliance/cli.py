@@ -84,7 +84,7 @@ def _err(msg: str) -> None:
 
 def _load_inputs(args: argparse.Namespace, need_obs: bool = True) -> dict[str, Any]:
     from collector.campus.model import CampusModel, Registry, load_campus, load_registry
-    from collector.campus.store import CampusStore
+    from collector.store.campus import CampusStore
     from collector.compliance.policy import DEFAULT_FIRMWARE_DIR, load_policy
 
     notes: list[str] = []
@@ -170,7 +170,7 @@ def _run(args: argparse.Namespace) -> int:
 
     cmd = args.report_cmd
     if cmd == "history":
-        from collector.campus.store import CampusStore
+        from collector.store.campus import CampusStore
         rows = CampusStore(args.db).history(args.kind, building=args.building, room=args.room, device=args.device,
                                             limit=args.limit)
         print(json.dumps(rows, indent=2, ensure_ascii=False))
@@ -223,5 +223,5 @@ class _ReadOnlyCampus:
         self.path = path
 
     def seen(self, since: float | None = None) -> list:
-        from collector.campus.store import CampusStore
+        from collector.store.campus import CampusStore
         return CampusStore.seen(self, since)   # type: ignore[arg-type] - only .path is used

@@ -25,7 +25,7 @@ from typing import Any
 from campus_sense.yamlconf import ConfigError
 
 from collector.campus.model import CampusImportError, CampusModel, Registry, load_campus, load_registry
-from collector.campus.store import CampusStore
+from collector.store.campus import CampusStore
 from collector.compliance.api import Inputs, make_router, record_snapshot
 from collector.compliance.build import observations_from_store, with_remembered
 from collector.compliance.settings import CampusSettings

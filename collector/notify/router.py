@@ -33,38 +33,10 @@ from collector.alertcore.timeinterval import Interval
 
 from .config import NotifyConfig, Route
 from .model import SEVERITY_RANK, iso, match_labels
-from .outbox import DB
+from collector.store.outbox import DB, GroupStore
 from . import render
 
 log = logging.getLogger("campus_sense.notify")
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS notify_groups (
-    group_key TEXT PRIMARY KEY,
-    route TEXT NOT NULL,
-    group_labels BLOB NOT NULL,
-    created_at REAL NOT NULL,
-    last_sent_at REAL,
-    sends INTEGER NOT NULL DEFAULT 0,
-    next_eval_at REAL                 -- earliest time the group can become due (NULL = now)
-);
-CREATE INDEX IF NOT EXISTS notify_groups_next ON notify_groups(next_eval_at);
-CREATE TABLE IF NOT EXISTS notify_group_alerts (
-    group_key TEXT NOT NULL,
-    alert_id TEXT NOT NULL,
-    state TEXT NOT NULL,              -- firing | resolved
-    severity TEXT NOT NULL,
-    acked INTEGER NOT NULL DEFAULT 0,
-    silenced INTEGER NOT NULL DEFAULT 0,
-    data BLOB NOT NULL,               -- normalised alert
-    notified_state TEXT,              -- NULL | firing: what the channels were last told
-    notified_severity TEXT,
-    updated_at REAL NOT NULL,
-    PRIMARY KEY (group_key, alert_id)
-);
-CREATE INDEX IF NOT EXISTS notify_group_alerts_alert ON notify_group_alerts(alert_id);
-"""
-
 
 @dataclass
 class Node:
@@ -150,9 +122,9 @@ class Router:
             for c in n.children:
                 index(c)
         index(self.tree)
-        db.script(SCHEMA)
+        self.groups = GroupStore(db)
         # timings may have changed with the config: re-evaluate every group once
-        db.execute("UPDATE notify_groups SET next_eval_at=NULL")
+        self.groups.reset_timers()
 
     def routes_for(self, alert: dict) -> list[Node]:
         return match_nodes(self.tree, match_labels(alert))
@@ -166,52 +138,31 @@ class Router:
         blob = orjson.dumps(alert)
         labels = match_labels(alert)
         affected: list[str] = []
-        with self.db.lock:
-            c = self.db.conn
-            c.execute("BEGIN IMMEDIATE")
-            try:
-                existing = {k for (k,) in c.execute(
-                    "SELECT group_key FROM notify_group_alerts WHERE alert_id=?", (alert["id"],))}
-                targets: dict[str, tuple[Node, dict]] = {}
-                if alert["state"] == "firing":
-                    for node in self.routes_for(alert):
-                        gl = group_labels(node, labels)
-                        targets[group_key(node, gl)] = (node, gl)
-                for key in existing | set(targets):
-                    row = c.execute("SELECT 1 FROM notify_groups WHERE group_key=?", (key,)).fetchone()
-                    if row is None:
-                        if key not in targets:
-                            continue
-                        node, gl = targets[key]
-                        c.execute("INSERT INTO notify_groups(group_key, route, group_labels, created_at)"
-                                  " VALUES (?,?,?,?)", (key, node.id, orjson.dumps(gl), now))
-                    if alert["state"] == "resolved" and key not in existing:
+        g = self.groups
+        with g.transaction():
+            existing = g.groups_of_alert(alert["id"])
+            targets: dict[str, tuple[Node, dict]] = {}
+            if alert["state"] == "firing":
+                for node in self.routes_for(alert):
+                    gl = group_labels(node, labels)
+                    targets[group_key(node, gl)] = (node, gl)
+            for key in existing | set(targets):
+                if not g.exists(key):
+                    if key not in targets:
                         continue
-                    c.execute(
-                        "INSERT INTO notify_group_alerts(group_key, alert_id, state, severity, acked, silenced,"
-                        " data, updated_at) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(group_key, alert_id) DO UPDATE"
-                        " SET state=excluded.state, severity=excluded.severity, acked=excluded.acked,"
-                        " silenced=excluded.silenced, data=excluded.data, updated_at=excluded.updated_at",
-                        (key, alert["id"], alert["state"], alert["severity"], int(alert["acked"]),
-                         int(alert["silenced"]), blob, now))
-                    c.execute("UPDATE notify_groups SET next_eval_at=NULL WHERE group_key=?", (key,))
-                    affected.append(key)
-                c.execute("COMMIT")
-            except BaseException:
-                c.execute("ROLLBACK")
-                raise
+                    node, gl = targets[key]
+                    g.create(key, node.id, gl, now)
+                if alert["state"] == "resolved" and key not in existing:
+                    continue
+                g.upsert_alert(key, alert, blob, now)
+                affected.append(key)
         return affected
 
     # ------------------------------------------------------------------ flushing
     def flush(self, now: float | None = None, only: list[str] | None = None) -> int:
         """Send every group that is due at ``now``; returns the number of notifications enqueued."""
         now = time.time() if now is None else now
-        with self.db.lock:
-            if only is None:
-                keys = [k for (k,) in self.db.conn.execute(
-                    "SELECT group_key FROM notify_groups WHERE next_eval_at IS NULL OR next_eval_at<=?", (now,))]
-            else:
-                keys = list(dict.fromkeys(only))
+        keys = self.groups.due_keys(now) if only is None else list(dict.fromkeys(only))
         sent = 0
         for key in keys:
             try:
@@ -221,24 +172,20 @@ class Router:
         return sent
 
     def _flush_group(self, key: str, now: float) -> int:
+        gs = self.groups
         with self.db.lock:
-            c = self.db.conn
-            g = c.execute("SELECT route, group_labels, created_at, last_sent_at, sends FROM notify_groups"
-                          " WHERE group_key=?", (key,)).fetchone()
+            g = gs.get(key)
             if g is None:
                 return 0
-            route_id, gl_raw, created_at, last_sent, sends = g
+            route_id, gl, created_at, last_sent, sends = g
             node = self.nodes.get(route_id)
             if node is None:  # route removed by a config change
                 log.info("notify: dropping group %s of removed route %s", key, route_id)
-                self._delete_group(key)
+                gs.delete(key)
                 return 0
-            rows = c.execute("SELECT alert_id, state, severity, acked, silenced, data, notified_state,"
-                             " notified_severity FROM notify_group_alerts WHERE group_key=?", (key,)).fetchall()
             firing, resolved, stale = [], [], []
             any_firing = False
-            for aid, state, sev, acked, silenced, data, nstate, nsev in rows:
-                a = orjson.loads(data)
+            for aid, state, sev, acked, silenced, a, nstate, nsev in gs.alerts(key):
                 if state == "firing":
                     any_firing = True
                     if not silenced:
@@ -248,14 +195,12 @@ class Router:
                 else:
                     stale.append(aid)
             if stale:
-                c.executemany("DELETE FROM notify_group_alerts WHERE group_key=? AND alert_id=?",
-                              [(key, aid) for aid in stale])
+                gs.drop_alerts(key, stale)
             if not firing and not resolved:
                 if not any_firing:
-                    self._delete_group(key)
+                    gs.delete(key)
                 else:  # only silenced alerts: a change (unsilence, resolve) resets next_eval_at
-                    c.execute("UPDATE notify_groups SET next_eval_at=? WHERE group_key=?",
-                              (now + node.repeat_interval, key))
+                    gs.set_next_eval(key, now + node.repeat_interval)
                 return 0
             changed = bool(resolved) or any(ns != "firing" or nsev != a["severity"] for a, ns, nsev in firing)
             if last_sent is None:
@@ -266,22 +211,19 @@ class Router:
                 # all acknowledged: nothing to repeat; look again after repeat_interval
                 due_at = last_sent + node.repeat_interval
                 if all(a["acked"] for a, _, _ in firing):
-                    c.execute("UPDATE notify_groups SET next_eval_at=? WHERE group_key=?",
-                              (max(due_at, now + node.repeat_interval), key))
+                    gs.set_next_eval(key, max(due_at, now + node.repeat_interval))
                     return 0
             if now < due_at:
-                c.execute("UPDATE notify_groups SET next_eval_at=? WHERE group_key=?", (due_at, key))
+                gs.set_next_eval(key, due_at)
                 return 0
             if not node.is_active(now):
                 # time windows have minute resolution: look again at the next minute
-                c.execute("UPDATE notify_groups SET next_eval_at=? WHERE group_key=?",
-                          (now - now % 60 + 60, key))
+                gs.set_next_eval(key, now - now % 60 + 60)
                 return 0
-            notif = self._notification(key, node, orjson.loads(gl_raw), [a for a, _, _ in firing], resolved,
+            notif = self._notification(key, node, gl, [a for a, _, _ in firing], resolved,
                                        repeat=not changed, now=now)
             # state first, then enqueue; both in one transaction
-            c.execute("BEGIN IMMEDIATE")
-            try:
+            with gs.transaction():
                 n = 0
                 for ch in node.channels:
                     chc = self.cfg.channels[ch]
@@ -297,26 +239,12 @@ class Router:
                     per["title"] = render.title(per)
                     self.enqueue(ch, node.id, key, per)   # outbox times are wall-clock
                     n += 1
-                c.executemany("UPDATE notify_group_alerts SET notified_state='firing', notified_severity=?"
-                              " WHERE group_key=? AND alert_id=?",
-                              [(a["severity"], key, a["id"]) for a, _, _ in firing])
-                c.executemany("DELETE FROM notify_group_alerts WHERE group_key=? AND alert_id=?",
-                              [(key, a["id"]) for a in resolved])
-                c.execute("UPDATE notify_groups SET last_sent_at=?, sends=sends+1, next_eval_at=? WHERE group_key=?",
-                          (now, now + min(node.group_interval, node.repeat_interval), key))
-                left = c.execute("SELECT COUNT(*) FROM notify_group_alerts WHERE group_key=? AND"
-                                 " state='firing'", (key,)).fetchone()[0]
-                if not left:
-                    self._delete_group(key)
-                c.execute("COMMIT")
-            except BaseException:
-                c.execute("ROLLBACK")
-                raise
+                gs.mark_notified(key, [(a["id"], a["severity"]) for a, _, _ in firing])
+                gs.drop_alerts(key, [a["id"] for a in resolved])
+                gs.record_sent(key, now, now + min(node.group_interval, node.repeat_interval))
+                if not gs.firing_count(key):
+                    gs.delete(key)
             return n
-
-    def _delete_group(self, key: str) -> None:
-        self.db.conn.execute("DELETE FROM notify_group_alerts WHERE group_key=?", (key,))
-        self.db.conn.execute("DELETE FROM notify_groups WHERE group_key=?", (key,))
 
     def _notification(self, key: str, node: Node, gl: dict, firing: list[dict], resolved: list[dict],
                       repeat: bool, now: float) -> dict:
@@ -343,7 +271,7 @@ class Router:
         }
 
     def group_count(self) -> int:
-        return self.db.execute("SELECT COUNT(*) FROM notify_groups").fetchone()[0]
+        return self.groups.count()
 
 
 def _common(label_sets: list[dict]) -> dict:

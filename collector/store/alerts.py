@@ -96,6 +96,12 @@ class AlertStore:
         with self._lock:
             self._db.close()
 
+    def relax_durability(self) -> None:
+        """WAL + ``synchronous=NORMAL``: a commit no longer waits for fsync (an OS crash may lose the
+        last alert transitions)."""
+        with self._lock:
+            self._db.execute("PRAGMA synchronous=NORMAL")
+
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Cursor]:
         with self._lock:
