@@ -16,8 +16,10 @@ Rollup statistics per field and bucket (columns ``<field>\\x1f<stat>``): ``n``, 
 ``max``, ``last`` for gauges; ``n``, ``last``, ``inc`` (increase) and ``dt`` (ms covered) for
 counters (``campus_sense.wire.COUNTERS``), so rates compose exactly across rollups: the increase of
 a 32-bit counter that wrapped is counted across the wrap, a counter that went down otherwise is a
-device restart and counts from zero (as Prometheus' rate() does). Statistics keep the raw values'
-types (float64, int64): a rollup equals the aggregate of the raw samples it covers.
+device restart and counts from zero (as Prometheus' rate() does). Counts, integer statistics and
+counter increases are exact; sum/min/max/last of float fields are kept as float32 (7 significant
+digits: half the bytes of the XOR-compressed noise of measured rates), so a rollup equals the
+aggregate of the raw samples it covers to float32 precision.
 
 Queries (``SQLiteStore.series``) read, per group: the coarsest level whose resolution divides the
 step and whose retention covers the range; chunks of that level below its watermark, finer rollups
@@ -26,7 +28,6 @@ above it, and the head; composed to the step.
 from __future__ import annotations
 
 import logging
-import operator
 import sqlite3
 from dataclasses import dataclass
 from typing import Any, Iterable
@@ -44,7 +45,6 @@ DAY = 86_400_000
 RAW, R5M, R1H, R1D = 0, 300_000, HOUR, DAY
 LEVEL_NAMES = {RAW: "raw", R5M: "5m", R1H: "1h", R1D: "1d"}
 SEP = "\x1f"
-_SID_T = operator.itemgetter(0, 1)
 GAUGE_STATS = ("n", "sum", "min", "max", "last")
 COUNTER_STATS = ("n", "last", "inc", "dt")
 AGGS = ("avg", "min", "max", "last", "sum", "count", "rate", "increase")
@@ -86,8 +86,7 @@ def _columns(fields: list[dict]) -> dict[str, codec.Column]:
     if not fields:
         return {}
     keys = tuple(fields[0])
-    n = len(keys)
-    if all(len(f) == n for f in fields) and all(tuple(f) == keys for f in fields):
+    if len(set(map(tuple, fields))) == 1:
         return {k: codec.column(list(v)) for k, v in zip(keys, zip(*[f.values() for f in fields]))}
     names: dict[str, None] = {}
     for f in fields:
@@ -101,6 +100,11 @@ def _counter_bits(measurement: str, field: str) -> Any:
 
 
 # --------------------------------------------------------------------------- rollups
+def _f32(a: np.ndarray) -> np.ndarray:
+    """Rounded to float32 (kept as float64 in memory): what a ``g`` column stores."""
+    return a.astype(np.float32).astype(np.float64)
+
+
 def _segments(sids: np.ndarray, ts: np.ndarray, res: int) -> tuple[np.ndarray, np.ndarray]:
     b = ts - ts % res
     if not len(ts):
@@ -137,7 +141,8 @@ def rollup(measurement: str, sids: np.ndarray, ts: np.ndarray, cols: dict[str, c
         v = c.values
         last = v[np.maximum(li, 0)]
         out[name + SEP + "n"] = codec.Column("i", n, None)
-        out[name + SEP + "last"] = codec.Column(c.kind, last, None if has.all() else has)
+        out[name + SEP + "last"] = codec.Column("g" if c.kind == "f" else c.kind, _f32(last) if c.kind == "f" else last,
+                                                None if has.all() else has)
         bits = _counter_bits(measurement, name) if c.kind == "i" else None
         if bits is None:
             vf = v.astype(np.float64)
@@ -145,11 +150,12 @@ def rollup(measurement: str, sids: np.ndarray, ts: np.ndarray, cols: dict[str, c
             mn = np.minimum.reduceat(np.where(valid, vf, np.inf), starts)
             mx = np.maximum.reduceat(np.where(valid, vf, -np.inf), starts)
             hm = None if has.all() else has
-            out[name + SEP + "sum"] = codec.Column("f", np.where(has, s, 0.0), hm)
-            if c.kind == "f":
-                out[name + SEP + "min"] = codec.Column("f", np.where(has, mn, 0.0), hm)
-                out[name + SEP + "max"] = codec.Column("f", np.where(has, mx, 0.0), hm)
+            if c.kind == "f":    # float statistics of float fields: float32
+                out[name + SEP + "sum"] = codec.Column("g", _f32(np.where(has, s, 0.0)), hm)
+                out[name + SEP + "min"] = codec.Column("g", _f32(np.where(has, mn, 0.0)), hm)
+                out[name + SEP + "max"] = codec.Column("g", _f32(np.where(has, mx, 0.0)), hm)
             else:
+                out[name + SEP + "sum"] = codec.Column("f", np.where(has, s, 0.0), hm)
                 out[name + SEP + "min"] = codec.Column("i", np.where(has, mn, 0).astype(np.int64), hm)
                 out[name + SEP + "max"] = codec.Column("i", np.where(has, mx, 0).astype(np.int64), hm)
             continue
@@ -231,6 +237,8 @@ def compose(sids: np.ndarray, ts: np.ndarray, cols: dict[str, codec.Column], res
             li = _last_index(valid, starts)
             has = li >= 0
             r = v[np.maximum(li, 0)]
+        if c.kind == "g":
+            r = _f32(r)
         out[name] = codec.Column(c.kind, r, None if has is None or has.all() else has)
     return sids[starts], b[starts], out
 
@@ -424,9 +432,11 @@ class SeriesEngine:
         old = self._chunk(gid, RAW, hour)
         sids = ts = None
         if old is None:   # the usual case: a closed hour sealed once, rarely two samples at one ms
-            rows = sorted(rows, key=_SID_T)
             sids = np.fromiter((r[0] for r in rows), np.int64, len(rows))
             ts = np.fromiter((r[1] for r in rows), np.int64, len(rows))
+            order = np.lexsort((ts, sids))
+            sids, ts = sids[order], ts[order]
+            rows = [rows[i] for i in order.tolist()]
             if len(ts) > 1 and ((sids[1:] == sids[:-1]) & (ts[1:] == ts[:-1])).any():
                 sids = None
             else:
