@@ -237,7 +237,8 @@ def test_json_block_database_migrates_without_loss(tmp_path):
                                                              sort_keys=True))
         for m, d, tj, ts, f in con.execute(
             "SELECT s.measurement, s.device, s.tags, b.ts_ms, j.value FROM sample_blocks b, json_each(b.data) j "
-            "JOIN series s ON s.id = CAST(j.key AS INTEGER)"))
+            "JOIN series s ON s.id = CAST(j.key AS INTEGER) WHERE s.measurement != 'fdb'"))
+    fdb_series = con.execute("SELECT count(*) FROM series WHERE measurement = 'fdb'").fetchone()[0]
     assert con.execute("PRAGMA auto_vacuum").fetchone()[0] == 0 and len(want) == 2 * 1440 * 3
     con.close()
     s = SQLiteStore(str(db))
@@ -255,6 +256,14 @@ def test_json_block_database_migrates_without_loss(tmp_path):
     assert s.interfaces("sw1")[0]["ts_ms"] >= T0 + 2 * DAY - 2 * MIN
     s.close()
     assert os.path.getsize(db) < FIXTURE.stat().st_size / 2
+    # the per-entry fdb series of that format became intervals: the MAC moved from port 3 to 5 at hour 30
+    s = SQLiteStore(str(db))
+    assert fdb_series == 3 and not [x for x in stored_samples(str(db)) if x["m"] == "fdb"]
+    moves = [(r["ifIndex"], r["first_seen_ms"], r["last_seen_ms"])
+             for r in s.mac_history("001a.2b3c.4d5e", T0, T0 + 2 * DAY)["fdb"]]
+    assert sorted(moves) == [("3", T0, T0 + 30 * HOUR - 15 * MIN + (1785 % 7)),
+                             ("5", T0 + 30 * HOUR + (1800 % 7), T0 + 2 * DAY - 15 * MIN + (2865 % 7))], moves
+    s.close()
 
 
 def test_snmp_interface_data_takes_under_3_bytes_per_value(tmp_path):

@@ -218,6 +218,7 @@ class SQLiteStore(Store):
     def close(self) -> None:
         with self._lock:
             try:
+                self._w.executescript("PRAGMA incremental_vacuum")   # pages the head log left free
                 self._w.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             except sqlite3.Error:
                 pass
@@ -668,6 +669,11 @@ class SQLiteStore(Store):
             log.warning("%s: moving %d sample blocks (%s .. %s) to compressed chunks; this runs once",
                         self.path, first[2], first[0], first[1])
             w.execute("CREATE INDEX IF NOT EXISTS sample_blocks_ts ON sample_blocks(ts_ms)")
+        # per-entry topology series of that format become intervals (store/topology.py)
+        topo_groups = {g for g, m in self._groups.items() if m in _TOPOLOGY}
+        topo_series = {sid: (m, d, _loads(tj)) for sid, m, d, tj in w.execute(
+            f"SELECT id, measurement, device, tags FROM series WHERE measurement IN "
+            f"({','.join('?' * len(_TOPOLOGY))})", tuple(_TOPOLOGY))}
         while True:
             r = w.execute("SELECT min(ts_ms) FROM sample_blocks").fetchone()
             if r[0] is None:
@@ -676,11 +682,20 @@ class SQLiteStore(Store):
             w.execute("BEGIN IMMEDIATE")
             try:
                 rows: dict[int, list] = {}
+                topo: list[dict] = []
                 for gid, ts, data in w.execute("SELECT grp, ts_ms, data FROM sample_blocks WHERE ts_ms < ? "
                                                "ORDER BY id", (day + DAY,)):
+                    if gid in topo_groups:
+                        for k in _loads(data):
+                            m, d, tags = topo_series[int(k)]
+                            topo.append({"m": m, "d": d, "t": ts, "tags": tags, "f": {"seen": 1}})
+                        continue
                     for k, f in _loads(data).items():
                         rows.setdefault(gid, []).append((int(k), ts, _nonull(f)))
                 eng.seal(_now_ms(), rows_by_gid=rows)
+                if topo:
+                    topo.sort(key=lambda it: it["t"])
+                    _topology.observe(w, topo)
                 w.execute("DELETE FROM sample_blocks WHERE ts_ms < ?", (day + DAY,))
                 w.execute("COMMIT")
             except BaseException:
@@ -700,6 +715,12 @@ class SQLiteStore(Store):
             eng.day_wm, eng.hour_wm = max(eng.day_wm, cut), max(eng.hour_wm, mx - mx % HOUR)
         w.execute("DROP VIEW IF EXISTS samples")
         w.execute("DROP TABLE sample_blocks")
+        if topo_groups:
+            w.execute(f"DELETE FROM series WHERE grp IN ({','.join('?' * len(topo_groups))})", tuple(topo_groups))
+            w.execute(f"DELETE FROM series_groups WHERE id IN ({','.join('?' * len(topo_groups))})",
+                      tuple(topo_groups))
+            for g in topo_groups:
+                self._groups.pop(g, None)
         w.execute("COMMIT")
         if w.execute("PRAGMA auto_vacuum").fetchone()[0] == 0:
             log.warning("%s: compacting the file after the migration (VACUUM, needs free space as large as "
