@@ -42,79 +42,26 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Union
+from typing import Annotated, Any, Union
 
-from pydantic import (BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError,
-                      field_validator, model_validator)
+from pydantic import BeforeValidator, Field, PrivateAttr, ValidationError, field_validator
 
-from campus_sense.secret import Secret, SecretError, SecretFields
+from campus_sense.secret import Secret, SecretError
 from campus_sense.yamlconf import ConfigError, error_loc, load_yaml
 from collector.alertcore.labels import match_all, parse_matcher
 from collector.alertcore.model import SEVERITIES
-from collector.alertcore.timeinterval import (Interval, Seconds, TimeInterval, check_timezone, compile_intervals,
+from collector.alertcore.timeinterval import (Interval, TimeInterval, check_timezone, compile_intervals,
                                               parse_duration)
 
-#: durations in notify.yaml are float seconds, same grammar as everywhere (alertcore.timeinterval)
-Duration = Seconds
-
-
-def _str_list(v: Any) -> Any:
-    return [v] if isinstance(v, str) else v
-
-
-StrList = Annotated[list[str], BeforeValidator(_str_list)]
+from .channels import CHANNELS, dingtalk, mqtt, smtp, webhook, wecom
+from .channels.base import Duration, Retry, StrList, _Secrets, _Strict  # noqa: F401
 
 
 def _one_or_list(v: Any) -> Any:
     return [v] if isinstance(v, dict) else v
 
 
-class _Strict(SecretFields):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-
-# --------------------------------------------------------------------------- secrets
-
-class _Secrets(_Strict):
-    """Channels: ``Secret`` fields (campus_sense.secret grammar), looked up by their YAML name."""
-
-    #: secrets that must be present (subclasses override)
-    required_secrets: ClassVar[tuple[str, ...]] = ()
-
-    @model_validator(mode="after")
-    def _required(self):
-        for name in self.required_secrets:
-            if not self.has_secret(name):
-                raise ValueError(f"{name}, {name}_file or {name}_env is required")
-        return self
-
-    def _secret_field(self, name: str) -> Secret | None:
-        for attr, f in type(self).model_fields.items():
-            if (f.alias or attr) == name:
-                return getattr(self, attr)
-        raise AttributeError(f"{type(self).__name__} has no secret {name!r}")
-
-    def has_secret(self, name: str) -> bool:
-        return self._secret_field(name) is not None
-
-    def secret(self, name: str) -> str | None:
-        """Read the secret now (files and variables are re-read on every call: rotation works).
-        Raises SecretError naming the key when it became unreadable."""
-        s = self._secret_field(name)
-        return s.reveal() if s is not None else None
-
-
 # --------------------------------------------------------------------------- retry policy
-
-class Retry(_Strict):
-    #: attempts before a delivery is marked failed
-    max_attempts: int = Field(8, ge=1)
-    #: first retry delay; doubles per attempt (with jitter) up to max_backoff
-    initial_backoff: Duration = Field(5.0, gt=0)
-    max_backoff: Duration = Field(300.0, gt=0)
-    #: a delivery whose attempt fails when it is older than this is marked failed
-    max_age: Duration = Field(6 * 3600.0, gt=0)
-
 
 class Outbox(_Strict):
     retry: Retry = Retry()
@@ -126,108 +73,10 @@ class Outbox(_Strict):
 
 # --------------------------------------------------------------------------- channels
 
-class _Channel(_Secrets):
-    #: also notify when alerts resolve
-    send_resolved: bool = True
-    #: per-attempt timeout
-    timeout: Duration = Field(10.0, gt=0)
-    #: overrides outbox.retry for this channel
-    retry: Retry | None = None
-
-
-class WebhookChannel(_Channel):
-    type: Literal["webhook"]
-    url: str = Field(pattern=r"^https?://")
-    headers: dict[str, str] = {}
-    #: optional ``Authorization: Bearer <token>``
-    bearer_token: Secret | None = None
-    #: verify TLS certificates (https URLs); ca_file for a private CA
-    ca_file: str | None = None
-
-
-class SMTPChannel(_Channel):
-    type: Literal["smtp"]
-    host: str = Field(min_length=1)
-    port: int = Field(ge=1, le=65535)
-    #: starttls (submission, 587), ssl (implicit TLS, 465) or none (local relay only)
-    security: Literal["starttls", "ssl", "none"]
-    username: str | None = None
-    password: Secret | None = None
-    #: allow AUTH over an unencrypted connection (security: none); for local test relays only
-    insecure_auth: bool = False
-    ca_file: str | None = None
-    #: skip certificate verification (lab only)
-    insecure_skip_verify: bool = False
-    from_: str = Field(alias="from", min_length=3)
-    to: StrList = Field(min_length=1)
-    subject_prefix: str = "[campus-sense]"
-    #: EHLO name (default: local host name)
-    hello: str | None = None
-
-    @model_validator(mode="after")
-    def _auth(self):
-        if self.username and not self.has_secret("password"):
-            raise ValueError("username given: password, password_file or password_env is required")
-        if self.has_secret("password") and not self.username:
-            raise ValueError("password given without username")
-        if self.username and self.security == "none" and not self.insecure_auth:
-            raise ValueError("refusing SMTP AUTH without TLS: use security starttls/ssl "
-                             "(or insecure_auth: true for a local relay)")
-        return self
-
-
-class WeComChannel(_Channel):
-    """WeCom (企业微信) group robot: POST {base_url}/cgi-bin/webhook/send?key=KEY."""
-    type: Literal["wecom"]
-    base_url: str = Field("https://qyapi.weixin.qq.com", pattern=r"^https?://")
-    key: Secret | None = None
-    #: user ids mentioned as <@userid> in the markdown
-    mention_users: list[str] = []
-    #: text put in front of the title (e.g. a robot keyword)
-    title_prefix: str = ""
-    required_secrets: ClassVar[tuple[str, ...]] = ("key",)
-
-
-class DingTalkChannel(_Channel):
-    """DingTalk (钉钉) group robot: POST {base_url}/robot/send?access_token=T[&timestamp&sign]."""
-    type: Literal["dingtalk"]
-    base_url: str = Field("https://oapi.dingtalk.com", pattern=r"^https?://")
-    access_token: Secret | None = None
-    #: the robot's "加签" secret (SEC...); when given, requests are signed (YAML key ``secret``)
-    sign_secret: Secret | None = Field(None, alias="secret")
-    at_mobiles: list[str] = []
-    at_user_ids: list[str] = []
-    at_all: bool = False
-    #: text put in front of the title; robots in "custom keyword" mode need the keyword here
-    title_prefix: str = ""
-    required_secrets: ClassVar[tuple[str, ...]] = ("access_token",)
-
-
-class MQTTChannel(_Channel):
-    type: Literal["mqtt"]
-    host: str = Field(min_length=1)
-    port: int = Field(ge=1, le=65535)
-    username: str = Field(min_length=1)
-    password: Secret | None = None
-    #: may contain {label} placeholders filled from the group's common labels
-    topic: str = Field(min_length=1)
-    qos: Literal[1, 2] = 1
-    retain: bool = False
-    client_id: str | None = None
-    tls: bool = False
-    ca_file: str | None = None
-    required_secrets: ClassVar[tuple[str, ...]] = ("password",)
-
-    @field_validator("topic")
-    @classmethod
-    def _topic(cls, v: str) -> str:
-        if "+" in v or "#" in v:
-            raise ValueError("publish topic must not contain wildcards + or #")
-        return v
-
-
-Channel = Annotated[Union[WebhookChannel, SMTPChannel, WeComChannel, DingTalkChannel, MQTTChannel],
-                    Field(discriminator="type")]
+#: one discriminated union over the registered channel modules (collector/notify/channels)
+Channel = Annotated[Union[tuple(m.Config for m in CHANNELS.values())], Field(discriminator="type")]
+WebhookChannel, SMTPChannel, WeComChannel = webhook.Config, smtp.Config, wecom.Config
+DingTalkChannel, MQTTChannel = dingtalk.Config, mqtt.Config
 
 
 # --------------------------------------------------------------------------- routes
@@ -385,7 +234,7 @@ def _line_for(lines: dict[tuple, int], loc: tuple) -> int | None:
     return lines.get(())
 
 
-_TYPES = ("webhook", "smtp", "wecom", "dingtalk", "mqtt")
+_TYPES = tuple(CHANNELS)
 
 
 def _clean_loc(e: dict) -> tuple:

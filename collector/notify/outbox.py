@@ -19,15 +19,9 @@ from typing import Any, Awaitable, Callable
 
 from collector.store.outbox import DB, OutboxStore
 
+from .channels.base import DeliveryError  # noqa: F401  (re-exported)
+
 log = logging.getLogger("campus_sense.notify")
-
-class DeliveryError(Exception):
-    """A failed attempt. ``permanent`` errors are not retried (bad key, 4xx, sign mismatch)."""
-
-    def __init__(self, message: str, permanent: bool = False):
-        super().__init__(message)
-        self.permanent = permanent
-
 
 def backoff(attempts: int, initial: float, maximum: float, rnd: Callable[[], float] = random.random) -> float:
     """Delay before retry number ``attempts`` (1 = first retry): exponential with "equal jitter",
