@@ -3,16 +3,12 @@
 ``Alerting(cfg, store)`` builds
 - a ``RuleEngine`` over ``load_rules(*cfg.rules.paths)`` with its own ``AlertStore``
   (``rules.db``, a separate SQLite file so alert writes never wait on sample commits);
-- ``device_meta`` from the collector store (``store.device``: agent, site, building, facts;
-  room/type from the agent's birth message ``devices`` list, ``store.agent_info``), cached,
-  invalidated on birth/facts messages and when a device first appears;
-- ``topology`` (device -> upstream switch) from the current LLDP entries
-  (``store.topology_current``; neighbour of a higher-ranked type is upstream) and, for devices
-  without an LLDP upstream, from the current ``fdb`` entries: the switch that
-  learned the device's MAC (facts ``mac``, or facts ``ip`` via ``arp``) on an access port (no
-  switch neighbour on it; fewest MACs wins); rebuilt at most once a minute;
+- ``device_meta`` (``alertcore.topology.DeviceMeta`` over the collector store), cached by the
+  engine, invalidated on birth/facts messages and when a device first appears;
+- ``topology`` (``alertcore.topology.Topology``: device -> upstream switch from the store's LLDP,
+  FDB and ARP entries), rebuilt at most once a minute;
 - optionally a ``Notifier`` (``notify.config``) running on its own asyncio loop thread;
-- a ``ChangeHub`` fanning ``AlertChange``s out to SSE clients (asyncio queues on the API loop).
+- a ``ChangeHub`` (``alertcore.hub``) fanning ``AlertChange``s out to SSE clients.
 
 ``on_message`` is the ingest subscriber: it only appends the message to a bounded queue (never
 blocks; a full queue drops the message, counted in ``stats['dropped']`` and logged at most once
@@ -23,7 +19,6 @@ the queue, flushes last-seen times and stops the notifier.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 import time
@@ -33,82 +28,15 @@ from typing import Any
 
 from campus_sense import wire
 from campus_sense.yamlconf import ConfigError
+from collector.alertcore.hub import ChangeHub  # noqa: F401  (re-exported)
+from collector.alertcore.topology import DeviceMeta, Topology
 
 log = logging.getLogger("collector.alerting")
-
-#: higher = closer to the core; an LLDP neighbour of higher rank is upstream
-_TYPE_RANK = {"router": 5, "firewall": 5, "core": 4, "core-switch": 4, "distribution": 3,
-              "distribution-switch": 3, "switch": 2, "access-switch": 2, "wlc": 2}
 
 #: measurements / event types that make an alert a "network" alert (visible to the it role)
 NETWORK_MEASUREMENTS = frozenset({"interface", "agent_poll", "system", "agent", "lldp"})
 NETWORK_EVENTS = frozenset({"link_down", "link_up", "port_down", "port_up", "link_flap", "uplink_down",
                             "stp_change", "poe_fault"})
-
-
-class ChangeHub:
-    """Thread-safe fan-out of alert changes to asyncio subscribers (SSE streams)."""
-
-    def __init__(self, max_queue: int = 1000):
-        self._subs: dict[int, tuple[asyncio.AbstractEventLoop, asyncio.Queue, Any]] = {}
-        self._lock = threading.Lock()
-        self._next = 0
-        self.max_queue = max_queue
-        self.seq = 0
-
-    def subscribe(self, loop: asyncio.AbstractEventLoop, accept=None) -> tuple[int, asyncio.Queue]:
-        q: asyncio.Queue = asyncio.Queue(self.max_queue)
-        with self._lock:
-            self._next += 1
-            self._subs[self._next] = (loop, q, accept)
-            return self._next, q
-
-    def unsubscribe(self, sid: int) -> None:
-        with self._lock:
-            self._subs.pop(sid, None)
-
-    @property
-    def clients(self) -> int:
-        return len(self._subs)
-
-    def publish(self, change) -> None:
-        """Engine listener (any thread)."""
-        with self._lock:
-            if not self._subs:
-                return
-            self.seq += 1
-            subs = list(self._subs.values())
-            seq = self.seq
-        d = change.to_dict() if hasattr(change, "to_dict") else dict(change)
-        d["seq"] = seq
-        d["emitted_ms"] = time.time() * 1000
-        data = json.dumps(d, default=str, separators=(",", ":"))
-        alert = change.alert if hasattr(change, "alert") else None
-        for loop, q, accept in subs:
-            if accept is not None and alert is not None and not accept(alert):
-                continue
-            try:
-                loop.call_soon_threadsafe(_put, q, data)
-            except RuntimeError:  # loop closed
-                pass
-
-
-def _norm_mac(v) -> str | None:
-    """'00:1A:2b:..', '001a.2b..', '00-1a-..' -> '001a2b3c4d5e'; None if not a MAC."""
-    if not isinstance(v, str):
-        return None
-    h = "".join(ch for ch in v.lower() if ch in "0123456789abcdef")
-    return h if len(h) == 12 and h != "000000000000" else None
-
-
-def _put(q: asyncio.Queue, data: str) -> None:
-    try:
-        q.put_nowait(data)
-    except asyncio.QueueFull:
-        # slow client: tell it to reload instead of silently losing changes
-        while not q.empty():
-            q.get_nowait()
-        q.put_nowait('{"kind":"resync"}')
 
 
 class Alerting:
@@ -129,10 +57,9 @@ class Alerting:
             self.alert_store.relax_durability()
         except Exception:  # noqa: BLE001
             log.warning("could not set synchronous=NORMAL on %s", cfg.rules.db)
-        self._meta_lock = threading.Lock()
-        self._missing: set[str] = set()
-        self._topo: dict[str, str] = {}
-        self._topo_at = 0.0
+        self.device_meta = DeviceMeta(store)
+        self._missing = self.device_meta.missing
+        self.topology = Topology(store)
         self.engine = RuleEngine(ruleset, self.alert_store, device_meta=self.device_meta, topology=self.topology)
         self.hub = ChangeHub()
         self.engine.listeners.append(self.hub.publish)
@@ -295,125 +222,6 @@ class Alerting:
             return
         self._missing.discard(d)
         self.engine.invalidate_device(d)
-
-    # ------------------------------------------------------------ device metadata / topology
-    def device_meta(self, d: str) -> dict | None:
-        """{site, building, room, type, tags, agent, facts} from the collector store (cached by the engine)."""
-        try:
-            dev = self.store.device(d)
-        except Exception:  # noqa: BLE001
-            log.exception("device lookup failed for %s", d)
-            dev = None
-        if dev is None:
-            self._missing.add(d)
-            return None
-        meta = {"site": dev.get("site"), "building": dev.get("building"), "agent": dev.get("agent"),
-                "tags": {}, "room": None, "type": None}
-        facts = dev.get("facts") or {}
-        for k in ("room", "type"):
-            if isinstance(facts.get(k), str):
-                meta[k] = facts[k]
-        if dev.get("agent"):
-            info = self.store.agent_info(dev["agent"])
-            if info:
-                for dd in info.get("devices") or []:
-                    if isinstance(dd, dict) and dd.get("id") == d:
-                        for k in ("room", "type"):
-                            if dd.get(k):
-                                meta[k] = dd[k]
-                        if isinstance(dd.get("tags"), dict):
-                            meta["tags"] = {str(k): str(v) for k, v in dd["tags"].items()}
-                        break
-        if meta["room"] is None and meta["type"] is None and not dev.get("building"):
-            self._missing.add(d)  # look again when it shows up with more metadata
-        return meta
-
-    def topology(self, d: str) -> str | None:
-        now = time.monotonic()
-        if now - self._topo_at > 60:
-            self._topo_at = now
-            try:
-                self._topo = self._build_topology()
-            except Exception:  # noqa: BLE001
-                log.exception("topology from LLDP failed")
-        return self._topo.get(d)
-
-    def _build_topology(self) -> dict[str, str]:
-        st = self.store
-        # current entries (open topology intervals, store/topology.py): [{device, tags, ...}]
-        rows = st.topology_current("lldp")
-        fdb_rows = st.topology_current("fdb")
-        if not rows and not fdb_rows:
-            return {}
-        types: dict[str, str] = {}
-        for a in st.agents(int(time.time() * 1000), 0):
-            info = a.get("info")
-            for dd in (info.get("devices") if isinstance(info, dict) else None) or []:
-                if isinstance(dd, dict) and dd.get("id") and dd.get("type"):
-                    types[dd["id"]] = dd["type"]
-        names: dict[str, str] = {d.lower(): d for d in types}
-        macs: dict[str, str] = {}   # device -> normalised MAC (facts mac, else facts ip via ARP)
-        ips: dict[str, str] = {}
-        for dv in st.devices():
-            did = dv["id"]
-            names[did.lower()] = did
-            f = dv.get("facts")
-            f = f if isinstance(f, dict) else {}
-            sn = f.get("sysName")
-            if isinstance(sn, str):
-                names[sn.lower()] = did
-            if _norm_mac(f.get("mac")):
-                macs[did] = _norm_mac(f.get("mac"))
-            elif isinstance(f.get("ip"), str):
-                ips[did] = f["ip"]
-        rank = lambda x: _TYPE_RANK.get((types.get(x) or "").lower(), 0)  # noqa: E731
-        up: dict[str, str] = {}
-        uplinks: set[tuple[str, Any]] = set()   # (switch, port) facing another switch: not an access port
-        for r in rows:
-            dev, tags = r["device"], r["tags"]
-            rn = tags.get("remote_name") or tags.get("remote_chassis")
-            peer = names.get(str(rn).lower()) if rn else None
-            if not peer or peer == dev:
-                continue
-            if rank(dev) > rank(peer):
-                up.setdefault(peer, dev)
-            elif rank(peer) > rank(dev):
-                up.setdefault(dev, peer)
-            if rank(peer) > 0:  # a port facing another switch/router is a trunk, not an access port
-                uplinks.add((dev, tags.get("ifIndex") or tags.get("local_port")))
-        if fdb_rows:
-            self._topology_from_fdb(st, fdb_rows, up, macs, ips, uplinks, rank)
-        return up
-
-    @staticmethod
-    def _topology_from_fdb(store, fdb_rows: list[dict], up: dict, macs: dict, ips: dict, uplinks: set, rank) -> None:
-        """Devices without an LLDP upstream: the switch whose FDB learned the device's MAC on an
-        access port (no LLDP neighbour on it), the port with the fewest MACs when several switches
-        learned it (switches further up learn it on their uplinks, which carry many MACs)."""
-        if ips:
-            for r in store.topology_current("arp"):
-                t = r["tags"]
-                for d, ip in list(ips.items()):
-                    if t.get("ip") == ip and _norm_mac(t.get("mac")):
-                        macs.setdefault(d, _norm_mac(t.get("mac")))
-        port_macs: dict[tuple[str, str], set[str]] = {}
-        for r in fdb_rows:
-            sw, t = r["device"], r["tags"]
-            mac = _norm_mac(t.get("mac"))
-            port = t.get("ifIndex") or t.get("ifName")
-            if mac and port is not None and (sw, port) not in uplinks:
-                port_macs.setdefault((sw, str(port)), set()).add(mac)
-        by_mac: dict[str, list[tuple[int, str]]] = {}
-        for (sw, _port), ms in port_macs.items():
-            for m in ms:
-                by_mac.setdefault(m, []).append((len(ms), sw))
-        for d, m in macs.items():
-            if d in up or m not in by_mac:
-                continue
-            cands = sorted((n, sw) for n, sw in by_mac[m]
-                           if sw != d and (rank(d) == 0 or rank(sw) > rank(d)))
-            if cands:
-                up[d] = cands[0][1]
 
     # ------------------------------------------------------------ rules (API)
     def _update_network_rules(self) -> None:

@@ -93,7 +93,7 @@ def test_meta_from_store_topology_and_network_rules(env):
         wire.sample("lldp", "sw1", now, {"seen": 1}, {"ifIndex": "2", "remote_name": "core1"}),
         wire.sample("lldp", "sw1", now, {"seen": 1}, {"ifIndex": "3", "remote_name": "cam1"})])
     wait_until(lambda: al.stats["processed"] >= 6, 10, "processed")
-    al._topo_at = 0
+    al.topology.invalidate()
     assert al.topology("cam1") == "sw1" and al.topology("sw1") == "core1" and al.topology("core1") is None
     # topology inhibition: the switch is down -> the camera behind it is suppressed
     feed.durable("events", [wire.event("sw1", "unreachable", now + 5, "warning"),
@@ -130,7 +130,7 @@ def test_topology_from_fdb_behind_access_ports(env):
         # proj1 (IP only, MAC from ARP) on sw2's access port 7
         fdb("sw2", "7", "AA:BB:CC:00:00:50")])
     wait_until(lambda: al.stats["processed"] >= 3, 10, "processed")
-    al._topo_at = 0
+    al.topology.invalidate()
     assert al.topology("cam1") == "sw1" and al.topology("proj1") == "sw2"
     assert al.topology("sw1") == "core1" and al.topology("sw2") == "core1" and al.topology("core1") is None
     # through the engine: sw1 unreachable suppresses the alert of the camera behind it
