@@ -1,4 +1,4 @@
-"""Human actions on alerts (ack, unack, assign, comment, resolve) and silences, as a part of
+"""Human actions on alerts (ack, unack, assign, comment, resolve), silences and maintenance windows, as a part of
 ``RuleEngine``: each one is recorded in the alert's history with who and when, and goes out to
 the listeners as an ``AlertChange`` with ``actor`` set."""
 from __future__ import annotations
@@ -99,6 +99,55 @@ class HumanActions:
             self._post(changes, actor=user)
         self._dispatch(changes)
         return s
+
+    # ------------------------------------------------------------ maintenance windows (API)
+    def maintenance_create(self, name: str, matchers: Any, schedule: Any, user: str, collect: bool = True,
+                           comment: str = "") -> dict:
+        """A recurring maintenance window (same grammar as rules.yaml ``maintenance:``; ``schedule`` a
+        calendar name or an inline calendar), persisted in the alert store. Returns its dict."""
+        from .maintenance import check_matchers, compile_schedule, schedule_json
+        _need_user(user)
+        ms = check_matchers(name, matchers)
+        sched = schedule_json(schedule)
+        changes: list[AlertChange] = []
+        with self._lock:
+            if any(w.name == name for w in self.ruleset.maintenance):
+                raise AlertError(f"maintenance window {name!r} is defined in rules.yaml")
+            compile_schedule(name, sched, self.ruleset.calendars)   # raises AlertError when invalid
+            now = self.clock()
+            self.store.maintenance_create(name, ms, sched, collect, comment, user, now)
+            self._api_maintenance = self._load_api_maintenance()
+            self._now = max(self._now, now)
+            self._dirty = True
+            self._post(changes, actor=user)
+            w = next(w for w in self._api_maintenance if w.name == name)
+            out = w.to_dict(now)
+        self._dispatch(changes)
+        return out
+
+    def maintenance_list(self) -> list[dict]:
+        """Every window (rules.yaml ones with ``source: rules``, API ones ``source: api``), ``open`` now."""
+        with self._lock:
+            now = max(self._now, self.clock())
+            return [w.to_dict(now) for w in self.maintenance_windows()]
+
+    def maintenance_delete(self, name: str, user: str) -> dict:
+        """Delete an API-made window; returns what it was."""
+        _need_user(user)
+        changes: list[AlertChange] = []
+        with self._lock:
+            if any(w.name == name for w in self.ruleset.maintenance):
+                raise AlertError(f"maintenance window {name!r} is defined in rules.yaml (edit the rule file)")
+            old = next((w for w in self._api_maintenance if w.name == name), None)
+            before = old.to_dict() if old is not None else None
+            row = self.store.maintenance_delete(name)
+            self._api_maintenance = self._load_api_maintenance()
+            now = self.clock()
+            self._now = max(self._now, now)
+            self._dirty = True
+            self._post(changes, actor=user)
+        self._dispatch(changes)
+        return before or {**row, "source": "api"}
 
     def _human(self, alert_id: int, t: int, action: str, user: str, detail: dict, require_active: bool,
                **fields) -> Alert:

@@ -64,11 +64,13 @@ class Defaults(_Strict):
 class Maintenance(_Strict):
     """A recurring maintenance window: alerts matching ``matchers`` are muted (``maintenance:NAME``)
     while the calendar ``schedule`` contains the instant (daily / weekly / monthly / exam weeks /
-    holidays: whatever the calendar grammar says)."""
+    holidays: whatever the calendar grammar says). ``collect: false``: data collection pauses too, so
+    data gaps inside the window are expected (absence / agent_offline alerts are not raised)."""
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$")
     matchers: list[str] | dict[str, str]
     schedule: str
     comment: str = ""
+    collect: bool = True
 
     @field_validator("matchers")
     @classmethod
@@ -79,10 +81,28 @@ class Maintenance(_Strict):
 
 
 class MaintenanceWindow:
-    __slots__ = ("name", "matchers", "calendar", "comment")
+    """A compiled maintenance window (from rules.yaml, ``source="rules"``, or made through the API,
+    ``source="api"``, see ``maintenance.py``)."""
+    __slots__ = ("name", "matchers", "calendar", "comment", "collect", "schedule", "source", "created_by",
+                 "created_ms")
 
-    def __init__(self, m: Maintenance, calendar):
+    def __init__(self, m: Maintenance, calendar, source: str = "rules", schedule: Any = None,
+                 created_by: str | None = None, created_ms: int | None = None):
         self.name, self.matchers, self.calendar, self.comment = m.name, parse_matchers(m.matchers), calendar, m.comment
+        self.collect = m.collect
+        self.schedule = m.schedule if schedule is None else schedule
+        self.source, self.created_by, self.created_ms = source, created_by, created_ms
+
+    def matches(self, labels: dict) -> bool:
+        return all(m.matches(labels) for m in self.matchers)
+
+    def to_dict(self, now_ms: int | None = None) -> dict:
+        d = {"name": self.name, "matchers": [str(m) for m in self.matchers], "schedule": self.schedule,
+             "collect": self.collect, "comment": self.comment, "source": self.source,
+             "created_by": self.created_by, "created_ms": self.created_ms}
+        if now_ms is not None:
+            d["open"] = self.calendar.contains(now_ms)
+        return d
 
 
 class RulesFile(_Strict):

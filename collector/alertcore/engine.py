@@ -30,7 +30,7 @@ from .actions import HumanActions
 from .inhibit import Inhibition
 from .kinds import KINDS
 from .labels import match_all, parse_matchers
-from .model import Alert, AlertChange, HistoryEntry, Silence
+from .model import Alert, AlertChange, AlertError, HistoryEntry, Silence
 from .silence import in_maintenance, silenced
 
 log = logging.getLogger("campus_sense.rules")
@@ -181,6 +181,8 @@ class RuleEngine(HumanActions):
         self._deadlines: set[tuple] = set()
         self._silences: list[Silence] = self.store.silences()
         self._active_silences: frozenset = frozenset()
+        self._api_maintenance = self._load_api_maintenance()
+        self._gap_end: dict[tuple, int] = {}   # rule x subject -> last time a collect: false window covered it
         self._dirty = False
         self._mark_t: int | None = None
         self._now = 0
@@ -259,6 +261,8 @@ class RuleEngine(HumanActions):
                     continue
                 if not st.rule.k.on_deadline(self, st, now, changes):
                     self._deadlines.discard(key)
+            self._nocollect_open = [w for w in self.maintenance_windows()
+                                    if not w.collect and w.calendar.contains(now)]
             for r in self._inputs["devices"] + self._inputs["agents"]:
                 r.k.on_tick(self, r, now, changes)
             self._tick_alerts(now, changes)
@@ -696,7 +700,7 @@ class RuleEngine(HumanActions):
                 continue  # only firing alerts notify, so only they are silenced/inhibited
             reason, since = silenced(a, active_sil)
             if reason is None:
-                reason, since = in_maintenance(a, self.ruleset.maintenance, now)
+                reason, since = in_maintenance(a, self.maintenance_windows(), now)
             if reason is None:
                 reason, since = inhibition.muted(a)
             if reason == a.suppressed:
@@ -722,7 +726,34 @@ class RuleEngine(HumanActions):
     def _muting_now(self, now: int) -> frozenset:
         """Ids of active silences and names of open maintenance windows (a change re-evaluates muting)."""
         return frozenset([s.id for s in self._silences if s.active_at(now)]
-                         + [w.name for w in self.ruleset.maintenance if w.calendar.contains(now)])
+                         + [w.name for w in self.maintenance_windows() if w.calendar.contains(now)])
+
+    # ================================================================ maintenance windows
+    def maintenance_windows(self) -> list:
+        """rules.yaml windows, then the ones made through the API."""
+        return self.ruleset.maintenance + self._api_maintenance
+
+    def _load_api_maintenance(self) -> list:
+        from .maintenance import window
+        out = []
+        for row in self.store.maintenance_list():
+            try:
+                out.append(window(row, self.ruleset.calendars))
+            except AlertError as e:  # e.g. a rules.yaml calendar it referred to was removed
+                log.warning("maintenance window %r not applied: %s", row.get("name"), e)
+        return out
+
+    def expected_gap(self, r, key: tuple, subject_id: str, now: int) -> int:
+        """For absence / agent_offline: the last time (<= now) a ``collect: false`` maintenance window
+        matching this rule x subject was open (data gaps then are expected), 0 if never."""
+        wins = getattr(self, "_nocollect_open", None)
+        if wins:
+            st = self._states.get(key) or _St(key, r, {"id": subject_id})
+            labels = {**self._labels(st), "severity": r.m.severity, "state": "firing"}
+            if any(w.matches(labels) for w in wins):
+                self._gap_end[key] = now
+                return now
+        return self._gap_end.get(key, 0) if self._gap_end else 0
 
     # ================================================================ helpers
     def _meta_of(self, d: str) -> dict:

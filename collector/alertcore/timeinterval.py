@@ -286,3 +286,22 @@ def compile_intervals(named: dict[str, TimeInterval | list[TimeInterval]], what:
     for n in parts:
         visit(n, [])
     return out
+
+
+def compile_one(name: str, spec: TimeInterval | list[TimeInterval], known: dict[str, Interval],
+                what: str = "calendar") -> Interval:
+    """Compile one interval whose ``exclude`` / ``not`` may refer to already compiled ``known`` ones
+    (e.g. a maintenance window made through the API referring to rules.yaml calendars)."""
+    parts = spec if isinstance(spec, list) else [spec]
+    out = Interval(name, parts)
+    for p, cp in zip(parts, out.parts):
+        for r in list(p.exclude) + ([p.not_] if p.not_ else []):
+            if r not in known:
+                raise ValueError(f"{what} {name!r}: refers to unknown {what} {r!r}")
+        cp.exclude = [known[r] for r in p.exclude]
+    nots = [p.not_ for p in parts if p.not_]
+    if nots:
+        if len(parts) > 1:
+            raise ValueError(f"{what} {name!r}: 'not' must be the only entry")
+        out.negate = known[nots[0]]
+    return out

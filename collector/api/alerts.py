@@ -17,6 +17,7 @@ Roles (401 without/with a bad token, 403 wrong role or an alert the role may not
 | POST /alerts/{id}/ack {comment, expires_ms} · /unack · /comment {text} | all (it: network) |
 | POST /alerts/{id}/assign {assignee} · /resolve {comment} | admin, security |
 | GET /silences · POST /silences {matchers, comment, duration_ms or ends_ms} · DELETE /silences/{id} | GET all; admin, security |
+| GET /maintenance · POST /maintenance {name, matchers, schedule, collect, comment} · DELETE /maintenance/{name} | GET all; admin, security |
 | GET /rules · PUT /rules (YAML body; ?file=) | GET all; PUT admin |
 | POST /alerts/stream/ticket | all: a one-minute ticket for the stream URL |
 | GET /alerts/stream?ticket= or ?token= or Authorization header | all: Server-Sent Events |
@@ -33,11 +34,13 @@ import time
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
+from fastapi import Path as PathParam
 from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 
 from campus_sense.yamlconf import ConfigError
 
+from ..alertcore.maintenance import MaintenanceSpec
 from ..rules import AlertError, export_alerts_csv, export_history_csv
 from ..store.base import SeriesQueryUnsupported
 from ..store.budget import SeriesBudgetExceeded
@@ -350,6 +353,29 @@ def router(alerting) -> APIRouter:
             return engine.silence_expire(silence_id, actor(p)).to_dict()
         except (AlertError, ValueError, KeyError) as e:
             raise HTTPException(404, str(e)) from None
+
+    # ------------------------------------------------------------ maintenance windows (recurring)
+    @r.get("/maintenance", summary="maintenance windows (rules.yaml: source rules; made here: source api), "
+                                   "open now, collect false = data gaps expected")
+    def maintenance(p: Principal = Depends(ALL)) -> list[dict]:
+        return engine.maintenance_list()
+
+    @r.post("/maintenance", status_code=201,
+            summary="a recurring maintenance window: schedule = a rules.yaml calendar name or an inline calendar")
+    def maintenance_create(body: MaintenanceSpec, p: Principal = Depends(SEC)) -> dict:
+        try:
+            return engine.maintenance_create(body.name, body.matchers, body.schedule, actor(p), body.collect,
+                                             body.comment)
+        except AlertError as e:
+            raise HTTPException(409 if "already exists" in str(e) or "rules.yaml" in str(e) else 400,
+                                str(e)) from None
+
+    @r.delete("/maintenance/{name}")
+    def maintenance_delete(name: str = PathParam(max_length=128), p: Principal = Depends(SEC)) -> dict:
+        try:
+            return engine.maintenance_delete(name, actor(p))
+        except AlertError as e:
+            raise HTTPException(409 if "rules.yaml" in str(e) else 404, str(e)) from None
 
     # ------------------------------------------------------------ rules
     @r.get("/rules")

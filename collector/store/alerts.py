@@ -74,6 +74,16 @@ CREATE TABLE IF NOT EXISTS alert_silences(
   expired_ms INTEGER,
   expired_by TEXT
 );
+CREATE TABLE IF NOT EXISTS alert_maintenance(
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  name TEXT NOT NULL UNIQUE,
+  matchers TEXT NOT NULL,
+  schedule TEXT NOT NULL,
+  collect INTEGER NOT NULL DEFAULT 1,
+  comment TEXT NOT NULL DEFAULT '',
+  created_by TEXT NOT NULL,
+  created_ms INTEGER NOT NULL
+);
 """
 
 _UPDATABLE = frozenset(ALERT_COLUMNS) - {"id", "fingerprint", "rule", "kind", "subject", "started_ms"}
@@ -304,6 +314,51 @@ class AlertStore:
         if active_at is not None:
             out = [s for s in out if s.active_at(active_at)]
         return out
+
+
+    # ------------------------------------------------------------ maintenance windows (API-made)
+    _MW_COLS = ("id", "name", "matchers", "schedule", "collect", "comment", "created_by", "created_ms")
+
+    def _mw(self, r: tuple) -> dict:
+        d = dict(zip(self._MW_COLS, r))
+        d["matchers"] = json.loads(d["matchers"])
+        d["schedule"] = json.loads(d["schedule"])
+        d["collect"] = bool(d["collect"])
+        return d
+
+    def maintenance_create(self, name: str, matchers: list[str], schedule: Any, collect: bool, comment: str,
+                           created_by: str, created_ms: int) -> dict:
+        """Persist a recurring maintenance window (``schedule``: a calendar name or an inline calendar);
+        raises AlertError when the name is taken."""
+        with self._tx() as cur:
+            if cur.execute("SELECT 1 FROM alert_maintenance WHERE name=?", (name,)).fetchone():
+                raise AlertError(f"maintenance window {name!r} already exists")
+            cur.execute("INSERT INTO alert_maintenance(name, matchers, schedule, collect, comment, created_by,"
+                        " created_ms) VALUES (?,?,?,?,?,?,?)",
+                        (name, json.dumps(list(matchers)), json.dumps(schedule, sort_keys=True, default=str),
+                         int(bool(collect)), comment, created_by, created_ms))
+        return self.maintenance(name)  # type: ignore[return-value]
+
+    def maintenance(self, name: str) -> dict | None:
+        with self._lock:
+            r = self._db.execute(f"SELECT {', '.join(self._MW_COLS)} FROM alert_maintenance WHERE name=?",
+                                 (name,)).fetchone()
+        return self._mw(r) if r else None
+
+    def maintenance_list(self) -> list[dict]:
+        with self._lock:
+            rows = self._db.execute(f"SELECT {', '.join(self._MW_COLS)} FROM alert_maintenance ORDER BY id").fetchall()
+        return [self._mw(r) for r in rows]
+
+    def maintenance_delete(self, name: str) -> dict:
+        """Delete a window; returns what it was. Raises AlertError when there is none."""
+        with self._tx() as cur:
+            r = cur.execute(f"SELECT {', '.join(self._MW_COLS)} FROM alert_maintenance WHERE name=?",
+                            (name,)).fetchone()
+            if r is None:
+                raise AlertError(f"maintenance window {name!r} does not exist")
+            cur.execute("DELETE FROM alert_maintenance WHERE name=?", (name,))
+        return self._mw(r)
 
 
 def _num(v: Any) -> float | None:

@@ -32,7 +32,8 @@ class Absence(Kind):
             after = eng._stale_after(r, d)
             if after is None:
                 continue
-            dl = last + after
+            # a collect: false maintenance window: the gap is expected, staleness counts from its end
+            dl = max(last, eng.expected_gap(r, key, d, now)) + after
             if dl > now or (r.cal is not None and not r.cal.contains(now)):
                 continue
             if st is None:

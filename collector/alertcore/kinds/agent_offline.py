@@ -31,7 +31,8 @@ class AgentOffline(Kind):
             if r.m.agents and not any(fnmatchcase(name, p) for p in r.m.agents):
                 continue
             ref = ag.dead_since if ag.dead_since is not None else ag.last_seen
-            dl = ref + r.m.after
+            # a collect: false maintenance window: the gap is expected, staleness counts from its end
+            dl = max(ref, eng.expected_gap(r, key, name, now)) + r.m.after
             if dl > now or (r.cal is not None and not r.cal.contains(now)):
                 continue
             if st is None:
