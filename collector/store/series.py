@@ -300,7 +300,8 @@ class SeriesEngine:
         #: group id -> [(sid, t, fields)] not sealed yet
         self.head: dict[int, list[tuple[int, int, dict]]] = {}
         self.head_lock = threading.Lock()
-        self._staged: list[tuple[int, int, int, dict]] = []
+        self._staged: dict[int, list[tuple[int, int, dict]]] = {}
+        self._staged_lo, self._staged_hi = 1 << 62, 0
         self._log_rows: list[tuple] = []
         self.max_t = 0
         self.late = False
@@ -309,8 +310,16 @@ class SeriesEngine:
         self._prev: dict[int, tuple[int, dict]] = {}
 
     # ---------------------------------------------------------------- write path
-    def stage(self, gid: int, sid: int, t: int, f: dict) -> None:
-        self._staged.append((gid, sid, t, f))
+    def staged(self) -> dict[int, list[tuple[int, int, dict]]]:
+        """Group id -> [(sid, t, fields)] of the transaction in progress (the caller appends)."""
+        return self._staged
+
+    def stage_times(self, lo: int, hi: int) -> None:
+        """Oldest and newest item time staged by a message."""
+        if hi > self._staged_hi:
+            self._staged_hi = hi
+        if lo < self._staged_lo:
+            self._staged_lo = lo
 
     def log_message(self, msg: wire.Message, max_t: int) -> tuple:
         tp = msg.topic
@@ -330,24 +339,23 @@ class SeriesEngine:
         """The transaction that staged rows committed: they join the head."""
         if not self._staged:
             return
-        hwm = self.hour_wm
         with self.head_lock:
             head = self.head
-            mx = self.max_t
-            for gid, sid, t, f in self._staged:
+            for gid, rows in self._staged.items():
                 lst = head.get(gid)
                 if lst is None:
-                    head[gid] = lst = []
-                lst.append((sid, t, f))
-                if t > mx:
-                    mx = t
-                if t < hwm:
-                    self.late = True
-            self.max_t = mx
-        self._staged = []
+                    head[gid] = rows
+                else:
+                    lst.extend(rows)
+            if self._staged_hi > self.max_t:
+                self.max_t = self._staged_hi
+            if self._staged_lo < self.hour_wm:
+                self.late = True
+        self.discard()
 
     def discard(self) -> None:
-        self._staged = []
+        self._staged = {}
+        self._staged_lo, self._staged_hi = 1 << 62, 0
 
     def recover(self, series_of: Any) -> int:
         """Rebuild the head from head_log after a restart. ``series_of(measurement, device, tags)``
@@ -368,7 +376,8 @@ class SeriesEngine:
                 if it["m"] in wire.TOPOLOGY_MEASUREMENTS:
                     continue
                 sid, gid = series_of(it["m"], it["d"], it.get("tags") or {})
-                self._staged.append((gid, sid, t, f))
+                self._staged.setdefault(gid, []).append((sid, t, f))
+                self.stage_times(t, t)
                 n += 1
         self.commit()
         return n

@@ -173,12 +173,15 @@ class SQLiteStore(Store):
             self._w.execute("VACUUM")   # journal_mode=WAL (in _connect) already fixed the header: rewrite it
         self._w.executescript(SCHEMA)
         cols = {r[1] for r in self._w.execute("PRAGMA table_info(agents)")}
-        for col, decl in (("clock_offset_ms", "INTEGER"), ("clock_ms", "INTEGER")):
+        for col, decl in (("clock_offset_ms", "INTEGER"), ("clock_ms", "INTEGER"), ("revoked_ms", "INTEGER")):
             if col not in cols:
                 self._w.execute(f"ALTER TABLE agents ADD COLUMN {col} {decl}")
         #: agent -> (site, building) it is bound to (first seen or enrolled with)
         self._bound: dict[str, tuple[str, str]] = {
             a: (si, b) for a, si, b in self._w.execute("SELECT id, site, building FROM agents")}
+        #: agents revoked by `campus-sense enrol --revoke` (another process): re-read every few seconds
+        self._revoked: set[str] = set()
+        self._revoked_at = float("-inf")
         self.dead_letter_keep = dead_letter_keep
         self._series: dict[tuple, int] = {}
         self._series_canon: dict[tuple, int] = {}
@@ -298,15 +301,22 @@ class SQLiteStore(Store):
         under another one is refused (dead letter ``agent_moved``) instead of moving its devices."""
         out = []
         bound = self._bound
+        revoked = self._revoked_agents()
         for m in messages:
             if m.seq is None and m.kind == "events":   # made by the collector
                 out.append(m)
                 continue
             tp = m.topic
+            if m.agent in revoked:
+                rejects.append(Reject(
+                    f"campus/v1/{tp.site}/{tp.building}/{m.agent}/{m.kind}", "agent_revoked",
+                    f"agent {m.agent} was revoked (campus-sense enrol --revoke); enrol it again to accept its data",
+                    m.raw, m.agent, m.epoch, m.seq))
+                continue
             b = bound.get(m.agent)
-            if b is not None and b != (tp.site, tp.building):   # moved by `collector agent move` meanwhile?
+            if b is None or b != (tp.site, tp.building):   # enrolled or moved by another process meanwhile?
                 row = self._w.execute("SELECT site, building FROM agents WHERE id=?", (m.agent,)).fetchone()
-                if row:
+                if row and row[0] is not None:
                     b = bound[m.agent] = tuple(row)
             if b is None:
                 bound[m.agent] = (tp.site, tp.building)
@@ -319,6 +329,42 @@ class SQLiteStore(Store):
                 continue
             out.append(m)
         return out
+
+    def _revoked_agents(self) -> set[str]:
+        now = time.monotonic()
+        if now - self._revoked_at > 2.0:
+            self._revoked = {a for (a,) in self._w.execute("SELECT id FROM agents WHERE revoked_ms IS NOT NULL")}
+            self._revoked_at = now
+        return self._revoked
+
+    def agent_enrol(self, agent: str, site: str, building: str) -> dict:
+        """Bind an agent before it is first seen (`campus-sense enrol`); clears a revocation.
+        -> the previous {site, building, revoked_ms} or {} for a new agent."""
+        with self._lock:
+            row = self._w.execute("SELECT site, building, revoked_ms FROM agents WHERE id=?", (agent,)).fetchone()
+            self._w.execute(
+                "INSERT INTO agents(id, site, building, state) VALUES (?,?,?,'enrolled') ON CONFLICT(id) DO UPDATE "
+                "SET site=excluded.site, building=excluded.building, revoked_ms=NULL", (agent, site, building))
+            if row and (row[0], row[1]) != (site, building):
+                self._w.execute("UPDATE devices SET site=?, building=? WHERE agent=?", (site, building, agent))
+            self._bound[agent] = (site, building)
+            self._revoked.discard(agent)
+            self._revoked_at = float("-inf")
+            return dict(zip(("site", "building", "revoked_ms"), row)) if row else {}
+
+    def agent_revoke(self, agent: str) -> bool:
+        """Refuse everything from ``agent`` from now on (dead letter ``agent_revoked``); False if unknown."""
+        with self._lock:
+            cur = self._w.execute("UPDATE agents SET revoked_ms=?, state='revoked' WHERE id=?", (_now_ms(), agent))
+            if cur.rowcount:
+                self._revoked.add(agent)
+            return bool(cur.rowcount)
+
+    def agent_binding(self, agent: str) -> dict | None:
+        """{site, building, state, revoked_ms, last_seen_ms} of an agent, None if unknown."""
+        cols = ("site", "building", "state", "revoked_ms", "last_seen_ms")
+        row = self.reader().execute(f"SELECT {', '.join(cols)} FROM agents WHERE id=?", (agent,)).fetchone()
+        return dict(zip(cols, row)) if row else None
 
     def agent_move(self, agent: str, site: str, building: str) -> bool:
         """Re-bind an agent to another site/building (an admin's decision); False if unknown."""
@@ -357,7 +403,7 @@ class SQLiteStore(Store):
         except sqlite3.OperationalError as e:
             raise StorageUnavailable(f"{self.path}: {e}") from e
         engine = self.engine
-        stage = engine.stage if engine is not None else None
+        staged = engine.staged() if engine is not None else None
         head_log: list[tuple] = []
         seen_st: set[tuple[int, int]] = set()
         latest: dict[int, tuple] = {}
@@ -417,8 +463,8 @@ class SQLiteStore(Store):
                 # ---- end topology hook
                 last_d = None
                 if to_sqlite:
-                    last_gid = last_t = None
-                    max_t = 0
+                    last_gid = last_t = buf = None
+                    max_t, min_t = 0, 1 << 62
                     for it in items:
                         d = it["d"]
                         tags = it.get("tags")
@@ -429,9 +475,15 @@ class SQLiteStore(Store):
                         sid, gid, skey, special = s
                         t = it["t"]
                         if gid != last_gid or t != last_t:
+                            if gid != last_gid:
+                                buf = staged.get(gid)
+                                if buf is None:
+                                    buf = staged[gid] = []
                             last_gid, last_t = gid, t
                             if t > max_t:
                                 max_t = t
+                            if t < min_t:
+                                min_t = t
                             ds = dev_seen.get(d)
                             if ds is None:
                                 dev_seen[d] = [msg.agent, tp.site, tp.building, t]
@@ -443,11 +495,12 @@ class SQLiteStore(Store):
                             same_time += 1
                         else:
                             seen_st.add(st_key)
-                        stage(gid, sid, t, it["f"])
+                        buf.append((sid, t, it["f"]))
                         if special:
                             special_items.append((it, it["f"]))
                     if items:
                         head_log.append(engine.log_message(msg, max_t))
+                        engine.stage_times(min_t, max_t)
                 else:
                     for it in items:
                         d = it["d"]
