@@ -111,6 +111,8 @@ class Store(_Strict):
     retention_interval_s: float = Field(3600, gt=0)
     # influxdb (v2 write API)
     url: str | None = None
+    #: Prometheus query API of the same data (VictoriaMetrics: its own URL): /series reads from it
+    query_url: str | None = None
     #: campus_sense.secret grammar: token / token_file / token_env
     token: Secret | None = None
     org: str = "campus"

@@ -42,6 +42,9 @@ def open_store(cfg):
         from .store.influx import InfluxSink
         sink = InfluxSink(cfg.store.url, cfg.store.read_token(), cfg.store.org, cfg.store.bucket,
                           timeout_s=cfg.store.timeout_s)
+        if cfg.store.query_url:
+            from .store.promql import PromReader
+            sink.reader = PromReader(cfg.store.query_url, timeout_s=cfg.store.timeout_s)
     from .store.series import Retention
     r = cfg.store.retention
     return SQLiteStore(cfg.store.path, sink=sink, synchronous=cfg.store.synchronous,

@@ -22,7 +22,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from campus_sense import __version__
 
-from ..store.base import SeriesQueryUnsupported
+from ..store.base import SeriesBackendError, SeriesQueryUnsupported
 from ..store.budget import SERIES_MAX_ROWS, SERIES_MAX_POINTS, SERIES_MAX_VALUES, SeriesBudgetExceeded
 from .bounds import MAX_MS, ms_query
 
@@ -154,6 +154,8 @@ def create_app(store, ingest=None, offline_after_s: float = 180.0, title: str = 
             res = store.series(measurement, device, field, start, end, step, _parse_tags(tags), limit, agg)
         except SeriesQueryUnsupported as e:
             raise HTTPException(501, str(e)) from None
+        except SeriesBackendError as e:
+            raise HTTPException(503, str(e)) from None
         except SeriesBudgetExceeded as e:
             raise HTTPException(413, str(e)) from None
         except ValueError as e:      # e.g. agg=rate on a field that is not a counter

@@ -22,6 +22,10 @@ class SeriesQueryUnsupported(RuntimeError):
     """The configured time-series backend cannot be queried through this API."""
 
 
+class SeriesBackendError(RuntimeError):
+    """The time-series server that answers queries failed or cannot be reached (HTTP 503)."""
+
+
 class StorageUnavailable(RuntimeError):
     """The store (disk, database, time-series server) cannot commit right now, whatever the
     messages are: ingest holds the group, does not acknowledge it, and retries."""
@@ -63,6 +67,8 @@ class TimeSeriesSink(abc.ABC):
     """Where samples go when they do not go to SQLite."""
 
     name = "sink"
+    #: the query side of the same data (collector/store/promql.PromReader), or None: /series 501
+    reader: Any = None
 
     @abc.abstractmethod
     def write(self, samples: list[dict[str, Any]]) -> None:

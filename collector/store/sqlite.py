@@ -1024,10 +1024,16 @@ class SQLiteStore(Store):
         covers ``start`` (``resolution`` in each answer; when no level covers it, the answer's
         ``step_ms`` is the level's own resolution)."""
         from .budget import SERIES_MAX_ROWS, SERIES_MAX_VALUES, SeriesBudgetExceeded
+        if agg not in AGGS:
+            raise ValueError(f"agg must be one of {', '.join(AGGS)}, not {agg!r}")
         if self.sink is not None:
-            raise SeriesQueryUnsupported(
-                f"time series are written to {self.sink.name}; query them there (e.g. Grafana), "
-                "this API only serves series stored in SQLite")
+            reader = getattr(self.sink, "reader", None)
+            if reader is None:
+                raise SeriesQueryUnsupported(
+                    f"time series are written to {self.sink.name} and no store.query_url is set; query them "
+                    "there (e.g. Grafana), or set store.query_url to its Prometheus query API (VictoriaMetrics)")
+            return reader.series(measurement, device, field, start_ms, end_ms, step_ms, tags, limit, agg,
+                                 now_ms=_now_ms())
         if agg not in AGGS:
             raise ValueError(f"agg must be one of {', '.join(AGGS)}, not {agg!r}")
         c = self.reader()
