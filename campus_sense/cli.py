@@ -18,6 +18,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "agent": ("edge_agent.main", "run the edge agent of one building"),
     "collector": ("collector.main", "run the central collector (ingest, store, API); also token management"),
     "demo": ("campus_sense.demo", "run the whole system with a simulated building, no services needed"),
+    "enrol": ("collector.enrol", "on the collector host: create/renew/revoke an agent's broker identity, write its bundle"),
+    "discover": ("edge_agent.discover.cli", "on the agent: find devices in given subnets, propose agent.yaml + campus.yaml"),
     "snmp-inventory": ("drivers.snmp.inventory", "one-shot SNMP inventory of a device (system, interfaces, ...)"),
     "rules": ("collector.alertcore.cli", "test alert rules against recorded samples"),
     "notify": ("collector.notify.cli", "check notify.yaml, send a test notification, show routes"),

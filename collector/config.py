@@ -26,6 +26,7 @@ from campus_sense import wire
 from campus_sense.secret import Secret, SecretFields
 from campus_sense.yamlconf import load_model
 from collector.compliance.settings import CampusSettings
+from collector.enrol import EnrolSettings
 
 
 class _Strict(SecretFields):
@@ -196,6 +197,8 @@ class CollectorConfig(_Strict):
     campus: CampusSettings | None = None
     rules: Rules | None = None
     notify: Notify | None = None
+    #: `campus-sense enrol`: broker files, bundle contents (collector/enrol.py)
+    enrol: EnrolSettings | None = None
 
 
 def load(path: str | Path) -> CollectorConfig:
@@ -213,6 +216,8 @@ def load(path: str | Path) -> CollectorConfig:
         cfg.notify.config = str(base / cfg.notify.config)
     if cfg.campus is not None:
         cfg.campus.resolve(base)
+    if cfg.enrol is not None:
+        cfg.enrol.resolve(base)
     tls = cfg.mqtt.tls
     if tls:
         for k in ("ca_file", "cert_file", "key_file"):

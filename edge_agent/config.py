@@ -32,6 +32,7 @@ DRIVERS: dict[str, str] = {
     "onvif": "drivers.onvif",
     "pjlink": "drivers.pjlink",
     "snmp": "drivers.snmp",
+    "snmp_trap": "drivers.snmp_trap",
     "synthetic": "drivers.synthetic",
 }
 
@@ -196,10 +197,40 @@ def _line(lines: dict[tuple, int], loc: tuple) -> int | str:
     return lines.get((), "?")
 
 
+def rebase_files(data: Any, base: Path) -> Any:
+    """Driver options: every relative ``*_file`` value (at any depth) and a modbus ``profile`` given as a
+    path become relative to ``base`` (agent.yaml's folder); absolute paths stay as they are."""
+    if isinstance(data, list):
+        return [rebase_files(x, base) for x in data]
+    if not isinstance(data, dict):
+        return data
+    out = {}
+    for k, v in data.items():
+        if isinstance(v, str) and v and isinstance(k, str) and (
+                k.endswith("_file") or (k == "profile" and ("/" in v or v.endswith((".yaml", ".yml"))))):
+            p = Path(v).expanduser()
+            v = str(p if p.is_absolute() else base / p)
+        else:
+            v = rebase_files(v, base)
+        out[k] = v
+    return out
+
+
 def load(path: str | Path) -> LoadedConfig:
-    """Validate ``path`` completely; raise ConfigError with one line per problem."""
+    """Validate ``path`` completely; raise ConfigError with one line per problem.
+
+    Every relative path in agent.yaml (``mqtt.password_file``, ``mqtt.tls.*``, ``queue.path``, any
+    ``*_file`` in driver options) is relative to agent.yaml's folder, not the working directory."""
     path = Path(path)
-    cfg = load_model(path, AgentConfig)
+    base = path.resolve().parent
+    cfg = load_model(path, AgentConfig, context={"base_dir": base})
+    if not cfg.queue.path.is_absolute():
+        cfg.queue.path = base / cfg.queue.path
+    if cfg.mqtt.tls is not None:
+        for name in ("ca_file", "cert_file", "key_file"):
+            f = getattr(cfg.mqtt.tls, name)
+            if f is not None and not f.is_absolute():
+                setattr(cfg.mqtt.tls, name, base / f)
     _, lines = load_yaml(path)
     errors: list[str] = []
 
@@ -221,7 +252,8 @@ def load(path: str | Path) -> LoadedConfig:
             err(("devices", i, "driver"), f"driver package {DRIVERS[dev.driver]} lacks Options/create")
             continue
         try:
-            options.append(mod.Options.model_validate(dev.options))
+            options.append(mod.Options.model_validate(rebase_files(dev.options, base),
+                                                       context={"base_dir": base}))
         except ValidationError as e:
             for d in e.errors():
                 err(("devices", i, "options") + error_loc(d), d["msg"])

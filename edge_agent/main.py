@@ -28,11 +28,20 @@ log = logging.getLogger("edge_agent")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, metavar="PATH", help="agent.yaml")
+    parser.add_argument("--config", metavar="PATH", help="agent.yaml (required to run or --check)")
     parser.add_argument("--check", action="store_true", help="validate the config (and driver options) and exit")
+    sub = parser.add_subparsers(dest="agent_cmd", metavar="{enrol}")
+    from edge_agent import enrol
+    enrol.configure(sub.add_parser("enrol", help="install an enrolment bundle from `campus-sense enrol`"))
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "agent_cmd", None) == "enrol":
+        from edge_agent import enrol
+        return enrol.run(args)
+    if not args.config:
+        print("campus-sense agent: --config agent.yaml is required", file=sys.stderr)
+        return 2
     try:
         loaded = cfgmod.load(args.config)
     except ConfigError as e:

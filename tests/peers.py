@@ -65,13 +65,26 @@ class Mosquitto:
             f"persistence_location {self.dir}/\n"
             + "".join(line + "\n" for line in (self.SHIPPED / "mosquitto.conf").read_text().splitlines()
                       if line.split(" ")[0] in self.DURABILITY + (("use_username_as_clientid",) if shipped else ()))
-            + (f"acl_file {self.SHIPPED / 'acl'}\n" if shipped else "") +
+            + (f"acl_file {self._shipped_acl()}\n" if shipped else "") +
             "max_inflight_messages 100\n"
             "message_size_limit 4194304\n"
             "log_dest stderr\n"
             "log_type error\n"
             "log_type warning\n"
         )
+
+    def _shipped_acl(self) -> Path:
+        """The shipped ACL (docker/mosquitto/acl) plus, per agent user, the block `campus-sense enrol`
+        writes, with any site/building (tests pick their own): ``self.dir / "acl"``."""
+        acl = self.dir / "acl"
+        acl.write_text((self.SHIPPED / "acl").read_text() + "".join(
+            f"user {u}\ntopic write campus/v1/+/+/{u}/#\n" for u in self.users if u != "collector"))
+        return acl
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the password and ACL files (what `enrol.reload_command` triggers)."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGHUP)
 
     def start(self) -> "Mosquitto":
         self.log = open(self.dir / "mosquitto.log", "ab")
