@@ -30,6 +30,7 @@ from campus_sense import wire
 from campus_sense.yamlconf import ConfigError
 from collector.alertcore.hub import ChangeHub  # noqa: F401  (re-exported)
 from collector.alertcore.topology import DeviceMeta, Topology
+from collector.store.audit import AuditStore
 
 log = logging.getLogger("collector.alerting")
 
@@ -57,6 +58,8 @@ class Alerting:
             self.alert_store.relax_durability()
         except Exception:  # noqa: BLE001
             log.warning("could not set synchronous=NORMAL on %s", cfg.rules.db)
+        # the audit log (who changed what, before/after) lives in the alert store's file
+        self.audit = AuditStore(cfg.rules.db)
         self.device_meta = DeviceMeta(store)
         self._missing = self.device_meta.missing
         self.topology = Topology(store)
@@ -88,11 +91,14 @@ class Alerting:
 
     # ------------------------------------------------------------ lifecycle
     def mount(self, app) -> None:
-        """Add the alert API (/api/v1/alerts, /silences, /rules, /notifications) and the console."""
+        """Add the alert API (/api/v1/alerts, /silences, /maintenance, /rules, /notifications), the admin API
+        (/tokens, /audit) and the console."""
+        from .api.admin import router as admin_router
         from .api.alerts import router as alerts_router
         from .api.console import router as console_router
         app.state.alerting = self
         app.include_router(alerts_router(self), prefix="/api/v1")
+        app.include_router(admin_router(self), prefix="/api/v1")
         app.include_router(console_router())
 
     def start(self) -> "Alerting":
@@ -123,6 +129,7 @@ class Alerting:
             self._loop_thread.join(5)
             self.notifier.close()
         self.alert_store.close()
+        self.audit.close()
 
     # ------------------------------------------------------------ ingest side (ingest thread: must be fast)
     def on_message(self, msg: wire.Message) -> None:

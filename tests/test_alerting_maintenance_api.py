@@ -145,7 +145,7 @@ def api(tmp_path):
     from tests.test_api_fuzz import Env
     env = Env(tmp_path)
     yield env
-    env.alerting.stop()
+    env.close()
 
 
 def test_maintenance_api_create_list_delete_roles(api):

@@ -55,6 +55,17 @@ class HumanActions:
         self._dispatch(changes)
         return a
 
+    def escalate(self, alert_id: int, user: str, comment: str = "") -> Alert:
+        """Raise an active alert to critical by hand (history ``escalated`` with the actor)."""
+        _need_user(user)
+        a = self.store.get(alert_id)
+        if a is not None and a.active and a.severity == "critical":
+            raise AlertError(f"alert {alert_id} is already critical")
+        t = self.clock()
+        return self._human(alert_id, t, "escalated", user,
+                           {"from": a.severity if a else None, "to": "critical", "comment": comment}, True,
+                           severity="critical", escalated_ms=t)
+
     def silence_create(self, matchers: Any, user: str, comment: str = "", starts_ms: int | None = None,
                        ends_ms: int | None = None, duration_ms: int | None = None) -> Silence:
         """Silence (or maintenance window) for alerts whose labels match all ``matchers``

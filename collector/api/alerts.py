@@ -7,6 +7,9 @@ Roles (401 without/with a bad token, 403 wrong role or an alert the role may not
   comment those.
 - admin: everything, and the only role that may ``PUT /rules``.
 
+Every change (alert actions, silences, maintenance windows, rule files) is recorded in the audit
+log with the caller, before and after (``admin.py``: ``GET /audit``).
+
 | endpoint | roles |
 |---|---|
 | GET /me | all |
@@ -15,7 +18,7 @@ Roles (401 without/with a bad token, 403 wrong role or an alert the role may not
 | GET /alerts/history.csv?alert_id=&since_ms= (audit: transitions and every human action) | all (it: network) |
 | GET /alerts/{id} (alert, history, samples/events that fired it) | all (it: network) |
 | POST /alerts/{id}/ack {comment, expires_ms} · /unack · /comment {text} | all (it: network) |
-| POST /alerts/{id}/assign {assignee} · /resolve {comment} | admin, security |
+| POST /alerts/{id}/assign {assignee} · /resolve {comment} · /escalate {comment} | admin, security |
 | GET /silences · POST /silences {matchers, comment, duration_ms or ends_ms} · DELETE /silences/{id} | GET all; admin, security |
 | GET /maintenance · POST /maintenance {name, matchers, schedule, collect, comment} · DELETE /maintenance/{name} | GET all; admin, security |
 | GET /rules · PUT /rules (YAML body; ?file=) | GET all; PUT admin |
@@ -44,6 +47,7 @@ from ..alertcore.maintenance import MaintenanceSpec
 from ..rules import AlertError, export_alerts_csv, export_history_csv
 from ..store.base import SeriesQueryUnsupported
 from ..store.budget import SeriesBudgetExceeded
+from .admin import Auditor
 from .app import Principal, require_role
 from .bounds import id_path, id_query, ms_field, ms_query
 
@@ -86,6 +90,17 @@ class SilenceBody(BaseModel):
     duration_ms: int | None = ms_field(None, "ms", gt_zero=True)
 
 
+def _rule_texts(alerting) -> dict[str, str | None]:
+    """Rule file texts for the audit log's before/after."""
+    out: dict[str, str | None] = {}
+    for f in alerting.rule_files():
+        try:
+            out[str(f)] = f.read_text(encoding="utf-8")
+        except OSError:
+            out[str(f)] = None
+    return out
+
+
 def _now() -> int:
     return int(time.time() * 1000)
 
@@ -96,13 +111,8 @@ def router(alerting) -> APIRouter:
     r = APIRouter(tags=["alerts"])
     tickets: dict[str, tuple[Principal, int]] = {}
     tlock = threading.Lock()
-    names: dict[int, str | None] = {}
-
-    def actor(p: Principal) -> str:
-        if p.token_id not in names:
-            names[p.token_id] = store.token_name(p.token_id)
-        n = names[p.token_id]
-        return f"{n} ({p.role})" if n else f"{p.role}#{p.token_id}"
+    aud = Auditor(alerting)
+    actor = aud.actor
 
     def visible(p: Principal, a) -> bool:
         return p.role != "it" or alerting.is_network(a)
@@ -127,6 +137,13 @@ def router(alerting) -> APIRouter:
             return adict(fn(*args, **kw))
         except AlertError as e:
             raise HTTPException(409, str(e)) from None
+
+    def act(p: Principal, request: Request, action: str, alert_id: int, fn, *args, detail: Any = None) -> dict:
+        """A human action on an alert, recorded in the audit log with the alert before and after."""
+        before = adict(get_alert(p, alert_id))
+        after = human(fn, alert_id, actor(p), *args)
+        aud.record(p, request, f"alert.{action}", f"alert:{alert_id}", before, after, detail)
+        return after
 
     def flt_of(state, severity, building, rule, device, acked, limit, p: Principal) -> dict:
         flt: dict[str, Any] = {"state": state if state != "active" else "active"}
@@ -307,31 +324,33 @@ def router(alerting) -> APIRouter:
         return res
 
     @r.post("/alerts/{alert_id}/ack")
-    def ack(alert_id: AlertId, body: AckBody = Body(default_factory=AckBody), p: Principal = Depends(ALL)) -> dict:
-        get_alert(p, alert_id)
-        return human(engine.ack, alert_id, actor(p), body.comment, body.expires_ms)
+    def ack(alert_id: AlertId, request: Request, body: AckBody = Body(default_factory=AckBody),
+            p: Principal = Depends(ALL)) -> dict:
+        return act(p, request, "ack", alert_id, engine.ack, body.comment, body.expires_ms, detail=body.model_dump())
 
     @r.post("/alerts/{alert_id}/unack")
-    def unack(alert_id: AlertId, body: ResolveBody = Body(default_factory=ResolveBody),
+    def unack(alert_id: AlertId, request: Request, body: ResolveBody = Body(default_factory=ResolveBody),
               p: Principal = Depends(ALL)) -> dict:
-        get_alert(p, alert_id)
-        return human(engine.unack, alert_id, actor(p), body.comment)
+        return act(p, request, "unack", alert_id, engine.unack, body.comment, detail=body.model_dump())
 
     @r.post("/alerts/{alert_id}/comment")
-    def comment(alert_id: AlertId, body: CommentBody, p: Principal = Depends(ALL)) -> dict:
-        get_alert(p, alert_id)
-        return human(engine.comment, alert_id, actor(p), body.text)
+    def comment(alert_id: AlertId, body: CommentBody, request: Request, p: Principal = Depends(ALL)) -> dict:
+        return act(p, request, "comment", alert_id, engine.comment, body.text, detail=body.model_dump())
 
     @r.post("/alerts/{alert_id}/assign")
-    def assign(alert_id: AlertId, body: AssignBody, p: Principal = Depends(SEC)) -> dict:
-        get_alert(p, alert_id)
-        return human(engine.assign, alert_id, actor(p), body.assignee or None, body.comment)
+    def assign(alert_id: AlertId, body: AssignBody, request: Request, p: Principal = Depends(SEC)) -> dict:
+        return act(p, request, "assign", alert_id, engine.assign, body.assignee or None, body.comment,
+                   detail=body.model_dump())
 
     @r.post("/alerts/{alert_id}/resolve")
-    def resolve(alert_id: AlertId, body: ResolveBody = Body(default_factory=ResolveBody),
+    def resolve(alert_id: AlertId, request: Request, body: ResolveBody = Body(default_factory=ResolveBody),
                 p: Principal = Depends(SEC)) -> dict:
-        get_alert(p, alert_id)
-        return human(engine.resolve, alert_id, actor(p), body.comment)
+        return act(p, request, "resolve", alert_id, engine.resolve, body.comment, detail=body.model_dump())
+
+    @r.post("/alerts/{alert_id}/escalate", summary="raise an active alert to critical by hand")
+    def escalate(alert_id: AlertId, request: Request, body: ResolveBody = Body(default_factory=ResolveBody),
+                 p: Principal = Depends(SEC)) -> dict:
+        return act(p, request, "escalate", alert_id, engine.escalate, body.comment, detail=body.model_dump())
 
     # ------------------------------------------------------------ silences
     @r.get("/silences")
@@ -339,20 +358,25 @@ def router(alerting) -> APIRouter:
         return [s.to_dict() for s in engine.silence_list(active_only=active)]
 
     @r.post("/silences", status_code=201)
-    def silence_create(body: SilenceBody, p: Principal = Depends(SEC)) -> dict:
+    def silence_create(body: SilenceBody, request: Request, p: Principal = Depends(SEC)) -> dict:
         try:
             s = engine.silence_create(body.matchers, actor(p), body.comment, starts_ms=body.starts_ms,
                                       ends_ms=body.ends_ms, duration_ms=body.duration_ms)
         except (AlertError, ValueError) as e:
             raise HTTPException(400, str(e)) from None
-        return s.to_dict()
+        out = s.to_dict()
+        aud.record(p, request, "silence.create", f"silence:{s.id}", None, out)
+        return out
 
     @r.delete("/silences/{silence_id}")
-    def silence_expire(silence_id: SilenceId, p: Principal = Depends(SEC)) -> dict:
+    def silence_expire(silence_id: SilenceId, request: Request, p: Principal = Depends(SEC)) -> dict:
+        before = next((x.to_dict() for x in engine.silence_list() if x.id == silence_id), None)
         try:
-            return engine.silence_expire(silence_id, actor(p)).to_dict()
+            out = engine.silence_expire(silence_id, actor(p)).to_dict()
         except (AlertError, ValueError, KeyError) as e:
             raise HTTPException(404, str(e)) from None
+        aud.record(p, request, "silence.expire", f"silence:{silence_id}", before, out)
+        return out
 
     # ------------------------------------------------------------ maintenance windows (recurring)
     @r.get("/maintenance", summary="maintenance windows (rules.yaml: source rules; made here: source api), "
@@ -362,20 +386,25 @@ def router(alerting) -> APIRouter:
 
     @r.post("/maintenance", status_code=201,
             summary="a recurring maintenance window: schedule = a rules.yaml calendar name or an inline calendar")
-    def maintenance_create(body: MaintenanceSpec, p: Principal = Depends(SEC)) -> dict:
+    def maintenance_create(body: MaintenanceSpec, request: Request, p: Principal = Depends(SEC)) -> dict:
         try:
-            return engine.maintenance_create(body.name, body.matchers, body.schedule, actor(p), body.collect,
-                                             body.comment)
+            out = engine.maintenance_create(body.name, body.matchers, body.schedule, actor(p), body.collect,
+                                            body.comment)
         except AlertError as e:
             raise HTTPException(409 if "already exists" in str(e) or "rules.yaml" in str(e) else 400,
                                 str(e)) from None
+        aud.record(p, request, "maintenance.create", f"maintenance:{body.name}", None, out)
+        return out
 
     @r.delete("/maintenance/{name}")
-    def maintenance_delete(name: str = PathParam(max_length=128), p: Principal = Depends(SEC)) -> dict:
+    def maintenance_delete(request: Request, name: str = PathParam(max_length=128),
+                           p: Principal = Depends(SEC)) -> dict:
         try:
-            return engine.maintenance_delete(name, actor(p))
+            before = engine.maintenance_delete(name, actor(p))
         except AlertError as e:
             raise HTTPException(409 if "rules.yaml" in str(e) else 404, str(e)) from None
+        aud.record(p, request, "maintenance.delete", f"maintenance:{name}", before, None)
+        return before
 
     # ------------------------------------------------------------ rules
     @r.get("/rules")
@@ -399,12 +428,15 @@ def router(alerting) -> APIRouter:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
             raise HTTPException(400, "rule file must be UTF-8 YAML") from None
+        before = {"rules": sorted(m.name for m in engine.ruleset.rules), "files": _rule_texts(alerting)}
         try:
             rs = await asyncio.to_thread(alerting.replace_rules, text, file)
         except ConfigError as e:
             raise HTTPException(422, str(e)) from None
         except FileNotFoundError as e:
             raise HTTPException(404, str(e)) from None
+        after = {"rules": sorted(m.name for m in rs.rules), "files": _rule_texts(alerting)}
+        aud.record(p, request, "rules.replace", f"rules:{file or 'default'}", before, after)
         return {"ok": True, "rules": len(rs.rules), "by": actor(p)}
 
     # ------------------------------------------------------------ notifications / stats

@@ -36,7 +36,8 @@
     e.textContent = msg; e.hidden = false;
   }
   async function api(path, opts = {}) {
-    const headers = { Authorization: `Bearer ${state.token}` };
+    // the audit log records changes made here as via=console
+    const headers = { Authorization: `Bearer ${state.token}`, "X-Campus-Sense-Client": "console" };
     if (opts.body !== undefined) headers["Content-Type"] = "application/json";
     const r = await fetch(API + path, { method: opts.method || "GET", headers,
                                         body: opts.body !== undefined ? JSON.stringify(opts.body) : undefined });

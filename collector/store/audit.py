@@ -1,0 +1,135 @@
+"""The audit log (等保 evidence): one append-only row per change made by a person or a signed
+callback - alert actions (ack, unack, assign, comment, resolve, escalate), silences, maintenance
+windows, rule file replacements, token changes - with who, when, what and before/after as JSON.
+
+Rows are hash-chained (``hash = sha256(previous hash + the row's canonical JSON)``) so an edited or
+deleted row shows in ``verify()``. Lives in any sqlite3 path (the alert store's file by default).
+"""
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import hashlib
+import json
+import sqlite3
+import threading
+from typing import Any, Iterator, TextIO
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS audit_log(
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  t_ms INTEGER NOT NULL,
+  actor TEXT NOT NULL,
+  actor_token_id INTEGER,
+  actor_role TEXT,
+  via TEXT NOT NULL,
+  action TEXT NOT NULL,
+  target TEXT NOT NULL,
+  before TEXT,
+  after TEXT,
+  detail TEXT,
+  hash TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_log_t ON audit_log(t_ms, id);
+"""
+
+COLUMNS = ("id", "t_ms", "actor", "actor_token_id", "actor_role", "via", "action", "target", "before", "after",
+           "detail", "hash")
+CSV_COLUMNS = ("id", "time", "t_ms", "actor", "actor_token_id", "actor_role", "via", "action", "target", "before",
+               "after", "detail", "hash")
+
+
+def _j(v: Any) -> str | None:
+    return None if v is None else json.dumps(v, sort_keys=True, default=str, ensure_ascii=False)
+
+
+def _digest(prev: str, row: dict) -> str:
+    body = json.dumps({k: row[k] for k in COLUMNS if k not in ("id", "hash")}, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256((prev + body).encode()).hexdigest()
+
+
+class AuditStore:
+    """Thread-safe; every ``record`` is one transaction."""
+
+    def __init__(self, path: str = ":memory:"):
+        self.path = str(path)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        self._db.execute("PRAGMA busy_timeout=30000")
+        if self.path != ":memory:":
+            self._db.execute("PRAGMA journal_mode=WAL")
+        with self._lock:
+            self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def record(self, t_ms: int, actor: str, action: str, target: str, before: Any = None, after: Any = None,
+               via: str = "api", actor_token_id: int | None = None, actor_role: str | None = None,
+               detail: Any = None) -> dict:
+        row = {"t_ms": int(t_ms), "actor": actor, "actor_token_id": actor_token_id, "actor_role": actor_role,
+               "via": via, "action": action, "target": target, "before": _j(before), "after": _j(after),
+               "detail": _j(detail)}
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                prev = self._db.execute("SELECT hash FROM audit_log ORDER BY id DESC LIMIT 1").fetchone()
+                row["hash"] = _digest(prev[0] if prev else "", row)
+                cur = self._db.execute(
+                    f"INSERT INTO audit_log({', '.join(COLUMNS[1:])}) VALUES ({','.join('?' * (len(COLUMNS) - 1))})",
+                    [row[k] for k in COLUMNS[1:]])
+                row["id"] = cur.lastrowid
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return self._out(row)
+
+    @staticmethod
+    def _out(row: dict) -> dict:
+        d = dict(row)
+        for k in ("before", "after", "detail"):
+            d[k] = json.loads(d[k]) if d[k] is not None else None
+        return d
+
+    def _rows(self, since_ms: int | None, until_ms: int | None, limit: int | None,
+              action: str | None = None) -> Iterator[dict]:
+        q = f"SELECT {', '.join(COLUMNS)} FROM audit_log WHERE t_ms >= ? AND t_ms < ?"
+        args: list[Any] = [since_ms or 0, until_ms if until_ms is not None else 2**62]
+        if action:
+            q += " AND action = ?"
+            args.append(action)
+        q += " ORDER BY id"
+        if limit:
+            q += " LIMIT ?"
+            args.append(int(limit))
+        with self._lock:
+            rows = self._db.execute(q, args).fetchall()
+        for r in rows:
+            yield dict(zip(COLUMNS, r))
+
+    def entries(self, since_ms: int | None = None, until_ms: int | None = None, limit: int | None = 10_000,
+                action: str | None = None) -> list[dict]:
+        """Oldest first, ``since_ms`` inclusive, ``until_ms`` exclusive."""
+        return [self._out(r) for r in self._rows(since_ms, until_ms, limit, action)]
+
+    def export_csv(self, out: TextIO, since_ms: int | None = None, until_ms: int | None = None) -> int:
+        """CSV (header ``CSV_COLUMNS``; before/after/detail as JSON text); returns the row count."""
+        w = csv.writer(out)
+        w.writerow(CSV_COLUMNS)
+        n = 0
+        for r in self._rows(since_ms, until_ms, None):
+            t = dt.datetime.fromtimestamp(r["t_ms"] / 1000, dt.timezone.utc).isoformat(timespec="milliseconds")
+            w.writerow([r["id"], t.replace("+00:00", "Z")] + [("" if r[k] is None else r[k]) for k in CSV_COLUMNS[2:]])
+            n += 1
+        return n
+
+    def verify(self) -> list[int]:
+        """Ids of rows whose hash does not match the chain (empty: intact)."""
+        bad, prev = [], ""
+        for r in self._rows(None, None, None):
+            if _digest(prev, r) != r["hash"]:
+                bad.append(r["id"])
+            prev = r["hash"]
+        return bad
