@@ -30,7 +30,7 @@ from typing import Any
 from drivers.base import DeviceError
 
 __all__ = ["FastV2cSession", "encode_oid", "decode_oid", "encode_request", "decode_response", "BERError",
-           "encode_pdu", "decode_pdu", "hdr"]
+           "encode_pdu", "decode_pdu", "hdr", "decode_varbinds", "decode_trap_v1", "NOTIFICATION_PDUS"]
 
 
 class BERError(ValueError):
@@ -204,12 +204,20 @@ def _decode_response(data: bytes) -> tuple[int, int, int, list[tuple[bytes, Any]
     return req_id, err_status, err_index, out
 
 
-def decode_pdu(mv: bytes, p: int) -> tuple[int, int, int, int, list[tuple[bytes, Any]]]:
+#: PDUs a notification receiver decodes: InformRequest, SNMPv2-Trap (and Response/Report)
+NOTIFICATION_PDUS = (0xA6, 0xA7)
+_RESPONSE_PDUS = (0xA2, 0xA8)
+
+
+def decode_pdu(mv: bytes, p: int, accept: tuple[int, ...] = _RESPONSE_PDUS
+               ) -> tuple[int, int, int, int, list[tuple[bytes, Any]]]:
     """PDU at ``mv[p:]`` -> (pdu tag, request_id, error_status, error_index, varbinds).
-    Shared by v2c messages and v3 ScopedPDUs; raises BERError/IndexError/ValueError."""
+    Shared by v2c messages and v3 ScopedPDUs; ``accept``: the PDU tags wanted (default Response
+    and Report; a trap receiver passes NOTIFICATION_PDUS). Raises BERError/IndexError/ValueError."""
     pdu_tag, p, _ = hdr(mv, p)
-    if pdu_tag not in (0xA2, 0xA8):
-        raise BERError(f"not a Response PDU (tag 0x{pdu_tag:02x})")
+    if pdu_tag not in accept:
+        raise BERError(f"not a Response PDU (tag 0x{pdu_tag:02x})" if accept is _RESPONSE_PDUS
+                       else f"unexpected PDU (tag 0x{pdu_tag:02x})")
     _, p, ln = hdr(mv, p, 0x02)
     req_id = int.from_bytes(mv[p:p + ln], "big", signed=True)
     p += ln
@@ -220,7 +228,12 @@ def decode_pdu(mv: bytes, p: int) -> tuple[int, int, int, int, list[tuple[bytes,
     err_index = int.from_bytes(mv[p:p + ln], "big", signed=True)
     p += ln
     _, p, ln = hdr(mv, p, 0x30)
-    end = p + ln
+    return pdu_tag, req_id, err_status, err_index, decode_varbinds(mv, p, p + ln)
+
+
+def decode_varbinds(mv: bytes, p: int, end: int) -> list[tuple[bytes, Any]]:
+    """The VarBindList content ``mv[p:end]`` -> [(oid content bytes, value)] (values as in
+    decode_pdu). Raises BERError/IndexError/ValueError."""
     out: list[tuple[bytes, Any]] = []
     append = out.append
     from_bytes = int.from_bytes
@@ -277,7 +290,31 @@ def decode_pdu(mv: bytes, p: int) -> tuple[int, int, int, int, list[tuple[bytes,
             val = mv[p:vb_end]
         p = vb_end
         append((oid, val))
-    return pdu_tag, req_id, err_status, err_index, out
+    return out
+
+
+def decode_trap_v1(mv: bytes, p: int) -> tuple[str, str, int, int, int, list[tuple[bytes, Any]]]:
+    """SNMPv1 Trap-PDU (tag 0xA4, RFC 1157) at ``mv[p:]`` -> (enterprise, agent_addr, generic_trap,
+    specific_trap, time_stamp, varbinds). Raises BERError/IndexError/ValueError."""
+    _, p, _ = hdr(mv, p, 0xA4)
+    _, p, ln = hdr(mv, p, 0x06)
+    enterprise = decode_oid(mv[p:p + ln])
+    p += ln
+    _, p, ln = hdr(mv, p, 0x40)
+    a = mv[p:p + ln]
+    agent = "%d.%d.%d.%d" % tuple(a) if ln == 4 else bytes(a).hex()
+    p += ln
+    _, p, ln = hdr(mv, p, 0x02)
+    generic = int.from_bytes(mv[p:p + ln], "big", signed=True)
+    p += ln
+    _, p, ln = hdr(mv, p, 0x02)
+    specific = int.from_bytes(mv[p:p + ln], "big", signed=True)
+    p += ln
+    _, p, ln = hdr(mv, p, 0x43)
+    stamp = int.from_bytes(mv[p:p + ln], "big")
+    p += ln
+    _, p, ln = hdr(mv, p, 0x30)
+    return enterprise, agent, generic, specific, stamp, decode_varbinds(mv, p, p + ln)
 
 
 # ------------------------------------------------------------------------------- transport
