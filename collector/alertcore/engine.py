@@ -772,16 +772,21 @@ class RuleEngine(HumanActions):
         return m
 
     def _item_labels(self, d: str, tags: Mapping[str, str] | None) -> Mapping[str, str]:
-        """Item tags, plus the port role from device_meta's ``ports: {ifName: role}`` when the item names
-        an interface (so rules can say ``item_tags: {role: uplink}``)."""
+        """Item tags, with the port role from device_meta's ``ports: {ifName: role}`` (or ``{"#<ifIndex>":
+        role}``) when the item names an interface (so rules can say ``item_tags: {role: uplink}``).
+        A known port role replaces a ``role`` tag the item carries: drivers copy the device's own tags
+        (``tags: {role: access}`` in agent.yaml) into every item, and that device role must not hide
+        the role of the port."""
         if not tags:
             return {}
-        if "role" not in tags and "ifName" in tags:
+        if "ifName" in tags or "ifIndex" in tags:
             ports = self._meta_of(d).get("ports")
             if ports:
-                p = ports.get(tags["ifName"])
+                p = ports.get(tags["ifName"]) if "ifName" in tags else None
+                if p is None and "ifIndex" in tags:
+                    p = ports.get(f"#{tags['ifIndex']}")
                 role = p if isinstance(p, str) else (p.get("role") if isinstance(p, Mapping) else None)
-                if role:
+                if role and tags.get("role") != role:
                     return {**tags, "role": role}
         return tags
 

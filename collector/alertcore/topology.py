@@ -36,10 +36,16 @@ def norm_mac(v) -> str | None:
 class DeviceMeta:
     """``device_meta`` for ``RuleEngine`` (the engine caches the answers)."""
 
-    def __init__(self, store):
+    def __init__(self, store, ports=None):
         self.store = store
         #: devices without (enough) metadata yet: invalidate the engine's cache when they show up
         self.missing: set[str] = set()
+        #: campus model port roles (collector.campus.roles.PortRoles): ``meta["ports"]`` for rules'
+        #: ``item_tags: [role=uplink]``; default: the campus tables in the store's own file
+        if ports is None:
+            from collector.campus.roles import PortRoles
+            ports = PortRoles.for_store(store)
+        self.ports = ports
 
     def __call__(self, d: str) -> dict | None:
         """{site, building, room, type, tags, agent, facts} from the collector store (cached by the engine)."""
@@ -53,6 +59,8 @@ class DeviceMeta:
             return None
         meta = {"site": dev.get("site"), "building": dev.get("building"), "agent": dev.get("agent"),
                 "tags": {}, "room": None, "type": None}
+        if self.ports is not None:
+            meta["ports"] = self.ports.view(d)   # live: a re-imported campus model applies without a restart
         facts = dev.get("facts") or {}
         for k in ("room", "type"):
             if isinstance(facts.get(k), str):
