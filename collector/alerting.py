@@ -31,6 +31,7 @@ from campus_sense.yamlconf import ConfigError
 from collector.alertcore.hub import ChangeHub  # noqa: F401  (re-exported)
 from collector.alertcore.topology import DeviceMeta, Topology
 from collector.store.audit import AuditStore
+from collector.store.callbacks import ReplayStore
 
 log = logging.getLogger("collector.alerting")
 
@@ -67,12 +68,17 @@ class Alerting:
         self.hub = ChangeHub()
         self.engine.listeners.append(self.hub.publish)
         self.notifier = None
+        self.callbacks = self.replay = None
         if cfg.notify is not None:
             from .notify import Notifier
             db = Path(cfg.rules.db)
             ndb = db.with_name(db.stem + "-notify" + (db.suffix or ".db")) if cfg.rules.db != ":memory:" else ":memory:"
             self.notifier = Notifier(cfg.notify.config, ndb)
             self.engine.listeners.append(self.notifier.on_alert_change)
+            # two-way acknowledgement: signed WeCom/DingTalk callbacks (api/callbacks.py)
+            from .notify.callbacks import Callbacks
+            self.replay = ReplayStore(cfg.rules.db)
+            self.callbacks = Callbacks(self.notifier.config, self.replay)
         self._max = cfg.rules.queue_max
         self._prio: deque = deque()
         self._bulk: deque = deque()
@@ -95,10 +101,12 @@ class Alerting:
         (/tokens, /audit) and the console."""
         from .api.admin import router as admin_router
         from .api.alerts import router as alerts_router
+        from .api.callbacks import router as callbacks_router
         from .api.console import router as console_router
         app.state.alerting = self
         app.include_router(alerts_router(self), prefix="/api/v1")
         app.include_router(admin_router(self), prefix="/api/v1")
+        app.include_router(callbacks_router(self), prefix="/api/v1")
         app.include_router(console_router())
 
     def start(self) -> "Alerting":
@@ -130,6 +138,8 @@ class Alerting:
             self.notifier.close()
         self.alert_store.close()
         self.audit.close()
+        if self.replay is not None:
+            self.replay.close()
 
     # ------------------------------------------------------------ ingest side (ingest thread: must be fast)
     def on_message(self, msg: wire.Message) -> None:

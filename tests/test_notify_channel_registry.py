@@ -12,7 +12,7 @@ from collector.notify.channels.base import ChannelConfig
 
 
 def test_every_registered_channel_is_one_module_with_type_config_sender():
-    assert set(CHANNELS) == {"webhook", "smtp", "wecom", "dingtalk", "mqtt"}
+    assert set(CHANNELS) == {"webhook", "smtp", "wecom", "wecom_app", "dingtalk", "mqtt"}
     for name, mod in CHANNELS.items():
         assert mod.TYPE == name
         assert issubclass(mod.Config, ChannelConfig)

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import dingtalk, mqtt, smtp, webhook, wecom
+from . import dingtalk, mqtt, smtp, webhook, wecom, wecom_app
 from .base import ChannelConfig, DeliveryError
 
-_MODULES: tuple[ModuleType, ...] = (webhook, smtp, wecom, dingtalk, mqtt)
+_MODULES: tuple[ModuleType, ...] = (webhook, smtp, wecom, wecom_app, dingtalk, mqtt)
 
 #: type name -> channel module (``TYPE``, ``Config``, ``Sender``)
 CHANNELS: dict[str, ModuleType] = {m.TYPE: m for m in _MODULES}

@@ -139,7 +139,7 @@ def _where(url: str) -> str:
 
 def _redact(s: str) -> str:
     """Never put robot keys / tokens / signatures into error messages."""
-    return re.sub(r"((?:key|access_token|sign|token)=)[^&\s'\"]+", r"\1***", s)
+    return re.sub(r"((?:key|access_token|sign|token|corpsecret)=)[^&\s'\"]+", r"\1***", s)
 
 
 
@@ -158,3 +158,20 @@ def check_errcode(r: httpx.Response, what: str) -> None:
     if code != 0:
         raise DeliveryError(f"{what} errcode {code}: {j.get('errmsg', '')}",
                             permanent=code not in _ROBOT_RETRY)
+
+
+class CallbackUsers(_Secrets):
+    """Two-way acknowledgement: the chat user id (WeCom userid, DingTalk staffId) -> the campus-sense
+    user recorded as the acknowledger. Chat users not in the map cannot acknowledge (403)."""
+    users: dict[str, str] = Field(min_length=1)
+
+
+def ack_key(alert_id: Any) -> str:
+    """The acknowledge action carried by a button / message: ``ack:<alert id>``."""
+    return f"ack:{alert_id}"
+
+
+def parse_ack(text: str | None) -> int | None:
+    """``ack:123``, ``ack 123``, ``确认 123`` -> 123; anything else None."""
+    m = re.fullmatch(r"\s*(?:ack|确认)[:\s#]*(\d{1,18})\s*", text or "", flags=re.IGNORECASE)
+    return int(m.group(1)) if m else None

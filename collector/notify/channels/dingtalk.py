@@ -1,4 +1,11 @@
-"""DingTalk (钉钉) group robot channel, markdown message, signed when a secret is configured."""
+"""DingTalk (钉钉) robot channel: markdown or actionCard message, signed when a secret is configured.
+
+Two-way acknowledgement (``message: action_card`` + ``callback``): every firing alert gets a button
+whose actionURL is ``dtmd://dingtalkclient/sendMessage?content=ack <id>``: tapping it sends
+``ack <id>`` to the robot in the conversation; DingTalk POSTs that message to the robot's HTTP
+callback ``https://COLLECTOR/api/v1/callbacks/dingtalk`` with headers ``timestamp`` (ms) and
+``sign = base64(HmacSHA256(app_secret, timestamp + "\n" + app_secret))``, verified in
+``collector/notify/callbacks.py``; the sender's ``senderStaffId`` is mapped through ``callback.users``."""
 from __future__ import annotations
 
 import base64
@@ -11,9 +18,14 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from .. import render
-from .base import ChannelConfig, HTTPSender, Secret, channel_secret, check_errcode
+from .base import CallbackUsers, ChannelConfig, HTTPSender, Secret, channel_secret, check_errcode
 
 TYPE = "dingtalk"
+
+
+class Callback(CallbackUsers):
+    """The enterprise robot's AppSecret: signs the messages DingTalk POSTs to the callback."""
+    app_secret: Secret
 
 
 class Config(ChannelConfig):
@@ -28,6 +40,9 @@ class Config(ChannelConfig):
     at_all: bool = False
     #: text put in front of the title; robots in "custom keyword" mode need the keyword here
     title_prefix: str = ""
+    #: markdown, or action_card with one "acknowledge" button per firing alert
+    message: Literal["markdown", "action_card"] = "markdown"
+    callback: Callback | None = None
     required_secrets: ClassVar[tuple[str, ...]] = ("access_token",)
 
 
@@ -38,6 +53,22 @@ def dingtalk_sign(secret: str, timestamp_ms: int) -> str:
     return urllib.parse.quote_plus(base64.b64encode(digest).decode())
 
 
+def callback_sign(app_secret: str, timestamp: str) -> str:
+    """The ``sign`` header DingTalk puts on robot callbacks: base64(HmacSHA256(app_secret,
+    timestamp + "\n" + app_secret)) (not URL-encoded)."""
+    digest = hmac.new(app_secret.encode(), f"{timestamp}\n{app_secret}".encode(), hashlib.sha256).digest()
+    return base64.b64encode(digest).decode()
+
+
+def check_callback_sign(app_secret: str, timestamp: str, sign: str) -> bool:
+    return hmac.compare_digest(callback_sign(app_secret, timestamp), sign or "")
+
+
+def ack_url(alert_id) -> str:
+    """The actionCard button: make the DingTalk client send ``ack <id>`` to the robot."""
+    return "dtmd://dingtalkclient/sendMessage?content=" + urllib.parse.quote(f"ack {alert_id}")
+
+
 class Sender(HTTPSender):
     """DingTalk group robot, markdown message, signed when a secret is configured."""
     cfg: Config
@@ -45,6 +76,12 @@ class Sender(HTTPSender):
     def body(self, n: dict) -> dict:
         c = self.cfg
         title, text = render.dingtalk_markdown(n, c.at_mobiles, c.at_user_ids, c.at_all, c.title_prefix)
+        firing = [a for a in n["alerts"] if a["status"] == "firing"]
+        if c.message == "action_card" and firing:
+            return {"msgtype": "actionCard",
+                    "actionCard": {"title": title, "text": text, "btnOrientation": "0",
+                                   "btns": [{"title": f"确认 Acknowledge #{a['id']}", "actionURL": ack_url(a["id"])}
+                                            for a in firing[:5]]}}
         return {"msgtype": "markdown", "markdown": {"title": title, "text": text},
                 "at": {"atMobiles": list(c.at_mobiles), "atUserIds": list(c.at_user_ids), "isAtAll": c.at_all}}
 
