@@ -26,6 +26,7 @@ from campus_sense import wire
 from campus_sense.secret import Secret, SecretFields
 from campus_sense.yamlconf import load_model
 from collector.compliance.settings import CampusSettings
+from collector.ui.settings import UISettings
 from collector.enrol import EnrolSettings
 
 
@@ -197,6 +198,8 @@ class CollectorConfig(_Strict):
     campus: CampusSettings | None = None
     rules: Rules | None = None
     notify: Notify | None = None
+    #: web UI: time zone, language, sessions, LDAP login (collector/ui/settings.py)
+    ui: UISettings = Field(default_factory=UISettings)
     #: `campus-sense enrol`: broker files, bundle contents (collector/enrol.py)
     enrol: EnrolSettings | None = None
 
@@ -216,6 +219,7 @@ def load(path: str | Path) -> CollectorConfig:
         cfg.notify.config = str(base / cfg.notify.config)
     if cfg.campus is not None:
         cfg.campus.resolve(base)
+    cfg.ui.resolve(base)
     if cfg.enrol is not None:
         cfg.enrol.resolve(base)
     tls = cfg.mqtt.tls

@@ -33,6 +33,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     mv.add_argument("--building", required=True)
     for p in (tok, *tsub.choices.values(), ag, mv):
         p.add_argument("--config", "-c", default=argparse.SUPPRESS, help="collector.yaml")
+    from .ui.cli import configure as configure_users   # `collector user add|list|passwd|disable`
+    configure_users(sub)
 
 
 def open_store(cfg):
@@ -111,6 +113,9 @@ def run(args) -> int:
         return _token(args, cfg)
     if getattr(args, "collector_cmd", None) == "agent":
         return _agent_move(args, cfg)
+    if getattr(args, "collector_cmd", None) == "user":
+        from .ui.cli import run as run_users
+        return run_users(args, cfg)
     try:
         cfg.mqtt.read_password()
     except ValueError as e:
@@ -128,6 +133,7 @@ def serve(cfg) -> int:
     store = open_store(cfg)
     ingest = Ingest(cfg.mqtt, store, cfg.ingest, cfg.clock)
     app = create_app(store, ingest, cfg.agents.offline_after_s)
+    app.state.ui_settings = cfg.ui      # web UI: time zone, sessions, LDAP (collector/ui)
     alerting = None
     if getattr(cfg, "rules", None) is not None:  # rule engine, notifications, alert API, console
         from .alerting import Alerting

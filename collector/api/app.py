@@ -53,10 +53,18 @@ def _disk(store, detail: bool = False) -> dict | None:
 class Principal:
     token_id: int
     role: str
+    #: a person logged in to the UI (collector/ui/auth.py; token_id is then -user id), else None
+    user: str | None = None
+    #: sites/buildings a UI user is limited to (empty: the whole campus)
+    scope: tuple[str, ...] = ()
 
 
 def _principal(request: Request, cred: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> Principal:
     if cred is None or cred.scheme.lower() != "bearer" or not cred.credentials:
+        ui = getattr(request.app.state, "ui_auth", None)   # a person's UI session cookie (collector/ui)
+        p = ui.principal(request) if ui is not None else None
+        if p is not None:
+            return p
         raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
     found = request.app.state.store.token_role(cred.credentials)
     if found is None:
@@ -90,7 +98,8 @@ def _parse_tags(tags: str | None) -> dict[str, str] | None:
 
 
 def create_app(store, ingest=None, offline_after_s: float = 180.0, title: str = "campus-sense collector") -> FastAPI:
-    app = FastAPI(title=title, version=__version__, docs_url="/docs", openapi_url="/openapi.json")
+    # /docs and /redoc come from collector/ui with vendored assets (no CDN)
+    app = FastAPI(title=title, version=__version__, docs_url=None, redoc_url=None, openapi_url="/openapi.json")
     app.state.store = store
     app.state.ingest = ingest
     app.state.offline_after_s = offline_after_s
@@ -182,4 +191,6 @@ def create_app(store, ingest=None, offline_after_s: float = 180.0, title: str = 
     app.include_router(r)
     from .topology import router as topology_router   # /topology/... (admin, it, security)
     app.include_router(topology_router(store), prefix="/api/v1")
+    from ..ui import mount as mount_ui                 # web UI: /, /ui/..., /docs, /redoc (collector/ui)
+    mount_ui(app)
     return app
