@@ -98,7 +98,8 @@ class Disk(_Strict):
 
 
 class Store(_Strict):
-    kind: Literal["sqlite", "influxdb"] = "sqlite"
+    #: postgres: state in PostgreSQL (dsn), time series to url (VictoriaMetrics), read back from query_url
+    kind: Literal["sqlite", "influxdb", "postgres"] = "sqlite"
     #: SQLite database: time series (kind sqlite) and always metadata (agents, devices, dedup, tokens)
     path: str = "collector.db"
     retention: Retention = Field(default_factory=Retention)
@@ -120,11 +121,19 @@ class Store(_Strict):
     org: str = "campus"
     bucket: str = "campus"
     timeout_s: float = Field(10, gt=0)
+    #: kind postgres: libpq connection string or postgresql:// URL (secret grammar: dsn / dsn_file /
+    #: dsn_env; re-read on every new connection)
+    dsn: Secret | None = None
+    #: kind postgres: this collector's name (per-node counters; partition lease holder). Default: host name
+    node: str | None = Field(None, min_length=1, max_length=100)
 
     @model_validator(mode="after")
     def _influx(self):
         if self.kind == "influxdb" and not self.url:
             raise ValueError("store.url is required when kind is influxdb")
+        if self.kind == "postgres" and (self.dsn is None or not self.url):
+            raise ValueError("store.dsn (or dsn_file / dsn_env) and store.url (VictoriaMetrics) are required "
+                             "when kind is postgres")
         if self.retention_days is not None:
             if "raw_days" in self.retention.model_fields_set:
                 raise ValueError("store.retention_days and store.retention.raw_days both set; keep "
@@ -161,6 +170,20 @@ class Ingest(_Strict):
     dead_letter_event_s: float = Field(60, gt=0)
 
 
+class Partitions(_Strict):
+    """Partitioned ingest with leases (collector/partitions.py; needs store.kind postgres): sites
+    hashed (crc32) to ``count`` partitions, one persistent MQTT session each (client id
+    ``<mqtt.client_id>-pNN``), taken by the collectors through leases in PostgreSQL."""
+    #: fixed for a deployment: changing it moves sites to other sessions (their queues stay behind)
+    count: int = Field(64, ge=1, le=1000)
+    #: a dead collector's partitions move to the others after this long; renewed every third
+    lease_s: float = Field(15, ge=1)
+    #: sites subscribed from the start (the sites of agents known to PostgreSQL are added)
+    sites: list[str] = Field(default_factory=list)
+    #: how often the sites of known agents are re-read
+    refresh_s: float = Field(30, gt=0)
+
+
 class Clock(_Strict):
     """Agent clocks: the collector estimates each agent's offset from birth/heartbeat messages
     (sent time vs. receive time, the minimum delay over ``window_s``)."""
@@ -194,6 +217,8 @@ class CollectorConfig(_Strict):
     agents: Agents = Agents()
     ingest: Ingest = Ingest()
     clock: Clock = Clock()
+    #: several collectors sharing the sites (store.kind postgres)
+    partitions: Partitions | None = None
     #: coverage/compliance inputs (collector.compliance.settings): campus model, registry, policy, firmware
     campus: CampusSettings | None = None
     rules: Rules | None = None
@@ -202,6 +227,12 @@ class CollectorConfig(_Strict):
     ui: UISettings = Field(default_factory=UISettings)
     #: `campus-sense enrol`: broker files, bundle contents (collector/enrol.py)
     enrol: EnrolSettings | None = None
+
+    @model_validator(mode="after")
+    def _partitions_need_postgres(self):
+        if self.partitions is not None and self.store.kind != "postgres":
+            raise ValueError("partitions need store.kind postgres (the leases and the dedup state are shared there)")
+        return self
 
 
 def load(path: str | Path) -> CollectorConfig:

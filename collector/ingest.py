@@ -143,6 +143,11 @@ class Ingest:
         self.batch_bytes = ic.batch_bytes
         self.max_bytes = mqtt_cfg.max_message_bytes
         self.subscribers: list[Callable[[wire.Message], None]] = []
+        #: topic filters of this session (collector/partitions.py: one partition's sites)
+        self.topics: list[str] = [wire.SUBSCRIPTION]
+        #: checked before every (re)connect: False keeps the session's client id off the broker
+        #: (collector/partitions.py: a partition whose lease may have moved must not take it back)
+        self.may_connect: Callable[[], bool] | None = None
         self._pending: list[tuple] = []
         self._pending_bytes = 0
         self._ok_since_attempt = False
@@ -190,7 +195,7 @@ class Ingest:
         log.info("connected to MQTT %s:%d as %s (session present: %s)", self.cfg.host, self.cfg.port,
                  self.cfg.client_id, flags.session_present)
         self._disconnected_since = None
-        client.subscribe(wire.SUBSCRIPTION, qos=1)
+        client.subscribe([(t, 1) for t in self.topics])
         # watermarks that could not be sent, and the retained ones a broker that lost its state forgot
         self._marks_unsent.update(self._marks)
         self._flush_marks()
@@ -198,7 +203,7 @@ class Ingest:
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties):
         if any(rc.is_failure for rc in reason_codes):
             log.error("MQTT broker refused the subscription to %s: %s (check the broker ACL for user %s)",
-                      wire.SUBSCRIPTION, reason_codes, self.cfg.username)
+                      ", ".join(self.topics), reason_codes, self.cfg.username)
             return
         self.connected.set()  # connected and subscribed: ready to receive
 
@@ -258,6 +263,9 @@ class Ingest:
                 if not c.is_connected() and c._sock is None:
                     if self._pending:
                         self._commit()  # from the lost connection: stored, not acked (redelivered, deduped)
+                    if self.may_connect is not None and not self.may_connect():
+                        self._stop.wait(0.2)
+                        continue
                     if attempts and not self._ok_since_attempt:
                         # refused or dropped before CONNACK: back off
                         self._stop.wait(backoff)

@@ -40,6 +40,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def open_store(cfg):
     from .store.sqlite import SQLiteStore
     sink = None
+    if cfg.store.kind == "postgres":   # state in PostgreSQL, time series in VictoriaMetrics (issue 15)
+        from .store.influx import InfluxSink
+        from .store.postgres import PostgresStore
+        sink = InfluxSink(cfg.store.url, cfg.store.read_token(), cfg.store.org, cfg.store.bucket,
+                          timeout_s=cfg.store.timeout_s)
+        if cfg.store.query_url:
+            from .store.promql import PromReader
+            sink.reader = PromReader(cfg.store.query_url, timeout_s=cfg.store.timeout_s)
+        r = cfg.store.retention
+        return PostgresStore(cfg.store.dsn.reveal, sink=sink, node=cfg.store.node, events_days=r.events_days,
+                             topology_days=r.topology_days, retention_interval_s=cfg.store.retention_interval_s,
+                             gap_days=r.raw_days, path=cfg.store.path)
     if cfg.store.kind == "influxdb":
         from .store.influx import InfluxSink
         sink = InfluxSink(cfg.store.url, cfg.store.read_token(), cfg.store.org, cfg.store.bucket,
@@ -57,7 +69,7 @@ def open_store(cfg):
 
 def _token(args, cfg) -> int:
     from .store.sqlite import SQLiteStore
-    store = SQLiteStore(cfg.store.path)
+    store = open_store(cfg) if cfg.store.kind == "postgres" else SQLiteStore(cfg.store.path)
     try:
         if args.token_cmd == "create":
             tid, token = store.token_create(args.role, args.name)
@@ -88,7 +100,7 @@ def _agent_move(args, cfg) -> int:
     except wire.WireError as e:
         print(f"campus-sense collector agent move: {e}", file=sys.stderr)
         return 2
-    store = SQLiteStore(cfg.store.path)
+    store = open_store(cfg) if cfg.store.kind == "postgres" else SQLiteStore(cfg.store.path)
     try:
         if not store.agent_move(args.agent_id, args.site, args.building):
             print(f"no agent {args.agent_id!r} in {cfg.store.path}", file=sys.stderr)
@@ -131,7 +143,12 @@ def serve(cfg) -> int:
     from .ingest import Ingest
 
     store = open_store(cfg)
-    ingest = Ingest(cfg.mqtt, store, cfg.ingest, cfg.clock)
+    if getattr(cfg, "partitions", None) is not None:   # several collectors share the sites (issue 15)
+        from .partitions import PartitionedIngest
+        ingest = PartitionedIngest(cfg.mqtt, store, cfg.partitions, cfg.ingest, cfg.clock)
+        store.singleton = ingest.leases.singleton
+    else:
+        ingest = Ingest(cfg.mqtt, store, cfg.ingest, cfg.clock)
     app = create_app(store, ingest, cfg.agents.offline_after_s)
     app.state.ui_settings = cfg.ui      # web UI: time zone, sessions, LDAP (collector/ui)
     alerting = None

@@ -11,7 +11,7 @@ want=(python3 python3-venv python3-dev gcc)
 if [[ "${1:-}" == "--test" ]]; then
   want+=(mosquitto mosquitto-clients snmpd snmp snmpsim victoria-metrics prometheus-snmp-exporter
          chromium chromium-driver iproute2 iw tcpdump ffmpeg faketime
-         snmptrapd rsyslog rsyslog-gnutls slapd ldap-utils fonts-noto-cjk)
+         snmptrapd rsyslog rsyslog-gnutls slapd ldap-utils fonts-noto-cjk postgresql)
 fi
 missing=()
 for p in "${want[@]}"; do
@@ -23,7 +23,7 @@ if ((${#missing[@]})); then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   # Package installs start system daemons; our tests start their own on free loopback ports.
-  for svc in mosquitto snmpd victoria-metrics prometheus-snmp-exporter snmptrapd rsyslog slapd; do
+  for svc in mosquitto snmpd victoria-metrics prometheus-snmp-exporter snmptrapd rsyslog slapd postgresql; do
     systemctl disable --now "$svc" >/dev/null 2>&1 || service "$svc" stop >/dev/null 2>&1 || true
   done
 fi

@@ -16,13 +16,15 @@ VM_BIN = shutil.which("victoria-metrics") or "/usr/bin/victoria-metrics"
 
 
 class VictoriaMetrics:
-    def __init__(self, workdir: Path | None = None, port: int | None = None):
+    def __init__(self, workdir: Path | None = None, port: int | None = None, args: tuple[str, ...] = ()):
+        """``args``: extra flags, e.g. ``("-dedup.minScrapeInterval=1ms",)`` (idempotent redelivery)."""
         if not Path(VM_BIN).exists():
             raise RuntimeError("victoria-metrics is not installed")
         self.dir = Path(workdir or tempfile.mkdtemp(prefix="vm-"))
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.proc: subprocess.Popen | None = None
+        self.args = tuple(args)
 
     @property
     def url(self) -> str:
@@ -32,7 +34,7 @@ class VictoriaMetrics:
         self.log = open(self.dir / "vm.log", "ab")
         self.proc = subprocess.Popen(
             [VM_BIN, f"-storageDataPath={self.dir / 'data'}", f"-httpListenAddr=127.0.0.1:{self.port}",
-             "-retentionPeriod=100y", "-loggerLevel=ERROR"],
+             "-retentionPeriod=100y", "-loggerLevel=ERROR", *self.args],
             stdout=self.log, stderr=self.log)
         wait_port(self.port, 20)
         return self

@@ -93,7 +93,11 @@ _SEL = ", ".join(_COLS)
 
 
 def ensure_schema(conn: sqlite3.Connection) -> None:
-    """Create the tables (idempotent; plain statements, so it may run inside a transaction)."""
+    """Create the tables (idempotent; plain statements, so it may run inside a transaction).
+    A connection with ``managed_schema`` (PostgreSQL, store/postgres.py: ``?`` placeholders
+    translated, tables from its migrations) has them already."""
+    if getattr(conn, "managed_schema", False):
+        return
     for stmt in SCHEMA:
         conn.execute(stmt)
 

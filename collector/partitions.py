@@ -1,0 +1,400 @@
+"""Partitioned ingest with leases: several collectors share the sites (issue 15).
+
+Sites are hashed to a fixed number of partitions (``partitions.count``, default 64):
+``partition_of(site) = crc32(site) % count``. Each partition is one persistent MQTT session with a
+fixed client id ``<mqtt.client_id>-pNN`` subscribed (QoS 1) to ``campus/v1/<site>/+/+/+`` for each
+of its sites. Topic scheme: the wire topics stay as they are and the partition's sessions list
+their sites; MQTT wildcards cannot select "sites whose hash is k" without listing them. Sites
+come from ``partitions.sites`` (config) and from the agents PostgreSQL knows (enrolled or seen),
+re-read every ``refresh_s``; a site gains its subscription then (the partition's session is
+restarted with the longer list: the broker keeps its queue meanwhile). Until a site is known its
+messages have no subscriber and the broker drops them; its agents keep them queued (they delete
+only what a commit watermark confirms) and send them again.
+
+Leases (table ``leases`` in PostgreSQL: ``name, holder, epoch, expires_at``, server time):
+
+- a collector takes a partition whose lease is free or expired (``epoch`` + 1: the fencing
+  token), renews its leases every ``lease_s / 3``, and runs that partition's ``Ingest`` only while
+  it holds the lease;
+- every commit of a partition passes ``fence=(lease, holder, epoch)`` to ``PostgresStore.apply``,
+  which checks it in the same transaction (``FOR SHARE``: a takeover waits for a running commit; a
+  commit after a takeover fails with ``LeaseLost`` and is not acknowledged). A paused or cut-off
+  collector therefore cannot commit once another one took its partition over, whatever it
+  believes;
+- a renewal that fails (taken over) or a lease that passed its local deadline (renewal start +
+  ``lease_s``: never later than the server's ``expires_at``) stops the partition's ingest, and
+  ``Ingest.may_connect`` keeps its client id off the broker: the two holders do not kick each
+  other's session;
+- a collector that dies stops renewing; after ``lease_s`` its partitions are free, another
+  collector takes them and connects with the same client id: the broker hands it the session with
+  every message not acknowledged (persistent session, ``clean_start = false``). Dedup state is in
+  PostgreSQL: what the dead one committed but did not acknowledge is dropped as a duplicate;
+- balance: each collector also holds a ``node/<holder>`` lease (membership). With ``n`` live nodes
+  a collector holds at most ``ceil(count / n)`` partitions: a newcomer gets its share because the
+  others release extras gracefully (the partition's ingest commits and acknowledges what it has,
+  disconnects, then the lease is expired).
+
+Singletons (``Leases.singleton(name)``): a lease ``singleton/<name>`` taken and renewed like a
+partition; the store's retention runs only where ``singleton("retention")`` holds.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import secrets
+import threading
+import time
+import zlib
+from typing import Any, Callable
+
+import psycopg
+
+from campus_sense import wire
+
+from .ingest import Ingest
+from .store.base import StorageUnavailable
+from .store.postgres import LeaseLost
+
+log = logging.getLogger("collector.partitions")
+
+DEFAULT_COUNT = 64
+
+
+def partition_of(site: str, count: int) -> int:
+    """Stable: crc32 of the site name (UTF-8) modulo the partition count."""
+    return zlib.crc32(site.encode()) % count
+
+
+def partition_name(p: int, count: int) -> str:
+    return f"p{p:0{max(2, len(str(count - 1)))}d}"
+
+
+def client_id(prefix: str, p: int, count: int) -> str:
+    return f"{prefix}-{partition_name(p, count)}"
+
+
+def site_topic(site: str) -> str:
+    return f"{wire.TOPIC_ROOT}/{wire.check_segment(site, 'site')}/+/+/+"
+
+
+class Leases:
+    """Leases in PostgreSQL (table ``leases``), times from the database server's clock."""
+
+    def __init__(self, dsn: str | Callable[[], str], holder: str, ttl_s: float):
+        self._dsn = dsn
+        self.holder = holder
+        self.ttl_s = ttl_s
+        self._c: psycopg.Connection | None = None
+        self._lock = threading.RLock()
+        #: name -> [epoch, local deadline (monotonic)]
+        self.held: dict[str, list] = {}
+
+    def _conn(self) -> psycopg.Connection:
+        if self._c is None or self._c.closed or self._c.broken:
+            dsn = self._dsn() if callable(self._dsn) else self._dsn
+            self._c = psycopg.connect(dsn, autocommit=True, connect_timeout=max(2, int(self.ttl_s / 3)))
+        return self._c
+
+    def close(self) -> None:
+        with self._lock:
+            if self._c is not None:
+                self._c.close()
+
+    def acquire(self, name: str) -> int | None:
+        """Take ``name`` if free or expired: its new epoch, else None."""
+        with self._lock:
+            t0 = time.monotonic()
+            r = self._conn().execute(
+                "INSERT INTO leases(name, holder, epoch, expires_at, acquired_at) "
+                "VALUES (%s, %s, 1, now() + %s * interval '1 second', now()) "
+                "ON CONFLICT (name) DO UPDATE SET holder=excluded.holder, epoch=leases.epoch + 1, "
+                "expires_at=excluded.expires_at, acquired_at=now() WHERE leases.expires_at < now() "
+                "RETURNING epoch", (name, self.holder, self.ttl_s)).fetchone()
+            if r is None:
+                return None
+            self.held[name] = [r[0], t0 + self.ttl_s]
+            return r[0]
+
+    def renew(self, names: list[str]) -> list[str]:
+        """Renew held leases; returns the ones lost (taken over). Raises psycopg.Error when the
+        database cannot be reached (nothing known: local deadlines apply)."""
+        with self._lock:
+            names = [n for n in names if n in self.held]
+            if not names:
+                return []
+            t0 = time.monotonic()
+            ok = {n for (n,) in self._conn().execute(
+                "UPDATE leases SET expires_at = now() + %s * interval '1 second' FROM unnest(%s::text[], "
+                "%s::bigint[]) AS h(n, e) WHERE leases.name = h.n AND leases.epoch = h.e AND leases.holder = %s "
+                "RETURNING leases.name",
+                (self.ttl_s, names, [self.held[n][0] for n in names], self.holder))}
+            lost = [n for n in names if n not in ok]
+            for n in ok:
+                self.held[n][1] = t0 + self.ttl_s
+            for n in lost:
+                self.held.pop(n, None)
+            return lost
+
+    def release(self, name: str) -> None:
+        """Give a lease up now (expired: the next taker gets epoch + 1)."""
+        with self._lock:
+            h = self.held.pop(name, None)
+            if h is None:
+                return
+            try:
+                self._conn().execute("UPDATE leases SET expires_at = now() - interval '1 millisecond' "
+                                     "WHERE name=%s AND holder=%s AND epoch=%s", (name, self.holder, h[0]))
+            except psycopg.Error as e:
+                log.warning("could not release lease %s (it expires by itself): %s", name, e)
+
+    def valid(self, name: str, margin_s: float = 0.0) -> bool:
+        h = self.held.get(name)
+        return h is not None and time.monotonic() < h[1] - margin_s
+
+    def fence(self, name: str) -> tuple[str, str, int]:
+        h = self.held.get(name)
+        if h is None:
+            raise LeaseLost(f"lease {name} is not held by {self.holder}")
+        return (name, self.holder, h[0])
+
+    def live(self, prefix: str) -> list[tuple[str, str, int]]:
+        """(name, holder, epoch) of unexpired leases whose name starts with ``prefix``."""
+        with self._lock:
+            return [tuple(r) for r in self._conn().execute(
+                "SELECT name, holder, epoch FROM leases WHERE name LIKE %s AND expires_at > now() ORDER BY name",
+                (prefix.replace("%", r"\%").replace("_", r"\_") + "%",))]
+
+    def singleton(self, name: str) -> bool:
+        """True while this process holds the singleton lease ``name`` (taken here when free;
+        renewed with the others)."""
+        key = f"singleton/{name}"
+        if self.valid(key, margin_s=self.ttl_s / 3):
+            return True
+        try:
+            if key in self.held:
+                if not self.renew([key]):
+                    return self.valid(key)
+                return False
+            return self.acquire(key) is not None
+        except psycopg.Error as e:
+            log.warning("singleton lease %s: %s", name, e)
+            return False
+
+
+class FencedStore:
+    """The store as one partition's ingest sees it: every ``apply`` carries the partition's
+    fencing token; everything else goes to the store."""
+
+    def __init__(self, store: Any, leases: Leases, name: str):
+        self._store, self._leases, self._name = store, leases, name
+
+    def apply(self, messages, rejects, clock=None):
+        return self._store.apply(messages, rejects, clock, fence=self._leases.fence(self._name))
+
+    def __getattr__(self, item):
+        return getattr(self._store, item)
+
+
+class PartitionedIngest:
+    """Several ``Ingest`` sessions (one per partition this collector holds) behind the interface
+    of one (``subscribers``, ``start``, ``stop``, ``health``, ``snapshot``)."""
+
+    def __init__(self, mqtt_cfg, store, parts_cfg, ingest_cfg=None, clock_cfg=None,
+                 dsn: str | Callable[[], str] | None = None, node: str | None = None):
+        self.mqtt_cfg = mqtt_cfg
+        self.store = store
+        self.count = parts_cfg.count
+        self.lease_s = parts_cfg.lease_s
+        self.refresh_s = parts_cfg.refresh_s
+        self.cfg_sites = list(parts_cfg.sites)
+        self.ingest_cfg, self.clock_cfg = ingest_cfg, clock_cfg
+        node = node or getattr(store, "node", None) or "collector"
+        self.holder = f"{node}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.leases = Leases(dsn if dsn is not None else store._dsn, self.holder, self.lease_s)
+        self.subscribers: list = []
+        self.node_lease = f"node/{self.holder}"
+        #: partition -> running Ingest (None: held, no sites yet)
+        self.running: dict[int, Ingest | None] = {}
+        self._topics: dict[int, list[str]] = {}
+        self._sites: set[str] = set()
+        self._sites_at = float("-inf")
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.connected = threading.Event()
+        self.started_ms = int(time.time() * 1000)
+        self.takeovers = 0
+        self.lost = 0
+        self._last_error: str | None = None
+        self._lock = threading.Lock()
+        self.retired: dict[str, int | float] = {}    # stats of stopped partition ingests
+
+    # ------------------------------------------------------------ lifecycle
+    def start(self) -> "PartitionedIngest":
+        self._thread = threading.Thread(target=self._run, name="partitions", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout + 5)
+        for p in list(self.running):
+            self._stop_partition(p, release=True)
+        self.leases.release(self.node_lease)
+        for k in [k for k in self.leases.held if k.startswith("singleton/")]:
+            self.leases.release(k)
+        self.leases.close()
+
+    def _run(self) -> None:
+        tick = max(0.2, self.lease_s / 3)
+        while not self._stop.is_set():
+            try:
+                self._tick()
+                self._last_error = None
+            except psycopg.Error as e:
+                self._last_error = f"PostgreSQL (leases): {e}"
+                log.error("partition leases: %s", e)
+                self._expire_local()
+            except Exception:  # noqa: BLE001 - never let the manager die
+                log.exception("partition manager failed")
+            self._stop.wait(tick)
+
+    def _expire_local(self) -> None:
+        """Renewals failing: stop partitions whose local deadline passed (someone may take them)."""
+        for p in list(self.running):
+            name = self._lease(p)
+            if not self.leases.valid(name):
+                log.warning("partition %s: lease not renewed in time; stopping its ingest", name)
+                self._stop_partition(p, release=False)
+                self.leases.held.pop(name, None)
+                self.lost += 1
+
+    # ------------------------------------------------------------ one round
+    def _lease(self, p: int) -> str:
+        return f"partition/{partition_name(p, self.count)}"
+
+    def _tick(self) -> None:
+        L = self.leases
+        if self.node_lease not in L.held:
+            L.acquire(self.node_lease)
+        lost = L.renew(list(L.held))
+        for name in lost:
+            if name.startswith("partition/"):
+                p = int(name.rsplit("p", 1)[1])
+                log.warning("partition %s was taken over by another collector; stopping its ingest", name)
+                self._stop_partition(p, release=False)
+                self.lost += 1
+            elif name == self.node_lease:
+                L.acquire(self.node_lease)
+        self._expire_local()
+        mono = time.monotonic()
+        if mono - self._sites_at >= self.refresh_s:
+            self._sites_at = mono
+            try:
+                known = set(self.store.sites())
+            except (StorageUnavailable, psycopg.Error) as e:
+                log.warning("cannot read the sites of known agents: %s", e)
+                known = set()
+            self._sites = known | set(self.cfg_sites)
+        topics: dict[int, list[str]] = {}
+        for s in sorted(self._sites):
+            try:
+                topics.setdefault(partition_of(s, self.count), []).append(site_topic(s))
+            except wire.WireError as e:
+                log.warning("site %r cannot be subscribed: %s", s, e)
+        self._topics = topics
+        live = {r[1] for r in L.live("node/")} | {self.holder}
+        fair = math.ceil(self.count / len(live))
+        held = sorted(self.running)
+        # too many (a collector joined): release the extras gracefully, highest first
+        for p in held[fair:][::-1]:
+            log.info("partition %s: releasing it for balance (%d collectors)", self._lease(p), len(live))
+            self._stop_partition(p, release=True)
+        # too few: take free or expired partitions, starting after our own position (spreads the race)
+        if len(self.running) < fair:
+            owned = {r[0] for r in L.live("partition/")}
+            start = zlib.crc32(self.holder.encode()) % self.count
+            for i in range(self.count):
+                if len(self.running) >= fair or self._stop.is_set():
+                    break
+                p = (start + i) % self.count
+                name = self._lease(p)
+                if p in self.running or name in owned:
+                    continue
+                epoch = L.acquire(name)
+                if epoch is not None:
+                    log.info("partition %s: taken (epoch %d)", name, epoch)
+                    self.takeovers += 1
+                    self.running[p] = None
+        # (re)start ingest of held partitions whose sites changed
+        for p in list(self.running):
+            want = topics.get(p, [])
+            ing = self.running[p]
+            if ing is None and want:
+                self._start_partition(p, want)
+            elif ing is not None and sorted(ing.topics) != sorted(want):
+                self._stop_partition(p, release=False, keep=True)
+                if want:
+                    self._start_partition(p, want)
+        if self.running and all(i is None or i.connected.is_set() for i in self.running.values()):
+            self.connected.set()
+        else:
+            self.connected.clear()
+
+    def _start_partition(self, p: int, topics: list[str]) -> None:
+        name = self._lease(p)
+        cid = client_id(self.mqtt_cfg.client_id, p, self.count)
+        ing = Ingest(self.mqtt_cfg.model_copy(update={"client_id": cid}), FencedStore(self.store, self.leases, name),
+                     self.ingest_cfg, self.clock_cfg)
+        ing.topics = list(topics)
+        ing.subscribers = self.subscribers
+        ing.may_connect = lambda n=name: self.leases.valid(n, margin_s=min(1.0, self.lease_s / 10))
+        self.running[p] = ing.start()
+        log.info("partition %s: ingest started as %s for %d site(s)", name, cid, len(topics))
+
+    def _stop_partition(self, p: int, release: bool, keep: bool = False) -> None:
+        ing = self.running.get(p)
+        if ing is not None:
+            ing.stop()
+            with self._lock:
+                for k, v in ing.stats.items():
+                    if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "last_commit_ms":
+                        self.retired[k] = self.retired.get(k, 0) + v
+        if keep:
+            self.running[p] = None
+            return
+        self.running.pop(p, None)
+        if release:
+            self.leases.release(self._lease(p))
+
+    # ------------------------------------------------------------ the Ingest interface
+    def health(self) -> tuple[bool, str | None]:
+        if self._last_error:
+            return False, self._last_error
+        for p, ing in list(self.running.items()):
+            if ing is None:
+                continue
+            ok, why = ing.health()
+            if not ok:
+                return False, f"partition {partition_name(p, self.count)}: {why}"
+        return True, None
+
+    def snapshot(self, detail: bool = True) -> dict:
+        ok, why = self.health()
+        with self._lock:
+            out: dict[str, Any] = dict(self.retired)
+        for ing in list(self.running.values()):
+            if ing is None:
+                continue
+            for k, v in ing.stats.items():
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "last_commit_ms":
+                    out[k] = out.get(k, 0) + v
+        out.update(connected=self.connected.is_set(), ok=ok, stalled=why,
+                   queued=sum(len(i._pending) for i in self.running.values() if i is not None),
+                   partitions={"count": self.count, "held": [partition_name(p, self.count) for p in sorted(self.running)],
+                               "takeovers": self.takeovers, "lost": self.lost})
+        if detail:
+            out["holder"] = self.holder
+            out["client_id"] = self.mqtt_cfg.client_id + "-pNN"
+        return out
