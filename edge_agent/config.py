@@ -34,6 +34,7 @@ DRIVERS: dict[str, str] = {
     "snmp": "drivers.snmp",
     "snmp_trap": "drivers.snmp_trap",
     "synthetic": "drivers.synthetic",
+    "syslog": "drivers.syslog",
 }
 
 

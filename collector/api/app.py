@@ -191,6 +191,8 @@ def create_app(store, ingest=None, offline_after_s: float = 180.0, title: str = 
     app.include_router(r)
     from .topology import router as topology_router   # /topology/... (admin, it, security)
     app.include_router(topology_router(store), prefix="/api/v1")
+    from .syslog import router as syslog_router       # /syslog: the syslog archive (admin, it, security)
+    app.include_router(syslog_router(store), prefix="/api/v1")
     from ..ui import mount as mount_ui                 # web UI: /, /ui/..., /docs, /redoc (collector/ui)
     mount_ui(app)
     return app

@@ -28,6 +28,7 @@ import orjson
 from campus_sense.wire import (AGENT_MEASUREMENT, COUNTERS, MAX_COMMIT_GAPS, POLL_MEASUREMENT, TOPOLOGY_MEASUREMENTS,
                                Message, Watermark, WireError, decode)
 
+from . import syslog as _syslog
 from . import topology as _topology
 from . import codec
 from . import disk as _disk
@@ -150,7 +151,7 @@ class SQLiteStore(Store):
     def __init__(self, path: str, sink: TimeSeriesSink | None = None, retention: Retention | None = None,
                  retention_interval_s: float = 3600, synchronous: str = "FULL", dead_letter_keep: int = 10_000,
                  events_days: float = 180, topology_days: float = 400, seal_interval_s: float = 60,
-                 disk: Any = None):
+                 disk: Any = None, syslog_days: float = 180):
         # FULL: a commit (and so the PUBACK sent after it) survives power loss, not just a
         # process crash. NORMAL trades the last commits on power loss for fewer fsyncs.
         self.synchronous = synchronous
@@ -159,6 +160,7 @@ class SQLiteStore(Store):
         self.series_retention = retention or Retention()
         self.events_ms = int(events_days * DAY)
         self.topology_ms = int(topology_days * DAY)
+        self.syslog_ms = int(syslog_days * DAY)
         self.retention_interval_s = retention_interval_s
         self._next_retention = time.monotonic() + 5
         self.seal_interval_s = seal_interval_s
@@ -172,6 +174,7 @@ class SQLiteStore(Store):
             self._w.execute("PRAGMA auto_vacuum=INCREMENTAL")
             self._w.execute("VACUUM")   # journal_mode=WAL (in _connect) already fixed the header: rewrite it
         self._w.executescript(SCHEMA)
+        _syslog.ensure_schema(self._w)   # syslog archive (store/syslog.py)
         cols = {r[1] for r in self._w.execute("PRAGMA table_info(agents)")}
         for col, decl in (("clock_offset_ms", "INTEGER"), ("clock_ms", "INTEGER"), ("revoked_ms", "INTEGER")):
             if col not in cols:
@@ -413,6 +416,7 @@ class SQLiteStore(Store):
         agent_stats: dict[str, dict] = {}
         facts: list[tuple] = []
         events: list[tuple] = []
+        syslog_rows: list[tuple] = []   # syslog hook: archive lines go to store/syslog.py, not events
         agents_seen: dict[str, Any] = {}
         states: list[Message] = []
         touched: dict[tuple, _SeqState] = {}
@@ -533,7 +537,10 @@ class SQLiteStore(Store):
                 for it in msg.items:
                     d = it["d"]
                     t = it["t"]
-                    events.append(_event_row(msg.agent, it))
+                    if it["type"] == "syslog" and _syslog.is_archive(it):
+                        syslog_rows.append(_syslog.row(msg.agent, it))
+                    else:
+                        events.append(_event_row(msg.agent, it))
                     ds = dev_seen.get(d)
                     if ds is None:
                         dev_seen[d] = [msg.agent, tp.site, tp.building, t]
@@ -598,6 +605,8 @@ class SQLiteStore(Store):
         if events:
             w.executemany("INSERT INTO events(agent, device, ts_ms, type, severity, tags, data) VALUES (?,?,?,?,?,?,?)",
                           events)
+        if syslog_rows:
+            _syslog.insert(w, syslog_rows)
         # ---- agents
         for agent, tp in agents_seen.items():
             w.execute("INSERT INTO agents(id, site, building, state, first_seen_ms, last_seen_ms) VALUES (?,?,?,?,?,?) "
@@ -855,6 +864,7 @@ class SQLiteStore(Store):
                 raise
         tx("events", lambda: w.execute("DELETE FROM events WHERE ts_ms < ?", (now_ms - self.events_ms,)).rowcount)
         tx("topology", lambda: _topology.retention(w, now_ms - self.topology_ms))
+        tx("syslog", lambda: _syslog.retention(w, now_ms - self.syslog_ms))
         tx("dead_letters", lambda: w.execute("DELETE FROM dead_letters WHERE id <= (SELECT max(id) FROM dead_letters) - ?",
                                              (self.dead_letter_keep,)).rowcount)
         # a gap older than the raw retention can no longer be filled usefully
@@ -1246,6 +1256,11 @@ class SQLiteStore(Store):
             e["data"] = _loads(e["data"])
             out.append(e)
         return out
+
+    def syslog(self, host: str | None = None, q: str | None = None, since_ms: int | None = None,
+               until_ms: int | None = None, limit: int = 100, **kw: Any) -> list[dict]:
+        """The syslog archive, newest first (store/syslog.py ``search``)."""
+        return _syslog.search(self.reader(), host, q, since_ms, until_ms, limit, **kw)
 
     def ingest_stats(self) -> dict:
         c = self.reader()

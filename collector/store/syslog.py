@@ -1,0 +1,141 @@
+"""The syslog archive: every line agents' ``syslog`` drivers receive, kept ``retention.syslog_days``
+(180 by default; China's Cybersecurity Law art. 21 asks for six months of network logs) in its own
+table, searchable by host/device, time and words (SQLite FTS5).
+
+Wire form (no new item kind): an event item of type ``syslog`` whose ``data.archive`` is true. The
+store's event path hands those to :func:`rows`/:func:`insert` instead of the ``events`` table, in
+the same commit transaction, so ``/api/v1/events`` stays free of them and the dedup/ack contract is
+unchanged. Everything here runs on the connection it is given (writer inside the store's
+transaction, readers for queries); a database without the table reads as empty.
+
+Search (``search``): newest first; ``host`` matches the sender's hostname or the resolved device
+id; ``q`` is full-text: every whitespace-separated term must occur as a phrase of the message's
+words (``"GigabitEthernet0/1" down`` -> lines with both), case-insensitive.
+"""
+from __future__ import annotations
+
+import sqlite3
+from typing import Any, Iterable
+
+import orjson
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS syslog(
+  id INTEGER PRIMARY KEY, ts_ms INTEGER NOT NULL, agent TEXT NOT NULL, device TEXT NOT NULL, host TEXT,
+  facility INTEGER, severity INTEGER, program TEXT, mnemonic TEXT, msg TEXT NOT NULL, data TEXT);
+CREATE INDEX IF NOT EXISTS syslog_ts ON syslog(ts_ms);
+CREATE INDEX IF NOT EXISTS syslog_device_ts ON syslog(device, ts_ms);
+CREATE INDEX IF NOT EXISTS syslog_host_ts ON syslog(host, ts_ms);
+CREATE VIRTUAL TABLE IF NOT EXISTS syslog_fts USING fts5(msg, content='syslog', content_rowid='id');
+CREATE TRIGGER IF NOT EXISTS syslog_ai AFTER INSERT ON syslog BEGIN
+  INSERT INTO syslog_fts(rowid, msg) VALUES (new.id, new.msg); END;
+CREATE TRIGGER IF NOT EXISTS syslog_ad AFTER DELETE ON syslog BEGIN
+  INSERT INTO syslog_fts(syslog_fts, rowid, msg) VALUES ('delete', old.id, old.msg); END;
+"""
+#: data keys with their own column (the rest stays in ``data``)
+_COLUMNS = ("facility", "severity", "host", "program", "mnemonic", "msg", "archive")
+MAX_MSG = 8192
+_dumps = orjson.dumps
+_loads = orjson.loads
+
+
+def ensure_schema(conn: sqlite3.Connection) -> None:
+    conn.executescript(SCHEMA)
+
+
+def is_archive(it: dict) -> bool:
+    """Is this wire event item a syslog archive record?"""
+    if it["type"] != "syslog":
+        return False
+    d = it.get("data")
+    return bool(d) and d.get("archive") is True
+
+
+def row(agent: str, it: dict) -> tuple:
+    d = it.get("data") or {}
+    rest = {k: v for k, v in d.items() if k not in _COLUMNS}
+    msg = d.get("msg")
+    msg = msg[:MAX_MSG] if isinstance(msg, str) else ("" if msg is None else str(msg)[:MAX_MSG])
+
+    def i(v: Any) -> int | None:
+        return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+    def s(v: Any) -> str | None:
+        return v[:256] if isinstance(v, str) else None
+    return (it["t"], agent, it["d"], s(d.get("host")), i(d.get("facility")), i(d.get("severity")),
+            s(d.get("program")), s(d.get("mnemonic")), msg, _dumps(rest).decode() if rest else None)
+
+
+def insert(conn: sqlite3.Connection, rows: list[tuple]) -> None:
+    conn.executemany("INSERT INTO syslog(ts_ms, agent, device, host, facility, severity, program, mnemonic, msg, "
+                     "data) VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+
+
+def retention(conn: sqlite3.Connection, cutoff_ms: int, chunk: int = 20000) -> int:
+    """Delete lines older than ``cutoff_ms`` in chunks (the FTS index follows by trigger)."""
+    total = 0
+    try:
+        while True:
+            n = conn.execute("DELETE FROM syslog WHERE id IN (SELECT id FROM syslog WHERE ts_ms < ? ORDER BY ts_ms "
+                             "LIMIT ?)", (cutoff_ms, chunk)).rowcount
+            total += n
+            if n < chunk:
+                return total
+    except sqlite3.OperationalError as e:
+        if "no such table" in str(e):
+            return total
+        raise
+
+
+def fts_query(q: str) -> str:
+    """User text -> FTS5 query: each term a quoted phrase (so ``/``, ``-``, ``%`` are literal), ANDed."""
+    terms = [t for t in q.split() if t.strip('"')]
+    return " AND ".join('"' + t.replace('"', '""') + '"' for t in terms)
+
+
+COLS = ("id", "ts_ms", "agent", "device", "host", "facility", "severity", "program", "mnemonic", "msg", "data")
+
+
+def search(conn: sqlite3.Connection, host: str | None = None, q: str | None = None, since_ms: int | None = None,
+           until_ms: int | None = None, limit: int = 100, severity: int | None = None, program: str | None = None,
+           mnemonic: str | None = None) -> list[dict]:
+    """Archived lines, newest first (see the module docstring)."""
+    sql = ("SELECT s.id, s.ts_ms, s.agent, s.device, s.host, s.facility, s.severity, s.program, s.mnemonic, s.msg, "
+           "s.data FROM syslog s WHERE s.ts_ms >= ? AND s.ts_ms < ?")
+    args: list[Any] = [since_ms or 0, until_ms if until_ms is not None else 2 ** 62]
+    if host:
+        sql += " AND (s.host = ? OR s.device = ?)"
+        args += [host, host]
+    if severity is not None:
+        sql += " AND s.severity <= ?"
+        args.append(severity)
+    if program:
+        sql += " AND s.program = ?"
+        args.append(program)
+    if mnemonic:
+        sql += " AND s.mnemonic = ?"
+        args.append(mnemonic)
+    if q and fts_query(q):
+        sql += " AND s.id IN (SELECT rowid FROM syslog_fts WHERE syslog_fts MATCH ?)"
+        args.append(fts_query(q))
+    sql += " ORDER BY s.ts_ms DESC, s.id DESC LIMIT ?"
+    args.append(limit)
+    try:
+        rows = conn.execute(sql, args).fetchall()
+    except sqlite3.OperationalError as e:
+        if "no such table" in str(e):
+            return []
+        raise
+    out = []
+    for r in rows:
+        e = dict(zip(COLS, r))
+        e["data"] = _loads(e["data"]) if e["data"] else {}
+        out.append(e)
+    return out
+
+
+def count(conn: sqlite3.Connection) -> int:
+    try:
+        return conn.execute("SELECT count(*) FROM syslog").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
