@@ -43,7 +43,7 @@ NETWORK_EVENTS = frozenset({"link_down", "link_up", "port_down", "port_up", "lin
 
 class Alerting:
     def __init__(self, cfg, store, ingest=None):
-        from .rules import AlertStore, RuleEngine, load_rules
+        from .alertcore import AlertStore, RuleEngine, load_rules
 
         self.cfg = cfg
         self.rules_cfg = cfg.rules
@@ -271,7 +271,7 @@ class Alerting:
     def replace_rules(self, text: str, file: str | None = None) -> Any:
         """Validate ``text`` as the new content of one rule file (together with the other files),
         write it atomically and reload the engine. Raises ConfigError (file:line) on invalid YAML."""
-        from .rules import load_rules
+        from .alertcore import load_rules
         files = self.rule_files()
         if file is None:
             if not files:

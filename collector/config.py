@@ -195,7 +195,7 @@ class Clock(_Strict):
 
 
 class Rules(_Strict):
-    #: rule files or directories (collector/rules/README.md); relative to this file
+    #: rule files or directories (collector/alertcore/README.md); relative to this file
     paths: list[str] = Field(min_length=1)
     #: alerts, history, silences: a separate SQLite file so alert writes don't wait on sample commits
     db: str = "alerts.db"

@@ -1,5 +1,5 @@
 """The two YAML grammars of alerting, pinned through their public loaders:
-rules.yaml (`collector.rules.load_rules`: calendars, matchers, durations, severities) and
+rules.yaml (`collector.alertcore.load_rules`: calendars, matchers, durations, severities) and
 notify.yaml (`collector.notify.config`: time windows, route matchers, durations).
 
 Both files share one grammar for matchers, durations and time intervals; the tests marked
@@ -15,7 +15,7 @@ import pytest
 
 from campus_sense.yamlconf import ConfigError
 from collector.notify.config import from_dict as notify_from_dict
-from collector.rules import load_rules, parse_duration, parse_matchers
+from collector.alertcore import load_rules, parse_duration, parse_matchers
 
 SH = ZoneInfo("Asia/Shanghai")
 

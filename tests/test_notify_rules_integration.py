@@ -1,5 +1,5 @@
 """The real rule engine's AlertChange(kind, alert, t_ms, ...) drives the Notifier end to end
-(listener registration as documented in collector/rules)."""
+(listener registration as documented in collector/alertcore)."""
 from __future__ import annotations
 
 import time
@@ -10,7 +10,7 @@ from collector.notify import Notifier
 from collector.notify.config import from_dict
 from tests.test_notify_support import RobotServer, wait_until
 
-rules = pytest.importorskip("collector.rules")
+rules = pytest.importorskip("collector.alertcore")
 
 RULES = """\
 rules:

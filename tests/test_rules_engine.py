@@ -4,7 +4,7 @@ import textwrap
 
 import pytest
 
-from collector.rules import AlertStore, RuleEngine, load_rules
+from collector.alertcore import AlertStore, RuleEngine, load_rules
 
 MIN = 60_000
 T0 = 1_795_392_000_000  # 2026-11-23T00:00:00Z (a Monday)

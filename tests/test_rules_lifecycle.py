@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from collector.rules import AlertError, AlertStore, RuleEngine, export_alerts_csv, export_history_csv, load_rules
+from collector.alertcore import AlertError, AlertStore, RuleEngine, export_alerts_csv, export_history_csv, load_rules
 
 MIN = 60_000
 T0 = 1_795_392_000_000  # 2026-11-23T00:00:00Z (a Monday)

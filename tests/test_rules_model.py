@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from campus_sense.yamlconf import ConfigError
-from collector.rules import RuleSet, load_rules, parse_duration, parse_matchers
+from collector.alertcore import RuleSet, load_rules, parse_duration, parse_matchers
 
 REPO = Path(__file__).resolve().parent.parent
 

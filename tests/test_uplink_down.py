@@ -156,7 +156,7 @@ def test_port_roles_reach_the_engine_and_win_over_a_device_tag(tmp_path):
     shipped rules. A re-imported model applies without restarting (the view reads through)."""
     from collector.alertcore.topology import DeviceMeta
     from collector.campus.model import load_campus
-    from collector.rules import AlertStore, RuleEngine, load_rules
+    from collector.alertcore import AlertStore, RuleEngine, load_rules
     from collector.store.campus import CampusStore
     from collector.store.sqlite import SQLiteStore
 

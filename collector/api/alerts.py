@@ -44,7 +44,7 @@ from pydantic import BaseModel, Field
 from campus_sense.yamlconf import ConfigError
 
 from ..alertcore.maintenance import MaintenanceSpec
-from ..rules import AlertError, export_alerts_csv, export_history_csv
+from ..alertcore import AlertError, export_alerts_csv, export_history_csv
 from ..store.base import SeriesQueryUnsupported
 from ..store.budget import SeriesBudgetExceeded
 from .admin import Auditor
