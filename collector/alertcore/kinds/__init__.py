@@ -7,11 +7,12 @@ from typing import Annotated, Union
 
 from pydantic import Field
 
-from . import absence, agent_offline, event, exposure, rate, threshold
+from . import absence, agent_offline, event, event_count, exposure, rate, threshold
 from .base import Kind
 
 #: kind name -> Kind, in the order the kinds are documented
-KINDS: dict[str, Kind] = {m.KIND.name: m.KIND for m in (threshold, rate, absence, agent_offline, event, exposure)}
+KINDS: dict[str, Kind] = {m.KIND.name: m.KIND for m in (threshold, rate, absence, agent_offline, event,
+                                                          event_count, exposure)}
 
 #: the ``rules:`` entry of rules.yaml: one of the kinds' Config models, chosen by ``kind``
 AnyRule = Annotated[Union[tuple(k.Config for k in KINDS.values())], Field(discriminator="kind")]  # type: ignore[misc]
