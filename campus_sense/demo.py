@@ -123,6 +123,10 @@ async def _main(args) -> int:
     token = subprocess.run(cli + ["collector", "token", "create", "--role", "admin", "--name", "demo",
                                   "--config", str(work / "collector.yaml")],
                            check=True, capture_output=True, text=True).stdout.strip()
+    ui_password = secrets.token_urlsafe(12)   # the web UI's admin login: random per run, never a default
+    subprocess.run(cli + ["collector", "user", "add", "admin", "--role", "admin", "--password-stdin",
+                          "--config", str(work / "collector.yaml")],
+                   input=ui_password + "\n", check=True, capture_output=True, text=True)
     logs = {name: open(work / f"{name}.log", "ab") for name in ("collector", "agent")}
     # Collector first: its persistent session must exist before the agent publishes.
     procs = {"collector": subprocess.Popen(cli + ["collector", "--config", str(work / "collector.yaml")],
@@ -133,6 +137,7 @@ async def _main(args) -> int:
                                       stdout=logs["agent"], stderr=subprocess.STDOUT)
     print(f"""
 campus-sense demo is running (data in {work})
+  web UI        {base}/   (login: user admin, password {ui_password})
   API           {base}/api/v1   (OpenAPI docs: {base}/docs)
   console       {base}/console
   API token     {token}   (role admin; send as "Authorization: Bearer <token>")

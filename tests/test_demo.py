@@ -25,6 +25,14 @@ def test_demo_serves_devices_interfaces_and_live_rates(tmp_path):
             out += line
         token = re.search(r"API token\s+(\S+)", out).group(1)
         assert f"http://127.0.0.1:{port}/api/v1" in out and "/docs" in out
+        # the web UI's URL and a login (user admin, a random password) next to the token
+        ui_pw = re.search(r"web UI\s+(\S+)\s+\(login: user admin, password (\S+)\)", out)
+        assert ui_pw and ui_pw.group(1) == f"http://127.0.0.1:{port}/"
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as ui:
+            form = ui.get("/ui/login").text
+            csrf = re.search(r'name="csrf" value="([^"]+)"', form).group(1)
+            r = ui.post("/ui/login", data={"username": "admin", "password": ui_pw.group(2), "csrf": csrf})
+            assert r.status_code == 303 and ui.get("/ui/").status_code == 200
         h = {"Authorization": f"Bearer {token}"}
         base = f"http://127.0.0.1:{port}/api/v1"
         assert httpx.get(f"{base}/devices", timeout=5).status_code == 401   # the API needs the token
