@@ -331,6 +331,10 @@ def test_ui_end_to_end(stack):
             page.click("#dlg-ack button[type=submit]")
             page.wait_for_selector("#flash:not(:empty)")
             assert "已由" in page.inner_text("table.alerts tbody tr")
+            acked = [a for a in page.request.get(base + "/api/v1/alerts").json() if a["rule"] == "slow-desk-port"]
+            assert acked[0]["acked_by"] == "admin (admin)"                 # the person, in history and audit
+            audit = page.request.get(base + "/api/v1/audit?action=alert.ack").json()
+            assert audit[-1]["actor"] == "admin (admin)" and audit[-1]["via"] == "console"
             assert page.query_selector("#h-res")                             # recently resolved section
             shot("6-alerts")
 

@@ -43,6 +43,8 @@ class Auditor:
         self._names: dict[int, str | None] = {}
 
     def actor(self, p: Principal) -> str:
+        if p.user:                      # a person logged in to the web UI (collector/ui)
+            return f"{p.user} ({p.role})"
         if p.token_id not in self._names:
             self._names[p.token_id] = self.store.token_name(p.token_id)
         n = self._names[p.token_id]

@@ -173,7 +173,7 @@ def building(app, principal, bid: str) -> dict[str, Any]:
     devs = [d for d in devices(app, principal.scope) if d.get("building") == bid]
     ports, aps, clients, values = [], [], {}, {}
     for d in devs:
-        if d["group"] == "network":
+        if d["group"] in ("network", "other"):     # switches, routers, and devices of no known type
             for i in app.state.store.interfaces(d["id"]):
                 why = port_problem(i)
                 if why:
