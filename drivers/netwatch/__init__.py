@@ -27,8 +27,9 @@ from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from campus_sense.secret import Secret, SecretError, SecretFields
 from drivers.base import DeviceError, Event, Facts, Record, Sample
-from drivers.netwatch.detectors import NetWatch, parse_allow, parse_ip_plan, parse_ssid_allow
+from drivers.netwatch.detectors import NetWatch, parse_allow, parse_ip_plan, parse_protected, parse_ssid_allow
 from drivers.netwatch.sweep import MAX_RATE_PPS, validate_subnets
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,26 @@ class WifiScanOptions(BaseModel):
         return self
 
 
+class ProtectedArpSource(SecretFields):
+    """The L3 switch (gateway) whose ARP table binds the protected IPs to their MACs (SNMPv2c,
+    ipNetToMediaPhysAddress), read every ``interval_s``. A MAC from ``protected`` config wins."""
+    model_config = ConfigDict(extra="forbid")
+    host: str = Field(min_length=1)
+    port: int = Field(161, ge=1, le=65535)
+    #: secret grammar: community / community_file / community_env; read on every walk
+    community: Secret
+    interval_s: float = Field(300.0, ge=5)
+    timeout_s: float = Field(2.0, gt=0)
+    retries: int = Field(1, ge=0, le=5)
+
+
+class DeauthOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    #: more than this many deauth/disassoc frames for one BSSID within window_s: deauth_flood
+    threshold: int = Field(10, ge=1)
+    window_s: float = Field(1.0, gt=0)
+
+
 class Options(BaseModel):
     """The ``options:`` block of a ``driver: netwatch`` device in agent.yaml."""
     model_config = ConfigDict(extra="forbid")
@@ -85,6 +106,17 @@ class Options(BaseModel):
     new_station_events: bool = True
     max_stations: int = Field(65536, ge=1)
     queue_size: int = Field(10000, ge=10)
+    #: gateways and servers: "10.20.0.1=00:11:22:33:44:55", "10.20.0.1" (MAC learned) or
+    #: {ip, mac | macs, name}; any other MAC claiming one of these IPs is arp_spoof at once
+    protected: list[str | dict[str, Any]] = Field(default_factory=list)
+    protected_arp_from: ProtectedArpSource | None = None
+    deauth: DeauthOptions = Field(default_factory=DeauthOptions)
+
+    @field_validator("protected")
+    @classmethod
+    def _protected(cls, v):
+        parse_protected(v)
+        return v
 
     @field_validator("dhcp_allow", "ra_allow")
     @classmethod
@@ -136,7 +168,11 @@ class NetwatchDriver:
         self.options = options
         self.tags = dict(tags or {})
         self.watch = NetWatch(dhcp_allow=options.dhcp_allow, ssid_allow=options.ssid_allow,
-                              ip_plan=options.ip_plan, ra_allow=options.ra_allow, max_stations=options.max_stations)
+                              ip_plan=options.ip_plan, ra_allow=options.ra_allow, max_stations=options.max_stations,
+                              protected=options.protected, deauth_threshold=options.deauth.threshold,
+                              deauth_window_s=options.deauth.window_s)
+        self.arp_learned = 0       # protected bindings (re)learned from the L3 switch's ARP table
+        self.arp_walk_errors = 0
         self.ready = asyncio.Event()  # set once every sniffer socket is open (tests wait on it)
         self.dropped = 0
         self.scan_errors = 0
@@ -250,7 +286,9 @@ class NetwatchDriver:
             "findings": len(w.findings), "packets": w.packets, "dropped": self.dropped,
             "decode_errors": w.errors, "scan_errors": self.scan_errors, "sweeps": self.sweeps,
             "findings_suppressed": w.findings.suppressed, "stations_overflow": w.arp.overflow,
-            "wifi_overflow": w.wifi.overflow,
+            "wifi_overflow": w.wifi.overflow, "wifi_disconnects": w.deauth.seen,
+            "protected": len(w.arp.protected), "protected_learned": self.arp_learned,
+            "arp_walk_errors": self.arp_walk_errors,
         }, self._tags()))
         self._survey(emit)
 
@@ -299,6 +337,46 @@ class NetwatchDriver:
                 log.warning("netwatch %s: Wi-Fi scan: %s", self.device_id, e)
             await asyncio.sleep(ws.interval_s)
 
+    async def learn_protected(self) -> int:
+        """One walk of the L3 switch's ipNetToMediaPhysAddress: bind the protected IPs it knows to
+        their MACs (the bindings then hold even while the real owner is silent)."""
+        from drivers.snmp.fastv2c import FastV2cSession
+        src = self.options.protected_arp_from
+        assert src is not None
+        try:
+            community = src.community.reveal()      # read per walk (rotation rule)
+        except SecretError as e:
+            raise DeviceError("config", f"netwatch: protected_arp_from.{e}") from None
+        s = FastV2cSession(src.host, src.port, community, src.timeout_s, src.retries)
+        try:
+            col = "1.3.6.1.2.1.4.22.1.2"
+            rows = (await s.walk([col])).get(col, {})
+        finally:
+            await s.close()
+        n = 0
+        arp = self.watch.arp
+        for suffix, mac in rows.items():
+            parts = suffix.split(".")
+            if len(parts) < 5 or not isinstance(mac, (bytes, bytearray)) or len(mac) != 6:
+                continue
+            ip = ".".join(parts[-4:])
+            if ip in arp.protected and arp.learn(ip, ":".join("%02x" % b for b in mac), "snmp"):
+                n += 1
+        self.arp_learned += n
+        return n
+
+    async def _learn_loop(self) -> None:
+        while True:
+            try:
+                n = await self.learn_protected()
+                if n:
+                    log.info("netwatch %s: %d protected bindings from %s's ARP table", self.device_id, n,
+                             self.options.protected_arp_from.host)
+            except DeviceError as e:
+                self.arp_walk_errors += 1
+                log.warning("netwatch %s: ARP table of %s: %s", self.device_id, self.options.protected_arp_from.host, e)
+            await asyncio.sleep(self.options.protected_arp_from.interval_s)
+
     async def _sweep_loop(self) -> None:
         from drivers.netwatch.sweep import ArpSender, arp_sweep
         sw = self.options.arp_sweep
@@ -333,6 +411,8 @@ class NetwatchDriver:
                 tasks.append(asyncio.create_task(self._iw_loop(emit)))
             if o.arp_sweep.enabled:
                 tasks.append(asyncio.create_task(self._sweep_loop()))
+            if o.protected_arp_from is not None:
+                tasks.append(asyncio.create_task(self._learn_loop()))
             next_tick = time.monotonic() + o.sample_interval_s
             while True:
                 timeout = max(0.0, next_tick - time.monotonic())

@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Any
 
-from drivers.netwatch.detectors import NetWatch, parse_allow, parse_ip_plan, parse_ssid_allow
+from drivers.netwatch.detectors import NetWatch, parse_allow, parse_ip_plan, parse_protected, parse_ssid_allow
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="assigned networks; ARP senders outside them are outside_ip_plan")
     parser.add_argument("--ra-allow", nargs="+", action="extend", default=[], metavar="MAC|IP",
                         help="legitimate IPv6 routers (link-local IP or MAC); other RAs are rogue_ra")
+    parser.add_argument("--protect", nargs="+", action="extend", default=[], metavar="IP[=MAC,...]",
+                        help="gateways/servers: any other MAC claiming IP is arp_spoof (IP alone: the first "
+                             "MAC heard in the capture owns it)")
+    parser.add_argument("--deauth-threshold", type=int, default=10, metavar="N",
+                        help="802.11 deauth/disassoc frames per BSSID within --deauth-window that make a "
+                             "deauth_flood (default 10, as Kismet)")
+    parser.add_argument("--deauth-window", type=float, default=1.0, metavar="S", help="seconds (default 1)")
     parser.add_argument("--json", action="store_true", help="print the full report as JSON")
     parser.add_argument("--limit", type=int, default=0, metavar="N", help="stop after N packets (0 = all)")
 
@@ -50,10 +57,11 @@ def _open(path: str):
 
 
 def analyze(path: str, dhcp_allow=None, ssid_allow=None, ip_plan=None, ra_allow=None,
-            limit: int = 0) -> dict[str, Any]:
+            limit: int = 0, protect=None, deauth_threshold: int = 10, deauth_window_s: float = 1.0) -> dict[str, Any]:
     """Run every detector on ``path``; return the report dict. ValueError on unreadable input."""
     watch = NetWatch(dhcp_allow=dhcp_allow, ssid_allow=parse_ssid_allow(ssid_allow),
-                     ip_plan=ip_plan, ra_allow=ra_allow)
+                     ip_plan=ip_plan, ra_allow=ra_allow, protected=protect, deauth_threshold=deauth_threshold,
+                     deauth_window_s=deauth_window_s)
     reader = _open(path)
     warnings: list[str] = []
     try:
@@ -91,6 +99,8 @@ def _text(report: dict[str, Any]) -> str:
     lines.append(f"Wi-Fi BSS: {len(report['wifi'])}")
     for b in report["wifi"]:
         lines.append(f"  {b['bssid']} ch={b['channel']} {b['signal_dbm']} dBm {b['security']:<9} {b['ssid']!r}")
+    for p in report["arp"].get("protected", []):
+        lines.append(f"  protected {p['ip']}: {', '.join(p['macs']) or '-'} ({p['source']})")
     lines.append(f"IPv6 routers: {len(report['ipv6_routers'])}")
     lines.append(f"Findings: {len(report['findings'])}")
     for f in report["findings"]:
@@ -105,7 +115,11 @@ def run(args: argparse.Namespace) -> int:
         parse_allow(args.ra_allow, "--ra-allow")
         parse_ip_plan(args.ip_plan)
         parse_ssid_allow(args.ssid_allow)
-        report = analyze(args.file, args.dhcp_allow, args.ssid_allow, args.ip_plan, args.ra_allow, args.limit)
+        parse_protected(args.protect)
+        if args.deauth_threshold < 1 or not args.deauth_window > 0:
+            raise ValueError("--deauth-threshold must be >= 1 and --deauth-window > 0")
+        report = analyze(args.file, args.dhcp_allow, args.ssid_allow, args.ip_plan, args.ra_allow, args.limit,
+                         args.protect, args.deauth_threshold, args.deauth_window)
     except ValueError as e:
         print(f"campus-sense pcap-analyze: {e}", file=sys.stderr)
         return 2

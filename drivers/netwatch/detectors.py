@@ -14,6 +14,11 @@ Detectors
   BSSID, SSID (UTF-8, GBK fallback), channel, signal, security; rogue AP, evil twin,
   security downgrade.
 - :class:`RaWatch`   - IPv6 router advertisements from unexpected routers.
+- :class:`DeauthWatch` - 802.11 deauthentication/disassociation floods (Kismet's DEAUTHFLOOD).
+
+Gateway protection (:class:`ArpWatch` ``protected``): gateways and servers bound to their MACs
+(from the config, learned from the L3 switch's ARP table over SNMP, or the first MAC heard); any
+other MAC claiming a protected IP is ``arp_spoof`` at once, even if the real owner was never heard.
 
 :class:`NetWatch` bundles the four and renders the ``pcap-analyze --json`` report.
 """
@@ -53,6 +58,7 @@ SEVERITY: dict[str, str] = {
     "evil_twin": "critical",
     "rogue_ra": "critical",
     "outside_ip_plan": "warning",
+    "deauth_flood": "critical",
 }
 
 ZERO_MAC = "00:00:00:00:00:00"
@@ -115,6 +121,50 @@ def parse_ip_plan(values: Iterable[str] | None) -> list[ipaddress.IPv4Network | 
             except ValueError:
                 raise ValueError(f"ip-plan: {item!r} is not a network (expected CIDR like 10.1.0.0/16)") from None
     return nets
+
+
+@dataclass
+class Protected:
+    """A gateway/server binding: its IP, the MACs allowed to claim it, where they came from
+    (``config``, ``snmp`` = the L3 switch's ARP table, ``first_seen`` = trust on first use)."""
+    ip: str
+    macs: set[str] = field(default_factory=set)
+    name: str | None = None
+    source: str = "config"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ip": self.ip, "macs": sorted(self.macs), "name": self.name, "source": self.source}
+
+
+def parse_protected(values: Iterable[Any] | None) -> dict[str, Protected]:
+    """``["10.20.0.1", "10.20.0.2=00:11:22:33:44:55", "10.20.0.3=aa..,bb..", {ip:, mac:|macs:, name:}]``
+    -> {ip: Protected}; ValueError naming the bad entry."""
+    out: dict[str, Protected] = {}
+    for v in values or []:
+        if isinstance(v, dict):
+            ip_s, macs, name = v.get("ip"), v.get("macs") or ([v["mac"]] if v.get("mac") else []), v.get("name")
+            if isinstance(macs, str):
+                macs = [macs]
+        else:
+            ip_s, _, mac_s = str(v).partition("=")
+            macs, name = [m for m in mac_s.split(",") if m.strip()], None
+        ip = norm_ip(ip_s)
+        if ip is None:
+            raise ValueError(f"protected: {v!r}: not an IP address")
+        nm = set()
+        for m in macs:
+            n = norm_mac(m)
+            if n is None or n in (ZERO_MAC, BCAST_MAC):
+                raise ValueError(f"protected: {v!r}: {m!r} is not a MAC address")
+            nm.add(n)
+        p = out.get(ip)
+        if p is None:
+            out[ip] = Protected(ip, nm, str(name) if name else None, "config" if nm else "first_seen")
+        else:
+            p.macs |= nm
+            if nm:
+                p.source = "config"
+    return out
 
 
 def parse_ssid_allow(values: Iterable[str] | None) -> dict[str, set[str]]:
@@ -474,8 +524,10 @@ class ArpWatch:
     #: older bindings are taken to be DHCP reassignments, not poisoning
     spoof_window_s = 600.0
 
-    def __init__(self, findings: Findings, ip_plan: Iterable[str] | None = None, max_stations: int = 65536):
+    def __init__(self, findings: Findings, ip_plan: Iterable[str] | None = None, max_stations: int = 65536,
+                 protected: Iterable[Any] | None = None):
         self.findings = findings
+        self.protected = parse_protected(protected)
         self.ip_plan = parse_ip_plan(ip_plan)
         self.max_stations = max_stations
         self.current: dict[str, str] = {}          # ip -> current mac
@@ -503,7 +555,31 @@ class ArpWatch:
                               {"reason": "ether_mismatch", "ip": ip, "arp_mac": mac, "ether_src": eth}, ts)
         self.observe(ip, mac, ts, op=int(arp.op))
 
+    def learn(self, ip: str, mac: str, source: str = "snmp") -> bool:
+        """Bind a protected IP to the MAC the L3 switch has for it (``source``); a binding from the
+        config is never replaced. Returns True when the binding changed."""
+        p = self.protected.get(ip)
+        mac = norm_mac(mac)
+        if p is None or mac is None or mac in (ZERO_MAC, BCAST_MAC) or p.source == "config" or p.macs == {mac}:
+            return False
+        p.macs, p.source = {mac}, source
+        return True
+
+    def _check_protected(self, p: Protected, ip: str, mac: str, ts: float | None) -> None:
+        if not p.macs:                      # IP only and no ARP table: the first MAC heard owns it
+            p.macs.add(mac)
+            p.source = "first_seen"
+            return
+        if mac in p.macs:
+            return
+        self.findings.add("arp_spoof", f"protected|{ip}|{mac}",
+                          {"reason": "protected_ip", "ip": ip, "mac": mac, "expected_macs": sorted(p.macs),
+                           "binding": p.source, "name": p.name}, ts)
+
     def observe(self, ip: str, mac: str, ts: float | None = None, op: int | None = None) -> None:
+        p = self.protected.get(ip)
+        if p is not None:
+            self._check_protected(p, ip, mac, ts)
         pair = self.pairs.get((ip, mac))
         if pair is not None:
             pair["last_seen"] = ts
@@ -573,7 +649,74 @@ class ArpWatch:
                 if len(h) > 1]
 
     def report(self) -> dict[str, Any]:
-        return {"stations": self.stations(), "ip_conflicts": self.conflicts()}
+        out = {"stations": self.stations(), "ip_conflicts": self.conflicts()}
+        if self.protected:
+            out["protected"] = [p.to_json() for p in sorted(self.protected.values(), key=lambda p: _ip_sort_key(p.ip))]
+        return out
+
+
+# --------------------------------------------------------------------------- Wi-Fi disconnect floods
+
+class DeauthWatch:
+    """802.11 deauthentication (subtype 12) and disassociation (subtype 10) floods, as Kismet's
+    DEAUTHFLOOD: more than ``threshold`` such frames for one BSSID within ``window_s`` seconds
+    (Kismet: more than 10 per second) -> ``deauth_flood`` (critical), keyed by BSSID, with the
+    transmitters, targets (``broadcast`` when sent to ff:ff:ff:ff:ff:ff), reason codes and the
+    frame count. Legitimate APs send a few when clients leave; aireplay-ng/mdk4 send hundreds."""
+
+    def __init__(self, findings: Findings, threshold: int = 10, window_s: float = 1.0, max_bss: int = 5000):
+        self.findings = findings
+        self.threshold, self.window_s, self.max_bss = threshold, window_s, max_bss
+        self.frames: dict[str, Any] = {}      # bssid -> deque of timestamps in the window
+        self.totals: dict[str, dict[str, Any]] = {}
+        self.seen = 0
+
+    def feed(self, pkt, ts: float | None = None) -> None:
+        from collections import deque
+
+        from scapy.layers.dot11 import Dot11, RadioTap
+        if Dot11 not in pkt:
+            return
+        d = pkt[Dot11]
+        if d.type != 0 or d.subtype not in (10, 12):
+            return
+        self.seen += 1
+        bssid = norm_mac(d.addr3) or norm_mac(d.addr2)
+        if not bssid:
+            return
+        src, dst = norm_mac(d.addr2), norm_mac(d.addr1)
+        t = ts if ts is not None else 0.0
+        win = self.frames.get(bssid)
+        if win is None:
+            if len(self.frames) >= self.max_bss:
+                return
+            win = self.frames[bssid] = deque()
+            self.totals[bssid] = {"frames": 0, "sources": set(), "targets": set(), "reasons": {}, "channel": None,
+                                  "deauth": 0, "disassoc": 0}
+        tot = self.totals[bssid]
+        tot["frames"] += 1
+        tot["deauth" if d.subtype == 12 else "disassoc"] += 1
+        if src and len(tot["sources"]) < 32:
+            tot["sources"].add(src)
+        if dst and len(tot["targets"]) < 32:
+            tot["targets"].add(dst)
+        try:
+            reason = int(d.payload.reason)
+            tot["reasons"][reason] = tot["reasons"].get(reason, 0) + 1
+        except (AttributeError, TypeError, ValueError):
+            pass
+        if RadioTap in pkt and tot["channel"] is None:
+            tot["channel"] = freq_to_channel(getattr(pkt[RadioTap], "ChannelFrequency", None))
+        win.append(t)
+        while win and win[0] <= t - self.window_s:
+            win.popleft()
+        if len(win) > self.threshold:
+            self.findings.add("deauth_flood", bssid, {
+                "bssid": bssid, "frames_in_window": len(win), "window_s": self.window_s, "threshold": self.threshold,
+                "frames_total": tot["frames"], "deauth": tot["deauth"], "disassoc": tot["disassoc"],
+                "sources": sorted(tot["sources"]), "targets": sorted(tot["targets"])[:16],
+                "broadcast": BCAST_MAC in tot["targets"], "reason_codes": dict(sorted(tot["reasons"].items())),
+                "channel": tot["channel"]}, ts)
 
 
 # --------------------------------------------------------------------------- Wi-Fi
@@ -829,12 +972,14 @@ class RaWatch:
 class NetWatch:
     """All detectors over one packet stream, sharing one :class:`Findings`."""
 
-    def __init__(self, dhcp_allow=None, ssid_allow=None, ip_plan=None, ra_allow=None, max_stations: int = 65536):
+    def __init__(self, dhcp_allow=None, ssid_allow=None, ip_plan=None, ra_allow=None, max_stations: int = 65536,
+                 protected=None, deauth_threshold: int = 10, deauth_window_s: float = 1.0):
         self.findings = Findings()
         self.dhcp = DhcpWatch(self.findings, dhcp_allow)
-        self.arp = ArpWatch(self.findings, ip_plan, max_stations=max_stations)
+        self.arp = ArpWatch(self.findings, ip_plan, max_stations=max_stations, protected=protected)
         self.wifi = WifiSurvey(self.findings, ssid_allow)
         self.ra = RaWatch(self.findings, ra_allow)
+        self.deauth = DeauthWatch(self.findings, deauth_threshold, deauth_window_s)
         self.packets = 0
         self.errors = 0
 
@@ -843,7 +988,7 @@ class NetWatch:
         if ts is None:
             t = getattr(pkt, "time", None)
             ts = float(t) if t is not None else None
-        for det in (self.dhcp, self.arp, self.wifi, self.ra):
+        for det in (self.dhcp, self.arp, self.wifi, self.ra, self.deauth):
             try:
                 det.feed(pkt, ts)
             except Exception as e:  # noqa: BLE001 - one malformed frame must not stop the watch
