@@ -348,7 +348,7 @@ def test_two_collectors_one_database_each_seq_once(pg):
 
 
 def test_fencing_refuses_a_stale_lease_holder(pg):
-    from collector.partitions import Leases
+    from collector.store.leases import Leases
     from collector.store.postgres import LeaseLost, PostgresStore
     dsn = pg.create_db("t_fence")
     s = PostgresStore(dsn, sink=Mem())
