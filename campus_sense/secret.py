@@ -11,9 +11,9 @@ YAML grammar (the only one): a secret field ``<name>`` (``password``, ``token``,
   nothing else is stripped. An unreadable or empty file, an unset or empty variable, an
   empty inline value, or two of the three keys at once are config errors naming the key
   (``agent.yaml:6: mqtt.password_file: cannot read /x: file does not exist``).
-* Relative ``*_file`` paths follow each config's rule: agent.yaml (and driver options)
-  relative to the working directory, collector.yaml and notify.yaml relative to the config
-  file (pass ``context={"base_dir": dir}`` to ``model_validate`` / ``yamlconf.load_model``).
+* Relative ``*_file`` paths are relative to the folder of the config that names them (agent.yaml
+  and its driver options, collector.yaml, notify.yaml, discover credentials): pass
+  ``context={"base_dir": dir}`` to ``model_validate`` / ``yamlconf.load_model``.
 * The value never shows up in ``repr()``, ``str()``, ``model_dump()``,
   ``model_dump_json()`` or log lines of a config: they show ``**********``,
   ``file:/etc/x`` or ``env:NAME``. ``reveal()`` (alias ``get_secret_value()``) returns it.

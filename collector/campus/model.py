@@ -509,14 +509,34 @@ def _nz(d: dict[str, str], k: str) -> str | None:
 class _CampusBuilder:
     """Accumulates validated objects and their origin (file, row) for cross-checks."""
 
-    def __init__(self, base: CampusModel | None = None) -> None:
+    def __init__(self, base: CampusModel | None = None, declared: CampusModel | None = None) -> None:
         self.model = CampusModel()
         if base is not None:    # existing model: lets files refer to what is already there
             self.model.merge(copy.deepcopy(base))
+        #: devices as the agents declare them (collector.campus.declared): a file's device entry may
+        #: leave out type and room, they come from agent.yaml
+        self.declared = dict(declared.devices) if declared is not None else {}
         self.issues: list[ImportIssue] = []
         self.origin: dict[tuple[str, Any], tuple[str, int | None, str]] = {}
         self.ok = 0
         self.bad = 0
+
+    def _device_fill(self, raw: Any) -> dict[str, Any]:
+        """Defaults for a file's device entry: type, room and building from the agent's declaration
+        (type also from the device already in the model) when the entry leaves them out."""
+        if not isinstance(raw, dict) or not isinstance(raw.get("id"), str):
+            return {}
+        dec = self.declared.get(raw["id"])
+        old = self.model.devices.get(raw["id"])
+        out: dict[str, Any] = {}
+        if "type" not in raw and (dec or old):
+            out["type"] = (dec or old).type
+        if dec is not None and "room" not in raw and "building" not in raw:
+            if dec.room:
+                out["room"] = dec.room
+            elif dec.building:
+                out["building"] = dec.building
+        return out
 
     def _dup(self, kind: str, key: Any, file: str, row: int | None, col: str, new: Any, old: Any) -> bool:
         if old is not None and (kind, key) in self.origin and self.origin[(kind, key)][0] == file and old != new:
@@ -651,7 +671,7 @@ class _CampusBuilder:
                     for ri, r in enumerate(items(fl.get("rooms"), fll + ("rooms",))):
                         take("rooms", Room, r, fll + ("rooms", ri), {"building": bld.id, "floor": flo.id}, ())
         for di, d in enumerate(items(data.get("devices"), ("devices",))):
-            take("devices", Device, d, ("devices", di), {}, ())
+            take("devices", Device, d, ("devices", di), self._device_fill(d), ())
         for pi, p in enumerate(items(data.get("ports"), ("ports",))):
             take("ports", Port, p, ("ports", pi), {}, ())
 
@@ -719,16 +739,18 @@ class _CampusBuilder:
 
 
 def load_campus(paths: str | Path | Iterable[str | Path], strict: bool = False,
-                base: CampusModel | None = None) -> ImportResult[CampusModel]:
+                base: CampusModel | None = None, declared: CampusModel | None = None) -> ImportResult[CampusModel]:
     """Import one or more campus files (YAML and/or rooms/devices/ports CSV) into one model.
 
     Raises ConfigError for unreadable/unparseable files, CampusImportError in strict
     mode when any row is bad. Later files upsert over earlier ones. With ``base`` (e.g.
     the stored model) the files are applied on top of it: rows may refer to rooms and
-    devices already there, and the result is the merged model (``base`` is not modified)."""
+    devices already there, and the result is the merged model (``base`` is not modified). With
+    ``declared`` (collector.campus.declared.declared_model: what the agents say), device entries may
+    leave out type/room/building: the agents' values fill them."""
     if isinstance(paths, (str, Path)):
         paths = [paths]
-    b = _CampusBuilder(base)
+    b = _CampusBuilder(base, declared)
     for p in paths:
         p = Path(p)
         if p.suffix.lower() in (".yaml", ".yml"):

@@ -80,10 +80,11 @@ class ComplianceService:
             (log.warning if i.severity == "warning" else log.error)("campus import: %s", i)
 
         with self._lock:
+            declared, _ = self._declared(sync=not s.prune)   # what the agents declare (rooms, types)
             if s.model:
                 try:
-                    res = load_campus(s.model, strict=s.strict,
-                                      base=None if s.prune else self.campus_store.load_campus())
+                    res = load_campus(s.model, strict=s.strict, declared=declared,
+                                      base=declared if s.prune else self.campus_store.load_campus())
                     for i in res.issues:
                         issue(i)
                     stats = self.campus_store.save_campus(res.value, prune=s.prune)
@@ -125,7 +126,28 @@ class ComplianceService:
         return out
 
     # ------------------------------------------------------------------ inputs
+    def _declared(self, sync: bool = True) -> tuple[CampusModel | None, bool]:
+        """collector.campus.declared: (the agents' model, whether new devices were added to the stored
+        model: with ``sync``). Never raises (the collector keeps running with the stored model)."""
+        from collector.campus.declared import declared_model
+        from collector.campus.declared import sync as sync_declared
+        self._declared_at = time.monotonic()
+        try:
+            changed = bool(sync and sum(sync_declared(self.campus_store, self.store).values()))
+            if changed:
+                self._model = None
+            return declared_model(self.store), changed
+        except Exception:  # noqa: BLE001
+            log.exception("campus model: agents' declarations")
+            return None, False
+
     def model(self) -> tuple[CampusModel, Registry]:
+        if time.monotonic() - getattr(self, "_declared_at", float("-inf")) >= self.settings.declared_sync_s:
+            with self._lock:
+                _, changed = self._declared()
+            if changed and self.settings.model:
+                # campus.yaml entries that only now have their agent's device (type, room) import now
+                self.import_files()
         with self._lock:
             if self._model is None:
                 self._model = (self.campus_store.load_campus(), self.campus_store.load_registry())
@@ -161,6 +183,13 @@ class ComplianceService:
         return res
 
     def start(self) -> "ComplianceService":
+        def declared() -> None:   # the agents' rooms/types reach the model (and port roles) without a reader
+            while not self._stop.wait(self.settings.declared_sync_s):
+                try:
+                    self.model()
+                except Exception:  # noqa: BLE001
+                    log.exception("campus model refresh failed")
+        threading.Thread(target=declared, name="campus-declared", daemon=True).start()
         iv = self.settings.snapshot_interval_s
         if iv > 0:
             self._thread = threading.Thread(target=self._run, args=(iv,), name="compliance", daemon=True)

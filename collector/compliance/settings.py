@@ -10,6 +10,7 @@
       snapshot_interval_s: 3600                    # record coverage+compliance history; 0 = only on demand
       topology_fresh_s: 900                        # FDB/ARP/LLDP/IP samples older than this are ignored
       cache_s: 10                                  # reuse an observation snapshot this long
+      declared_sync_s: 30                          # merge the agents' rooms/device types this often
 
 Relative paths are relative to collector.yaml. Everything is optional: without files the
 model and registry already in the collector DB (``campus-sense report import --db``) are used.
@@ -33,6 +34,9 @@ class CampusSettings(BaseModel):
     snapshot_interval_s: float = Field(3600, ge=0)
     topology_fresh_s: float = Field(900, gt=0)
     cache_s: float = Field(10, ge=0)
+    #: how often the agents' declarations (agent.yaml room/type, from birth messages) are merged into
+    #: the stored campus model (collector.campus.declared); campus.yaml entries waiting for them re-import
+    declared_sync_s: float = Field(30, gt=0)
 
     @field_validator("model", "registry", mode="before")
     @classmethod
