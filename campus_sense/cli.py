@@ -28,6 +28,22 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+#: command -> the package extra it needs (pyproject.toml optional-dependencies); agent and discover
+#: need only the core (+ the extras of the drivers a building uses, edge_agent.config.DRIVER_EXTRAS)
+EXTRAS: dict[str, str] = {"collector": "collector", "enrol": "collector", "rules": "collector",
+                          "notify": "collector", "report": "collector", "demo": "all", "snmp-inventory": "agent",
+                          "pcap-analyze": "netwatch", "discover": "agent"}
+OURS = ("campus_sense", "edge_agent", "collector", "drivers")
+#: command -> message, for commands whose extra is not installed (filled by build_parser)
+MISSING: dict[str, str] = {}
+
+
+def _missing_extra(command: str, e: ModuleNotFoundError) -> str:
+    extra = EXTRAS.get(command, "all")
+    return (f"campus-sense {command}: needs the [{extra}] extra (Python module {e.name!r} is not installed): "
+            f"pip install 'campus-sense[{extra}]'")
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="campus-sense", description="Campus infrastructure monitoring.")
     parser.add_argument("--version", action="version", version=f"campus-sense {__version__}")
@@ -38,12 +54,15 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         if only is None or only == name:
             try:
                 mod = importlib.import_module(module)
+                mod.configure(p)
             except ModuleNotFoundError as e:
-                if not e.name or not module.startswith(e.name):
-                    raise
-                p.set_defaults(_missing=module)
-                continue
-            mod.configure(p)
+                if e.name and module.startswith(e.name):
+                    p.set_defaults(_missing=module)
+                    continue
+                if e.name and e.name.split(".")[0] not in OURS:   # a dependency of a missing extra
+                    MISSING[name] = _missing_extra(name, e)
+                    continue
+                raise
             p.set_defaults(_run=mod.run)
     return parser
 
@@ -52,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     only = next((a for a in argv if a in COMMANDS), None)
     parser = build_parser(only)
+    if only in MISSING:
+        print(MISSING[only], file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
@@ -66,6 +88,11 @@ def main(argv: list[str] | None = None) -> int:
         return int(args._run(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except ModuleNotFoundError as e:   # imported lazily by the command (uvicorn, pysnmp, ...)
+        if not e.name or e.name.split(".")[0] in OURS:
+            raise
+        print(_missing_extra(args.command, e), file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

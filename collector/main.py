@@ -180,12 +180,20 @@ def serve(cfg) -> int:
     log.info("collector running: MQTT %s:%d as %s, store %s (%s), API http://%s:%d/api/v1",
              cfg.mqtt.host, cfg.mqtt.port, cfg.mqtt.client_id, cfg.store.kind, cfg.store.path,
              cfg.api.host, cfg.api.port)
+    from campus_sense.sdnotify import Notifier
+    sd = Notifier.from_env()   # systemd Type=notify + WatchdogSec (packaging/systemd)
+    sd.ready(f"collector: MQTT {cfg.mqtt.host}:{cfg.mqtt.port}, API {cfg.api.host}:{cfg.api.port}")
+    next_ping = time.monotonic()
     try:
         while not stop.wait(0.5):
             if not web.is_alive():
                 log.error("API server stopped (port %d in use?)", cfg.api.port)
                 break
+            if sd.watchdog_interval_s and time.monotonic() >= next_ping:
+                sd.watchdog()
+                next_ping = time.monotonic() + sd.watchdog_interval_s
     finally:
+        sd.stopping()
         server.should_exit = True
         compliance.stop()
         ingest.stop()

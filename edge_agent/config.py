@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.util
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Literal
@@ -38,8 +39,35 @@ DRIVERS: dict[str, str] = {
 }
 
 
+#: driver -> (package extra, modules beyond the core it needs): pyproject.toml optional-dependencies
+DRIVER_EXTRAS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "snmp": ("agent", ("pysnmp", "cryptography")),
+    "audit": ("agent", ("pysnmp", "cryptography")),
+    "onvif": ("camera", ("onvif", "zeep", "aiohttp")),
+    "camera_health": ("camera", ("cv2", "numpy")),
+    "netwatch": ("netwatch", ("scapy",)),
+    "modbus": ("sensors", ("pymodbus",)),
+}
+
+
+class MissingExtra(ImportError):
+    """A driver's package extra is not installed."""
+
+
 def driver_module(name: str) -> ModuleType:
-    """Import a driver package on first use (pysnmp etc. load only where needed)."""
+    """Import a driver package on first use (pysnmp etc. load only where needed); MissingExtra names
+    the extra to install when the driver's dependencies are not there."""
+    extra = DRIVER_EXTRAS.get(name)
+    if extra is not None:
+        from importlib.util import find_spec   # not `import importlib.util`: that makes importlib local
+        for mod in extra[1]:
+            try:
+                found = find_spec(mod) is not None
+            except (ImportError, ValueError):
+                found = False
+            if not found:
+                raise MissingExtra(f"driver {name!r} needs the [{extra[0]}] extra (Python module {mod!r} is not "
+                                   f"installed): pip install 'campus-sense[{extra[0]}]'", name=mod)
     return importlib.import_module(DRIVERS[name])
 
 
@@ -246,6 +274,9 @@ def load(path: str | Path) -> LoadedConfig:
         seen.setdefault(dev.id, i)
         try:
             mod = driver_module(dev.driver)
+        except MissingExtra as e:
+            err(("devices", i, "driver"), str(e))
+            continue
         except Exception as e:  # ImportError, or a broken driver package
             err(("devices", i, "driver"), f"driver {dev.driver!r} is not available in this build ({e!r})")
             continue

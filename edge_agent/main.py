@@ -16,6 +16,7 @@ import sqlite3
 import sys
 
 from campus_sense import __version__
+from campus_sense.sdnotify import Notifier
 from campus_sense.yamlconf import ConfigError
 from drivers.base import Sample, Slots, install_slots
 from edge_agent import config as cfgmod
@@ -128,13 +129,18 @@ class Agent:
         log.info("agent %s starting: %d devices, queue %s (epoch %s, %d queued, next seq %d)",
                  self.cfg.agent.id, len(self.cfg.devices), q.path, q.epoch, q.depth, q.next_seq)
         pub = asyncio.create_task(self.publisher.run())
+        sd = Notifier.from_env()   # systemd Type=notify + WatchdogSec (packaging/systemd)
         try:
             async with asyncio.TaskGroup() as tg:
                 self._start_devices(tg)
                 tg.create_task(self.batcher.run(self.cfg.publish.batch_interval_s))
                 tg.create_task(self._self_metrics_loop())
+                if sd.watchdog_interval_s:
+                    tg.create_task(self._watchdog_loop(sd))
+                sd.ready(f"agent {self.cfg.agent.id}: {len(self.drivers)} of {len(self.cfg.devices)} devices running")
                 await stop.wait()
                 log.info("shutting down")
+                sd.stopping()
                 raise _Stop
         except* _Stop:
             pass
@@ -159,6 +165,12 @@ class Agent:
             log.info("stopped: %d messages left in the queue (last seq %d)", q.depth, q.last_seq)
             q.close()
         return 0
+
+    async def _watchdog_loop(self, sd: Notifier) -> None:
+        """WATCHDOG=1 while the event loop runs (a blocked loop starves it: systemd restarts the agent)."""
+        while True:
+            sd.watchdog()
+            await asyncio.sleep(sd.watchdog_interval_s)
 
     async def _close_drivers(self, timeout_s: float = 5.0) -> None:
         """Close all drivers concurrently, bounded: a hung device must not block the shutdown."""

@@ -11,7 +11,8 @@ want=(python3 python3-venv python3-dev gcc)
 if [[ "${1:-}" == "--test" ]]; then
   want+=(mosquitto mosquitto-clients snmpd snmp snmpsim victoria-metrics prometheus-snmp-exporter
          chromium chromium-driver iproute2 iw tcpdump ffmpeg faketime
-         snmptrapd rsyslog rsyslog-gnutls slapd ldap-utils fonts-noto-cjk postgresql)
+         snmptrapd rsyslog rsyslog-gnutls slapd ldap-utils fonts-noto-cjk postgresql
+         systemd)   # systemd-analyze verify checks packaging/systemd units
 fi
 missing=()
 for p in "${want[@]}"; do
@@ -39,6 +40,6 @@ want_stamp=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [[ ! -f $stamp || "$(cat $stamp)" != "$want_stamp" ]]; then
   echo "install.sh: installing Python dependencies into .venv"
   .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -e '.[test]'
+  .venv/bin/pip install -q -e '.[all,test]'
   echo "$want_stamp" > "$stamp"
 fi
