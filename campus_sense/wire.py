@@ -357,15 +357,45 @@ def _samples_ok(items: list) -> bool:
     return True
 
 
+_SEVERITY_SET = frozenset(SEVERITIES)
+
+
+def _events_ok(items: list) -> bool:
+    """Lean version of _check_event for the ingest hot path (trap and syslog storms): exact JSON
+    types, data of scalars only (anything nested goes the strict way), no messages."""
+    scal, strs, sevs = _SCALAR_TYPES, _STR, _SEVERITY_SET
+    lo, hi, ntags, nchars = MIN_TIME_MS, MAX_TIME_MS, MAX_TAGS, MAX_TAG_CHARS
+    for it in items:
+        if type(it) is not dict:
+            return False
+        g = it.get
+        d, typ, t, tags, data = g("d"), g("type"), g("t"), g("tags", _EMPTY), g("data", _EMPTY)
+        sev = g("severity", "info")
+        if not (type(d) is str and d and type(typ) is str and typ and type(t) is int and lo <= t < hi
+                and type(tags) is dict and len(tags) <= ntags and type(data) is dict
+                and type(sev) is str and sev in sevs):
+            return False
+        if tags:
+            if not strs.issuperset(map(type, tags.values())):
+                return False
+            for k, v in tags.items():
+                if len(k) > nchars or len(v) > nchars:
+                    return False
+        if data and not scal.issuperset(map(type, data.values())):
+            return False
+    return True
+
+
 def decode(topic_str: str, payload: bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> Message:
     """Validate and decode one MQTT message; raise WireError naming what is wrong.
 
-    Well-formed metrics batches (the 150k points/s path) take a lean check; anything
+    Well-formed metrics batches (the 150k points/s path) and event batches of scalar data (trap
+    and syslog storms) take a lean check; anything
     it does not accept goes through ``decode_strict``, which accepts it or explains why
     not. Both give the same outcome (tests/test_collector_fastwire.py checks it).
     """
     tp = _topics.get(topic_str)
-    if tp is None or tp.kind != "metrics" or len(payload) > max_bytes:
+    if tp is None or (tp.kind != "metrics" and tp.kind != "events") or len(payload) > max_bytes:
         if tp is None and len(_topics) < 100_000:
             try:
                 _topics[topic_str] = parse_topic(topic_str)
@@ -379,12 +409,14 @@ def decode(topic_str: str, payload: bytes, max_bytes: int = MAX_MESSAGE_BYTES) -
     if type(body) is not dict:
         return decode_strict(topic_str, payload, max_bytes)
     g = body.get
-    epoch, seq, items = g("epoch"), g("seq"), g("samples")
-    if (g("v") != SCHEMA_VERSION or g("kind") != "metrics" or g("agent") != tp.agent
+    kind = tp.kind
+    epoch, seq, items = g("epoch"), g("seq"), g("samples" if kind == "metrics" else "events")
+    if (g("v") != SCHEMA_VERSION or g("kind") != kind or g("agent") != tp.agent
             or type(epoch) is not str or not epoch or type(seq) is not int or not 0 < seq <= MAX_SEQ
-            or len(epoch) > 64 or type(items) is not list or not _samples_ok(items)):
+            or len(epoch) > 64 or type(items) is not list
+            or not (_samples_ok(items) if kind == "metrics" else _events_ok(items))):
         return decode_strict(topic_str, payload, max_bytes)
-    return Message(tp, "metrics", tp.agent, body, epoch, seq, items)
+    return Message(tp, kind, tp.agent, body, epoch, seq, items)
 
 
 

@@ -155,6 +155,94 @@ class _Udp(asyncio.DatagramProtocol):
         self.owner.datagram(data, addr[0])
 
 
+class _Stream(asyncio.Protocol):
+    """One TCP/TLS connection: RFC 6587 framing decided per frame (a leading digit = octet
+    counting ``LEN SP MSG``, else a line up to LF), parsed from whole buffers (no await per line)."""
+
+    __slots__ = ("owner", "kind", "buf", "src", "transport", "last")
+
+    def __init__(self, owner: "SyslogDriver", kind: str):
+        self.owner, self.kind = owner, kind
+        self.buf = b""
+        self.src = "?"
+        self.transport: asyncio.Transport | None = None
+        self.last = time.monotonic()
+
+    def connection_made(self, transport) -> None:
+        o = self.owner
+        peer = transport.get_extra_info("peername")
+        self.src = peer[0] if isinstance(peer, tuple) else str(peer)
+        if len(o._open) >= o.opts.max_connections:
+            o.counters["rejected_connections_total"] += 1
+            o._warn("too many connections (%d): refused %s", o.opts.max_connections, self.src)
+            transport.close()
+            return
+        self.transport = transport
+        o._open.add(self)
+        o.counters["connections_total"] += 1
+
+    def connection_lost(self, exc) -> None:
+        if self.buf.strip() and self.transport is not None:
+            self.owner.line(self.buf, self.src)          # a last line without its LF
+        self.buf = b""
+        self.owner._open.discard(self)
+
+    def _abort(self, why: str) -> None:
+        self.owner._warn("%s from %s (%s); connection closed", why, self.src, self.kind)
+        self.buf = b""
+        if self.transport is not None:
+            self.transport.close()
+            self.transport = None
+
+    def data_received(self, data: bytes) -> None:
+        if self.transport is None:
+            return
+        self.last = time.monotonic()
+        o = self.owner
+        limit = o.opts.max_message_bytes
+        buf = self.buf + data if self.buf else data
+        n = len(buf)
+        p = 0
+        line = o.line
+        src = self.src
+        while p < n:
+            c = buf[p]
+            if 48 <= c <= 57:                                   # octet counting
+                sp = buf.find(b" ", p, p + 12)
+                if sp < 0:
+                    if n - p >= 12:
+                        o.counters["malformed_total"] += 1
+                        return self._abort("bad octet count")
+                    break
+                try:
+                    ln = int(buf[p:sp])
+                except ValueError:
+                    o.counters["malformed_total"] += 1
+                    return self._abort("bad octet count")
+                if ln > 1 << 20:
+                    o.counters["oversize_total"] += 1
+                    return self._abort(f"frame of {ln} bytes")
+                if sp + 1 + ln > n:
+                    break
+                body = buf[sp + 1:sp + 1 + ln]
+                p = sp + 1 + ln
+                if ln > limit:
+                    o.counters["oversize_total"] += 1
+                    body = body[:limit]
+            else:                                               # non-transparent framing (LF)
+                lf = buf.find(b"\n", p)
+                if lf < 0:
+                    if n - p > limit:
+                        o.counters["oversize_total"] += 1
+                        return self._abort(f"line longer than {limit} bytes")
+                    break
+                body = buf[p:lf]
+                p = lf + 1
+            if body.strip():
+                line(body, src)
+        self.buf = buf[p:] if p < n else b""
+
+
 class SyslogDriver:
     name = "syslog"
 
@@ -162,13 +250,13 @@ class SyslogDriver:
         self.device_id, self.opts, self.tags = device_id, options, dict(tags or {})
         self.rules: RuleSet = options._rules or load_rules(options.event_rules, options.events)
         self.counters = dict.fromkeys(COUNTERS, 0)
+        self._archive, self._archive_max = options.archive, options._archive_max
         self._devices = {k.strip(): v for k, v in options.devices.items()}
         self._buckets: dict[str, list[float]] = {}
         self._emit: Callable[[Record], None] | None = None
         self._udp: asyncio.DatagramTransport | None = None
         self._servers: list[asyncio.base_events.Server] = []
-        self._open: set[asyncio.StreamWriter] = set()
-        self._tasks: set[asyncio.Task] = set()
+        self._open: set[_Stream] = set()
         self._log_window = (0.0, 0)
         self.ready = asyncio.Event()
         self.ports: dict[str, int] = {}
@@ -195,9 +283,8 @@ class SyslogDriver:
                 if not spec:
                     continue
                 host, port = parse_listen(spec, f"listen_{kind}")
-                srv = await asyncio.start_server(lambda r, w, k=kind: self._client(r, w, k), host, port, ssl=ctx,
-                                                 reuse_address=True, limit=o.max_message_bytes + 64,
-                                                 ssl_handshake_timeout=10 if ctx else None)
+                srv = await loop.create_server(lambda k=kind: _Stream(self, k), host, port, ssl=ctx,
+                                               reuse_address=True, ssl_handshake_timeout=10 if ctx else None)
                 self._servers.append(srv)
                 self.ports[kind] = srv.sockets[0].getsockname()[1]
         except OSError as e:
@@ -210,9 +297,16 @@ class SyslogDriver:
                  ", ".join(f"{k}:{v}" for k, v in self.ports.items()), len(self.rules))
         self.ready.set()
         try:
+            next_sample = time.monotonic() + o.sample_interval_s
             while True:
-                await asyncio.sleep(o.sample_interval_s)
-                self.emit_sample()
+                await asyncio.sleep(min(o.sample_interval_s, 5.0))
+                now = time.monotonic()
+                for st in list(self._open):                     # idle connections
+                    if now - st.last > o.idle_timeout_s and st.transport is not None:
+                        st._abort("idle")
+                if now >= next_sample:
+                    next_sample = now + o.sample_interval_s
+                    self.emit_sample()
         finally:
             await self.close()
 
@@ -228,13 +322,9 @@ class SyslogDriver:
         srvs, self._servers = self._servers, []
         for s in srvs:
             s.close()
-        for w in list(self._open):
-            w.close()
-        tasks = [t for t in self._tasks if not t.done()]
-        for t in tasks:
-            t.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=2)
+        for st in list(self._open):
+            if st.transport is not None:
+                st.transport.close()
         for s in srvs:
             try:
                 async with asyncio.timeout(2):
@@ -285,66 +375,6 @@ class SyslogDriver:
         else:
             self.line(data, src)
 
-    async def _client(self, r: asyncio.StreamReader, w: asyncio.StreamWriter, kind: str) -> None:
-        peer = w.get_extra_info("peername")
-        src = peer[0] if isinstance(peer, tuple) else str(peer)
-        o = self.opts
-        if len(self._open) >= o.max_connections:
-            self.counters["rejected_connections_total"] += 1
-            self._warn("too many connections (%d): refused %s", o.max_connections, src)
-            w.close()
-            return
-        self._open.add(w)
-        task = asyncio.current_task()
-        if task is not None:
-            self._tasks.add(task)
-        self.counters["connections_total"] += 1
-        limit = o.max_message_bytes
-        try:
-            while True:
-                async with asyncio.timeout(o.idle_timeout_s):
-                    first = await r.read(1)
-                    if not first:
-                        return
-                    if first.isdigit():                     # RFC 6587 3.4.1 / RFC 5425 4.3: octet counting
-                        head = first + await r.readuntil(b" ")
-                        try:
-                            n = int(head[:-1])
-                        except ValueError:
-                            self.counters["malformed_total"] += 1
-                            self._warn("bad octet count from %s (%s); connection closed", src, kind)
-                            return
-                        if n > limit:
-                            self.counters["oversize_total"] += 1
-                            if n > 1 << 20:
-                                self._warn("frame of %d bytes from %s (%s); connection closed", n, src, kind)
-                                return
-                            body = (await r.readexactly(n))[:limit]
-                        else:
-                            body = await r.readexactly(n)
-                    else:                                   # RFC 6587 3.4.2: non-transparent framing (LF)
-                        try:
-                            body = first + await r.readuntil(b"\n")
-                        except asyncio.LimitOverrunError:
-                            self.counters["oversize_total"] += 1
-                            self._warn("line longer than %d bytes from %s; connection closed", limit, src)
-                            return
-                        except asyncio.IncompleteReadError as e:
-                            body = first + e.partial
-                    if body.strip():
-                        self.line(body, src)
-        except (asyncio.IncompleteReadError, ConnectionError, TimeoutError, ssl.SSLError, asyncio.CancelledError):
-            return
-        except asyncio.LimitOverrunError:
-            self.counters["malformed_total"] += 1
-        except Exception:
-            log.exception("syslog %s: %s connection from %s failed", self.device_id, kind, src)
-        finally:
-            self._open.discard(w)
-            if task is not None:
-                self._tasks.discard(task)
-            w.close()
-
     # ------------------------------------------------------------------ lines -> records
     def _device(self, src: str, host: str | None) -> str:
         d = self._devices
@@ -366,18 +396,30 @@ class SyslogDriver:
             c["malformed_total"] += 1
             return None, None
         t = now_ms if now_ms is not None else int(time.time() * 1000)
-        device = self._device(src, p.host)
+        host = p.host
+        device = self._device(src, host)
         data: dict[str, Any] = {"facility": p.facility, "severity": p.severity, "source": src, "msg": p.msg}
-        for k in ("host", "program", "pid", "msgid", "mnemonic", "vendor", "sd"):
-            v = getattr(p, k)
-            if v is not None:
-                data[k] = v
+        if host is not None:
+            data["host"] = host
+        if p.program is not None:
+            data["program"] = p.program
+            if p.pid is not None:
+                data["pid"] = p.pid
+        if p.mnemonic is not None:
+            data["mnemonic"] = p.mnemonic
+            data["vendor"] = p.vendor
+        if p.version is not None:
+            if p.msgid is not None:
+                data["msgid"] = p.msgid
+            if p.sd is not None:
+                data["sd"] = p.sd
         if p.timestamp is not None:
             data["device_time"] = p.timestamp
         arch = ev = None
         emit = self._emit
-        if self.opts.archive and p.severity <= self.opts._archive_max:
-            arch = Event(device, "syslog", EVENT_SEVERITY[p.severity], {"archive": True, **data}, dict(self.tags), t)
+        tags = self.tags
+        if self._archive and p.severity <= self._archive_max:
+            arch = Event(device, "syslog", EVENT_SEVERITY[p.severity], {"archive": True, **data}, tags, t)
             c["archived_total"] += 1
             if emit is not None:
                 self._send(arch)
@@ -388,14 +430,14 @@ class SyslogDriver:
                      "severity_name": SEVERITIES[p.severity], **data}
             for k, v in fields.items():
                 edata.setdefault(k, v)
-            tags = dict(self.tags)
+            etags = dict(tags)
             if p.mnemonic:
-                tags["mnemonic"] = p.mnemonic[:128]
+                etags["mnemonic"] = p.mnemonic[:128]
             for k in rule.tags:
                 if k in fields:
-                    tags[k] = str(fields[k])[:128]
+                    etags[k] = str(fields[k])[:128]
             sev = EVENT_SEVERITY[p.severity] if rule.severity == "from_syslog" else rule.severity
-            ev = Event(device, rule.type, sev, edata, tags, t)
+            ev = Event(device, rule.type, sev, edata, etags, t)
             c["events_total"] += 1
             if emit is not None:
                 self._send(ev)

@@ -162,10 +162,12 @@ def _rfc3164(s: str, p: int, pri, fac, sev) -> Parsed:
     while p < n and s[p] == " ":
         p += 1
     seq = host = ts = None
-    m = _SEQ.match(s, p)
-    if m and not _TS.match(s, p):
-        seq, p = m.group(1), m.end()
     m = _TS.match(s, p)
+    if m is None and p < n and s[p].isdigit():
+        ms = _SEQ.match(s, p)
+        if ms is not None:
+            seq, p = ms.group(1), ms.end()
+            m = _TS.match(s, p)
     if m is None:
         # Cisco "logging origin-id": "sw1: *Mar  1 00:01:23: %LINK..."
         sp = s.find(": ", p, p + 256)

@@ -146,6 +146,7 @@ class RuleSet:
         self._by_mnemonic: dict[str, list[tuple[int, _Rule]]] = {}
         self._by_program: dict[str, list[tuple[int, _Rule]]] = {}
         self._generic: list[tuple[int, _Rule]] = []
+        self._cache: dict[tuple, list[_Rule]] = {}
         for i, r in enumerate(rules):
             c = _Rule(r, _matcher(r.mnemonic), _matcher(r.program), _matcher(r.vendor), _matcher(r.host),
                       re.compile(r.regex) if r.regex else None)
@@ -163,23 +164,29 @@ class RuleSet:
     def __len__(self) -> int:
         return len(self.rules)
 
+    def _candidates(self, mnemonic: str | None, program: str | None) -> list[_Rule]:
+        """Rules whose mnemonic and program conditions hold for this (mnemonic, program), in file
+        order; cached (campus gear repeats a few hundred mnemonics)."""
+        key = (mnemonic, program)
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        cands: list[tuple[int, _Rule]] = list(self._generic)
+        if mnemonic is not None:
+            cands += self._by_mnemonic.get(mnemonic, ())
+        if program is not None:
+            cands += self._by_program.get(program, ())
+        out = [c for _, c in sorted(cands, key=lambda x: x[0])
+               if (c.mnemonic is None or c.mnemonic(mnemonic)) and (c.program is None or c.program(program))]
+        if len(self._cache) >= 8192:
+            self._cache.clear()
+        self._cache[key] = out
+        return out
+
     def match(self, p: Parsed) -> tuple[EventRule, dict[str, Any]] | None:
         """The first rule (in file order) matching ``p``, with the regex's named groups."""
-        cands: list[tuple[int, _Rule]] = []
-        if p.mnemonic is not None:
-            cands += self._by_mnemonic.get(p.mnemonic, ())
-        if p.program is not None:
-            cands += self._by_program.get(p.program, ())
-        if cands:
-            cands = sorted(cands + self._generic, key=lambda x: x[0]) if self._generic else sorted(cands, key=lambda x: x[0])
-        else:
-            cands = self._generic
-        for _, c in cands:
+        for c in self._candidates(p.mnemonic, p.program):
             r = c.r
-            if c.mnemonic is not None and not c.mnemonic(p.mnemonic):
-                continue
-            if c.program is not None and not c.program(p.program):
-                continue
             if c.vendor is not None and not c.vendor(p.vendor):
                 continue
             if c.host is not None and not c.host(p.host):
