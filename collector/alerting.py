@@ -32,6 +32,7 @@ from collector.alertcore.hub import ChangeHub  # noqa: F401  (re-exported)
 from collector.alertcore.topology import DeviceMeta, Topology
 from collector.store.audit import AuditStore
 from collector.store.callbacks import ReplayStore
+from collector.store.sqldb import is_pg, shared_target
 
 log = logging.getLogger("collector.alerting")
 
@@ -51,7 +52,10 @@ class Alerting:
         self.ingest = ingest
         self.rule_paths = list(cfg.rules.paths)
         ruleset = load_rules(*self.rule_paths)  # ConfigError names file:line
-        self.alert_store = AlertStore(cfg.rules.db)
+        # rules.db (a local SQLite file), or with ``store.kind: postgres`` the PostgreSQL database every
+        # collector shares: alerts, history, silences, maintenance, audit log, outbox, replay keys
+        target = shared_target(store, cfg.rules.db)
+        self.alert_store = AlertStore(target)
         # WAL + synchronous=NORMAL: a commit no longer waits for fsync (an OS crash may lose the last
         # alert transitions; the data that caused them is in the collector DB). Cuts alert latency
         # spikes when the disk is busy with sample commits.
@@ -60,11 +64,12 @@ class Alerting:
         except Exception:  # noqa: BLE001
             log.warning("could not set synchronous=NORMAL on %s", cfg.rules.db)
         # the audit log (who changed what, before/after) lives in the alert store's file
-        self.audit = AuditStore(cfg.rules.db)
+        self.audit = AuditStore(target)
         self.device_meta = DeviceMeta(store)
         self._missing = self.device_meta.missing
         self.topology = Topology(store)
         self.engine = RuleEngine(ruleset, self.alert_store, device_meta=self.device_meta, topology=self.topology)
+        self.engine.singleton = self.singleton     # escalation / ack expiry: one collector (shared store)
         self.hub = ChangeHub()
         self.engine.listeners.append(self.hub.publish)
         self.notifier = None
@@ -73,11 +78,13 @@ class Alerting:
             from .notify import Notifier
             db = Path(cfg.rules.db)
             ndb = db.with_name(db.stem + "-notify" + (db.suffix or ".db")) if cfg.rules.db != ":memory:" else ":memory:"
-            self.notifier = Notifier(cfg.notify.config, ndb)
+            # shared outbox: only the holder of the "notify" singleton lease sends (partitions)
+            self.notifier = Notifier(cfg.notify.config, target if is_pg(target) else ndb,
+                                     singleton=(lambda: self.singleton("notify")) if is_pg(target) else None)
             self.engine.listeners.append(self.notifier.on_alert_change)
             # two-way acknowledgement: signed WeCom/DingTalk callbacks (api/callbacks.py)
             from .notify.callbacks import Callbacks
-            self.replay = ReplayStore(cfg.rules.db)
+            self.replay = ReplayStore(target)
             self.callbacks = Callbacks(self.notifier.config, self.replay)
         self._max = cfg.rules.queue_max
         self._prio: deque = deque()
@@ -94,6 +101,12 @@ class Alerting:
         self._update_network_rules()
         if ingest is not None:
             ingest.subscribers.append(self.on_message)
+
+    def singleton(self, name: str) -> bool:
+        """Whether this collector runs the singleton job ``name`` now: always, unless partitions gave
+        the store a ``singleton`` (a lease in PostgreSQL, collector/partitions.py)."""
+        f = getattr(self.store, "singleton", None)
+        return True if f is None else bool(f(name))
 
     # ------------------------------------------------------------ lifecycle
     def mount(self, app) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from collector.store.audit import CSV_COLUMNS, AuditStore
+from tests.pg_fixture import pg_server, store_target  # noqa: F401 - both backends
 from tests.test_api_fuzz import Env
 
 CONSOLE = {"X-Campus-Sense-Client": "console"}
@@ -130,13 +131,31 @@ def test_audit_api_admin_only_time_filter_and_csv(env):
     assert env.alerting.audit.verify() == []
 
 
-def test_hash_chain_shows_edited_rows(tmp_path):
-    a = AuditStore(str(tmp_path / "a.db"))
+def test_hash_chain_shows_edited_rows(store_target):
+    a = AuditStore(store_target("a"))           # SQLite and PostgreSQL
     for i in range(3):
         a.record(1000 + i, "u", "alert.ack", f"alert:{i}", {"x": i}, {"x": i + 1})
     assert a.verify() == []
     a._db.execute("UPDATE audit_log SET actor='someone else' WHERE id=2")
     assert a.verify() == [2]
+
+
+def test_one_chain_for_concurrent_writers(store_target):
+    """Two stores on one database (two collectors) appending at once still make one valid chain."""
+    import threading
+    t = store_target("shared")
+    stores = [AuditStore(t), AuditStore(t)]
+
+    def run(st, k):
+        for i in range(25):
+            st.record(1000 + i, f"u{k}", "alert.ack", f"alert:{i}")
+
+    ts = [threading.Thread(target=run, args=(st, k)) for k, st in enumerate(stores)]
+    for th in ts:
+        th.start()
+    for th in ts:
+        th.join()
+    assert len(stores[0].entries()) == 50 and stores[1].verify() == []
 
 
 def test_console_sends_the_client_header():

@@ -6,6 +6,7 @@ from campus_sense.yamlconf import ConfigError
 from collector.campus.model import (Asset, CampusImportError, Registry, load_campus, load_registry,
                                     normalize_mac)
 from collector.campus.store import CampusStore
+from tests.pg_fixture import pg_server, store_target  # noqa: F401 - store tests on both backends
 
 FIX = Path(__file__).parent / "fixtures" / "campus"
 EXAMPLES = Path(__file__).parent.parent / "firmware_configs" / "examples"
@@ -200,8 +201,8 @@ def test_registry_yaml(tmp_path):
     assert any(i.row == 5 and i.column == "assets.1.assigned_ip" for i in res.errors), [str(i) for i in res.issues]
 
 
-def test_reimport_updates_in_place(tmp_path):
-    db = CampusStore(tmp_path / "c.db")
+def test_reimport_updates_in_place(tmp_path, store_target):
+    db = CampusStore(store_target("c"))     # SQLite and PostgreSQL
     v1 = write(tmp_path, "a1.csv", "asset_tag,device_type,mac,assigned_ip,room,owner\n"
                                    "AT-1,pc,00:1b:1c:00:00:01,10.0.5.1,A-101,Wang\n"
                                    "AT-2,pc,00:1b:1c:00:00:02,10.0.5.2,A-101,Li\n")
@@ -225,8 +226,8 @@ def test_reimport_updates_in_place(tmp_path):
     assert s.updated == ["X"] and r.assets["X"].room == "B"
 
 
-def test_campus_store_roundtrip_and_reimport(tmp_path):
-    db = CampusStore(tmp_path / "c.db")
+def test_campus_store_roundtrip_and_reimport(tmp_path, store_target):
+    db = CampusStore(store_target("c"))
     m = load_campus(FIX / "campus.yaml").value
     st = db.save_campus(m)
     assert len(st["rooms"].added) == len(m.rooms)
@@ -239,7 +240,7 @@ def test_campus_store_roundtrip_and_reimport(tmp_path):
     assert st["rooms"].updated == ["A-105"]
     back = db.load_campus()
     assert back.rooms["A-105"].type == "teaching" and len(back.rooms) == len(m.rooms)
-    assert CampusStore(tmp_path / "c.db").load_campus().rooms["A-105"].type == "teaching"
+    assert CampusStore(store_target("c")).load_campus().rooms["A-105"].type == "teaching"
 
 
 def test_normalize_mac():
@@ -250,8 +251,8 @@ def test_normalize_mac():
         normalize_mac("aa:bb")
 
 
-def test_partial_reimport_on_top_of_stored_model(tmp_path):
-    db = CampusStore(tmp_path / "c.db")
+def test_partial_reimport_on_top_of_stored_model(tmp_path, store_target):
+    db = CampusStore(store_target("c"))
     db.save_campus(load_campus(FIX / "campus.yaml").value)
     # a ports file alone refers to devices and rooms that are only in the DB
     f = write(tmp_path, "ports.csv", "device,port,role,room,peer\n"
@@ -287,3 +288,16 @@ def test_csv_from_a_chinese_asset_system(tmp_path):
     res = load_campus(rooms)
     assert res.value.rooms["A-101"].type == "teaching" and res.value.rooms["A-102"].type == "server"
     assert [(i.row, i.column) for i in res.errors] == [(5, "type")]
+
+
+def test_compliance_history_and_seen_macs(store_target):
+    """Compliance history rows and remembered MACs (SQLite and PostgreSQL)."""
+    db = CampusStore(store_target("h"))
+    rep = {"kind": "coverage", "generated_at_epoch": 1000.0, "summary": {"status": "fail", "score": 50},
+           "buildings": [{"id": "A", "summary": {"status": "pass", "score": 100}, "rooms": [], "checks": []}]}
+    assert db.record_report(rep) == 2
+    assert [h["score"] for h in db.history("coverage")] == [50]                    # campus-wide
+    assert [h["status"] for h in db.history("coverage", building="A")] == ["pass"]
+    db.remember_seen([("m1", "10.0.0.1", "A", "fdb", 5.0)])
+    db.remember_seen([("m1", None, None, "arp", 6.0), ("m2", "10.0.0.2", "B", "arp", 1.0)], forget_before=2.0)
+    assert db.seen() == [{"mac": "m1", "ip": "10.0.0.1", "building": "A", "source": "arp", "last_seen": 6.0}]

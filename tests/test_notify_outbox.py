@@ -3,17 +3,36 @@ channels or the caller; failures are visible; a restart resumes pending deliveri
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import httpx
 import pytest
 from fastapi import FastAPI
 
-from collector.notify import Notifier
+from collector.notify import Notifier as _Notifier
 from collector.notify.api import router as notify_router
 from collector.notify.config import from_dict
 from collector.notify.outbox import backoff
 from tests.peers import free_port
+from tests.pg_fixture import pg_server, store_target  # noqa: F401 - both backends
 from tests.test_notify_support import RobotServer, port_is_closed, wait_until, alert_change
+
+# ------------------------------------------------------------------ both backends (SQLite, PostgreSQL)
+_BACKEND: dict = {}
+
+
+@pytest.fixture(autouse=True)
+def backend(store_target):
+    _BACKEND["new"] = store_target
+    yield store_target
+    _BACKEND.clear()
+
+
+def Notifier(config, db, **kw):
+    """The outbox on the test's backend: a SQLite path, or the PostgreSQL database named after it."""
+    new = _BACKEND["new"]
+    return _Notifier(config, db if new.kind == "sqlite" else new(Path(str(db)).stem), **kw)
+
 
 T0 = 1_795_000_000.0
 

@@ -4,12 +4,32 @@ are visible as outbox rows; the routing clock is driven explicitly (no sleeping)
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from collector.notify import Notifier, load_config
+from collector.notify import Notifier as _Notifier
+from collector.notify import load_config
+from tests.pg_fixture import pg_server, store_target  # noqa: F401 - both backends
 from tests.test_notify_support import alert_change
+
+# ------------------------------------------------------------------ both backends (SQLite, PostgreSQL)
+_BACKEND: dict = {}
+
+
+@pytest.fixture(autouse=True)
+def backend(store_target):
+    _BACKEND["new"] = store_target
+    yield store_target
+    _BACKEND.clear()
+
+
+def Notifier(config, db, **kw):
+    """The outbox on the test's backend: a SQLite path, or the PostgreSQL database named after it."""
+    new = _BACKEND["new"]
+    return _Notifier(config, db if new.kind == "sqlite" else new(Path(str(db)).stem), **kw)
+
 
 SH = ZoneInfo("Asia/Shanghai")
 MON_0900 = datetime(2026, 11, 23, 9, 0, tzinfo=SH).timestamp()    # Monday, office hours

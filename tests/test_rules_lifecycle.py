@@ -2,13 +2,15 @@
 no duplicates after a restart or under concurrency, CSV export."""
 import csv
 import io
-import sqlite3
+import itertools
 import textwrap
 import threading
+from pathlib import Path
 
 import pytest
 
 from collector.alertcore import AlertError, AlertStore, RuleEngine, export_alerts_csv, export_history_csv, load_rules
+from tests.pg_fixture import pg_server, store_target  # noqa: F401 - every test on SQLite and PostgreSQL
 
 MIN = 60_000
 T0 = 1_795_392_000_000  # 2026-11-23T00:00:00Z (a Monday)
@@ -26,12 +28,32 @@ class Clock:
         return self.t
 
 
+_BACKEND: dict = {}
+_fresh = itertools.count()
+
+
+@pytest.fixture(autouse=True)
+def backend(store_target):
+    _BACKEND["new"] = store_target
+    yield store_target
+    _BACKEND.clear()
+
+
+def target(db):
+    """The test's backend: ":memory:" -> a fresh database, a file path -> the database of that name
+    (the same one again after a "restart")."""
+    new = _BACKEND["new"]
+    if new.kind == "sqlite":
+        return db
+    return new(f"mem{next(_fresh)}" if db == ":memory:" else Path(db).stem)
+
+
 def make(tmp_path, text, meta=None, topology=None, db=":memory:", clock=None):
     p = tmp_path / "rules.yaml"
     p.write_text(textwrap.dedent(text))
     clock = clock or Clock()
     meta = meta or {}
-    store = db if isinstance(db, AlertStore) else AlertStore(db)
+    store = db if isinstance(db, AlertStore) else AlertStore(target(db))
     eng = RuleEngine(load_rules(p), store, device_meta=meta.get, clock=clock, topology=topology)
     return eng, clock
 
@@ -287,9 +309,9 @@ def test_no_duplicate_alert_after_restart(tmp_path):
     assert len(eng2.alerts({"state": "all"})) == 2
     ch = feed(eng2, [s("d1", 12, value=1)])
     assert [(c.kind, c.alert.id) for c in ch] == [("resolved", a1.id)]
-    con = sqlite3.connect(db)
+    con = eng2.store._db
     assert con.execute("SELECT count(*) FROM alerts").fetchone()[0] == 2
-    with pytest.raises(sqlite3.IntegrityError):  # the database itself refuses a second active alert
+    with pytest.raises(con.IntegrityError):  # the database itself refuses a second active alert
         con.execute("INSERT INTO alerts(fingerprint, rule, kind, subject, state, severity, labels, started_ms,"
                     " updated_ms) SELECT fingerprint, rule, kind, subject, 'firing', severity, labels, 0, 0 "
                     "FROM alerts WHERE state != 'resolved'")
@@ -342,7 +364,7 @@ def test_two_engines_on_one_database_share_alerts(tmp_path):
         t.start()
     for t in ts:
         t.join()
-    assert len(AlertStore(db).query({"state": "all"})) == 10
+    assert len(AlertStore(target(db)).query({"state": "all"})) == 10
 
 
 def test_last_seen_survives_restart_so_dead_devices_still_go_stale(tmp_path):

@@ -134,6 +134,11 @@ class RuleEngine(HumanActions):
         self.listeners: list[Callable[[AlertChange], None]] = []
         self._lock = threading.RLock()
         self._persist_every = persist_every_ms
+        #: None, or ``singleton(name) -> bool`` (collector/partitions.py ``Leases.singleton``): with a
+        #: shared store only the holder of ``escalation`` runs escalation and ack expiry
+        self.singleton: Callable[[str], bool] | None = None
+        self._synced_at = float("-inf")
+        self._mw_rows: list | None = None
         with self._lock:
             self._setup(rules)
 
@@ -265,7 +270,11 @@ class RuleEngine(HumanActions):
                                     if not w.collect and w.calendar.contains(now)]
             for r in self._inputs["devices"] + self._inputs["agents"]:
                 r.k.on_tick(self, r, now, changes)
-            self._tick_alerts(now, changes)
+            if getattr(self.store, "shared", False):
+                self._sync_shared()
+                self._tick_shared(now, changes)
+            else:
+                self._tick_alerts(now, changes)
             ids = self._muting_now(self._now)
             if ids != self._active_silences:
                 self._dirty = True
@@ -540,6 +549,81 @@ class RuleEngine(HumanActions):
                                                                       "after_ms": esc}, changes,
                                  severity="critical", escalated_ms=since + esc)
 
+    # ================================================================ shared store (PostgreSQL, several collectors)
+    def _sync_shared(self) -> None:
+        """Other collectors change the same alerts, silences and maintenance windows: re-read them (at
+        most every second) so acks, escalations and resolutions made through another collector's API
+        are what this engine acts on."""
+        mono = time.monotonic()
+        if mono - self._synced_at < 1.0:
+            return
+        self._synced_at = mono
+        fresh = {a.id: a for a in self.store.active()}
+        for aid, a in list(self._active.items()):
+            new = fresh.get(aid)
+            key = self._by_alert.get(aid)
+            st = self._states.get(key) if key else None
+            if new is None:         # resolved elsewhere (by hand through another collector)
+                self._active.pop(aid, None)
+                self._by_alert.pop(aid, None)
+                if st is not None:
+                    st.reset()
+                    self._deadlines.discard(st.key)
+                self._dirty = True
+            elif new != a:
+                self._active[aid] = new
+                if st is not None and st.alert is not None and st.alert.id == aid:
+                    st.alert = new
+                    st.state = new.state
+        sil = self.store.silences()
+        if sil != self._silences:
+            self._silences = sil
+            self._dirty = True
+        rows = self.store.maintenance_list()
+        if rows != self._mw_rows:
+            self._api_maintenance = self._load_api_maintenance(rows)
+            self._dirty = True
+
+    def _tick_shared(self, now: int, changes) -> None:
+        """Ack expiry and escalation of every collector's alerts, where the ``escalation`` singleton is
+        held; each change is conditional (``expect``), so two engines never escalate one alert twice."""
+        if self.singleton is not None and not self.singleton("escalation"):
+            return
+        for a in sorted(self.store.active(), key=lambda x: x.id):
+            r = self._rule_by_name.get(a.rule)
+            if r is None:
+                continue
+            if a.acked_by is not None and a.ack_expires_ms is not None and a.ack_expires_ms <= now:
+                a = self._shared_update(a, a.ack_expires_ms, "ack_expired", {"acked_by": a.acked_by}, changes,
+                                        {"acked_by": a.acked_by, "ack_expires_ms": a.ack_expires_ms},
+                                        acked_by=None, acked_ms=None, ack_comment=None, ack_expires_ms=None,
+                                        escalation_since_ms=a.ack_expires_ms)
+            esc = r.escalate_after
+            if esc and a.state == "firing" and a.severity == "warning" and a.acked_by is None \
+                    and a.suppressed is None:
+                since = a.escalation_since_ms if a.escalation_since_ms is not None else a.fired_ms
+                if since is not None and since + esc <= now:
+                    self._shared_update(a, since + esc, "escalated", {"from": "warning", "to": "critical",
+                                                                      "after_ms": esc}, changes,
+                                        {"severity": "warning", "acked_by": None, "suppressed": None},
+                                        severity="critical", escalated_ms=since + esc)
+
+    def _shared_update(self, a: Alert, t: int, action: str, detail: dict, changes, expect: dict,
+                       **fields) -> Alert:
+        try:
+            new = self.store.update(a.id, t, action, None, detail, require_active=True, expect=expect, **fields)
+        except AlertError:
+            return a            # changed meanwhile by another collector: the next tick sees it
+        if new.id in self._active:
+            self._active[new.id] = new
+            key = self._by_alert.get(new.id)
+            st = self._states.get(key) if key else None
+            if st is not None:
+                st.alert = new
+                st.state = new.state
+        changes.append(AlertChange(action, new, t, None, dict(detail)))
+        return new
+
     # ================================================================ lifecycle
     def _new_state(self, r: _Rule, key: tuple, subject_id: str) -> _St:
         subj = {"id": subject_id}
@@ -733,10 +817,11 @@ class RuleEngine(HumanActions):
         """rules.yaml windows, then the ones made through the API."""
         return self.ruleset.maintenance + self._api_maintenance
 
-    def _load_api_maintenance(self) -> list:
+    def _load_api_maintenance(self, rows: list | None = None) -> list:
         from .maintenance import window
         out = []
-        for row in self.store.maintenance_list():
+        self._mw_rows = rows = self.store.maintenance_list() if rows is None else rows
+        for row in rows:
             try:
                 out.append(window(row, self.ruleset.calendars))
             except AlertError as e:  # e.g. a rules.yaml calendar it referred to was removed

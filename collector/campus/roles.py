@@ -32,7 +32,11 @@ class PortRoles:
 
     @classmethod
     def for_store(cls, store) -> "PortRoles | None":
-        """Roles from the campus tables in the collector store's own SQLite file (None without one)."""
+        """Roles from the campus tables in the collector store's own SQLite file, or in its PostgreSQL
+        database (``store.kind: postgres``); None without one."""
+        if getattr(store, "kind", None) == "postgres":
+            from collector.store.sqldb import shared_target
+            return cls(shared_target(store))   # type: ignore[arg-type]
         path = getattr(store, "path", None)
         if not isinstance(path, str) or not path or path == ":memory:":
             return None

@@ -29,6 +29,7 @@ from collector.store.campus import CampusStore
 from collector.compliance.api import Inputs, make_router, record_snapshot
 from collector.compliance.build import observations_from_store, with_remembered
 from collector.compliance.settings import CampusSettings
+from collector.store.sqldb import shared_target
 
 log = logging.getLogger("collector.compliance")
 
@@ -44,7 +45,8 @@ class ComplianceService:
         self.store = store
         self.settings = settings or CampusSettings()
         self.offline_after_s = offline_after_s
-        self.campus_store = CampusStore(store.path)
+        # the collector's SQLite file, or the PostgreSQL database several collectors share (issue 15)
+        self.campus_store = CampusStore(shared_target(store))
         self._lock = threading.Lock()
         self._model: tuple[CampusModel, Registry] | None = None
         self._obs: tuple[float, Any] | None = None
@@ -204,7 +206,8 @@ class ComplianceService:
         while not self._stop.wait(wait):
             wait = interval
             try:
-                if self.model()[0].buildings:
+                sing = getattr(self.store, "singleton", None)   # several collectors: one takes snapshots
+                if (sing is None or sing("compliance")) and self.model()[0].buildings:
                     self.snapshot()
             except Exception:  # noqa: BLE001 - the next interval tries again
                 log.exception("compliance snapshot failed")

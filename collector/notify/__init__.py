@@ -38,17 +38,24 @@ class Notifier:
     """Routes alert changes to channels through a durable outbox.
 
     ``config``: a path to notify.yaml or a loaded ``NotifyConfig``.
-    ``db_path``: SQLite file for the outbox and group state (may be the collector DB).
+    ``db_path``: SQLite file for the outbox and group state (may be the collector DB), or
+    ``collector.store.sqldb.Pg(dsn)``: the PostgreSQL database several collectors share.
     ``clock``: time source for routing decisions (group/repeat timers, time windows);
     deliveries and retries always use wall-clock time.
+    ``singleton``: None (this process sends), or a callable telling whether this process holds the
+    sending lease now (collector/partitions.py ``Leases.singleton("notify")``): only the holder
+    delivers, evaluates group timers and prunes; every collector records alert changes and
+    enqueues what they make due (the group row is locked while it is flushed).
     """
 
-    def __init__(self, config: NotifyConfig | str | Path, db_path: str | Path,
-                 clock: Callable[[], float] = time.time):
+    def __init__(self, config: NotifyConfig | str | Path, db_path: "str | Path | Any",
+                 clock: Callable[[], float] = time.time, singleton: Callable[[], bool] | None = None):
         self.config = config if isinstance(config, NotifyConfig) else _config.load(config)
         self.clock = clock
+        self.singleton = singleton
         self.db = DB(db_path)
         self.outbox = Outbox(self.db)
+        self.outbox.may_send = singleton
         self.router = Router(self.config, self.db, self.outbox.enqueue)
         self._tasks: list[asyncio.Task] = []
         self._senders: dict[str, Any] = {}
@@ -102,10 +109,12 @@ class Notifier:
         last_prune = 0.0
         while not self._stopping.is_set():
             try:
-                self.tick()
-                if time.time() - last_prune > 3600:
-                    last_prune = time.time()
-                    self.outbox.prune(self.config.outbox.keep)
+                # with a sending lease only its holder evaluates group timers and prunes
+                if self.singleton is None or self.singleton():
+                    self.tick()
+                    if time.time() - last_prune > 3600:
+                        last_prune = time.time()
+                        self.outbox.prune(self.config.outbox.keep)
             except Exception:
                 log.exception("notify: timer")
             try:

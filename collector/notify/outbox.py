@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import sqlite3
 import time
 from typing import Any, Awaitable, Callable
 
@@ -36,6 +35,11 @@ class Outbox:
     def __init__(self, db: DB):
         self.db = db
         self.store = OutboxStore(db)
+        #: None, or whether this process may send now (a singleton lease when several collectors
+        #: share the outbox in PostgreSQL: only its holder delivers)
+        self.may_send: Callable[[], bool] | None = None
+        #: longest sleep of an idle dispatcher; short when other processes enqueue (they cannot wake us)
+        self.idle_s = 1.0 if db.pg else 30.0
         self._wake: dict[str, asyncio.Event] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -141,6 +145,8 @@ class Outbox:
     async def _cycle(self, channel, ev, send, retry, timeout, stopping, on_result) -> float:
         """Send what is due; return how long to sleep (woken early by enqueue/stop)."""
         ev.clear()
+        if self.may_send is not None and not self.may_send():
+            return min(self.idle_s, 1.0)     # another collector holds the sending lease
         rows = self.due(channel, time.time())
         for row in rows:
             if stopping.is_set():
@@ -153,7 +159,7 @@ class Outbox:
         if rows:
             return 0.0
         nxt = self.next_due(channel)
-        return 30.0 if nxt is None else max(0.0, min(30.0, nxt - time.time()))
+        return self.idle_s if nxt is None else max(0.0, min(self.idle_s, nxt - time.time()))
 
     def postpone_channel(self, channel: str, row_id: int) -> None:
         """Move the channel's other pending rows due before ``row_id``'s retry to that time."""
@@ -183,7 +189,7 @@ class Outbox:
                 lvl = logging.ERROR if result == "failed" else logging.WARNING
                 log.log(lvl, "notify %s delivery %s attempt %d: %s%s", channel, row["id"],
                         row["attempts"] + 1, err, " -> failed" if result == "failed" else "")
-        except sqlite3.Error as e:  # pragma: no cover
+        except self.db.Error as e:  # pragma: no cover
             log.error("notify outbox update failed: %s", e)
             return None
         if on_result:

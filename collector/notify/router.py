@@ -173,7 +173,9 @@ class Router:
 
     def _flush_group(self, key: str, now: float) -> int:
         gs = self.groups
-        with self.db.lock:
+        # one transaction: with a shared database (PostgreSQL) the group row is locked, so two
+        # collectors flushing the same group do not both enqueue its notification
+        with gs.transaction():
             g = gs.get(key)
             if g is None:
                 return 0

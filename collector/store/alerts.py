@@ -1,8 +1,10 @@
-"""SQLite persistence for alerts, their history, liveness and silences (the alerting core's store;
+"""SQLite or PostgreSQL persistence for alerts, their history, liveness and silences (the alerting core's store;
 all alert SQL lives here, see collector/alertcore/README.md).
 
 Own tables (``alerts``, ``alert_history``, ``alert_silences``) in any sqlite3
-database path (the collector's database, a separate file, or ``:memory:``).
+database path (the collector's database, a separate file, or ``:memory:``) or, given ``Pg(dsn)``, in the
+shared PostgreSQL database (store/sqldb.py; tables from pg_migrations/0002), where several collectors
+read and write the same alerts.
 At most one active (pending or firing) alert per fingerprint is guaranteed by
 a partial UNIQUE index, so neither concurrent writers nor a restarted
 collector can duplicate an alert. Every change goes through one transaction
@@ -12,13 +14,13 @@ from __future__ import annotations
 
 import csv
 import json
-import sqlite3
 import threading
-from contextlib import contextmanager
-from typing import Any, Iterator, TextIO
+from typing import Any, TextIO
 
 from collector.alertcore.labels import Matcher, match_all, parse_matchers
 from collector.alertcore.model import ACTIVE, ALERT_COLUMNS, Alert, AlertError, HistoryEntry, Silence
+
+from .sqldb import Pg, SqlDB
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts(
@@ -90,17 +92,18 @@ _UPDATABLE = frozenset(ALERT_COLUMNS) - {"id", "fingerprint", "rule", "kind", "s
 
 
 class AlertStore:
-    """Thread-safe (one connection, one lock); safe across processes through SQLite locking."""
+    """Thread-safe (one connection, one lock); safe across processes through SQLite locking or
+    PostgreSQL transactions (rows changed in a transaction are read ``FOR UPDATE`` there)."""
 
-    def __init__(self, path: str = ":memory:"):
-        self.path = str(path)
-        self._lock = threading.RLock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.execute("PRAGMA busy_timeout=30000")
-        if self.path != ":memory:":
-            self._db.execute("PRAGMA journal_mode=WAL")
-        with self._lock:
-            self._db.executescript(SCHEMA)
+    #: True when other collectors write the same alerts (PostgreSQL): the engine re-reads them
+    shared = False
+
+    def __init__(self, path: "str | Pg" = ":memory:"):
+        self._db = SqlDB(path)
+        self.path = self._db.path
+        self.shared = self._db.pg
+        self._lock = self._db.lock
+        self._db.script(SCHEMA)
 
     def close(self) -> None:
         with self._lock:
@@ -109,29 +112,21 @@ class AlertStore:
     def relax_durability(self) -> None:
         """WAL + ``synchronous=NORMAL``: a commit no longer waits for fsync (an OS crash may lose the
         last alert transitions)."""
-        with self._lock:
+        if not self._db.pg:
             self._db.execute("PRAGMA synchronous=NORMAL")
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Cursor]:
-        with self._lock:
-            cur = self._db.cursor()
-            cur.execute("BEGIN IMMEDIATE")
-            try:
-                yield cur
-            except BaseException:
-                cur.execute("ROLLBACK")
-                raise
-            cur.execute("COMMIT")
+    def _tx(self):
+        return self._db.tx()
 
     # ------------------------------------------------------------ alerts
-    def _get(self, cur, alert_id: int) -> Alert | None:
-        row = cur.execute(f"SELECT {','.join(ALERT_COLUMNS)} FROM alerts WHERE id=?", (alert_id,)).fetchone()
+    def _get(self, cur, alert_id: int, lock: bool = False) -> Alert | None:
+        row = cur.execute(f"SELECT {','.join(ALERT_COLUMNS)} FROM alerts WHERE id=?"
+                          + (self._db.lock_for_update if lock else ""), (alert_id,)).fetchone()
         return Alert.from_row(row) if row else None
 
     def get(self, alert_id: int) -> Alert | None:
         with self._lock:
-            return self._get(self._db.cursor(), alert_id)
+            return self._get(self._db, alert_id)
 
     def active_by_fingerprint(self, fingerprint: str) -> Alert | None:
         with self._lock:
@@ -151,32 +146,36 @@ class AlertStore:
                                       "AND state != 'resolved'", (fingerprint,)).fetchone()
                     if row:
                         return Alert.from_row(row), False
-                    cur.execute(
+                    aid = cur.insert(
                         "INSERT INTO alerts(fingerprint, rule, kind, subject, state, severity, labels, summary, value,"
                         " started_ms, fired_ms, updated_ms, escalation_since_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                         (fingerprint, rule, kind, json.dumps(subject, sort_keys=True), state, severity,
                          json.dumps(labels, sort_keys=True), summary, _num(value), t_ms, fired, t_ms, fired))
-                    aid = cur.lastrowid
                     cur.execute("INSERT INTO alert_history(alert_id, t_ms, action, actor, detail) VALUES (?,?,?,?,?)",
                                 (aid, t_ms, state, None, json.dumps({"severity": severity, "value": _num(value),
                                                                      **(detail or {})})))
                     return self._get(cur, aid), True  # type: ignore[return-value]
-            except sqlite3.IntegrityError:
+            except self._db.IntegrityError:
                 continue  # another writer inserted the same fingerprint between our SELECT and INSERT
         raise RuntimeError(f"could not open alert for fingerprint {fingerprint}")
 
     def update(self, alert_id: int, t_ms: int, action: str, actor: str | None = None,
-               detail: dict | None = None, *, require_active: bool = False, **fields: Any) -> Alert:
-        """Apply ``fields`` to the alert and append one history row, in one transaction."""
+               detail: dict | None = None, *, require_active: bool = False, expect: dict | None = None,
+               **fields: Any) -> Alert:
+        """Apply ``fields`` to the alert and append one history row, in one transaction. ``expect``:
+        column -> value the alert must still have (else AlertError, nothing changed): a conditional
+        change when several collectors share the store."""
         bad = set(fields) - _UPDATABLE
         if bad:
             raise ValueError(f"cannot update {sorted(bad)}")
         with self._tx() as cur:
-            a = self._get(cur, alert_id)
+            a = self._get(cur, alert_id, lock=True)
             if a is None:
                 raise AlertError(f"alert {alert_id} does not exist")
             if require_active and not a.active:
                 raise AlertError(f"alert {alert_id} is {a.state}")
+            if expect and any(getattr(a, k) != v for k, v in expect.items()):
+                raise AlertError(f"alert {alert_id} changed meanwhile")
             fields["updated_ms"] = max(t_ms, a.updated_ms)
             if "labels" in fields:
                 fields["labels"] = json.dumps(fields["labels"], sort_keys=True)
@@ -291,10 +290,9 @@ class AlertStore:
     def silence_create(self, matchers: list[Matcher], starts_ms: int, ends_ms: int, created_by: str,
                        comment: str, created_ms: int) -> Silence:
         with self._tx() as cur:
-            cur.execute("INSERT INTO alert_silences(matchers, starts_ms, ends_ms, created_by, comment, created_ms)"
-                        " VALUES (?,?,?,?,?,?)", (json.dumps([m.to_dict() for m in matchers]), starts_ms, ends_ms,
-                                                  created_by, comment, created_ms))
-            sid = cur.lastrowid
+            sid = cur.insert("INSERT INTO alert_silences(matchers, starts_ms, ends_ms, created_by, comment, created_ms)"
+                             " VALUES (?,?,?,?,?,?)", (json.dumps([m.to_dict() for m in matchers]), starts_ms, ends_ms,
+                                                       created_by, comment, created_ms))
         return Silence(sid, list(matchers), starts_ms, ends_ms, created_by, comment, created_ms)  # type: ignore
 
     def silence_expire(self, silence_id: int, t_ms: int, user: str) -> Silence:

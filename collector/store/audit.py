@@ -3,7 +3,9 @@ callback - alert actions (ack, unack, assign, comment, resolve, escalate), silen
 windows, rule file replacements, token changes - with who, when, what and before/after as JSON.
 
 Rows are hash-chained (``hash = sha256(previous hash + the row's canonical JSON)``) so an edited or
-deleted row shows in ``verify()``. Lives in any sqlite3 path (the alert store's file by default).
+deleted row shows in ``verify()``. Lives in any sqlite3 path (the alert store's file by default) or, given
+``Pg(dsn)``, in the shared PostgreSQL database (one chain for all collectors: each append holds an
+advisory transaction lock, store/sqldb.py).
 """
 from __future__ import annotations
 
@@ -11,9 +13,9 @@ import csv
 import datetime as dt
 import hashlib
 import json
-import sqlite3
-import threading
 from typing import Any, Iterator, TextIO
+
+from .sqldb import Pg, SqlDB
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit_log(
@@ -51,15 +53,11 @@ def _digest(prev: str, row: dict) -> str:
 class AuditStore:
     """Thread-safe; every ``record`` is one transaction."""
 
-    def __init__(self, path: str = ":memory:"):
-        self.path = str(path)
-        self._lock = threading.RLock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.execute("PRAGMA busy_timeout=30000")
-        if self.path != ":memory:":
-            self._db.execute("PRAGMA journal_mode=WAL")
-        with self._lock:
-            self._db.executescript(SCHEMA)
+    def __init__(self, path: "str | Pg" = ":memory:"):
+        self._db = SqlDB(path)
+        self.path = self._db.path
+        self._lock = self._db.lock
+        self._db.script(SCHEMA)
 
     def close(self) -> None:
         with self._lock:
@@ -71,19 +69,13 @@ class AuditStore:
         row = {"t_ms": int(t_ms), "actor": actor, "actor_token_id": actor_token_id, "actor_role": actor_role,
                "via": via, "action": action, "target": target, "before": _j(before), "after": _j(after),
                "detail": _j(detail)}
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                prev = self._db.execute("SELECT hash FROM audit_log ORDER BY id DESC LIMIT 1").fetchone()
-                row["hash"] = _digest(prev[0] if prev else "", row)
-                cur = self._db.execute(
-                    f"INSERT INTO audit_log({', '.join(COLUMNS[1:])}) VALUES ({','.join('?' * (len(COLUMNS) - 1))})",
-                    [row[k] for k in COLUMNS[1:]])
-                row["id"] = cur.lastrowid
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._db.tx() as db:
+            db.serialize("audit_log")       # one chain: appends from several collectors take turns
+            prev = db.execute("SELECT hash FROM audit_log ORDER BY id DESC LIMIT 1").fetchone()
+            row["hash"] = _digest(prev[0] if prev else "", row)
+            row["id"] = db.insert(
+                f"INSERT INTO audit_log({', '.join(COLUMNS[1:])}) VALUES ({','.join('?' * (len(COLUMNS) - 1))})",
+                [row[k] for k in COLUMNS[1:]])
         return self._out(row)
 
     @staticmethod

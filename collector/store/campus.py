@@ -2,7 +2,8 @@
 (moved from collector/campus/store.py, which re-exports it).
 
 Tables are prefixed ``campus_``, ``registry_`` and ``compliance_`` so they can
-live in the collector's own SQLite file (``--db collector.db``). Every save is an
+live in the collector's own SQLite file (``--db collector.db``) or, with ``store.kind: postgres``, in the
+shared PostgreSQL database (``CampusStore(Pg(dsn))``). Every save is an
 upsert keyed by id / asset tag: re-importing a file updates rows in place;
 ``prune=True`` also deletes rows the new import no longer contains.
 """
@@ -17,6 +18,8 @@ from typing import Any, Iterator
 
 from collector.campus.model import (Asset, Building, CampusModel, Device, Floor, Port, Registry, Room, Site,
                                     UpsertStats)
+
+from .sqldb import Pg, SqlDB
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS campus_sites (id TEXT PRIMARY KEY, data TEXT NOT NULL, updated_at REAL NOT NULL);
@@ -64,13 +67,21 @@ def _extra_columns(name: str, obj: Any) -> dict[str, Any]:
 
 
 class CampusStore:
-    def __init__(self, path: str | Path):
+    def __init__(self, path: "str | Path | Pg"):
+        """``path``: a SQLite file, or ``Pg(dsn)``: the PostgreSQL database several collectors share
+        (one connection, tables from pg_migrations/0002; store/sqldb.py translates the SQL)."""
+        self._pg = SqlDB(path) if isinstance(path, Pg) else None
         self.path = str(path)
-        with self._conn() as c:
-            c.executescript(SCHEMA)
+        if self._pg is None:
+            with self._conn() as c:
+                c.executescript(SCHEMA)
 
     @contextmanager
-    def _conn(self) -> Iterator[sqlite3.Connection]:
+    def _conn(self) -> Iterator[Any]:
+        if self._pg is not None:
+            with self._pg.tx() as db:
+                yield db
+            return
         c = sqlite3.connect(self.path, timeout=30)
         try:
             c.execute("PRAGMA journal_mode=WAL")
@@ -172,8 +183,9 @@ class CampusStore:
         with self._conn() as c:
             c.executemany(
                 "INSERT INTO inventory_seen(mac, ip, building, source, last_seen) VALUES (?,?,?,?,?) "
-                "ON CONFLICT(mac) DO UPDATE SET ip=COALESCE(excluded.ip, ip), building=COALESCE(excluded.building, "
-                "building), source=excluded.source, last_seen=excluded.last_seen "
+                "ON CONFLICT(mac) DO UPDATE SET ip=COALESCE(excluded.ip, inventory_seen.ip), "
+                "building=COALESCE(excluded.building, inventory_seen.building), source=excluded.source, "
+                "last_seen=excluded.last_seen "
                 "WHERE excluded.last_seen > inventory_seen.last_seen", rows)
             if forget_before is not None:
                 c.execute("DELETE FROM inventory_seen WHERE last_seen < ?", (forget_before,))
@@ -181,6 +193,10 @@ class CampusStore:
 
     def seen(self, since: float | None = None) -> list[dict[str, Any]]:
         """Remembered MACs (last seen at or after ``since``); [] on a read-only DB without the table."""
+        if getattr(self, "_pg", None) is not None:     # (compliance/cli.py calls this on a path-only object)
+            rows = self._pg.execute("SELECT mac, ip, building, source, last_seen FROM inventory_seen WHERE "
+                                    "last_seen >= ?", (since if since is not None else float("-inf"),)).fetchall()
+            return [{"mac": m, "ip": ip, "building": b, "source": src, "last_seen": t} for m, ip, b, src, t in rows]
         try:
             c = sqlite3.connect(f"file:{Path(self.path).resolve()}?mode=ro", uri=True, timeout=30)
         except sqlite3.Error:

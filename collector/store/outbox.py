@@ -3,17 +3,17 @@ here; dispatch and routing logic stay in ``collector/notify/outbox.py`` and ``ro
 
 Tables ``notify_outbox`` (one row per delivery: pending | sent | failed), ``notify_groups`` and
 ``notify_group_alerts`` (group timers and what the channels were last told), in any sqlite3 path
-(the collector's database, a separate file, or ``:memory:``).
+(the collector's database, a separate file, or ``:memory:``), or in the shared PostgreSQL database
+(``Pg(dsn)``, tables from pg_migrations/0002).
 """
 from __future__ import annotations
 
-import sqlite3
-import threading
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import orjson
+
+from .sqldb import Pg, SqlDB
 
 OUTBOX_SCHEMA = """
 CREATE TABLE IF NOT EXISTS notify_outbox (
@@ -67,44 +67,23 @@ COLUMNS = ("id", "channel", "route", "group_key", "status", "title", "state", "a
            "next_attempt_at", "last_attempt_at", "sent_at", "last_error")
 
 
-class DB:
-    """One SQLite connection shared by router and outbox, guarded by a lock so the
-    listener may be called from any thread."""
+class DB(SqlDB):
+    """One connection shared by router and outbox, guarded by a lock so the listener may be called
+    from any thread: a SQLite file (WAL, ``synchronous=NORMAL``) or, given ``Pg(dsn)``, the shared
+    PostgreSQL database (store/sqldb.py; several collectors share the groups and the outbox)."""
 
-    def __init__(self, path: str | Path):
-        self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self.conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
-        self.lock = threading.RLock()
-        with self.lock:
-            self.conn.execute("PRAGMA journal_mode=WAL")
-            self.conn.execute("PRAGMA synchronous=NORMAL")
-            self.conn.execute("PRAGMA busy_timeout=30000")
+    def __init__(self, path: "str | Path | Pg"):
+        if not isinstance(path, Pg) and str(path) != ":memory:":
+            Path(str(path)).parent.mkdir(parents=True, exist_ok=True)
+        super().__init__(path if isinstance(path, Pg) else str(path))
+        if not self.pg:
+            with self.lock:
+                self.conn.execute("PRAGMA synchronous=NORMAL")
 
-    def execute(self, sql: str, args: tuple | list = ()) -> sqlite3.Cursor:
-        with self.lock:
-            return self.conn.execute(sql, args)
-
-    def script(self, sql: str) -> None:
-        with self.lock:
-            self.conn.executescript(sql)
-
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """``BEGIN IMMEDIATE`` .. ``COMMIT`` (``ROLLBACK`` on any exception) under the lock."""
-        with self.lock:
-            self.conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self.conn
-                self.conn.execute("COMMIT")
-            except BaseException:
-                self.conn.execute("ROLLBACK")
-                raise
-
-    def close(self) -> None:
-        with self.lock:
-            self.conn.close()
+    def transaction(self):
+        """``BEGIN IMMEDIATE`` .. ``COMMIT`` (``ROLLBACK`` on any exception) under the lock; nested
+        ones join the outer transaction."""
+        return self.tx()
 
 
 class OutboxStore:
@@ -116,12 +95,11 @@ class OutboxStore:
 
     # ------------------------------------------------------------------ writes
     def insert(self, channel: str, route: str, group_key: str, notification: dict, now: float) -> int:
-        cur = self.db.execute(
+        return self.db.insert(
             "INSERT INTO notify_outbox(channel, route, group_key, status, title, payload, created_at,"
             " next_attempt_at) VALUES (?,?,?,?,?,?,?,?)",
             (channel, route, group_key, notification["status"], notification.get("title", ""),
              orjson.dumps(notification), now, now))
-        return int(cur.lastrowid)
 
     def mark_sent(self, row_id: int, now: float) -> None:
         self.db.execute("UPDATE notify_outbox SET state='sent', attempts=attempts+1, last_attempt_at=?,"
@@ -166,7 +144,7 @@ class OutboxStore:
     def _rows(self, sql: str, args: tuple = (), payload: bool = False) -> list[dict]:
         cols = COLUMNS + (("payload",) if payload else ())
         with self.db.lock:
-            rows = self.db.conn.execute(sql.replace("*", ", ".join(cols), 1), args).fetchall()
+            rows = self.db.execute(sql.replace("*", ", ".join(cols), 1), args).fetchall()
         out = []
         for r in rows:
             d = dict(zip(cols, r))
@@ -238,22 +216,24 @@ class GroupStore:
 
     def groups_of_alert(self, alert_id: str) -> set[str]:
         with self.db.lock:
-            return {k for (k,) in self.db.conn.execute(
+            return {k for (k,) in self.db.execute(
                 "SELECT group_key FROM notify_group_alerts WHERE alert_id=?", (alert_id,))}
 
     def exists(self, key: str) -> bool:
         with self.db.lock:
-            return self.db.conn.execute("SELECT 1 FROM notify_groups WHERE group_key=?", (key,)).fetchone() is not None
+            return self.db.execute("SELECT 1 FROM notify_groups WHERE group_key=?", (key,)).fetchone() is not None
 
     def create(self, key: str, route: str, labels: dict, now: float) -> None:
         with self.db.lock:
-            self.db.conn.execute("INSERT INTO notify_groups(group_key, route, group_labels, created_at)"
-                                 " VALUES (?,?,?,?)", (key, route, orjson.dumps(labels), now))
+            # another collector may have made the same group in the meantime: keep its row
+            self.db.execute("INSERT INTO notify_groups(group_key, route, group_labels, created_at)"
+                            " VALUES (?,?,?,?) ON CONFLICT (group_key) DO NOTHING",
+                            (key, route, orjson.dumps(labels), now))
 
     def upsert_alert(self, key: str, alert: dict, blob: bytes, now: float) -> None:
         """Record the alert's current state in group ``key`` and make the group due now."""
         with self.db.lock:
-            c = self.db.conn
+            c = self.db
             c.execute(
                 "INSERT INTO notify_group_alerts(group_key, alert_id, state, severity, acked, silenced,"
                 " data, updated_at) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(group_key, alert_id) DO UPDATE"
@@ -265,14 +245,14 @@ class GroupStore:
 
     def due_keys(self, now: float) -> list[str]:
         with self.db.lock:
-            return [k for (k,) in self.db.conn.execute(
+            return [k for (k,) in self.db.execute(
                 "SELECT group_key FROM notify_groups WHERE next_eval_at IS NULL OR next_eval_at<=?", (now,))]
 
     def get(self, key: str) -> tuple[str, dict, float, float | None, int] | None:
         """(route, group labels, created_at, last_sent_at, sends) or None."""
         with self.db.lock:
-            g = self.db.conn.execute("SELECT route, group_labels, created_at, last_sent_at, sends FROM"
-                                     " notify_groups WHERE group_key=?", (key,)).fetchone()
+            g = self.db.execute("SELECT route, group_labels, created_at, last_sent_at, sends FROM"
+                                " notify_groups WHERE group_key=?" + self.db.lock_for_update, (key,)).fetchone()
         if g is None:
             return None
         return g[0], orjson.loads(g[1]), g[2], g[3], g[4]
@@ -280,41 +260,41 @@ class GroupStore:
     def alerts(self, key: str) -> list[tuple[str, str, str, int, int, dict, Any, Any]]:
         """(alert_id, state, severity, acked, silenced, alert, notified_state, notified_severity)."""
         with self.db.lock:
-            rows = self.db.conn.execute(
+            rows = self.db.execute(
                 "SELECT alert_id, state, severity, acked, silenced, data, notified_state, notified_severity"
                 " FROM notify_group_alerts WHERE group_key=?", (key,)).fetchall()
         return [(r[0], r[1], r[2], r[3], r[4], orjson.loads(r[5]), r[6], r[7]) for r in rows]
 
     def drop_alerts(self, key: str, alert_ids: list[str]) -> None:
         with self.db.lock:
-            self.db.conn.executemany("DELETE FROM notify_group_alerts WHERE group_key=? AND alert_id=?",
+            self.db.executemany("DELETE FROM notify_group_alerts WHERE group_key=? AND alert_id=?",
                                      [(key, aid) for aid in alert_ids])
 
     def set_next_eval(self, key: str, at: float) -> None:
         with self.db.lock:
-            self.db.conn.execute("UPDATE notify_groups SET next_eval_at=? WHERE group_key=?", (at, key))
+            self.db.execute("UPDATE notify_groups SET next_eval_at=? WHERE group_key=?", (at, key))
 
     def mark_notified(self, key: str, firing: list[tuple[str, str]]) -> None:
         """``firing``: (alert_id, severity) the channels were just told about."""
         with self.db.lock:
-            self.db.conn.executemany("UPDATE notify_group_alerts SET notified_state='firing', notified_severity=?"
+            self.db.executemany("UPDATE notify_group_alerts SET notified_state='firing', notified_severity=?"
                                      " WHERE group_key=? AND alert_id=?",
                                      [(sev, key, aid) for aid, sev in firing])
 
     def record_sent(self, key: str, now: float, next_eval_at: float) -> None:
         with self.db.lock:
-            self.db.conn.execute("UPDATE notify_groups SET last_sent_at=?, sends=sends+1, next_eval_at=?"
+            self.db.execute("UPDATE notify_groups SET last_sent_at=?, sends=sends+1, next_eval_at=?"
                                  " WHERE group_key=?", (now, next_eval_at, key))
 
     def firing_count(self, key: str) -> int:
         with self.db.lock:
-            return self.db.conn.execute("SELECT COUNT(*) FROM notify_group_alerts WHERE group_key=? AND"
+            return self.db.execute("SELECT COUNT(*) FROM notify_group_alerts WHERE group_key=? AND"
                                         " state='firing'", (key,)).fetchone()[0]
 
     def delete(self, key: str) -> None:
         with self.db.lock:
-            self.db.conn.execute("DELETE FROM notify_group_alerts WHERE group_key=?", (key,))
-            self.db.conn.execute("DELETE FROM notify_groups WHERE group_key=?", (key,))
+            self.db.execute("DELETE FROM notify_group_alerts WHERE group_key=?", (key,))
+            self.db.execute("DELETE FROM notify_groups WHERE group_key=?", (key,))
 
     def count(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM notify_groups").fetchone()[0]
