@@ -84,6 +84,8 @@ class Retention(_Strict):
     events_days: float = Field(180, gt=0)
     #: FDB/ARP/LLDP/address intervals, by last seen
     topology_days: float = Field(400, gt=0)
+    #: syslog archive (collector/store/syslog.py, GET /api/v1/syslog)
+    syslog_days: float = Field(180, gt=0)
 
 
 class Disk(_Strict):

@@ -63,7 +63,7 @@ def open_store(cfg):
     r = cfg.store.retention
     return SQLiteStore(cfg.store.path, sink=sink, synchronous=cfg.store.synchronous,
                        retention=Retention(r.raw_days, r.rollup_5m_days, r.rollup_1h_days, r.rollup_1d_days),
-                       events_days=r.events_days, topology_days=r.topology_days,
+                       events_days=r.events_days, topology_days=r.topology_days, syslog_days=r.syslog_days,
                        retention_interval_s=cfg.store.retention_interval_s, disk=cfg.store.disk)
 
 
