@@ -1,9 +1,13 @@
 """`campus-sense demo`: the whole system on one machine, with nothing installed beforehand.
 
 Starts an embedded MQTT broker (amqtt, password auth), a simulated building whose
-devices answer real SNMP on loopback (core switch with 10G uplinks, 48-port access
-switch, Wi-Fi controller), the collector on its embedded SQLite store and an edge
-agent, each as the same `campus-sense` processes IT staff run in production.
+devices answer their real protocols on loopback (SNMP: core switch with 10G uplinks, 48-port
+access switch, Wi-Fi controller; an ONVIF camera and its MJPEG video stream, a PJLink
+projector, a canteen fridge and a gas detector behind a Modbus TCP gateway, a door
+controller and a fire panel pushing to the agent's access listeners: campus_sense/sim/),
+its campus model (campus.yaml: rooms, device and port roles, uplinks), the collector on its
+embedded SQLite store and an edge agent, each as the same `campus-sense` processes IT staff
+run in production.
 Credentials are random per run and printed once; nothing has a default.
 """
 from __future__ import annotations
@@ -40,7 +44,7 @@ rules:
 """
 DEVICES = [  # (device id, simulator kind, room, type)
     ("core-sw1", "core", "A-000", "switch"),
-    ("access-sw1", "access", "A-101", "switch"),
+    ("access-sw1", "access", "A-000", "switch"),
     ("wlc1", "wlc", "A-000", "wlan_controller"),
 ]
 
@@ -80,6 +84,7 @@ def _wait_http(url: str, timeout: float) -> bool:
 
 async def _main(args) -> int:
     from campus_sense.broker import start_broker
+    from campus_sense.sim.building import SimulatedBuilding
     from campus_sense.sim.snmp_agent import start_simulated_device
 
     for noisy in ("transitions", "amqtt"):  # the embedded broker logs every state change at INFO
@@ -91,6 +96,8 @@ async def _main(args) -> int:
     broker = await start_broker(mqtt_port, users)
     community = secrets.token_urlsafe(12)
     sims = [await start_simulated_device(kind, community, name=dev_id) for dev_id, kind, _, _ in DEVICES]
+    building = await SimulatedBuilding(SITE, BUILDING).start()
+    _write(work / "campus.yaml", building.campus_model(*(d[0] for d in DEVICES)))
 
     FAIL_AT, RESTORE_AT = args.fail_at or float("inf"), (args.fail_at or float("inf")) + 60
     rule_paths = [str(_write(work / "demo-rules.yaml", DEMO_RULES))]
@@ -105,6 +112,7 @@ async def _main(args) -> int:
         "api": {"host": "127.0.0.1", "port": args.port},
         "agents": {"offline_after_s": max(90, 4 * args.interval)},
         "rules": {"paths": rule_paths, "db": str(work / "alerts.db")},
+        "campus": {"model": [str(work / "campus.yaml")], "declared_sync_s": 5, "cache_s": 5},
     })
     _write(work / "agent.yaml", {
         "agent": {"id": AGENT, "site": SITE, "building": BUILDING},
@@ -117,7 +125,7 @@ async def _main(args) -> int:
              "options": {"host": "127.0.0.1", "port": sim.port, "version": "2c", "community": community,
                          "timeout_s": 2}}
             for (dev_id, _, room, type_), sim in zip(DEVICES, sims)
-        ],
+        ] + building.agent_devices(args.interval),
     })
     cli = [sys.executable, "-m", "campus_sense"]
     token = subprocess.run(cli + ["collector", "token", "create", "--role", "admin", "--name", "demo",
@@ -143,10 +151,12 @@ campus-sense demo is running (data in {work})
   API token     {token}   (role admin; send as "Authorization: Bearer <token>")
   MQTT broker   127.0.0.1:{mqtt_port} (users {', '.join(users)}; passwords in {work}/*.yaml)
   simulated     {', '.join(f'{d} (SNMP 127.0.0.1:{s.port})' for (d, *_), s in zip(DEVICES, sims))}
-  try:          curl -H "Authorization: Bearer {token}" {base}/api/v1/devices
+{''.join(f"                {line}{chr(10)}" for line in building.describe())}  try:          curl -H "Authorization: Bearer {token}" {base}/api/v1/devices
   logs          {work}/collector.log, {work}/agent.log
 {f"  scripted      one access-sw1 port goes down {FAIL_AT:.0f} s after start and back up 60 s later:" + chr(10) +
- "                watch the alert fire and resolve on the console" + chr(10) if args.fail_at else ""}Ctrl-C stops everything.{'' if ok else '  (WARNING: the API did not answer within 30 s; see collector.log)'}
+ "                watch the alert fire and resolve on the console;" + chr(10) +
+ "                door-a101 is forced open 5 s later (closed after 60 s), fire-a tests a detector" + chr(10) +
+ "                10 s later (reset after 30 s)" + chr(10) if args.fail_at else ""}Ctrl-C stops everything.{'' if ok else '  (WARNING: the API did not answer within 30 s; see collector.log)'}
 """, flush=True)
 
     stop = asyncio.Event()
@@ -164,6 +174,7 @@ campus-sense demo is running (data in {work})
             access.set_oper(victim.index, False)
         elif elapsed >= RESTORE_AT and not victim.oper_up:
             access.set_oper(victim.index, True)
+        building.tick(elapsed, args.fail_at or None)
         try:
             async with asyncio.timeout(1.0):
                 await stop.wait()
@@ -186,6 +197,7 @@ campus-sense demo is running (data in {work})
                 p.kill()
     for s in sims:
         s.close()
+    await building.close()
     await broker.shutdown()
     print("demo: stopped", flush=True)
     return status

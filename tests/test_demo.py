@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_demo_serves_devices_interfaces_and_live_rates(tmp_path):
     port = free_port()
-    p = subprocess.Popen([sys.executable, "-m", "campus_sense", "demo", "--port", str(port), "--duration", "30",
+    p = subprocess.Popen([sys.executable, "-m", "campus_sense", "demo", "--port", str(port), "--duration", "45",
                           "--interval", "3", "--fail-at", "8", "--data-dir", str(tmp_path)], cwd=ROOT,
                          stdout=subprocess.PIPE, stderr=open(tmp_path / "demo.err", "wb"), text=True)
     try:
@@ -59,6 +59,46 @@ def test_demo_serves_devices_interfaces_and_live_rates(tmp_path):
                       if a["rule"] == "demo-access-port-down"]
             time.sleep(1)
         assert alerts and alerts[0]["state"] == "firing" and alerts[0]["labels"]["device"] == "access-sw1"
+        # The rest of the simulated building: every kind of device reaches the API.
+        want = [  # (device, what must be seen: a fact, an event type or the latest sample of a measurement)
+            ("cam-a105", "fact", "serial"), ("cam-a105", "event", "motion"),
+            ("cam-a105-video", "latest", "camera_health"), ("proj-a101", "latest", "projector"),
+            ("canteen-fridge-1", "latest", "temperature"), ("canteen-gas-1", "latest", "gas"),
+            ("door-a101", "event", "door_forced"), ("fire-a", "event", "fire_alarm")]
+        seen: dict[tuple, object] = {}
+        while time.monotonic() < deadline + 25 and len(seen) < len(want):
+            for key in want:
+                dev, kind, what = key
+                if key in seen:
+                    continue
+                if kind == "event":
+                    evs = httpx.get(f"{base}/events", params={"device": dev, "type": what}, headers=h,
+                                    timeout=5).json()
+                    if evs:
+                        seen[key] = evs[0]
+                    continue
+                if kind == "fact":
+                    r = httpx.get(f"{base}/devices/{dev}", headers=h, timeout=5)
+                    if r.status_code == 200 and r.json()["facts"].get(what):
+                        seen[key] = r.json()["facts"]
+                    continue
+                ser = httpx.get(f"{base}/series", params={"measurement": what, "device": dev}, headers=h,
+                                timeout=5).json()["series"]
+                if ser and ser[0]["points"]:
+                    seen[key] = ser[0]["points"][-1][1]
+            time.sleep(1)
+        assert set(seen) == set(want), [k for k in want if k not in seen]
+        assert seen["cam-a105", "event", "motion"]["data"]["origin"] == "onvif"     # the camera's own events
+        assert seen["fire-a", "event", "fire_alarm"]["severity"] == "critical"
+        video = seen["cam-a105-video", "latest", "camera_health"]
+        assert video["ok"] is True and video["status"] == "ok"                     # a live, usable picture
+        assert seen["proj-a101", "latest", "projector"]["power_state"] == "on"
+        assert 0 < seen["canteen-fridge-1", "latest", "temperature"]["value"] < 8
+        # the campus model (campus.yaml: rooms, port roles, uplinks) feeds the coverage report
+        cov = httpx.get(f"{base}/compliance/coverage", params={"building": "A"}, headers=h, timeout=10).json()
+        checks = {c["check"] for b in cov["buildings"] for c in b["checks"]}
+        checks |= {c["check"] for b in cov["buildings"] for r in b.get("rooms", []) for c in r["checks"]}
+        assert {"desk_port_speed", "uplink_redundancy", "agent_online"} <= checks, checks
         assert p.wait(60) == 0
     finally:
         if p.poll() is None:
