@@ -275,12 +275,15 @@ class AlertStore:
 
     # ------------------------------------------------------------ liveness (last seen), for restarts
     def save_liveness(self, rows: list[tuple[str, str, int, str | None]]) -> None:
-        """Upsert (kind, key, t_ms, extra) rows: kind device / device_m / agent / standby."""
+        """Upsert (kind, key, t_ms, extra) rows: kind device / device_m / agent / standby. A last-seen
+        time only moves forward (several collectors share the table: one that did not see a device
+        lately must not put its time back); ``standby`` (a flag, not a time) is overwritten."""
         if not rows:
             return
         with self._tx() as cur:
             cur.executemany("INSERT INTO alert_liveness(kind, key, t_ms, extra) VALUES (?,?,?,?) "
-                            "ON CONFLICT(kind, key) DO UPDATE SET t_ms=excluded.t_ms, extra=excluded.extra", rows)
+                            "ON CONFLICT(kind, key) DO UPDATE SET t_ms=excluded.t_ms, extra=excluded.extra "
+                            "WHERE excluded.kind = 'standby' OR excluded.t_ms >= alert_liveness.t_ms", rows)
 
     def load_liveness(self) -> list[tuple[str, str, int, str | None]]:
         with self._lock:
