@@ -1,6 +1,7 @@
 """The security console in a real headless Chromium (Debian's /usr/bin/chromium via playwright):
 log in with a security token, an event published through Mosquitto appears without a reload,
-Acknowledge / Assign / Silence clicked on the page change the alert (and silences) in the API."""
+Acknowledge / Assign / Silence clicked on the page (assign and silence in real <dialog>s, no
+browser prompt()) change the alert (and silences) in the API."""
 from __future__ import annotations
 
 import os
@@ -96,18 +97,34 @@ def test_console_live_alert_and_ack(coll):
             assert w["acked"] and w["ack_comment"] == "probe checked"
             assert t_ack + 55 * 60_000 < w["ack_expires_ms"] < now_ms() + 65 * 60_000
             page.wait_for_selector(f"tr[data-alert-id='{warm['id']}'] .ackd")
-            # assign (prompt answered with the assignee) -> shown on the row and in the API
-            answers: list[str] = []
-            page.on("dialog", lambda d: d.accept(answers.pop(0)) if answers else d.dismiss())
-            answers.append("guard-2")
+            # no browser prompt()/confirm() anywhere: those would fail the test
+            page.on("dialog", lambda d: (errors.append(f"browser {d.type}(): {d.message}"), d.dismiss()))
+            # assign in a real <dialog>: focus moves into it; Esc cancels (nothing sent, focus back on the button)
             page.click(f"tr[data-alert-id='{alert_id}'] button.assign")
+            page.wait_for_selector("#dlg-assign[open]")
+            assert page.evaluate("document.activeElement.id") == "dlg-assignee"
+            assert "door-1" in page.inner_text("#dlg-assign .dlg-summary")
+            page.keyboard.press("Escape")
+            page.wait_for_selector("#dlg-assign", state="hidden")
+            assert page.evaluate("document.activeElement.className") == "assign"
+            assert c.get(f"/alerts/{alert_id}", "admin").json()["assignee"] is None
+            # assign -> shown on the row and in the API
+            page.click(f"tr[data-alert-id='{alert_id}'] button.assign")
+            page.fill("#dlg-assignee", "guard-2")
+            page.click("#dlg-assign button[type=submit]")
             page.wait_for_selector(f"tr[data-alert-id='{alert_id}'] .assignee")
             assert "guard-2" in page.inner_text(f"tr[data-alert-id='{alert_id}'] .assignee")
             assert c.get(f"/alerts/{alert_id}", "admin").json()["assignee"] == "guard-2"
             # silence the fridge alert for 30 minutes -> a silence in the API, the alert suppressed,
             # pushed to the page (no reload)
-            answers.append("30")
             page.click(f"tr[data-alert-id='{warm['id']}'] button.silence")
+            page.wait_for_selector("#dlg-silence[open]")
+            assert "fridge-warm" in page.inner_text("#dlg-silence .dlg-summary")
+            page.fill("#dlg-minutes", "0")              # refused by the form itself: nothing sent
+            page.click("#dlg-silence button[type=submit]")
+            assert page.is_visible("#dlg-silence") and not c.get("/silences?active=true", "admin").json()
+            page.fill("#dlg-minutes", "30")
+            page.click("#dlg-silence button[type=submit]")
             sil = wait_until(lambda: c.get("/silences?active=true", "admin").json(), 10, "silence")
             assert sorted(sil[0]["matchers"]) == ['device="fridge-1"', 'rule="fridge-warm"']
             assert 29 * 60_000 < sil[0]["ends_ms"] - sil[0]["starts_ms"] <= 30 * 60_000

@@ -4,7 +4,7 @@ served from ``collector/api/static``; no external CDN).
 The page asks for an API token (kept in ``sessionStorage``), lists active alerts and keeps the
 list live through ``/api/v1/alerts/stream`` (Server-Sent Events with a one-minute ticket), pins
 critical alerts on top in red and beeps (WebAudio, mute toggle) when a new one fires. Filters by
-building and severity; acknowledge / assign / silence; a detail panel with history and the
+building and severity; acknowledge / assign / silence (assign and silence in ``<dialog>``s); a detail panel with history and the
 samples that fired the alert (inline SVG sparkline). What a role may do comes from ``/api/v1/me``.
 """
 from __future__ import annotations

@@ -231,20 +231,40 @@
       state.alerts.set(n.id, n); render(); showError(null);
     } catch (_) { /* shown */ }
   }
+  // A real <dialog>: focus moves into it, Esc or Cancel closes it (resolves null), focus returns.
+  function ask(id, summary, values) {
+    const dlg = $(id), form = dlg.querySelector("form"), opener = document.activeElement;
+    form.reset();
+    dlg.querySelector(".dlg-summary").textContent = summary;
+    for (const [k, v] of Object.entries(values)) form.elements[k].value = v;
+    return new Promise((resolve) => {
+      const done = (v) => {
+        form.onsubmit = dlg.onclose = null;
+        if (dlg.open) dlg.close();
+        if (opener && document.contains(opener)) opener.focus();
+        resolve(v);
+      };
+      form.onsubmit = (e) => { e.preventDefault(); if (form.reportValidity()) done(Object.fromEntries(new FormData(form))); };
+      dlg.querySelector("button.cancel").onclick = () => done(null);
+      dlg.onclose = () => done(null);
+      dlg.showModal();
+      form.querySelector("input").focus();
+    });
+  }
   async function assign(a) {
-    const who = window.prompt(`Assign alert ${a.id} (${a.rule}) to:`, a.assignee || "");
-    if (who === null) return;
+    const got = await ask("#dlg-assign", `#${a.id} ${a.rule} · ${a.labels.device || a.labels.agent || ""}`,
+                          { assignee: a.assignee || "" });
+    if (got === null) return;
     try {
-      const n = await api(`/alerts/${a.id}/assign`, { method: "POST", body: { assignee: who.trim() || null } });
+      const n = await api(`/alerts/${a.id}/assign`, { method: "POST", body: { assignee: got.assignee.trim() || null } });
       state.alerts.set(n.id, n); render();
     } catch (_) { /* shown */ }
   }
   async function silence(a) {
     const subj = a.labels.device ? `device=${a.labels.device}` : `agent=${a.labels.agent}`;
-    const mins = window.prompt(`Silence ${a.rule} for ${subj} — minutes:`, "60");
-    if (mins === null) return;
-    const m = Number(mins);
-    if (!(m > 0)) { showError(`Silence: "${mins}" is not a number of minutes`); return; }
+    const got = await ask("#dlg-silence", `${a.rule} for ${subj}`, { minutes: "60" });
+    if (got === null) return;
+    const m = Number(got.minutes);
     try {
       await api("/silences", { method: "POST", body: { matchers: [`rule=${a.rule}`, subj], duration_ms: m * 60000,
                                                        comment: "silenced in console" } });
