@@ -101,10 +101,22 @@ def passwd_set(passwd_file: str | Path, user: str, password: str) -> None:
     if not f.exists():
         f.parent.mkdir(parents=True, exist_ok=True)
         f.touch(mode=0o600)
+    st = f.stat()
     r = subprocess.run(["mosquitto_passwd", str(f), user], input=f"{password}\n{password}\n", text=True,
                        capture_output=True, timeout=60)
     if r.returncode != 0:
         raise EnrolError(f"mosquitto_passwd {f} {user}: {(r.stderr or r.stdout).strip()}")
+    _keep_owner(f, st)
+
+
+def _keep_owner(f: Path, st: os.stat_result) -> None:
+    """The broker (e.g. uid 1883 in the eclipse-mosquitto image) must still read the file."""
+    try:
+        os.chmod(f, st.st_mode & 0o7777)
+        if os.geteuid() == 0:
+            os.chown(f, st.st_uid, st.st_gid)
+    except OSError:
+        pass
 
 
 def passwd_users(passwd_file: str | Path) -> set[str]:
@@ -118,10 +130,12 @@ def passwd_users(passwd_file: str | Path) -> set[str]:
 def passwd_delete(passwd_file: str | Path, user: str) -> bool:
     if user not in passwd_users(passwd_file):
         return False
+    st = Path(passwd_file).stat()
     r = subprocess.run(["mosquitto_passwd", "-D", str(passwd_file), user], capture_output=True, text=True,
                        timeout=60)
     if r.returncode != 0:
         raise EnrolError(f"mosquitto_passwd -D {passwd_file} {user}: {(r.stderr or r.stdout).strip()}")
+    _keep_owner(Path(passwd_file), st)
     return True
 
 
