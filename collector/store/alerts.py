@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import json
-import threading
 from typing import Any, TextIO
 
 from collector.alertcore.labels import Matcher, match_all, parse_matchers
