@@ -70,6 +70,7 @@ if ((pip)); then
 fi
 cs=$venv/bin/campus-sense
 [[ -x $cs ]] || { say "$cs missing (pip install failed?)"; exit 1; }
+if [[ -z $prefix ]]; then ln -sf "$cs" /usr/local/bin/campus-sense; fi   # `campus-sense ...` for the admin
 
 mkdir -p "$units" "$etc"
 chmod 0755 "$etc"   # read by the service user; mqtt.pass itself is 0600 campus-sense (agent enrol)

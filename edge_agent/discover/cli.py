@@ -124,7 +124,11 @@ def run(args: argparse.Namespace) -> int:
           f"(<= {s.rate:g} probes/s)", file=sys.stderr)
     res = sweep(scope, creds, s, Progress())
     out_dir = args.output.resolve().parent if args.output else None
-    secrets = propose.Secrets(out_dir, write=args.output is not None)
+    owner = None
+    if out_dir is not None and os.geteuid() == 0 and (out_dir / "mqtt.pass").exists():
+        st = (out_dir / "mqtt.pass").stat()
+        owner = (st.st_uid, st.st_gid)
+    secrets = propose.Secrets(out_dir, write=args.output is not None, owner=owner)
     header = (f"# --- devices proposed by campus-sense discover {time.strftime('%Y-%m-%d %H:%M')} "
               f"({', '.join(res.scope)}): review before starting the agent\n")
     text, new, notes = propose.agent_yaml(base_text, base_data, res.found, creds, secrets, args.interval, header)

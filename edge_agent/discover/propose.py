@@ -25,8 +25,8 @@ class Secrets:
     """References to credentials in the proposal: the same file/variable the credentials came from;
     an inline value (``--community`` on the command line) goes to a 0600 file beside agent.yaml."""
 
-    def __init__(self, out_dir: Path | None, write: bool):
-        self.out_dir, self.write = out_dir, write
+    def __init__(self, out_dir: Path | None, write: bool, owner: tuple[int, int] | None = None):
+        self.out_dir, self.write, self.owner = out_dir, write, owner
         self.files: dict[str, str] = {}     # value -> file written
         self.written: list[Path] = []
 
@@ -53,6 +53,8 @@ class Secrets:
                 with os.fdopen(fd, "w") as fh:
                     fh.write(value + "\n")
                 os.chmod(f, 0o600)
+                if self.owner is not None:   # the agent's service user must read it (as it reads mqtt.pass)
+                    os.chown(f, *self.owner)
                 self.written.append(f)
         return {f"{key}_file": name}
 
