@@ -14,7 +14,7 @@ from collector.compliance.health import building_health, device_detail
 from collector.compliance.observations import Observations
 from collector.compliance.policy import DEFAULT_FIRMWARE_DIR
 from collector.compliance.report import (all_checks, attach_history, build_compliance_report, build_coverage_report,
-                                         render)
+                                         render, restrict)
 
 FIX = Path(__file__).parent / "fixtures" / "campus"
 
@@ -74,6 +74,16 @@ def test_building_filter(inputs):
     assert [b["id"] for b in rep["buildings"]] == ["B"]
     assert {c["building"] for c in all_checks(rep)} == {"B"}
     assert ("firmware", "a-acc2") not in statuses(rep)
+
+
+def test_restrict_to_a_scope(inputs):
+    """A login scoped to building B gets the campus report's building B, summary recomputed."""
+    for full, one in ((cov(inputs), cov(inputs, building="B")), (comp(inputs), comp(inputs, building="B"))):
+        part = restrict(full, lambda b: b["id"] == "B")
+        assert [b["id"] for b in part["buildings"]] == ["B"] and len(full["buildings"]) > 1
+        assert part["summary"] == one["summary"] and part["categories"] == one["categories"]
+        assert statuses(part) == statuses(one)
+        assert restrict(full, lambda b: False)["summary"]["pass"] == 0
 
 
 def test_json_and_csv_exports(inputs):

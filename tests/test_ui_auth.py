@@ -174,7 +174,18 @@ def test_scope_limits_pages_and_api(env):
     assert c.get("/api/v1/series", params={"measurement": "system", "device": "sw-a"}).status_code == 200
     assert c.get("/api/v1/series", params={"measurement": "system", "device": "sw-b"}).status_code == 403
     assert c.get("/api/v1/series", params={"measurement": "system"}).status_code == 403
-    assert c.get("/api/v1/devices").status_code == 403                # campus-wide list
+    # campus-wide lists are filtered to the scope, not refused
+    assert [d["id"] for d in c.get("/api/v1/devices").json()] == ["sw-a"]
+    assert [a["id"] for a in c.get("/api/v1/agents").json()] == ["ag-a"]
+    now = int(time.time() * 1000)
+    store.apply([msg(2, [wire.event("sw-a", "link_down", now, "warning")], "ag-a", "north", "A", "events"),
+                 msg(2, [wire.event("sw-b", "link_down", now, "warning")], "ag-b", "south", "B", "events")], [])
+    assert [e["device"] for e in c.get("/api/v1/events").json()] == ["sw-a"]
+    assert [e["device"] for e in c.get("/api/v1/events", params={"type": "link_down", "limit": 1}).json()] == ["sw-a"]
+    assert c.get("/api/v1/events", params={"device": "sw-b"}).status_code == 403
+    assert c.get("/api/v1/ingest/stats").status_code == 403           # anything else campus-wide: refused
+    _, token = store.token_create("it", "robot")                       # tokens: the whole campus
+    assert len(TestClient(app).get("/api/v1/events", headers={"Authorization": f"Bearer {token}"}).json()) == 2
     page = c.get("/ui/").text
     assert "/ui/buildings/A" in page and "/ui/buildings/B" not in page
     assert c.get("/ui/devices/sw-a").status_code == 200

@@ -48,7 +48,7 @@ from ..alertcore import AlertError, export_alerts_csv, export_history_csv
 from ..store.base import SeriesQueryUnsupported
 from ..store.budget import SeriesBudgetExceeded
 from .admin import Auditor
-from .app import Principal, require_role
+from .app import Principal, in_scope, require_role
 from .bounds import id_path, id_query, ms_field, ms_query
 
 ALL = require_role("admin", "it", "security")
@@ -184,9 +184,11 @@ def router(alerting) -> APIRouter:
                device: str | None = None, acked: bool | None = None,
                limit: int = Query(500, gt=0, le=10000), p: Principal = Depends(ALL)) -> list[dict]:
         try:
-            out = engine.alerts(flt_of(state, severity, building, rule, device, acked, limit, p))
+            out = engine.alerts(flt_of(state, severity, building, rule, device, acked, None if p.scope else limit, p))
         except ValueError as e:
             raise HTTPException(400, str(e)) from None
+        if p.scope:   # a scoped login: the alerts of its sites/buildings
+            out = [a for a in out if in_scope(p.scope, a.labels.get("building"), a.labels.get("site"))]
         return [adict(a) for a in out[:limit]]
 
     @r.get("/alerts/export.csv", summary="alerts as CSV (same filters as GET /alerts, default all states)",

@@ -59,6 +59,21 @@ class Principal:
     scope: tuple[str, ...] = ()
 
 
+def request_scope(request: Request) -> tuple[str, ...]:
+    """Sites/buildings the caller is limited to: a scoped UI session (collector/ui/auth.py sets it);
+    API tokens and unscoped people: () = the whole campus."""
+    return getattr(request.state, "cs_scope", ())
+
+
+def in_scope(scope: tuple[str, ...], building: str | None, site: str | None = None) -> bool:
+    return not scope or building in scope or (site is not None and site in scope)
+
+
+def scoped(scope: tuple[str, ...], rows: list[dict]) -> list[dict]:
+    """Rows (with ``building``/``site``) a scoped caller may see; campus-wide lists are filtered, not refused."""
+    return rows if not scope else [r for r in rows if in_scope(scope, r.get("building"), r.get("site"))]
+
+
 def _principal(request: Request, cred: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> Principal:
     if cred is None or cred.scheme.lower() != "bearer" or not cred.credentials:
         ui = getattr(request.app.state, "ui_auth", None)   # a person's UI session cookie (collector/ui)
@@ -118,12 +133,12 @@ def create_app(store, ingest=None, offline_after_s: float = 180.0, title: str = 
                 "counters": dict(store.counters), "disk": _disk(store)}
 
     @r.get("/agents", dependencies=[Depends(OPS)], summary="agents: online/offline, last seen, queue, gaps")
-    def agents() -> list[dict]:
-        return store.agents(int(time.time() * 1000), app.state.offline_after_s)
+    def agents(request: Request) -> list[dict]:
+        return scoped(request_scope(request), store.agents(int(time.time() * 1000), app.state.offline_after_s))
 
     @r.get("/devices", dependencies=[Depends(ALL)], summary="devices: facts, reachability, last poll")
-    def devices() -> list[dict]:
-        return store.devices()
+    def devices(request: Request) -> list[dict]:
+        return scoped(request_scope(request), store.devices())
 
     @r.get("/devices/{device_id}", dependencies=[Depends(ALL)])
     def device(device_id: str) -> dict:
@@ -174,11 +189,17 @@ def create_app(store, ingest=None, offline_after_s: float = 180.0, title: str = 
                                       "agg": agg, "series": res}), media_type="application/json")
 
     @r.get("/events", dependencies=[Depends(ALL)])
-    def events(device: str | None = None, since: int | None = ms_query(None, "epoch ms, inclusive"),
+    def events(request: Request, device: str | None = None, since: int | None = ms_query(None, "epoch ms, inclusive"),
                until: int | None = ms_query(None, "epoch ms, exclusive"),
                severity: str | None = None, type: str | None = None,
                limit: int = Query(500, gt=0, le=EVENTS_MAX, description="max events (newest first)")) -> list[dict]:
-        return store.events(device, since, until, severity, type, limit)
+        scope = request_scope(request)
+        if not scope or device is not None:   # one device: its scope was checked (collector/ui/auth.py)
+            return store.events(device, since, until, severity, type, limit)
+        mine = {d["id"] for d in scoped(scope, store.devices())}
+        mine |= {a["id"] for a in scoped(scope, store.agents(int(time.time() * 1000), app.state.offline_after_s))}
+        rows = store.events(None, since, until, severity, type, EVENTS_MAX)
+        return [e for e in rows if e["device"] in mine or e.get("agent") in mine][:limit]
 
     @r.get("/ingest/stats", dependencies=[Depends(OPS)], summary="rejected counts by reason, gaps, counters")
     def ingest_stats() -> dict:

@@ -28,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 
 from collector.campus.model import CampusModel, Registry
@@ -88,16 +88,31 @@ def make_router(provider: Callable[[], Inputs], read: Sequence[Any] = (), write:
             report.attach_history(rep, inp.store)
         return rep
 
+    def in_scope(request: Request, inp: Inputs, building: str | None, rep: dict[str, Any]) -> dict[str, Any]:
+        """A login scoped to sites/buildings (collector/ui/auth.py) gets its part of a campus report."""
+        scope = getattr(request.state, "cs_scope", ())
+        if not scope:
+            return rep
+        if building:
+            b = inp.campus.buildings[building]
+            if building not in scope and b.site not in scope:
+                raise HTTPException(403, f"building {building!r} is outside your scope")
+            return rep
+        return report.restrict(rep, lambda b: b["id"] in scope or b.get("site") in scope)
+
     @r.get("/coverage", dependencies=list(read))
-    def coverage(building: str | None = None, format: str = Query("json", pattern="^(json|csv|html)$")):
+    def coverage(request: Request, building: str | None = None,
+                 format: str = Query("json", pattern="^(json|csv|html)$")):
         inp = inputs(building)
-        rep = report.build_coverage_report(inp.campus, inp.obs, inp.policy, building)
+        rep = in_scope(request, inp, building, report.build_coverage_report(inp.campus, inp.obs, inp.policy, building))
         return _render(with_history(rep, inp), format, f"coverage-{building or 'campus'}")
 
     @r.get("/report", dependencies=list(read))
-    def compliance(building: str | None = None, format: str = Query("json", pattern="^(json|csv|html)$")):
+    def compliance(request: Request, building: str | None = None,
+                   format: str = Query("json", pattern="^(json|csv|html)$")):
         inp = inputs(building)
-        rep = report.build_compliance_report(inp.campus, inp.registry, inp.obs, inp.catalog, inp.policy, building)
+        rep = in_scope(request, inp, building, report.build_compliance_report(
+            inp.campus, inp.registry, inp.obs, inp.catalog, inp.policy, building))
         return _render(with_history(rep, inp), format, f"compliance-{building or 'campus'}")
 
     @r.get("/buildings/{building}/health", dependencies=list(read))

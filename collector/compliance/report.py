@@ -23,7 +23,7 @@ import html
 import io
 import json
 import time
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from collector.campus.model import CampusModel, Registry
 from collector.compliance.coverage import evaluate_coverage
@@ -130,6 +130,19 @@ def all_checks(report: dict[str, Any]) -> list[dict[str, Any]]:
         for r in b.get("rooms", []):
             out.extend(r.get("checks", []))
     return out
+
+
+def restrict(report: dict[str, Any], keep: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    """The report limited to the buildings ``keep`` accepts (a login scoped to some sites/buildings);
+    summary and categories are recomputed from the checks left."""
+    rep = dict(report, buildings=[b for b in report.get("buildings", []) if keep(b)])
+    checks = all_checks(rep)
+    cats: dict[str, list[dict[str, Any]]] = {}
+    for c in checks:
+        cats.setdefault(category(c["check"]), []).append(c)
+    rep["summary"] = summarize(checks)
+    rep["categories"] = {k: summarize(v) for k, v in sorted(cats.items())}
+    return rep
 
 
 # --------------------------------------------------------------------------- renderers

@@ -12,8 +12,9 @@
   another site is refused too. The login form has its own double-submit token (``cs_login``).
 - API tokens (``Authorization: Bearer``) work as before and win over a cookie.
 - Scope: a user limited to some sites/buildings sees only those on the pages; through the API
-  a scoped session may read ``/devices/{id}``, ``/series`` and ``/events`` of its devices and act
-  on alerts of its buildings, nothing campus-wide.
+  the lists (``SCOPED_LISTS``: devices, agents, events, alerts, coverage and compliance reports)
+  hold only what is in scope, ``/devices/{id}``, ``/series`` and ``/events?device=`` answer for
+  its devices and it acts on alerts of its buildings; anything else campus-wide is refused (403).
 - Failed logins: after 5 for one name within 15 minutes that name is refused for 15 minutes.
 """
 from __future__ import annotations
@@ -49,6 +50,11 @@ def _hash(token: str) -> str:
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+#: campus-wide API lists a scoped session gets filtered to its sites/buildings (not refused)
+SCOPED_LISTS = frozenset({"/devices", "/agents", "/events", "/alerts", "/compliance/coverage",
+                          "/compliance/report"})
 
 
 class LoginRefused(Exception):
@@ -220,6 +226,7 @@ class Auth:
             raise HTTPException(403, "CSRF check failed: send the X-CSRF-Token of this session from the same origin")
         p = self.principal_of(s["user"])
         if p.scope:
+            request.state.cs_scope = p.scope     # campus-wide lists filter by it (collector.api.app.scoped)
             why = self.scope_refusal(request, p)
             if why:
                 raise HTTPException(403, why)
@@ -241,8 +248,9 @@ class Auth:
     def scope_refusal(self, request: Request, p: Principal) -> str | None:
         path = request.url.path
         rest = path[len("/api/v1"):] if path.startswith("/api/v1") else path
-        if rest in ("/me", "/health"):
-            return None
+        if rest in ("/me", "/health") or (rest in SCOPED_LISTS and not (rest == "/events" and
+                                                                       "device" in request.query_params)):
+            return None       # filtered to the scope by the endpoint
         m = re.fullmatch(r"/devices/([^/]+)(/interfaces)?", rest)
         if m:
             return None if self.device_in_scope(p.scope, m.group(1)) else f"device {m.group(1)!r} is outside your scope"
