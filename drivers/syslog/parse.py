@@ -208,8 +208,8 @@ def _vendor(out: Parsed) -> None:
     msg = out.msg
     if not msg:
         return
-    if msg[0] == " ":                 # a relay re-framed the line: "<PRI>... app:  %%10IFNET/3/..."
-        msg = out.msg = msg.lstrip(" ")
+    if msg[0] == " " or msg.startswith(": "):   # re-framed by a relay ("app:  %%10IFNET/3/...") or an
+        msg = out.msg = msg.lstrip(": ")           # empty tag ("host : %LINK-3-UPDOWN: ...")
         if not msg:
             return
     c = msg[0]
