@@ -68,11 +68,13 @@ def open_store(cfg):
 
 
 def _token(args, cfg) -> int:
+    from .store.audit import record_cli
     from .store.sqlite import SQLiteStore
     store = open_store(cfg) if cfg.store.kind == "postgres" else SQLiteStore(cfg.store.path)
     try:
         if args.token_cmd == "create":
             tid, token = store.token_create(args.role, args.name)
+            record_cli(cfg, "token.create", f"token:{tid}", None, {"id": tid, "role": args.role, "name": args.name})
             print(token)
             print(f"token id {tid}, role {args.role}: store it now, it is not shown again", file=sys.stderr)
         elif args.token_cmd == "list":
@@ -85,6 +87,7 @@ def _token(args, cfg) -> int:
             if not n:
                 print(f"no active token with id or name {args.ident!r}", file=sys.stderr)
                 return 1
+            record_cli(cfg, "token.revoke", f"token:{args.ident}", None, {"revoked": n})
             print(f"revoked {n} token(s)", file=sys.stderr)
         return 0
     finally:

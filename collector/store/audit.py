@@ -125,3 +125,30 @@ class AuditStore:
                 bad.append(r["id"])
             prev = r["hash"]
         return bad
+
+
+def record_cli(cfg: Any, action: str, target: str, before: Any = None, after: Any = None) -> None:
+    """An admin change made on the command line (``campus-sense collector user|token ...``) into the
+    audit log the collector keeps (the alert store's file ``rules.db``, or PostgreSQL with
+    ``store.kind: postgres``): actor = the operating-system user, via ``cli``. No audit log is
+    configured (no ``rules:`` section, SQLite): nothing is recorded."""
+    import getpass
+    import time
+
+    from .sqldb import Pg
+    if cfg.store.kind == "postgres":
+        target_db: Any = Pg(lambda: cfg.store.dsn.reveal())
+    elif cfg.rules is not None:
+        target_db = cfg.rules.db
+    else:
+        return
+    try:
+        actor = getpass.getuser()
+    except Exception:  # noqa: BLE001 - no passwd entry in a container
+        actor = "unknown"
+    a = AuditStore(target_db)
+    try:
+        a.record(int(time.time() * 1000), actor, action, target, before, after, via="cli")
+    finally:
+        a.close()
+

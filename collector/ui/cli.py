@@ -76,10 +76,23 @@ def _password(args) -> str | None:
     return pw
 
 
+def _view(u: dict | None) -> dict | None:
+    """What the audit log keeps of a user: never the password hash."""
+    if u is None:
+        return None
+    return {k: u.get(k) for k in ("name", "role", "scope", "source", "disabled", "display_name")}
+
+
 def run(args, cfg) -> int:
+    from ..store.audit import record_cli
     from ..store.users import UserExists, UserStore
     us = UserStore(cfg.store.path)
     pre = f"campus-sense collector user {args.user_cmd}"
+    before = _view(us.user(args.name)) if hasattr(args, "name") else None
+
+    def audit(after: dict | None = None) -> None:
+        record_cli(cfg, f"user.{args.user_cmd}", f"user:{args.name}", before, after or _view(us.user(args.name)))
+
     try:
         if args.user_cmd == "add":
             h = None
@@ -94,6 +107,7 @@ def run(args, cfg) -> int:
             except UserExists as e:
                 print(f"{pre}: {e}", file=sys.stderr)
                 return 1
+            audit()
             print(f"user {args.name} (id {uid}, role {args.role}"
                   f"{', scope ' + ','.join(args.scope) if args.scope else ''}) added", file=sys.stderr)
         elif args.user_cmd == "list":
@@ -111,11 +125,13 @@ def run(args, cfg) -> int:
             if pw is None:
                 return 2
             us.user_update(args.name, password_hash=passwords.hash_password(pw))
+            audit({**(before or {}), "password": "changed"})
             print(f"password of {args.name} changed; their sessions ended", file=sys.stderr)
         elif args.user_cmd in ("disable", "enable"):
             if not us.user_update(args.name, disabled=args.user_cmd == "disable"):
                 print(f"{pre}: no user {args.name!r}", file=sys.stderr)
                 return 1
+            audit()
             print(f"user {args.name} {args.user_cmd}d", file=sys.stderr)
         elif args.user_cmd == "set":
             ch = {}
@@ -131,6 +147,7 @@ def run(args, cfg) -> int:
             if not us.user_update(args.name, **ch):
                 print(f"{pre}: no user {args.name!r}", file=sys.stderr)
                 return 1
+            audit()
             print(f"user {args.name} changed; their sessions ended", file=sys.stderr)
         return 0
     finally:
