@@ -50,7 +50,8 @@ def open_store(cfg):
             sink.reader = PromReader(cfg.store.query_url, timeout_s=cfg.store.timeout_s)
         r = cfg.store.retention
         return PostgresStore(cfg.store.dsn.reveal, sink=sink, node=cfg.store.node, events_days=r.events_days,
-                             topology_days=r.topology_days, retention_interval_s=cfg.store.retention_interval_s,
+                             topology_days=r.topology_days, syslog_days=r.syslog_days,
+                             retention_interval_s=cfg.store.retention_interval_s,
                              gap_days=r.raw_days, path=cfg.store.path)
     if cfg.store.kind == "influxdb":
         from .store.influx import InfluxSink

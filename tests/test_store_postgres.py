@@ -288,6 +288,28 @@ def test_topology_intervals(backend):
 
 
 # ---------------------------------------------------------------- PostgreSQL only
+def test_syslog_archive_search_and_retention(backend):
+    s = backend.open(syslog_days=1)
+    now = int(time.time() * 1000)
+
+    def line(t, host, msg, sev=3, mn=None):
+        return wire.event(host, "syslog", t, "info", data={"archive": True, "host": host, "severity": sev,
+                                                           "program": "IOS", "mnemonic": mn, "msg": msg})
+    s.apply([msg(1, [line(now - 3 * 86400_000, "sw1", "old line GigabitEthernet0/9 down"),
+                     line(now - 1000, "sw1", "Interface GigabitEthernet0/1, changed state to down", 3,
+                          "LINK-3-UPDOWN"),
+                     line(now - 500, "sw2", "Interface GigabitEthernet0/1, changed state to up", 5, "LINK-3-UPDOWN"),
+                     wire.event("sw1", "link_down", now - 400, "warning")], kind="events")], [])
+    assert [e["type"] for e in s.events(None, None, None, None, None, 10)] == ["link_down"]   # not in events
+    hits = s.syslog(q="GigabitEthernet0/1 down")
+    assert [h["host"] for h in hits] == ["sw1"] and hits[0]["mnemonic"] == "LINK-3-UPDOWN"
+    assert [h["host"] for h in s.syslog(q="gigabitethernet0/1")] == ["sw2", "sw1"]     # newest first, any case
+    assert [h["host"] for h in s.syslog(host="sw2")] == ["sw2"]
+    assert [h["severity"] for h in s.syslog(severity=3, since_ms=now - 86400_000)] == [3]
+    assert s.retention(now).get("syslog") == 1
+    assert len(s.syslog()) == 2
+
+
 def test_migrations_are_versioned_and_run_once(pg):
     import psycopg
 

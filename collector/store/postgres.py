@@ -51,6 +51,7 @@ from psycopg import errors as pgerr
 
 from campus_sense.wire import AGENT_MEASUREMENT, POLL_MEASUREMENT, TOPOLOGY_MEASUREMENTS, Message, Watermark
 
+from . import syslog as _syslog
 from . import topology as _topology
 from .base import ApplyResult, Reject, SeriesQueryUnsupported, StorageUnavailable, Store, TimeSeriesSink
 from .series import AGGS, DAY
@@ -161,6 +162,7 @@ def schema_version(conn: psycopg.Connection) -> int:
 class PostgresStore(Store):
     def __init__(self, dsn: str | Callable[[], str], sink: TimeSeriesSink | None = None, *,
                  node: str | None = None, events_days: float = 180, topology_days: float = 400,
+                 syslog_days: float = 180,
                  retention_interval_s: float = 3600, dead_letter_keep: int = 10_000, gap_days: float = 30,
                  connect_timeout_s: float = 10, path: str | None = None,
                  singleton: Callable[[str], bool] | None = None):
@@ -176,6 +178,7 @@ class PostgresStore(Store):
         self.kind = "postgres"
         self.connect_timeout_s = connect_timeout_s
         self.events_ms = int(events_days * DAY)
+        self.syslog_ms = int(syslog_days * DAY)
         self.topology_ms = int(topology_days * DAY)
         self.gap_ms = int(gap_days * DAY)
         self.dead_letter_keep = dead_letter_keep
@@ -393,6 +396,7 @@ class PostgresStore(Store):
         dev_seen: dict[str, list] = {}
         facts: list[tuple] = []
         events: list[tuple] = []
+        syslog_rows: list[tuple] = []   # syslog archive lines (store/syslog.py), not events
         agents_seen: dict[str, Any] = {}
         states: list[Message] = []
         touched: dict[tuple, _SeqState] = {}
@@ -464,7 +468,10 @@ class PostgresStore(Store):
                 sink_items.append(((tp.site, tp.building, msg.agent), items))
             elif kind == "events":
                 for it in msg.items:
-                    events.append(_event_row(msg.agent, it))
+                    if it["type"] == "syslog" and _syslog.is_archive(it):   # the archive, not events
+                        syslog_rows.append(_syslog.row(msg.agent, it))
+                    else:
+                        events.append(_event_row(msg.agent, it))
                     seen(it["d"], msg.agent, tp, it["t"])
             elif kind == "facts":
                 for it in msg.items:
@@ -522,6 +529,9 @@ class PostgresStore(Store):
         if events:
             cur.executemany("INSERT INTO events(agent, device, ts_ms, type, severity, tags, data) "
                             "VALUES (%s,%s,%s,%s,%s,%s,%s)", events)
+        if syslog_rows:
+            cur.executemany("INSERT INTO syslog(ts_ms, agent, device, host, facility, severity, program, mnemonic, "
+                            "msg, data) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)", syslog_rows)
         if agents_seen:
             cur.executemany(
                 "INSERT INTO agents(id, site, building, state, first_seen_ms, last_seen_ms) VALUES (%s,%s,%s,%s,%s,%s) "
@@ -634,6 +644,7 @@ class PostgresStore(Store):
         out: dict[str, int] = {}
         jobs = (
             ("events", lambda w: w.execute("DELETE FROM events WHERE ts_ms < %s", (now - self.events_ms,)).rowcount),
+            ("syslog", lambda w: w.execute("DELETE FROM syslog WHERE ts_ms < %s", (now - self.syslog_ms,)).rowcount),
             ("topology", lambda w: _topology.retention(_QConn(w), now - self.topology_ms)),
             ("dead_letters", lambda w: w.execute(
                 "DELETE FROM dead_letters WHERE id <= (SELECT max(id) FROM dead_letters) - %s",
@@ -769,6 +780,11 @@ class PostgresStore(Store):
                 "VictoriaMetrics' Prometheus query API")
         return reader.series(measurement, device, field, start_ms, end_ms, step_ms, tags, limit, agg,
                              now_ms=_now_ms())
+
+    def syslog(self, host: str | None = None, q: str | None = None, since_ms: int | None = None,
+               until_ms: int | None = None, limit: int = 100, **kw: Any) -> list[dict]:
+        """The syslog archive, newest first (store/syslog.py ``search_pg``)."""
+        return _syslog.search_pg(self._q, host, q, since_ms, until_ms, limit, **kw)
 
     def events(self, device: str | None, since_ms: int | None, until_ms: int | None, severity: str | None,
                type_: str | None, limit: int) -> list[dict]:

@@ -135,6 +135,42 @@ def search(conn: sqlite3.Connection, host: str | None = None, q: str | None = No
     return out
 
 
+def search_pg(query, host: str | None = None, q: str | None = None, since_ms: int | None = None,
+              until_ms: int | None = None, limit: int = 100, severity: int | None = None,
+              program: str | None = None, mnemonic: str | None = None) -> list[dict]:
+    """``search`` on PostgreSQL (pg_migrations/0003_syslog.sql): ``query(sql, args)`` runs a
+    statement; words match with ``to_tsvector('simple', msg) @@ phraseto_tsquery('simple', term)``,
+    every term ANDed, like the FTS5 phrases."""
+    sql = ("SELECT id, ts_ms, agent, device, host, facility, severity, program, mnemonic, msg, data FROM syslog "
+           "WHERE ts_ms >= %s AND ts_ms < %s")
+    args: list[Any] = [since_ms or 0, until_ms if until_ms is not None else 2 ** 62]
+    if host:
+        sql += " AND (host = %s OR device = %s)"
+        args += [host, host]
+    if severity is not None:
+        sql += " AND severity <= %s"
+        args.append(severity)
+    if program:
+        sql += " AND program = %s"
+        args.append(program)
+    if mnemonic:
+        sql += " AND mnemonic = %s"
+        args.append(mnemonic)
+    for t in (q or "").split():
+        t = t.strip('"')
+        if t:
+            sql += " AND to_tsvector('simple', msg) @@ phraseto_tsquery('simple', %s)"
+            args.append(t)
+    sql += " ORDER BY ts_ms DESC, id DESC LIMIT %s"
+    args.append(limit)
+    out = []
+    for r in query(sql, args):
+        e = dict(zip(COLS, r))
+        e["data"] = _loads(e["data"]) if e["data"] else {}
+        out.append(e)
+    return out
+
+
 def count(conn: sqlite3.Connection) -> int:
     try:
         return conn.execute("SELECT count(*) FROM syslog").fetchone()[0]
