@@ -26,8 +26,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from campus_sense.secret import Secret, SecretError, SecretFields
 from drivers.base import DeviceError, Event, Facts, Record, Sample, device_slot, slot_free
-from drivers.snmp.client import (SnmpSession, SnmpTarget, normalize_auth_protocol,
-                                 normalize_priv_protocol)
+from drivers.snmp.target import SnmpTarget, normalize_auth_protocol, normalize_priv_protocol
 from drivers.snmp.ifmib import (Interface, RateTracker, SystemInfo, read_interfaces, read_system,
                                 vendor_from_oid)
 
@@ -144,14 +143,20 @@ def _fast_session_cls(options: Options):
 def open_session(options: Options):
     """The session for a device: the fast v2c/v3 path when allowed, pysnmp otherwise."""
     cls = _fast_session_cls(options)
-    return cls.from_target(options.target()) if cls else SnmpSession(options.target())
+    if cls:
+        return cls.from_target(options.target())
+    from drivers.snmp.client import SnmpSession   # pysnmp: only when the fast path cannot serve it
+    return SnmpSession(options.target())
 
 
 def open_vlan_session_factory(options: Options):
     """``vlan -> session`` for Cisco per-VLAN bridge tables, same engine choice as open_session."""
     from drivers.snmp.tables import vlan_session_factory
     cls = _fast_session_cls(options)
-    return vlan_session_factory(options.target(), cls.from_target if cls else SnmpSession)
+    if cls is None:
+        from drivers.snmp.client import SnmpSession
+        return vlan_session_factory(options.target(), SnmpSession)
+    return vlan_session_factory(options.target(), cls.from_target)
 
 
 class SnmpDriver:

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from drivers.snmp.client import SnmpSession
+if TYPE_CHECKING:   # pysnmp is imported only where the pysnmp path is used
+    from drivers.snmp.client import SnmpSession
 
 # SNMPv2-MIB::system scalars
 SYS_DESCR = "1.3.6.1.2.1.1.1.0"

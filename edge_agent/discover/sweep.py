@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 import urllib.parse
 from dataclasses import dataclass, field
@@ -224,9 +225,9 @@ def run(scope: Scope, creds, settings: Settings, progress=None) -> Result:
         try:
             return await Discovery(scope, creds, settings, progress).run()
         finally:
-            try:
-                from drivers.snmp.client import close_engines
-                await close_engines()
-            except Exception:  # noqa: BLE001
-                pass
+            if "drivers.snmp.client" in sys.modules:   # the pysnmp path was used
+                try:
+                    await sys.modules["drivers.snmp.client"].close_engines()
+                except Exception:  # noqa: BLE001
+                    pass
     return asyncio.run(main())
