@@ -202,3 +202,35 @@ def test_discover_propose_check_and_deliver(building, broker, tmp_path):
                 p.wait(30)
             except subprocess.TimeoutExpired:
                 p.kill()
+
+
+async def test_modbus_device_identification_probe():
+    """--modbus: Read Device Identification (0x2B/0x0E) against pymodbus' server; classified as a sensor,
+    proposed as a modbus device that agent.yaml validation accepts."""
+    from pymodbus.datastore import ModbusDeviceContext, ModbusServerContext, ModbusSparseDataBlock
+    from pymodbus.pdu.device import ModbusDeviceIdentification
+    from pymodbus.server import ModbusTcpServer
+
+    from edge_agent.discover import creds as credmod
+    from edge_agent.discover import propose
+    from edge_agent.discover.probes import Scope
+    from edge_agent.discover.sweep import Discovery, Settings
+    host, port = "127.0.1.40", free_port()
+    ident = ModbusDeviceIdentification(info_name={"VendorName": "Acme Cold", "ProductCode": "CC-9",
+                                                  "MajorMinorRevision": "1.2"})
+    ctx = ModbusServerContext(devices={1: ModbusDeviceContext(hr=ModbusSparseDataBlock({0: 30}))}, single=False)
+    srv = ModbusTcpServer(ctx, address=(host, port), identity=ident)
+    import asyncio
+    task = asyncio.create_task(srv.serve_forever())
+    await asyncio.sleep(0.3)
+    try:
+        s = Settings(snmp=False, onvif=False, pjlink=False, modbus=True, modbus_port=port, timeout=1.0)
+        res = await Discovery(Scope([f"{host}/32"]), credmod.load(None), s).run()
+    finally:
+        await srv.shutdown()
+        task.cancel()
+    f = res.found[host]
+    assert (f.kind, f.modbus["vendor"], f.modbus["product_code"]) == ("sensor", "Acme Cold", "CC-9")
+    propose.assign_ids(res.found, set())
+    dev, _ = propose.device_entry(f, credmod.load(None), propose.Secrets(None, False), 30)
+    assert dev["driver"] == "modbus" and dev["options"] == {"host": host, "unit": 1, "port": port}
