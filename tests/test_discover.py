@@ -158,6 +158,21 @@ def test_discover_propose_check_and_deliver(building, broker, tmp_path):
     assert "{device: a-acc1, port: Gi3/0/50, role: uplink}" in frag            # x-core-2: not discovered
     assert "{id: a-core, role: core}" in frag and "{id: a-acc1, role: access}" in frag
     assert "{id: A-101, type: other}" in frag
+    # the fragment imports into the campus model on top of what the agent declares (no type/room repeated)
+    from campus_sense.yamlconf import load_yaml
+    from collector.campus.declared import device_type
+    from collector.campus.model import Building, CampusModel, Device, Room, Site, load_campus
+    agent_cfg, _ = load_yaml(etc / "agent.yaml")
+    decl = CampusModel(sites={"north": Site(id="north")}, buildings={"A": Building(id="A", site="north")})
+    for dv in agent_cfg["devices"]:
+        if dv.get("room"):
+            decl.rooms.setdefault(dv["room"], Room(id=dv["room"], building="A", type="other"))
+        decl.devices[dv["id"]] = Device(id=dv["id"], type=device_type(dv.get("type")), room=dv.get("room"),
+                                        building="A")
+    res = load_campus([etc / "campus.discovered.yaml"], base=decl, declared=decl)
+    assert not res.errors, res.errors
+    assert res.value.devices["a-acc1"].role == "access" and res.value.devices["a-acc1"].type == "switch"
+    assert res.value.ports[("a-acc1", "Gi3/0/49")].peer == "a-core"
     # a second run adds nothing: every device is already configured
     r3 = cli("discover", NET, "--credentials", str(building["creds"]), "--snmp-port", str(port),
              "--output", str(etc / "agent.yaml"), "--json", "--timeout", "0.5", "--no-lldp")
