@@ -207,7 +207,7 @@ def test_discover_propose_check_and_deliver(building, broker, tmp_path):
                                for d in r.json()} if r.status_code == 200 else r.text
             return r.status_code == 200 and want <= {d["id"] for d in r.json() if d.get("reachable")}
         try:
-            wait_until(ok_devices, 90, "every proposed device polled successfully")
+            wait_until(ok_devices, 150, "every proposed device polled successfully")
         except TimeoutError:
             pytest.fail(f"devices: {last}\nagent log: {(etc / 'agent.log').read_text()[-3000:]}")
     finally:
