@@ -46,8 +46,8 @@ def _durations() -> dict[str, float]:
 def main(argv: list[str]) -> int:
     jobs, argv = _jobs(argv)
     extra = [a for a in argv if a.startswith("-")]
-    files = [a for a in argv if not a.startswith("-")] or sorted(str(p.relative_to(ROOT))
-                                                                 for p in (ROOT / "tests").glob("test_*.py"))
+    named = [a for a in argv if not a.startswith("-")]
+    files = named or sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").glob("test_*.py"))
     # longest first (durations of the last full run), so two workers finish together
     known = _durations()
     files.sort(key=lambda f: -known.get(f, 60.0))
@@ -93,7 +93,7 @@ def main(argv: list[str]) -> int:
         print(f"FAILED FILE {b}")
     failed = totals["failed"] + totals["errors"]
     print(f"{totals['passed']} passed, {failed} failed, {totals['skipped']} skipped")
-    if len(files) > 20 and not extra:     # a full run: remember the durations for the next one
+    if not named:     # a full run: remember the durations for the next one
         try:
             DURATIONS.write_text(json.dumps({**known, **{k: round(v, 1) for k, v in took.items()}}, indent=0,
                                             sort_keys=True))
