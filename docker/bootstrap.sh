@@ -2,9 +2,11 @@
 # First-run setup of docker/ (idempotent: keeps whatever exists). Usage: ./bootstrap.sh BROKER_NAME
 #   BROKER_NAME: the name (or IP) agents use to reach the broker; goes into the server certificate
 #   and collector.yaml enrol.broker_host. Options: --no-docker (never call docker).
-# Creates: .env (random InfluxDB/Grafana credentials), secrets/collector-mqtt.pass and
-# secrets/influx-*.token, mosquitto/passwd with the broker user "collector", a private CA and the
-# broker's server certificate in mosquitto/certs/ (SAN: mosquitto, BROKER_NAME), bundles/, agent/.
+# Creates: .env (random Grafana admin credentials), secrets/collector-mqtt.pass, secrets/postgres.pass
+# and secrets/collector.dsn (profile "district": the collector's libpq URL with that password),
+# mosquitto/passwd with the broker user "collector", a private CA and the broker's server
+# certificate in mosquitto/certs/ (SAN: mosquitto, BROKER_NAME), bundles/, agent/.
+# VictoriaMetrics (profile "metrics") has no credentials: it is on the compose network only.
 set -euo pipefail
 cd "$(dirname "$0")"
 name="" docker=1
@@ -20,15 +22,14 @@ chmod 700 secrets bundles
 
 [[ -s secrets/collector-mqtt.pass ]] || rnd > secrets/collector-mqtt.pass
 if [[ ! -f .env ]]; then
-  tok=$(rnd 48 64); rtok=$(rnd 48 64)
-  sed -e "s/^INFLUX_ADMIN_USER=.*/INFLUX_ADMIN_USER=admin-$(rnd 6 6)/" \
-      -e "s/^INFLUX_ADMIN_PASSWORD=.*/INFLUX_ADMIN_PASSWORD=$(rnd)/" -e "s/^INFLUX_ORG=.*/INFLUX_ORG=campus/" \
-      -e "s/^INFLUX_TOKEN=.*/INFLUX_TOKEN=$tok/" -e "s/^INFLUX_READ_TOKEN=.*/INFLUX_READ_TOKEN=$rtok/" \
-      -e "s/^GRAFANA_ADMIN_USER=.*/GRAFANA_ADMIN_USER=admin-$(rnd 6 6)/" \
+  sed -e "s/^GRAFANA_ADMIN_USER=.*/GRAFANA_ADMIN_USER=admin-$(rnd 6 6)/" \
       -e "s/^GRAFANA_ADMIN_PASSWORD=.*/GRAFANA_ADMIN_PASSWORD=$(rnd)/" env.example > .env
-  printf '%s\n' "$tok" > secrets/influx-write.token
-  printf '%s\n' "$rtok" > secrets/influx-read.token
 fi
+# profile "district": postgres (POSTGRES_PASSWORD_FILE, read at the volume's first start) and the
+# collector's store.dsn_file. rnd is [A-Za-z0-9] only: nothing to percent-encode in the URL.
+[[ -s secrets/postgres.pass ]] || rnd > secrets/postgres.pass
+[[ -s secrets/collector.dsn ]] ||
+  printf 'postgresql://campus:%s@postgres:5432/campus\n' "$(cat secrets/postgres.pass)" > secrets/collector.dsn
 
 if [[ ! -s mosquitto/passwd ]] || ! grep -q '^collector:' mosquitto/passwd; then
   touch mosquitto/passwd
