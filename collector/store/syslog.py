@@ -51,10 +51,11 @@ def is_archive(it: dict) -> bool:
 
 
 def row(agent: str, it: dict) -> tuple:
-    d = it.get("data") or {}
-    g = d.get
-    rest = {k: v for k, v in d.items() if k not in _COLUMNS}
-    msg, host, fac, sev, prog, mn = g("msg"), g("host"), g("facility"), g("severity"), g("program"), g("mnemonic")
+    rest = dict(it.get("data") or ())
+    pop = rest.pop
+    msg, host, fac, sev, prog, mn = (pop("msg", None), pop("host", None), pop("facility", None),
+                                     pop("severity", None), pop("program", None), pop("mnemonic", None))
+    pop("archive", None)
     if type(msg) is not str:
         msg = "" if msg is None else str(msg)
     return (it["t"], agent, it["d"], host[:256] if type(host) is str else None,
