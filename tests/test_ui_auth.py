@@ -1,7 +1,8 @@
 """Web UI logins (collector/ui/auth.py, collector/store/users.py, `collector user`): scrypt-hashed
 local users made by the CLI (no default user), cookie sessions (HttpOnly, SameSite=Strict, Secure
 over https), CSRF on state-changing requests, API tokens unchanged, scope, lock-out, logout,
-disable and password change ending sessions."""
+disable and password change ending sessions. Every test that uses ``env`` runs on the embedded
+SQLite store and on PostgreSQL (``store.kind: postgres``: users and sessions in the shared database)."""
 from __future__ import annotations
 
 import re
@@ -16,9 +17,11 @@ from fastapi.testclient import TestClient
 
 from campus_sense import wire
 from collector.api.app import ALL, Principal, create_app
+from collector.store.sqldb import shared_target
 from collector.store.sqlite import SQLiteStore
 from collector.store.users import UserStore
 from collector.ui import passwords
+from tests.pg_fixture import pg_server, store_target  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
 PW = "correct horse battery"
@@ -29,21 +32,44 @@ def msg(seq, items, agent, site, building, kind="metrics"):
     return wire.decode(wire.topic(site, building, agent, kind), payload)
 
 
-@pytest.fixture
-def env(tmp_path):
+def open_store(tmp_path: Path, kind: str, dsn: str | None):
+    """The collector store of ``collector.yaml`` in ``tmp_path``: SQLite, or PostgreSQL (a second call
+    = another collector on the same database)."""
     db = tmp_path / "c.db"
-    cfg = tmp_path / "collector.yaml"
-    cfg.write_text(f"mqtt: {{host: 127.0.0.1, username: c, password: x}}\nstore: {{path: {db}}}\n")
-    store = SQLiteStore(str(db))
-    now = int(time.time() * 1000)
-    store.apply([msg(1, [wire.sample("system", "sw-a", now, {"uptime_s": 5})], "ag-a", "north", "A"),
-                 msg(1, [wire.sample("system", "sw-b", now, {"uptime_s": 5})], "ag-b", "south", "B")], [])
+    if kind == "postgres":
+        from collector.store.postgres import PostgresStore
+        return PostgresStore(dsn, path=str(db))
+    return SQLiteStore(str(db))
+
+
+def make_app(store):
     app = create_app(store)
 
     @app.post("/api/v1/test-change")
     def change(p: Principal = Depends(ALL)) -> dict:       # a state-changing endpoint for the CSRF checks
         return {"role": p.role, "user": p.user}
 
+    return app
+
+
+@pytest.fixture
+def env(tmp_path, store_target):
+    db = tmp_path / "c.db"
+    cfg = tmp_path / "collector.yaml"
+    dsn = None
+    if store_target.kind == "postgres":
+        dsn = store_target().dsn
+        (tmp_path / "c.dsn").write_text(dsn + "\n")
+        # url: VictoriaMetrics, required by the config and never reached by `collector user`
+        cfg.write_text("mqtt: {host: 127.0.0.1, username: c, password: x}\n"
+                       f"store: {{kind: postgres, dsn_file: c.dsn, url: 'http://127.0.0.1:9', path: {db}}}\n")
+    else:
+        cfg.write_text(f"mqtt: {{host: 127.0.0.1, username: c, password: x}}\nstore: {{path: {db}}}\n")
+    store = open_store(tmp_path, store_target.kind, dsn)
+    now = int(time.time() * 1000)
+    store.apply([msg(1, [wire.sample("system", "sw-a", now, {"uptime_s": 5})], "ag-a", "north", "A"),
+                 msg(1, [wire.sample("system", "sw-b", now, {"uptime_s": 5})], "ag-b", "south", "B")], [])
+    app = make_app(store)
     yield app, store, cfg
     app.state.ui_auth.close()
     store.close()
@@ -86,7 +112,9 @@ def test_login_session_csrf_and_tokens(env):
     listed = cli(cfg, "list").stdout
     assert "wang\tit\tlocal\tactive\t*" in listed and PW not in listed
     # the hash, not the password, is stored
-    assert UserStore(store.path).user("wang")["password_hash"].startswith("scrypt$")
+    us = UserStore(shared_target(store))
+    assert us.user("wang")["password_hash"].startswith("scrypt$")
+    us.close()
 
     # the login form needs its own CSRF token
     assert c.post("/ui/login", data={"username": "wang", "password": PW}).status_code == 403
@@ -163,7 +191,7 @@ def test_password_change_and_disable_end_sessions_lockout(env):
     assert login(c, "zhao", new).status_code == 429
 
 
-def test_scope_limits_pages_and_api(env):
+def test_scope_limits_pages_and_api(env, store_target):
     app, store, cfg = env
     assert cli(cfg, "add", "guard-a", "--role", "it", "--scope", "A", "--password-stdin",
                stdin=PW + "\n").returncode == 0
@@ -171,7 +199,9 @@ def test_scope_limits_pages_and_api(env):
     assert login(c, "guard-a", PW).status_code == 303
     assert c.get("/api/v1/devices/sw-a").status_code == 200
     assert c.get("/api/v1/devices/sw-b").status_code == 403
-    assert c.get("/api/v1/series", params={"measurement": "system", "device": "sw-a"}).status_code == 200
+    # in scope: answered (PostgreSQL without store.query_url: 501, no time series to read, not a refusal)
+    assert c.get("/api/v1/series", params={"measurement": "system", "device": "sw-a"}).status_code == \
+        (200 if store_target.kind == "sqlite" else 501)
     assert c.get("/api/v1/series", params={"measurement": "system", "device": "sw-b"}).status_code == 403
     assert c.get("/api/v1/series", params={"measurement": "system"}).status_code == 403
     # campus-wide lists are filtered to the scope, not refused
@@ -192,3 +222,39 @@ def test_scope_limits_pages_and_api(env):
     assert c.get("/ui/devices/sw-b").status_code == 404
     assert c.get("/ui/buildings/B").status_code == 404
     assert c.get("/ui/search", params={"q": "sw-"}).text.count("/ui/devices/sw-b") == 0
+
+
+def test_users_and_sessions_shared_by_two_collectors(env, store_target, tmp_path):
+    """Two collectors on the same database (PostgreSQL: the district case; SQLite: the same file): a
+    user made by the CLI logs in through either, a session made through one is valid through the other,
+    and a logout or a disable through one ends it in both."""
+    app, store, cfg = env
+    assert cli(cfg, "add", "sun", "--role", "it", "--password-stdin", stdin=PW + "\n").returncode == 0
+    store2 = open_store(tmp_path, store_target.kind, store_target().dsn if store_target.kind == "postgres" else None)
+    app2 = make_app(store2)
+    try:
+        c1 = TestClient(app)
+        assert login(c1, "sun", PW).status_code == 303
+        cookie = c1.cookies.get("cs_session")
+        c2 = TestClient(app2, cookies={"cs_session": cookie})
+        assert c2.get("/api/v1/devices").status_code == 200          # made by collector 1, valid on 2
+        tok = csrf_of(c2)                                             # the session's CSRF token, from 2
+        assert tok == csrf_of(c1)
+        r = c2.post("/api/v1/test-change", headers={"X-CSRF-Token": tok})
+        assert r.status_code == 200 and r.json() == {"role": "it", "user": "sun"}
+        c3 = TestClient(app2)
+        assert login(c3, "sun", PW).status_code == 303              # the CLI's user, through collector 2
+        assert TestClient(app, cookies={"cs_session": c3.cookies.get("cs_session")}
+                          ).get("/api/v1/devices").status_code == 200
+        assert c2.post("/ui/logout", data={"csrf": tok}, follow_redirects=False).status_code == 303
+        assert TestClient(app, cookies={"cs_session": cookie}).get("/api/v1/devices").status_code == 401
+        assert cli(cfg, "disable", "sun").returncode == 0
+        assert TestClient(app, cookies={"cs_session": c3.cookies.get("cs_session")}
+                          ).get("/api/v1/devices").status_code == 401
+        if store_target.kind == "postgres":                           # not in the local file at all
+            local = UserStore(str(tmp_path / "c.db"))
+            assert local.user("sun") is None
+            local.close()
+    finally:
+        app2.state.ui_auth.close()
+        store2.close()

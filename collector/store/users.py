@@ -1,7 +1,9 @@
 """People who log in to the web UI (``collector/ui``): users and their browser sessions.
 
 Tables in the collector database (next to ``tokens``), opened with their own connection like
-``CampusStore``:
+``CampusStore``: ``UserStore(path)`` a SQLite file, or ``UserStore(Pg(dsn))`` the shared PostgreSQL
+database with ``store.kind: postgres`` (pg_migrations/0004_users.sql; ``collector/store/sqldb.py`` runs the
+same SQL on both), so every collector knows the same users and sessions:
 
 - ``ui_users``: name (unique), password hash (``collector.ui.passwords``; NULL for directory
   users), role (admin | it | security), scope (JSON list of site or building ids; [] = whole
@@ -15,10 +17,10 @@ is storage only.
 from __future__ import annotations
 
 import json
-import sqlite3
-import threading
 import time
 from typing import Any
+
+from .sqldb import Pg, SqlDB
 
 ROLES = ("admin", "it", "security")
 SOURCES = ("local", "ldap")
@@ -61,14 +63,13 @@ class UserExists(ValueError):
 
 
 class UserStore:
-    def __init__(self, path: str):
-        self.path = path
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-        self._db.execute("PRAGMA busy_timeout=30000")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        with self._lock:
-            self._db.executescript(_SCHEMA)
+    def __init__(self, path: "str | Pg"):
+        self._db = SqlDB(path)
+        self.path = self._db.path
+        self._lock = self._db.lock
+        if not self._db.pg:
+            self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.script(_SCHEMA)
 
     def close(self) -> None:
         with self._lock:
@@ -105,13 +106,11 @@ class UserStore:
             raise ValueError(f"source must be one of {', '.join(SOURCES)}, not {source!r}")
         now = _now_ms()
         try:
-            with self._lock:
-                return self._db.execute(
-                    "INSERT INTO ui_users(name, password_hash, role, scope, source, display_name, created_ms, "
-                    "updated_ms) VALUES (?,?,?,?,?,?,?,?)",
-                    (name, password_hash, role, json.dumps(list(scope or [])), source, display_name, now,
-                     now)).lastrowid
-        except sqlite3.IntegrityError:
+            return self._db.insert(
+                "INSERT INTO ui_users(name, password_hash, role, scope, source, display_name, created_ms, "
+                "updated_ms) VALUES (?,?,?,?,?,?,?,?)",
+                (name, password_hash, role, json.dumps(list(scope or [])), source, display_name, now, now))
+        except self._db.IntegrityError:
             raise UserExists(f"user {name!r} already exists") from None
 
     def user_update(self, name: str, **changes: Any) -> bool:
@@ -128,13 +127,12 @@ class UserStore:
         if "disabled" in changes:
             changes["disabled"] = 1 if changes["disabled"] else 0
         sets = ", ".join(f"{k}=?" for k in changes)
-        with self._lock:
-            cur = self._db.execute(f"UPDATE ui_users SET {sets}, updated_ms=? WHERE name=?",
-                                   (*changes.values(), _now_ms(), name))
-            if cur.rowcount and ({"password_hash", "disabled", "role", "scope"} & set(changes)):
-                self._db.execute("DELETE FROM ui_sessions WHERE user_id=(SELECT id FROM ui_users WHERE name=?)",
-                                 (name,))
-            return cur.rowcount > 0
+        with self._db.tx() as db:       # the change and the end of the sessions together
+            n = db.execute(f"UPDATE ui_users SET {sets}, updated_ms=? WHERE name=?",
+                           (*changes.values(), _now_ms(), name)).rowcount
+            if n and ({"password_hash", "disabled", "role", "scope"} & set(changes)):
+                db.execute("DELETE FROM ui_sessions WHERE user_id=(SELECT id FROM ui_users WHERE name=?)", (name,))
+            return n > 0
 
     def touch_login(self, user_id: int) -> None:
         with self._lock:
@@ -143,10 +141,10 @@ class UserStore:
     # ------------------------------------------------------------ sessions
     def session_create(self, token_hash: str, user_id: int, csrf: str, expires_ms: int) -> None:
         now = _now_ms()
-        with self._lock:
-            self._db.execute("DELETE FROM ui_sessions WHERE expires_ms < ?", (now,))
-            self._db.execute("INSERT INTO ui_sessions(hash, user_id, csrf, created_ms, last_seen_ms, expires_ms) "
-                             "VALUES (?,?,?,?,?,?)", (token_hash, user_id, csrf, now, now, expires_ms))
+        with self._db.tx() as db:
+            db.execute("DELETE FROM ui_sessions WHERE expires_ms < ?", (now,))
+            db.execute("INSERT INTO ui_sessions(hash, user_id, csrf, created_ms, last_seen_ms, expires_ms) "
+                       "VALUES (?,?,?,?,?,?)", (token_hash, user_id, csrf, now, now, expires_ms))
 
     def session(self, token_hash: str) -> dict[str, Any] | None:
         """The session and its user (``user``), None when unknown; expiry is the caller's call."""

@@ -31,6 +31,7 @@ from typing import Any
 from fastapi import HTTPException, Request, Response
 
 from ..api.app import Principal
+from ..store.sqldb import shared_target
 from ..store.users import UserStore
 from . import passwords
 from .settings import UISettings
@@ -82,7 +83,8 @@ class Auth:
     def users(self) -> UserStore:
         with self._lock:
             if self._users is None:
-                self._users = UserStore(self.app.state.store.path)
+                # the collector database, or the shared PostgreSQL one (store.kind postgres)
+                self._users = UserStore(shared_target(self.app.state.store))
             return self._users
 
     def close(self) -> None:

@@ -85,8 +85,10 @@ def _view(u: dict | None) -> dict | None:
 
 def run(args, cfg) -> int:
     from ..store.audit import record_cli
+    from ..store.sqldb import Pg
     from ..store.users import UserExists, UserStore
-    us = UserStore(cfg.store.path)
+    # where the collector keeps them: its SQLite file, or the shared PostgreSQL database
+    us = UserStore(Pg(lambda: cfg.store.dsn.reveal()) if cfg.store.kind == "postgres" else cfg.store.path)
     pre = f"campus-sense collector user {args.user_cmd}"
     before = _view(us.user(args.name)) if hasattr(args, "name") else None
 
