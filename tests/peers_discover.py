@@ -58,6 +58,23 @@ def lldp_lines(local_port: int, rem: int, chassis_mac: str, port_id: str, sys_na
     return out
 
 
+def cdp_lines(if_index: int, device_index: int, device_id: str, device_port: str, platform: str,
+              version: str, address: str | None, capabilities: int = 0x29) -> list[str]:
+    """One cdpCacheEntry (CISCO-CDP-MIB) as a Catalyst returns it (cf. the 11048.8 row of
+    snmprec_vendors/cisco_c3750.snmprec): index ifIndex.deviceIndex, strings as OCTET STRING,
+    cdpCacheAddress the 4 address octets with cdpCacheAddressType ip(1)."""
+    i = f"{if_index}.{device_index}"
+    base = "1.3.6.1.4.1.9.9.23.1.2.1.1"
+    hx = lambda s: s.encode().hex()   # noqa: E731
+    out = [f"{base}.5.{i}|4x|{hx(version)}", f"{base}.6.{i}|4x|{hx(device_id)}",
+           f"{base}.7.{i}|4x|{hx(device_port)}", f"{base}.8.{i}|4x|{hx(platform)}",
+           f"{base}.9.{i}|4x|{capabilities:08x}", f"{base}.10.{i}|4|", f"{base}.11.{i}|2|1",
+           f"{base}.12.{i}|2|3", f"{base}.24.{i}|67|2677086091"]
+    if address:
+        out += [f"{base}.3.{i}|2|1", f"{base}.4.{i}|4x|{bytes(map(int, address.split('.'))).hex()}"]
+    return out
+
+
 class SnmpsimAt(Snmpsim):
     """snmpsimd bound to ``host:port`` (one device per loopback address)."""
 

@@ -2,9 +2,11 @@
 snmpsimd processes serving recordings of real devices (Cisco 2960X access switch, Huawei S5720 as
 the core, Ruckus ZoneDirector, UniFi AP, a Linux host answering SNMPv3 only), PJLink projectors
 (one with a password), an ONVIF camera behind a spec-built WS-Discovery responder, and a sentinel
-on 127.0.1.200 (outside the scope, but an LLDP neighbour of the access switch) that must receive
-nothing. The proposed agent.yaml passes `agent --check` and, run, delivers data of every device
-to a real collector; the campus fragment carries the LLDP uplink.
+on 127.0.1.200 (outside the scope, but an LLDP and CDP neighbour of the access switch) that must
+receive nothing. The access switch sees the core over CDP only (the Huawei in `lldp compliance cdp`
+mode), the core sees the access switch over LLDP. The proposed agent.yaml passes `agent --check`
+and, run, delivers data of every device to a real collector; the campus fragment carries the
+uplink seen over CDP.
 """
 from __future__ import annotations
 
@@ -20,7 +22,8 @@ import pytest
 
 from tests.collector_util import wait_until, write_config
 from tests.peers import Mosquitto, free_port
-from tests.peers_discover import FIX, OnvifSimAt, PJLinkAt, Sentinel, SnmpsimAt, derive_recording, lldp_lines
+from tests.peers_discover import (FIX, OnvifSimAt, PJLinkAt, Sentinel, SnmpsimAt, cdp_lines, derive_recording,
+                                  lldp_lines)
 from tests.wsd_responder import WsdResponder
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,10 +50,15 @@ def building(tmp_path_factory):
     rec.mkdir()
     acc = derive_recording(FIX / "snmprec/cisco_ios_c2960x.snmprec", rec / "acc.snmprec", "a-acc1",
                            "Building A, Room A-101",
-                           lldp_lines(11149, 1, "b4:fb:f9:ad:b8:81", "XGigabitEthernet0/0/1", "a-core",
-                                      "Huawei Versatile Routing Platform", CORE)
+                           # the core: CDP only (a Catalyst runs CDP, LLDP is off by default)
+                           cdp_lines(11149, 1, "a-core", "XGigabitEthernet0/0/1", "S5720-56C-PWR-EI-AC",
+                                     "Huawei Versatile Routing Platform Software", CORE)
+                           # x-core-2 (outside): LLDP without a management address + CDP with one: one neighbour
                            + lldp_lines(11150, 2, "48:8e:ef:71:61:60", "Te1/0/1", "x-core-2",
-                                        "Cisco IOS XE", OUTSIDE))
+                                        "Cisco IOS XE", None)
+                           + cdp_lines(11150, 3, "x-core-2.campus.local", "TenGigabitEthernet1/0/1",
+                                       "cisco C9500-24Y4C", "Cisco IOS Software [Amsterdam], Catalyst L3 Switch",
+                                       OUTSIDE))
     core = derive_recording(FIX / "snmprec/huawei_vrp_s5720.snmprec", rec / "core.snmprec", "a-core", "A-001",
                             lldp_lines(54, 1, "00:11:22:33:44:01", "Gi3/0/49", "a-acc1", "Cisco IOS", ACC))
     wlc = derive_recording(FIX / "snmprec_vendors/ruckus_zd1200.snmprec", rec / "wlc.snmprec", location="A-001")
@@ -140,11 +148,17 @@ def test_discover_propose_check_and_deliver(building, broker, tmp_path):
                      PJ1: ("projector", "projector-A-101"), PJ2: ("projector", "projector-A-101-2"),
                      CAM: ("camera", "cam-a103")}, kinds
     by = {d["ip"]: d for d in doc["devices"]}
-    assert by[CORE]["via"] == "lldp"                  # probed as the access switch's LLDP neighbour
+    assert by[CORE]["via"] == "cdp"                   # probed as the access switch's CDP neighbour
+    acc_nb = {n["sys_name"]: n for n in by[ACC]["neighbours"]}
+    assert acc_nb["a-core"] == {"local_port": "Gi3/0/49", "sys_name": "a-core", "port_id": "XGigabitEthernet0/0/1",
+                                "mgmt_ip": CORE, "protocols": ["cdp"]}
+    assert acc_nb["x-core-2"]["protocols"] == ["lldp", "cdp"] and len(acc_nb) == 2   # seen by both: once
+    assert acc_nb["x-core-2"]["mgmt_ip"] == OUTSIDE and acc_nb["x-core-2"]["local_port"] == "Gi3/0/50"
+    assert [n["mgmt_ip"] for n in by[CORE]["neighbours"] if n["protocols"] == ["lldp"]] == [ACC]
     assert by[ACC]["room"] == "A-101" and by[AP]["room"] == "A-102" and by[CAM]["room"] == "A-103"
     assert by[CAM]["protocols"] == ["onvif"] and by[CAM]["onvif"]["xaddr"].startswith(f"http://{CAM}:")
-    assert any(o.get("ip") == OUTSIDE for o in doc["outside"])
-    assert building["sentinel"].hits == []            # nothing beyond the CIDR, LLDP neighbour included
+    assert [o.get("protocols") for o in doc["outside"] if o.get("ip") == OUTSIDE] == [["lldp", "cdp"]]
+    assert building["sentinel"].hits == []            # nothing beyond the CIDR, LLDP/CDP neighbour included
     assert "progress" not in r.stdout and "addresses" in r.stderr   # progress on stderr
     # ---- the proposal: base sections kept, credentials referenced (files, not values), --check passes
     text = (etc / "agent.yaml").read_text()
@@ -155,7 +169,8 @@ def test_discover_propose_check_and_deliver(building, broker, tmp_path):
     assert r2.returncode == 0 and "8 devices" in r2.stdout, r2.stdout + r2.stderr
     frag = (etc / "campus.discovered.yaml").read_text()
     assert "{device: a-acc1, port: Gi3/0/49, role: uplink, peer: a-core, peer_port: XGigabitEthernet0/0/1}" in frag
-    assert "{device: a-acc1, port: Gi3/0/50, role: uplink}" in frag            # x-core-2: not discovered
+    assert frag.count("{device: a-acc1, port: Gi3/0/50, role: uplink}") == 1   # x-core-2: not discovered
+    assert "peer_port: XGigabitEthernet0/0/1}   # CDP" in frag
     assert "{id: a-core, role: core}" in frag and "{id: a-acc1, role: access}" in frag
     assert "{id: A-101, type: other}" in frag
     # the fragment imports into the campus model on top of what the agent declares (no type/room repeated)
@@ -249,3 +264,24 @@ async def test_modbus_device_identification_probe():
     propose.assign_ids(res.found, set())
     dev, _ = propose.device_entry(f, credmod.load(None), propose.Secrets(None, False), 30)
     assert dev["driver"] == "modbus" and dev["options"] == {"host": host, "unit": 1, "port": port}
+
+
+def test_merge_lldp_and_cdp_neighbours():
+    """A neighbour both protocols report on the same local port counts once (by address or host
+    name, CDP's domain and serial suffix ignored); another device on that port stays apart."""
+    from edge_agent.discover.probes import cdp_neighbour, merge_neighbours
+    lldp = [{"local_port": "Gi1/0/1", "ifIndex": 1, "sys_name": "dist-1", "port_id": "Te1/1"},
+            {"local_port": "Gi1/0/2", "ifIndex": 2, "sys_name": "ap-7", "mgmt_ip": "10.0.0.7"}]
+    cdp = [cdp_neighbour(r) for r in (
+        {"ifIndex": 1, "local_port": "Gi1/0/1", "device_index": 3, "device_id": "DIST-1.campus.local(FOC1234X)",
+         "device_port": "TenGigabitEthernet1/1", "platform": "cisco WS-C3850", "address_type": "ip",
+         "address": "10.0.0.2"},
+        {"ifIndex": 2, "local_port": "Gi1/0/2", "device_index": 4, "device_id": "SEP0011223344",
+         "device_port": "Port 1", "platform": "Cisco IP Phone 7841", "address_type": "ip", "address": "10.0.0.9"},
+        {"ifIndex": 3, "local_port": "Gi1/0/3", "device_index": 5, "device_id": "acc-9", "address_type": "254",
+         "address": "0a0b"})]
+    got = merge_neighbours(lldp, cdp)
+    assert [(n["local_port"], n.get("mgmt_ip"), n["protocols"]) for n in got] == [
+        ("Gi1/0/1", "10.0.0.2", ["lldp", "cdp"]), ("Gi1/0/2", "10.0.0.7", ["lldp"]),
+        ("Gi1/0/2", "10.0.0.9", ["cdp"]), ("Gi1/0/3", None, ["cdp"])]
+    assert got[0]["sys_name"] == "dist-1" and got[0]["port_id"] == "Te1/1"   # LLDP's values kept

@@ -297,6 +297,26 @@ async def test_huawei_s5720_lldp_agrees_with_net_snmp(sim):
     assert got["8626.50.1"]["sys_descr"].startswith("S5720-56C-PWR-EI-AC")
 
 
+async def test_cisco_3750_cdp_cache_agrees_with_net_snmp(sim):
+    """cdpCacheTable (CISCO-CDP-MIB), opt-in: only when the section is asked for by name."""
+    r = await _collect(sim, "cisco", sections=["cdp"])
+    base = "1.3.6.1.4.1.9.9.23.1.2.1.1"
+    ids = {k: _hex(v).decode() for k, v in oracle(sim, "cisco", f"{base}.6").items()}
+    addr = {k: _hex(v) for k, v in oracle(sim, "cisco", f"{base}.4").items()}
+    atype = {k: int(v[1]) for k, v in oracle(sim, "cisco", f"{base}.3").items()}
+    ifname = {k: _hex(v).decode() for k, v in oracle(sim, "cisco", "1.3.6.1.2.1.31.1.1.1.1").items()}
+    got = {f"{n['ifIndex']}.{n['device_index']}": n for n in r["cdp"]}
+    assert set(got) == set(ids) == {"11048.8"}
+    for k, n in got.items():
+        assert n["device_id"] == ids[k] and n["local_port"] == ifname[k.split(".")[0]]
+        assert atype[k] == 1 and n["address_type"] == "ip" and n["address"] == str(ipaddress.IPv4Address(addr[k]))
+    assert got["11048.8"] == {"ifIndex": 11048, "local_port": "Fa3/0/48", "device_index": 8,
+                              "device_id": "C2960X.uac.local", "device_port": "GigabitEthernet1/0/8",
+                              "platform": "cisco WS-C2960X-24PD-L", "address_type": "ip", "address": "10.204.88.10"}
+    assert set(r) - {"_profile", "_vendor", "_varbinds"} == {"cdp"}
+    assert "cdp" not in await _collect(sim, "cisco", sections=["lldp"])
+
+
 async def test_huawei_ac6605_wifi_agrees_with_net_snmp(sim):
     r = await _collect(sim, "huaweiac", soid="1.3.6.1.4.1.2011.2.240")
     assert r["_profile"] == "huawei"

@@ -1,4 +1,4 @@
-"""Network-depth SNMP sections: entity, lldp, fdb, arp, ip_addresses, poe, health, wifi.
+"""Network-depth SNMP sections: entity, lldp, fdb, arp, ip_addresses, poe, health, wifi (+ cdp on request).
 
 Entry point (used by ``snmp-inventory --json`` and by the SNMP driver):
 
@@ -13,7 +13,8 @@ Entry point (used by ``snmp-inventory --json`` and by the SNMP driver):
 (drivers.snmp.client.SnmpSession or drivers.snmp.fastv2c.FastV2cSession). Each table is
 collected on its own: a timeout, a protocol error or garbage values in one table are recorded
 under ``_errors`` and never lose the others. Only the columns a section needs are walked,
-several columns per GETBULK.
+several columns per GETBULK. ``cdp`` (CISCO-CDP-MIB cdpCacheTable) is opt-in: collected only when
+``sections`` names it (``campus-sense discover`` does), never by default.
 """
 from __future__ import annotations
 
@@ -40,6 +41,8 @@ ENT_CLASS = {1: "other", 2: "unknown", 3: "chassis", 4: "backplane", 5: "contain
 LLDP_REM = "1.0.8802.1.1.2.1.4.1.1"
 LLDP_LOC_PORT = "1.0.8802.1.1.2.1.3.7.1"
 LLDP_REM_MAN = "1.0.8802.1.1.2.1.4.2.1.3"   # lldpRemManAddrIfSubtype (index carries the address)
+CDP_CACHE = "1.3.6.1.4.1.9.9.23.1.2.1.1"     # cdpCacheEntry, index = ifIndex.cdpCacheDeviceIndex
+CDP_COLS = {"address_type": 3, "address": 4, "device_id": 6, "device_port": 7, "platform": 8}
 BASE_PORT_IFINDEX = "1.3.6.1.2.1.17.1.4.1.2"
 TP_FDB = "1.3.6.1.2.1.17.4.3.1"
 Q_TP_FDB = "1.3.6.1.2.1.17.7.1.2.2.1"
@@ -64,6 +67,9 @@ LLDP_CHASSIS_SUBTYPE = {1: "chassisComponent", 2: "interfaceAlias", 3: "portComp
                         5: "networkAddress", 6: "interfaceName", 7: "local"}
 LLDP_PORT_SUBTYPE = {1: "interfaceAlias", 2: "portComponent", 3: "macAddress", 4: "networkAddress",
                      5: "interfaceName", 6: "agentCircuitId", 7: "local"}
+CDP_ADDRESS_TYPE = {1: "ip", 20: "ipv6"}   # CiscoNetworkProtocol (the ones with an address we can use)
+#: sections collected only when asked for by name (not in a profile's default set)
+OPT_IN_SECTIONS = ("cdp",)
 
 DEFAULT_REPS = 25
 _profiles_cache: ProfileSet | None = None
@@ -275,6 +281,56 @@ async def collect_lldp(ctx: _Ctx) -> list | None:
             "port_descr": _text(g["port_descr"]) or None,
             "sys_name": _text(g["sys_name"]) or None,
             "sys_descr": _text(g["sys_descr"]) or None,
+        }
+        out.append({k: v for k, v in row.items() if v is not None})
+    return out
+
+
+# ---------------------------------------------------------------------------- cdp
+
+def _cdp_address(atype: int | None, v: Any) -> str | None:
+    """cdpCacheAddress: 4 octets for ip(1), 16 for ipv6(20); anything else as hex."""
+    if not isinstance(v, (bytes, bytearray)):
+        return _text(v) or None
+    b = bytes(v)
+    if not b:
+        return None
+    if atype == 1 and len(b) == 4:
+        return str(ipaddress.IPv4Address(b))
+    if atype == 20 and len(b) == 16:
+        return str(ipaddress.IPv6Address(b))
+    return b.hex()
+
+
+async def collect_cdp(ctx: _Ctx) -> list | None:
+    """CISCO-CDP-MIB cdpCacheTable: one row per CDP neighbour (local ifIndex, device id, port,
+    platform, address)."""
+    cols = {k: _col(CDP_CACHE, n) for k, n in CDP_COLS.items()}
+    r = await ctx.walk(list(cols.values()))
+    idx: set[str] = set()
+    for c in cols.values():
+        idx.update(r.get(c, {}))
+    if not idx:
+        return None
+    names = await ctx.ifnames()
+    out = []
+    for i in sorted(idx, key=_subs):
+        s = _subs(i)
+        if len(s) != 2:
+            ctx.bad("cdp")
+            continue
+        if_index, dev_index = s
+        g = {k: r.get(c, {}).get(i) for k, c in cols.items()}
+        atype = _int(g["address_type"])
+        row = {
+            "ifIndex": if_index,
+            "local_port": names.get(if_index) or str(if_index),
+            "device_index": dev_index,
+            "device_id": _text(g["device_id"]) or None,
+            "device_port": _text(g["device_port"]) or None,
+            "platform": _text(g["platform"]) or None,
+            "address_type": CDP_ADDRESS_TYPE.get(atype, str(atype)) if atype is not None else None,
+            "address": _cdp_address(atype, g["address"]),
         }
         out.append({k: v for k, v in row.items() if v is not None})
     return out
@@ -757,6 +813,7 @@ async def collect_sections(session: Any, sys_object_id: str | None, sections: li
     ps = profiles or default_profiles()
     prof = ps.select(sys_object_id, sys_descr)
     wanted = [s for s in prof.enabled_sections if sections is None or s in sections]
+    wanted += [s for s in OPT_IN_SECTIONS if sections is not None and s in sections]
     ctx = _Ctx(session, time.monotonic() + (deadline_s if deadline_s else 1e9), max_repetitions)
     out: dict[str, Any] = {}
 
@@ -794,7 +851,7 @@ async def collect_sections(session: Any, sys_object_id: str | None, sections: li
             ctx.errors["facts"] = _err(e)
         if facts:
             out.setdefault("entity", {}).setdefault("chassis", {}).update(facts)
-    steps = {"lldp": lambda: collect_lldp(ctx), "fdb": lambda: collect_fdb(ctx, prof, vlan_session),
+    steps = {"lldp": lambda: collect_lldp(ctx), "cdp": lambda: collect_cdp(ctx), "fdb": lambda: collect_fdb(ctx, prof, vlan_session),
              "arp": lambda: collect_arp(ctx), "ip_addresses": lambda: collect_ip_addresses(ctx),
              "poe": lambda: collect_poe(ctx, prof), "health": lambda: collect_health(ctx, prof, entity),
              "wifi": lambda: collect_wifi(ctx, prof)}

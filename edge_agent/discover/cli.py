@@ -37,6 +37,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-onvif", action="store_true")
     p.add_argument("--no-pjlink", action="store_true")
     p.add_argument("--no-lldp", action="store_true", help="do not follow LLDP neighbours")
+    p.add_argument("--no-cdp", action="store_true", help="do not follow CDP neighbours (CISCO-CDP-MIB)")
     p.add_argument("--no-multicast", action="store_true", help="no multicast WS-Discovery probe (never sent for "
                                                                "loopback-only CIDRs)")
     p.add_argument("--modbus", action="store_true", help="also probe Modbus TCP (Read Device Identification)")
@@ -84,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     s = Settings(snmp_port=args.snmp_port, onvif_port=args.onvif_port, pjlink_port=args.pjlink_port,
                  modbus_port=args.modbus_port, modbus=args.modbus, snmp=not args.no_snmp, onvif=not args.no_onvif,
                  pjlink=not args.no_pjlink, multicast=not args.no_multicast, rate=args.rate,
-                 concurrency=args.concurrency, timeout=args.timeout, lldp=not args.no_lldp)
+                 concurrency=args.concurrency, timeout=args.timeout, lldp=not args.no_lldp, cdp=not args.no_cdp)
     if s.snmp and not (creds.snmp.v2c or creds.snmp.v3):
         print("campus-sense discover: no SNMP credentials (--community or --credentials): SNMP is skipped",
               file=sys.stderr)

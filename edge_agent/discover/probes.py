@@ -1,7 +1,7 @@
 """Probes for one address (SNMP, WS-Discovery, PJLink, Modbus), the scope and the rate limiter.
 
 Every function that sends anything takes the :class:`Scope` and refuses an address outside it,
-so no code path (LLDP neighbours, XAddrs, multicast answers) can reach beyond the given CIDRs.
+so no code path (LLDP/CDP neighbours, XAddrs, multicast answers) can reach beyond the given CIDRs.
 """
 from __future__ import annotations
 
@@ -146,25 +146,34 @@ async def snmp_probe(scope: Scope, ip: str, port: int, creds: list, limiter: Rat
     return None
 
 
-async def snmp_lldp(scope: Scope, ip: str, port: int, cred: Any, limiter: RateLimiter, timeout: float,
-                    sys_object_id: str | None, sys_descr: str | None) -> list[dict]:
-    """LLDP neighbours of a switch: drivers.snmp.tables rows + ``mgmt_ip`` (lldpRemManAddrTable)."""
+async def snmp_neighbours(scope: Scope, ip: str, port: int, cred: Any, limiter: RateLimiter, timeout: float,
+                          sys_object_id: str | None, sys_descr: str | None, lldp: bool = True,
+                          cdp: bool = True) -> list[dict]:
+    """LLDP and CDP neighbours of a switch, merged (:func:`merge_neighbours`).
+
+    LLDP: drivers.snmp.tables rows + ``mgmt_ip`` (lldpRemManAddrTable). CDP: cdpCacheTable rows
+    (drivers.snmp.tables.collect_cdp) in the same shape. A switch that answers only one of them
+    (CDP is Cisco's, LLDP is off by default on Cisco IOS) still gives its neighbours."""
     from drivers.base import DeviceError
     from drivers.snmp import open_session
     from drivers.snmp.tables import collect_sections
     scope.check(ip)
+    want = [n for n, on in (("lldp", lldp), ("cdp", cdp)) if on]
+    if not want:
+        return []
     await limiter()
     s = open_session(snmp_options(ip, port, cred, timeout, retries=1))
+    man: dict = {}
     try:
-        sec = await collect_sections(s, sys_object_id, ["lldp"], sys_descr=sys_descr,
+        sec = await collect_sections(s, sys_object_id, want, sys_descr=sys_descr,
                                      deadline_s=max(10.0, 10 * timeout))
         rows = sec.get("lldp") or []
-        if not rows:
-            return []
-        await limiter()
-        man = (await s.walk([LLDP_MAN_ADDR])).get(LLDP_MAN_ADDR, {})
+        cdp_rows = sec.get("cdp") or []
+        if rows:
+            await limiter()
+            man = (await s.walk([LLDP_MAN_ADDR])).get(LLDP_MAN_ADDR, {})
     except (DeviceError, asyncio.TimeoutError, OSError) as e:
-        log.info("%s: LLDP not readable (%s)", ip, e)
+        log.info("%s: LLDP/CDP not readable (%s)", ip, e)
         return []
     finally:
         try:
@@ -185,7 +194,47 @@ async def snmp_lldp(scope: Scope, ip: str, port: int, cred: Any, limiter: RateLi
         ipx = addrs.get((r.get("local_port_num"), r.get("remote_index")))
         if ipx:
             r["mgmt_ip"] = ipx
-    return rows
+    return merge_neighbours(rows, [cdp_neighbour(r) for r in cdp_rows])
+
+
+def cdp_neighbour(r: dict) -> dict:
+    """A cdpCacheTable row (drivers.snmp.tables.collect_cdp) in the LLDP neighbour shape."""
+    n = {"local_port": r.get("local_port"), "ifIndex": r.get("ifIndex"), "sys_name": r.get("device_id"),
+         "port_id": r.get("device_port"), "sys_descr": r.get("platform")}
+    if r.get("address_type") in ("ip", "ipv6") and r.get("address"):
+        n["mgmt_ip"] = r["address"]
+    return {k: v for k, v in n.items() if v is not None}
+
+
+def _host_label(name: Any) -> str:
+    """``SW1.campus.local`` / ``N7K(JAF1234)`` -> ``sw1`` / ``n7k`` (CDP device ids carry domains, serials)."""
+    t = re.sub(r"\(.*\)$", "", str(name or "")).strip().lower()
+    return t.split(".")[0] if t and not re.fullmatch(r"[0-9.]+", t) else t
+
+
+def merge_neighbours(lldp: list[dict], cdp: list[dict]) -> list[dict]:
+    """LLDP rows + CDP rows, one entry per neighbour: a CDP row on the same local port as an LLDP
+    row naming the same device (management address or host name) is that row (``protocols``
+    [lldp, cdp]; a missing management address is taken from CDP), otherwise its own entry."""
+    out = [{**n, "protocols": ["lldp"]} for n in lldp]
+    for c in cdp:
+        for n in out:
+            if "cdp" in n["protocols"]:
+                continue
+            same_port = (n.get("ifIndex") == c.get("ifIndex") if n.get("ifIndex") is not None
+                         and c.get("ifIndex") is not None else n.get("local_port") == c.get("local_port"))
+            if not same_port:
+                continue
+            if (n.get("mgmt_ip") and n.get("mgmt_ip") == c.get("mgmt_ip")) or \
+                    (_host_label(n.get("sys_name")) and _host_label(n.get("sys_name")) == _host_label(c.get("sys_name"))):
+                n["protocols"].append("cdp")
+                for k in ("mgmt_ip", "sys_name", "port_id"):
+                    if not n.get(k) and c.get(k):
+                        n[k] = c[k]
+                break
+        else:
+            out.append({**c, "protocols": ["cdp"]})
+    return out
 
 
 # ----------------------------------------------------------------------------- WS-Discovery (ONVIF)
@@ -382,9 +431,9 @@ async def modbus_probe(scope: Scope, ip: str, port: int, limiter: RateLimiter, t
 class Found:
     """One address that answered."""
     ip: str
-    via: str = "sweep"                              # sweep | lldp | multicast
+    via: str = "sweep"                              # sweep | lldp | cdp | multicast
     snmp: dict | None = None                        # system group + cred index + port
-    lldp: list[dict] = field(default_factory=list)
+    neighbours: list[dict] = field(default_factory=list)   # LLDP + CDP, merged (probes.merge_neighbours)
     onvif: dict | None = None                       # {types, scopes, xaddrs, address}
     pjlink: dict | None = None
     modbus: dict | None = None

@@ -216,8 +216,12 @@ def agent_yaml(base_text: str | None, base_data: dict | None, found: dict[str, F
     return text, new, notes
 
 
+def _protos(n: dict) -> str:
+    return "/".join(p.upper() for p in n.get("protocols") or ["lldp"])
+
+
 def campus_fragment(found: dict[str, Found], site: str | None, building: str | None, cidrs: list[str]) -> str:
-    """Rooms (type to be set), switch roles and LLDP uplinks: what the agents cannot declare."""
+    """Rooms (type to be set), switch roles and LLDP/CDP uplinks: what the agents cannot declare."""
     by_ip = {f.ip: f for f in found.values()}
     by_name = {f.name.lower(): f for f in found.values() if f.name}
     by_name.update({f.id.lower(): f for f in found.values()})
@@ -225,7 +229,7 @@ def campus_fragment(found: dict[str, Found], site: str | None, building: str | N
     degree: dict[str, set[str]] = {}
     infra = ("switch", "router", "firewall", "controller")
     for f in found.values():
-        for n in f.lldp:
+        for n in f.neighbours:
             nb = by_ip.get(n.get("mgmt_ip") or "") or by_name.get(str(n.get("sys_name") or "").lower())
             links.append((f, n, nb))
             if nb is not None and nb is not f and nb.kind in infra and f.kind in infra:
@@ -243,7 +247,7 @@ def campus_fragment(found: dict[str, Found], site: str | None, building: str | N
                            else "switch", str(name))
             if hint > tiers[f.id]:
                 ports.append((f"  - {_flow({'device': f.id, 'port': port, 'role': 'uplink'})}",
-                              f"LLDP neighbour {name!r} ({n.get('port_id', '?')}) is not in the discovered set"))
+                              f"{_protos(n)} neighbour {name!r} ({n.get('port_id', '?')}) is not in the discovered set"))
             continue
         if nb is f:
             continue
@@ -261,7 +265,7 @@ def campus_fragment(found: dict[str, Found], site: str | None, building: str | N
             continue
         if n.get("port_id"):
             entry["peer_port"] = n["port_id"]
-        ports.append((f"  - {_flow(entry)}", "LLDP"))
+        ports.append((f"  - {_flow(entry)}", _protos(n)))
     rooms: dict[str, list[str]] = {}
     for f in found.values():
         if f.room:
@@ -303,8 +307,10 @@ def result_json(res, new: list[dict], notes: list[str], files: dict[str, str]) -
                      "profile": f.profile, "location": f.location, "room": f.room,
                      "protocols": [p for p in ("snmp", "onvif", "pjlink", "modbus") if getattr(f, p)],
                      "sysObjectID": (f.snmp or {}).get("object_id"), "sysDescr": (f.snmp or {}).get("descr"),
+                     "neighbours": [{k: n.get(k) for k in ("local_port", "sys_name", "port_id", "mgmt_ip", "protocols")}
+                                    for n in f.neighbours],
                      "lldp": [{k: n.get(k) for k in ("local_port", "sys_name", "port_id", "mgmt_ip")}
-                              for n in f.lldp],
+                              for n in f.neighbours if "lldp" in n["protocols"]],
                      "onvif": {k: (f.onvif or {}).get(k) for k in ("types", "scopes", "xaddr")} if f.onvif else None,
                      "pjlink": f.pjlink, "modbus": f.modbus})
     return json.dumps({"scope": res.scope, "probed": res.probed, "packets": res.packets,

@@ -1,4 +1,4 @@
-"""The discovery run: workers over the scope's addresses (LLDP neighbours first), classification."""
+"""The discovery run: workers over the scope's addresses (LLDP/CDP neighbours first), classification."""
 from __future__ import annotations
 
 import asyncio
@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 from edge_agent.discover import classify as cl
 from edge_agent.discover.probes import (Found, RateLimiter, Scope, WsdClient, modbus_probe, pjlink_probe,
-                                        snmp_lldp, snmp_probe)
+                                        snmp_neighbours, snmp_probe)
 
 log = logging.getLogger("campus_sense.discover")
 
@@ -31,6 +31,7 @@ class Settings:
     concurrency: int = 32
     timeout: float = 1.0
     lldp: bool = True
+    cdp: bool = True
 
 
 @dataclass
@@ -40,7 +41,7 @@ class Result:
     probed: int = 0
     packets: int = 0
     seconds: float = 0.0
-    outside: list[dict] = field(default_factory=list)   # LLDP neighbours / XAddrs beyond the CIDRs (not contacted)
+    outside: list[dict] = field(default_factory=list)   # LLDP/CDP neighbours / XAddrs beyond the CIDRs (not contacted)
 
 
 class Discovery:
@@ -52,7 +53,7 @@ class Discovery:
         self._priority: list[str] = []
         self._done: set[str] = set()
         self._wsd: WsdClient | None = None
-        self._lldp_named: set[str] = set()
+        self._named: dict[str, str] = {}   # neighbour address -> protocol that named it (lldp | cdp)
 
     @property
     def snmp_creds(self) -> list:
@@ -111,7 +112,7 @@ class Discovery:
         return self.result
 
     async def probe(self, ip: str) -> None:
-        f = Found(ip, via="lldp" if ip in self._lldp_named else "sweep")
+        f = Found(ip, via=self._named.get(ip, "sweep"))
         s, tasks = self.s, []
         if s.snmp and self.snmp_creds:
             tasks.append(self._snmp(f))
@@ -138,21 +139,24 @@ class Discovery:
             log.exception("SNMP profiles")
         kind, _routes = cl.classify_snmp(sysg["object_id"], sysg["descr"], f.profile, sysg["services"],
                                          sysg["bridge_ports"], sysg["ip_forwarding"])
-        if self.s.lldp and kind in ("switch", "router", "firewall", "controller"):
-            f.lldp = await snmp_lldp(self.scope, f.ip, self.s.snmp_port, self.snmp_creds[i], self.limiter,
-                                     self.s.timeout, sysg["object_id"], sysg["descr"])
-            for n in f.lldp:
+        if (self.s.lldp or self.s.cdp) and kind in ("switch", "router", "firewall", "controller"):
+            f.neighbours = await snmp_neighbours(self.scope, f.ip, self.s.snmp_port, self.snmp_creds[i],
+                                                 self.limiter, self.s.timeout, sysg["object_id"], sysg["descr"],
+                                                 lldp=self.s.lldp, cdp=self.s.cdp)
+            for n in f.neighbours:
                 ipx = n.get("mgmt_ip")
                 if not ipx:
                     continue
+                proto = "/".join(p.upper() for p in n["protocols"])
                 if ipx in self.scope:
                     if ipx not in self._done and ipx not in self._priority:
                         self._priority.append(ipx)   # probed next
-                        self._lldp_named.add(ipx)
+                        self._named[ipx] = n["protocols"][0]
                 else:
                     self.result.outside.append({"from": f.ip, "port": n.get("local_port"), "neighbour":
                                                 n.get("sys_name") or n.get("chassis_id"), "ip": ipx,
-                                                "why": "LLDP neighbour outside the CIDRs: not contacted"})
+                                                "protocols": n["protocols"],
+                                                "why": f"{proto} neighbour outside the CIDRs: not contacted"})
 
     async def _probe_onvif(self, f: Found) -> None:
         matches = await self._wsd.probe(f.ip, self.limiter, self.s.timeout)
