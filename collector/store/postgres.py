@@ -55,7 +55,7 @@ from . import syslog as _syslog
 from . import topology as _topology
 from .base import ApplyResult, Reject, SeriesQueryUnsupported, StorageUnavailable, Store, TimeSeriesSink
 from .series import AGGS, DAY
-from .sqlite import ROLES, SQLiteStore, _SeqState, _event_row, hash_token
+from .sqlite import ROLES, SQLiteStore, _SeqState, _event_row, agent_rows, hash_token
 
 log = logging.getLogger("collector.store.postgres")
 
@@ -707,42 +707,7 @@ class PostgresStore(Store):
 
     # ------------------------------------------------------------ queries
     def agents(self, now_ms: int, offline_after_s: float) -> list[dict]:
-        gaps: dict[str, list] = {}
-        for agent, epoch, a, b, det in self._q(
-                "SELECT agent, epoch, first_seq, last_seq, detected_ms FROM gaps ORDER BY agent, epoch, first_seq"):
-            gaps.setdefault(agent, []).append({"epoch": epoch, "first_seq": a, "last_seq": b, "missing": b - a + 1,
-                                               "detected_ms": det})
-        hw: dict[str, list] = {}
-        for agent, epoch, hwm, last in self._q("SELECT agent, epoch, hwm, last_ms FROM seq_state "
-                                               "WHERE hwm > 0 ORDER BY last_ms"):
-            hw.setdefault(agent, []).append({"epoch": epoch, "hwm": hwm, "last_ms": last})
-        cols = ("id", "site", "building", "state", "version", "config_hash", "drivers", "queue_depth",
-                "oldest_age_s", "dropped_total", "published_total", "first_seen_ms", "last_seen_ms", "birth_ms",
-                "death_ms", "heartbeat_ms", "info", "clock_offset_ms", "clock_ms")
-        out = []
-        for row in self._q(f"SELECT {', '.join(cols)} FROM agents ORDER BY id"):
-            a = dict(zip(cols, row))
-            off = a.pop("clock_offset_ms")
-            a["clock_offset_s"] = None if off is None else off / 1000
-            a["clock_estimated_ms"] = a.pop("clock_ms")
-            a["drivers"] = _loads(a["drivers"]) if a["drivers"] else None
-            a["info"] = a["info"] if isinstance(a["info"], dict) else {}
-            silent = a["last_seen_ms"] is None or now_ms - a["last_seen_ms"] > offline_after_s * 1000
-            if a["state"] == "offline":
-                a["online"], a["offline_reason"] = False, "death"
-            elif silent:
-                a["online"], a["offline_reason"] = False, f"silent for more than {offline_after_s:g}s"
-            else:
-                a["online"], a["offline_reason"] = True, None
-            g = gaps.get(a["id"], [])
-            a["gaps"] = g
-            a["missing_total"] = sum(x["missing"] for x in g)
-            a["epochs"] = hw.get(a["id"], [])
-            ep, last = a["info"].get("epoch"), a["info"].get("last_seq")
-            hwm = next((e["hwm"] for e in a["epochs"] if e["epoch"] == ep), 0)
-            a["seq_lag"] = max(0, last - hwm) if isinstance(last, int) and ep else None
-            out.append(a)
-        return out
+        return agent_rows(self._q, now_ms, offline_after_s)
 
     _DEV_COLS = ("id", "agent", "site", "building", "facts", "facts_ms", "first_seen_ms", "last_seen_ms",
                  "reachable", "last_poll_ms", "poll_duration_s", "driver", "reason", "error")

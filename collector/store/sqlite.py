@@ -147,6 +147,53 @@ def _nonull(f: dict) -> dict:
     return {k: v for k, v in f.items() if v is not None} if None in f.values() else f
 
 
+AGENT_COLS = ("id", "site", "building", "state", "version", "config_hash", "drivers", "queue_depth",
+              "oldest_age_s", "dropped_total", "published_total", "first_seen_ms", "last_seen_ms", "birth_ms",
+              "death_ms", "heartbeat_ms", "info", "clock_offset_ms", "clock_ms")
+
+
+def agent_rows(query, now_ms: int, offline_after_s: float) -> list[dict]:
+    """``GET /agents`` of any backend: ``query(sql) -> rows`` runs the three selects (the same SQL on
+    SQLite and PostgreSQL); online/offline with its reason, gaps, epochs, seq lag, clock offset."""
+    gaps: dict[str, list] = {}
+    for agent, epoch, a, b, det in query(
+            "SELECT agent, epoch, first_seq, last_seq, detected_ms FROM gaps ORDER BY agent, epoch, first_seq"):
+        gaps.setdefault(agent, []).append({"epoch": epoch, "first_seq": a, "last_seq": b, "missing": b - a + 1,
+                                           "detected_ms": det})
+    hw: dict[str, list] = {}
+    for agent, epoch, hwm, last in query("SELECT agent, epoch, hwm, last_ms FROM seq_state WHERE hwm > 0 "
+                                         "ORDER BY last_ms"):
+        hw.setdefault(agent, []).append({"epoch": epoch, "hwm": hwm, "last_ms": last})
+    out = []
+    for row in query(f"SELECT {', '.join(AGENT_COLS)} FROM agents ORDER BY id"):
+        a = dict(zip(AGENT_COLS, row))
+        off = a.pop("clock_offset_ms")
+        # agent clock minus collector clock (estimated); item times beyond clock.correct_above_s are
+        # stored corrected by it
+        a["clock_offset_s"] = None if off is None else off / 1000
+        a["clock_estimated_ms"] = a.pop("clock_ms")
+        a["drivers"] = _loads(a["drivers"]) if a["drivers"] else None
+        info = a["info"]
+        a["info"] = info if isinstance(info, dict) else (_loads(info) if info else {})
+        silent = a["last_seen_ms"] is None or now_ms - a["last_seen_ms"] > offline_after_s * 1000
+        if a["state"] == "offline":
+            a["online"], a["offline_reason"] = False, "death"
+        elif silent:
+            a["online"], a["offline_reason"] = False, f"silent for more than {offline_after_s:g}s"
+        else:
+            a["online"], a["offline_reason"] = True, None
+        g = gaps.get(a["id"], [])
+        a["gaps"] = g
+        a["missing_total"] = sum(x["missing"] for x in g)
+        a["epochs"] = hw.get(a["id"], [])
+        # how far the collector is behind what the agent has queued (from birth/heartbeat last_seq)
+        ep, last = a["info"].get("epoch"), a["info"].get("last_seq")
+        hwm = next((e["hwm"] for e in a["epochs"] if e["epoch"] == ep), 0)
+        a["seq_lag"] = max(0, last - hwm) if isinstance(last, int) and ep else None
+        out.append(a)
+    return out
+
+
 class SQLiteStore(Store):
     def __init__(self, path: str, sink: TimeSeriesSink | None = None, retention: Retention | None = None,
                  retention_interval_s: float = 3600, synchronous: str = "FULL", dead_letter_keep: int = 10_000,
@@ -888,44 +935,7 @@ class SQLiteStore(Store):
     # ------------------------------------------------------------ queries
     def agents(self, now_ms: int, offline_after_s: float) -> list[dict]:
         c = self.reader()
-        gaps: dict[str, list] = {}
-        for agent, epoch, a, b, det in c.execute(
-                "SELECT agent, epoch, first_seq, last_seq, detected_ms FROM gaps ORDER BY agent, epoch, first_seq"):
-            gaps.setdefault(agent, []).append({"epoch": epoch, "first_seq": a, "last_seq": b, "missing": b - a + 1,
-                                               "detected_ms": det})
-        hw: dict[str, list] = {}
-        for agent, epoch, hwm, last in c.execute("SELECT agent, epoch, hwm, last_ms FROM seq_state ORDER BY last_ms"):
-            hw.setdefault(agent, []).append({"epoch": epoch, "hwm": hwm, "last_ms": last})
-        out = []
-        cols = ("id", "site", "building", "state", "version", "config_hash", "drivers", "queue_depth",
-                "oldest_age_s", "dropped_total", "published_total", "first_seen_ms", "last_seen_ms", "birth_ms",
-                "death_ms", "heartbeat_ms", "info", "clock_offset_ms", "clock_ms")
-        for row in c.execute(f"SELECT {', '.join(cols)} FROM agents ORDER BY id"):
-            a = dict(zip(cols, row))
-            off = a.pop("clock_offset_ms")
-            # agent clock minus collector clock (estimated); item times beyond clock.correct_above_s are
-            # stored corrected by it
-            a["clock_offset_s"] = None if off is None else off / 1000
-            a["clock_estimated_ms"] = a.pop("clock_ms")
-            a["drivers"] = _loads(a["drivers"]) if a["drivers"] else None
-            a["info"] = _loads(a["info"]) if a["info"] else {}
-            silent = a["last_seen_ms"] is None or now_ms - a["last_seen_ms"] > offline_after_s * 1000
-            if a["state"] == "offline":
-                a["online"], a["offline_reason"] = False, "death"
-            elif silent:
-                a["online"], a["offline_reason"] = False, f"silent for more than {offline_after_s:g}s"
-            else:
-                a["online"], a["offline_reason"] = True, None
-            g = gaps.get(a["id"], [])
-            a["gaps"] = g
-            a["missing_total"] = sum(x["missing"] for x in g)
-            a["epochs"] = hw.get(a["id"], [])
-            # how far the collector is behind what the agent has queued (from birth/heartbeat last_seq)
-            ep, last = a["info"].get("epoch"), a["info"].get("last_seq")
-            hwm = next((e["hwm"] for e in a["epochs"] if e["epoch"] == ep), 0)
-            a["seq_lag"] = max(0, last - hwm) if isinstance(last, int) and ep else None
-            out.append(a)
-        return out
+        return agent_rows(lambda q: c.execute(q).fetchall(), now_ms, offline_after_s)
 
     _DEV_COLS = ("id", "agent", "site", "building", "facts", "facts_ms", "first_seen_ms", "last_seen_ms",
                  "reachable", "last_poll_ms", "poll_duration_s", "driver", "reason", "error")
