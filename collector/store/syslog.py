@@ -98,36 +98,22 @@ def fts_query(q: str) -> str:
 COLS = ("id", "ts_ms", "agent", "device", "host", "facility", "severity", "program", "mnemonic", "msg", "data")
 
 
-def search(conn: sqlite3.Connection, host: str | None = None, q: str | None = None, since_ms: int | None = None,
-           until_ms: int | None = None, limit: int = 100, severity: int | None = None, program: str | None = None,
-           mnemonic: str | None = None) -> list[dict]:
-    """Archived lines, newest first (see the module docstring)."""
-    sql = ("SELECT s.id, s.ts_ms, s.agent, s.device, s.host, s.facility, s.severity, s.program, s.mnemonic, s.msg, "
-           "s.data FROM syslog s WHERE s.ts_ms >= ? AND s.ts_ms < ?")
+def _filters(ph: str, host: str | None, since_ms: int | None, until_ms: int | None, severity: int | None,
+             program: str | None, mnemonic: str | None) -> tuple[str, list[Any]]:
+    """The WHERE clause shared by both databases (``ph``: the driver's placeholder)."""
+    sql = f"ts_ms >= {ph} AND ts_ms < {ph}"
     args: list[Any] = [since_ms or 0, until_ms if until_ms is not None else 2 ** 62]
     if host:
-        sql += " AND (s.host = ? OR s.device = ?)"
+        sql += f" AND (host = {ph} OR device = {ph})"
         args += [host, host]
-    if severity is not None:
-        sql += " AND s.severity <= ?"
-        args.append(severity)
-    if program:
-        sql += " AND s.program = ?"
-        args.append(program)
-    if mnemonic:
-        sql += " AND s.mnemonic = ?"
-        args.append(mnemonic)
-    if q and fts_query(q):
-        sql += " AND s.id IN (SELECT rowid FROM syslog_fts WHERE syslog_fts MATCH ?)"
-        args.append(fts_query(q))
-    sql += " ORDER BY s.ts_ms DESC, s.id DESC LIMIT ?"
-    args.append(limit)
-    try:
-        rows = conn.execute(sql, args).fetchall()
-    except sqlite3.OperationalError as e:
-        if "no such table" in str(e):
-            return []
-        raise
+    for col, op, v in (("severity", "<=", severity), ("program", "=", program), ("mnemonic", "=", mnemonic)):
+        if v is not None and v != "":
+            sql += f" AND {col} {op} {ph}"
+            args.append(v)
+    return sql, args
+
+
+def _rows(rows: Iterable) -> list[dict]:
     out = []
     for r in rows:
         e = dict(zip(COLS, r))
@@ -136,40 +122,38 @@ def search(conn: sqlite3.Connection, host: str | None = None, q: str | None = No
     return out
 
 
+_SELECT = "SELECT " + ", ".join(COLS) + " FROM syslog WHERE "
+
+
+def search(conn: sqlite3.Connection, host: str | None = None, q: str | None = None, since_ms: int | None = None,
+           until_ms: int | None = None, limit: int = 100, severity: int | None = None, program: str | None = None,
+           mnemonic: str | None = None) -> list[dict]:
+    """Archived lines, newest first (see the module docstring)."""
+    where, args = _filters("?", host, since_ms, until_ms, severity, program, mnemonic)
+    if q and fts_query(q):
+        where += " AND id IN (SELECT rowid FROM syslog_fts WHERE syslog_fts MATCH ?)"
+        args.append(fts_query(q))
+    try:
+        return _rows(conn.execute(_SELECT + where + " ORDER BY ts_ms DESC, id DESC LIMIT ?", [*args, limit]))
+    except sqlite3.OperationalError as e:
+        if "no such table" in str(e):
+            return []
+        raise
+
+
 def search_pg(query, host: str | None = None, q: str | None = None, since_ms: int | None = None,
               until_ms: int | None = None, limit: int = 100, severity: int | None = None,
               program: str | None = None, mnemonic: str | None = None) -> list[dict]:
     """``search`` on PostgreSQL (pg_migrations/0003_syslog.sql): ``query(sql, args)`` runs a
     statement; words match with ``to_tsvector('simple', msg) @@ phraseto_tsquery('simple', term)``,
     every term ANDed, like the FTS5 phrases."""
-    sql = ("SELECT id, ts_ms, agent, device, host, facility, severity, program, mnemonic, msg, data FROM syslog "
-           "WHERE ts_ms >= %s AND ts_ms < %s")
-    args: list[Any] = [since_ms or 0, until_ms if until_ms is not None else 2 ** 62]
-    if host:
-        sql += " AND (host = %s OR device = %s)"
-        args += [host, host]
-    if severity is not None:
-        sql += " AND severity <= %s"
-        args.append(severity)
-    if program:
-        sql += " AND program = %s"
-        args.append(program)
-    if mnemonic:
-        sql += " AND mnemonic = %s"
-        args.append(mnemonic)
+    where, args = _filters("%s", host, since_ms, until_ms, severity, program, mnemonic)
     for t in (q or "").split():
         t = t.strip('"')
         if t:
-            sql += " AND to_tsvector('simple', msg) @@ phraseto_tsquery('simple', %s)"
+            where += " AND to_tsvector('simple', msg) @@ phraseto_tsquery('simple', %s)"
             args.append(t)
-    sql += " ORDER BY ts_ms DESC, id DESC LIMIT %s"
-    args.append(limit)
-    out = []
-    for r in query(sql, args):
-        e = dict(zip(COLS, r))
-        e["data"] = _loads(e["data"]) if e["data"] else {}
-        out.append(e)
-    return out
+    return _rows(query(_SELECT + where + " ORDER BY ts_ms DESC, id DESC LIMIT %s", [*args, limit]))
 
 
 def count(conn: sqlite3.Connection) -> int:
