@@ -142,3 +142,25 @@ def slot_free() -> bool:
 async def aiter_records(records: list[Record]) -> AsyncIterator[Record]:
     for r in records:
         yield r
+
+
+class WarnBudget:
+    """Warnings about bad input from the network (receivers: traps, syslog, access panels): at most
+    ``per_minute`` lines a minute, then one line saying how many more there were. A flood of
+    malformed datagrams cannot fill the disk with logs."""
+
+    def __init__(self, logger: logging.Logger, prefix: str, per_minute: int = 20):
+        self.logger, self.prefix, self.per_minute = logger, prefix, per_minute
+        self._start, self._n = 0.0, 0
+
+    def __call__(self, msg: str, *args: Any) -> None:
+        now = time.monotonic()
+        if now - self._start >= 60:
+            if self._n > self.per_minute:
+                self.logger.warning("%s: %d more problems in the last minute not logged", self.prefix,
+                                    self._n - self.per_minute)
+            self._start, self._n = now, 0
+        self._n += 1
+        if self._n <= self.per_minute:
+            self.logger.warning(self.prefix + ": " + msg, *args)
+

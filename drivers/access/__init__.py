@@ -38,7 +38,7 @@ from typing import Any, Callable, Literal
 from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from campus_sense.secret import Secret, SecretError, SecretFields
-from drivers.base import DeviceError, Event, Record, Sample
+from drivers.base import DeviceError, Event, Record, Sample, WarnBudget
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ class AccessDriver:
         self._open: set[asyncio.StreamWriter] = set()
         self._server: asyncio.base_events.Server | None = None
         self._emit: Callable[[Record], None] | None = None
-        self._log_window = (0.0, 0)  # (window start, lines logged in it): bounded log volume
+        self._warn = WarnBudget(log, f"access {device_id}")  # bounded log volume
         self._unmapped_logged: set[str] = set()
         self.ready = asyncio.Event()
         self.port: int | None = None
@@ -200,18 +200,6 @@ class AccessDriver:
                 pass
 
     # ------------------------------------------------------------------ logging / counting
-    def _warn(self, msg: str, *args: Any) -> None:
-        now = time.monotonic()
-        start, n = self._log_window
-        if now - start >= 60:
-            if n > 20:
-                log.warning("access %s: %d more input problems in the last minute not logged", self.device_id, n - 20)
-            start, n = now, 0
-        n += 1
-        self._log_window = (start, n)
-        if n <= 20:
-            log.warning("access %s: " + msg, self.device_id, *args)
-
     def _malformed(self, peer: str, why: str, size: int) -> None:
         self.counters["malformed_total"] += 1
         self._warn("malformed input from %s: %s (%d bytes)", peer, why, size)  # content never logged

@@ -33,7 +33,7 @@ from typing import Any, Callable, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from campus_sense.secret import Secret, SecretError, SecretFields
-from drivers.base import DeviceError, Event, Record, Sample
+from drivers.base import DeviceError, Event, Record, Sample, WarnBudget
 from drivers.snmp.fastv2c import (NOTIFICATION_PDUS, BERError, _enc_int, _tlv, decode_oid, decode_trap_v1,
                                   decode_varbinds, encode_oid, hdr)
 from drivers.snmp_trap import usm
@@ -275,7 +275,7 @@ class SnmpTrapDriver:
         self._engines: dict[bytes, tuple[int, int, float]] = {}   # sender engine -> boots, time, at
         self._transport: asyncio.DatagramTransport | None = None
         self._emit: Callable[[Record], None] | None = None
-        self._log_window = (0.0, 0)
+        self._warn = WarnBudget(log, f"snmp_trap {device_id}")  # bounded log volume
         self.ready = asyncio.Event()
         self.port: int | None = None
 
@@ -322,18 +322,6 @@ class SnmpTrapDriver:
         return min(usm.MAX_INT, int(time.monotonic() - self._t0))
 
     # ------------------------------------------------------------------ helpers
-    def _warn(self, msg: str, *args: Any) -> None:
-        now = time.monotonic()
-        start, n = self._log_window
-        if now - start >= 60:
-            if n > 20:
-                log.warning("snmp_trap %s: %d more problems in the last minute not logged", self.device_id, n - 20)
-            start, n = now, 0
-        n += 1
-        self._log_window = (start, n)
-        if n <= 20:
-            log.warning("snmp_trap %s: " + msg, self.device_id, *args)
-
     def _allow(self, src: str) -> bool:
         """Token bucket per source address."""
         rl = self.opts.rate_limit

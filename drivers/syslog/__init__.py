@@ -28,7 +28,7 @@ from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
-from drivers.base import DeviceError, Event, Record, Sample
+from drivers.base import DeviceError, Event, Record, Sample, WarnBudget
 from drivers.syslog.parse import EVENT_SEVERITY, FACILITIES, SEVERITIES, SEVERITY_CODES, Parsed, decode, parse
 from drivers.syslog.rules import EventRule, RuleSet, load_rules
 
@@ -257,7 +257,7 @@ class SyslogDriver:
         self._udp: asyncio.DatagramTransport | None = None
         self._servers: list[asyncio.base_events.Server] = []
         self._open: set[_Stream] = set()
-        self._log_window = (0.0, 0)
+        self._warn = WarnBudget(log, f"syslog {device_id}")  # bounded log volume
         self.ready = asyncio.Event()
         self.ports: dict[str, int] = {}
 
@@ -333,18 +333,6 @@ class SyslogDriver:
                 pass
 
     # ------------------------------------------------------------------ helpers
-    def _warn(self, msg: str, *args: Any) -> None:
-        now = time.monotonic()
-        start, n = self._log_window
-        if now - start >= 60:
-            if n > 20:
-                log.warning("syslog %s: %d more problems in the last minute not logged", self.device_id, n - 20)
-            start, n = now, 0
-        n += 1
-        self._log_window = (start, n)
-        if n <= 20:
-            log.warning("syslog %s: " + msg, self.device_id, *args)
-
     def _allow(self, src: str) -> bool:
         rl = self.opts.rate_limit
         now = time.monotonic()
