@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import time
 from contextvars import ContextVar
@@ -163,4 +164,26 @@ class WarnBudget:
         self._n += 1
         if self._n <= self.per_minute:
             self.logger.warning(self.prefix + ": " + msg, *args)
+
+
+def parse_listen(v: str | None, what: str = "listen", examples: str = "0.0.0.0:162, [::]:162"
+                 ) -> tuple[str, int] | None:
+    """A receiver's listen address ``host:port``, ``[v6]:port`` or ``:port`` -> (host, port); None
+    stays None (not listening). ValueError naming ``what`` and the value otherwise."""
+    if v is None:
+        return None
+    v = str(v).strip()
+    if v.startswith("["):
+        host, _, port = v[1:].partition("]:")
+    else:
+        host, _, port = v.rpartition(":")
+    host = host or "0.0.0.0"
+    try:
+        p = int(port)
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"{what} {v!r}: expected IP:PORT (e.g. {examples})") from None
+    if not 0 <= p <= 65535:
+        raise ValueError(f"{what} {v!r}: port out of range")
+    return host, p
 

@@ -33,7 +33,7 @@ from typing import Any, Callable, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from campus_sense.secret import Secret, SecretError, SecretFields
-from drivers.base import DeviceError, Event, Record, Sample, WarnBudget
+from drivers.base import DeviceError, Event, Record, Sample, WarnBudget, parse_listen
 from drivers.snmp.fastv2c import (NOTIFICATION_PDUS, BERError, _enc_int, _tlv, decode_oid, decode_trap_v1,
                                   decode_varbinds, encode_oid, hdr)
 from drivers.snmp_trap import usm
@@ -51,22 +51,8 @@ MAX_UNKNOWN_VARBINDS = 32
 SECRET_TTL_S = 1.0
 
 
-def parse_listen(v: str) -> tuple[str, int]:
-    """``host:port``, ``[v6]:port`` or ``:port`` -> (host, port)."""
-    v = str(v).strip()
-    if v.startswith("["):
-        host, _, port = v[1:].partition("]:")
-    else:
-        host, _, port = v.rpartition(":")
-    host = host or "0.0.0.0"
-    try:
-        p = int(port)
-        ipaddress.ip_address(host)
-    except ValueError:
-        raise ValueError(f"listen {v!r}: expected IP:PORT (e.g. 0.0.0.0:162, [::]:162)") from None
-    if not 0 <= p <= 65535:
-        raise ValueError(f"listen {v!r}: port out of range")
-    return host, p
+#: examples in the error for a bad listen address
+LISTEN_EXAMPLES = "0.0.0.0:162, [::]:162"
 
 
 def _hex(v: str, what: str, lo: int = 5, hi: int = 32) -> bytes:
@@ -164,7 +150,7 @@ class Options(SecretFields):
 
     @model_validator(mode="after")
     def _check(self):
-        parse_listen(self.listen)
+        parse_listen(self.listen, "listen", LISTEN_EXAMPLES)
         if not self.communities and not self.v3_users:
             raise ValueError("set communities (v1/v2c) and/or v3_users: nothing would be accepted")
         names = [u.user for u in self.v3_users]
@@ -283,7 +269,7 @@ class SnmpTrapDriver:
     async def run(self, emit: Callable[[Record], None]) -> None:
         self._emit = emit
         self.ready.clear()
-        host, port = parse_listen(self.opts.listen)
+        host, port = parse_listen(self.opts.listen, "listen", LISTEN_EXAMPLES)
         loop = asyncio.get_running_loop()
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         try:

@@ -18,7 +18,6 @@ Per-source token bucket (drops counted); ``Sample("syslog")`` counters every ``s
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import socket
 import ssl
@@ -28,30 +27,15 @@ from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
-from drivers.base import DeviceError, Event, Record, Sample, WarnBudget
+from drivers.base import DeviceError, Event, Record, Sample, WarnBudget, parse_listen
 from drivers.syslog.parse import EVENT_SEVERITY, FACILITIES, SEVERITIES, SEVERITY_CODES, Parsed, decode, parse
 from drivers.syslog.rules import EventRule, RuleSet, load_rules
 
 log = logging.getLogger(__name__)
 
 
-def parse_listen(v: str | None, what: str) -> tuple[str, int] | None:
-    if v is None:
-        return None
-    v = str(v).strip()
-    if v.startswith("["):
-        host, _, port = v[1:].partition("]:")
-    else:
-        host, _, port = v.rpartition(":")
-    host = host or "0.0.0.0"
-    try:
-        p = int(port)
-        ipaddress.ip_address(host)
-    except ValueError:
-        raise ValueError(f"{what} {v!r}: expected IP:PORT (e.g. 0.0.0.0:514, [::]:6514)") from None
-    if not 0 <= p <= 65535:
-        raise ValueError(f"{what} {v!r}: port out of range")
-    return host, p
+#: examples in the error for a bad listen address
+LISTEN_EXAMPLES = "0.0.0.0:514, [::]:6514"
 
 
 class TLSOptions(BaseModel):
@@ -127,7 +111,7 @@ class Options(BaseModel):
         if not (self.listen_udp or self.listen_tcp or self.listen_tls):
             raise ValueError("set listen_udp, listen_tcp and/or listen_tls")
         for k in ("listen_udp", "listen_tcp", "listen_tls"):
-            parse_listen(getattr(self, k), k)
+            parse_listen(getattr(self, k), k, LISTEN_EXAMPLES)
         if self.listen_tls and self.tls is None:
             raise ValueError("listen_tls needs tls: {cert_file, key_file}")
         v = self.archive_max_severity
@@ -269,7 +253,7 @@ class SyslogDriver:
         loop = asyncio.get_running_loop()
         try:
             if o.listen_udp:
-                host, port = parse_listen(o.listen_udp, "listen_udp")
+                host, port = parse_listen(o.listen_udp, "listen_udp", LISTEN_EXAMPLES)
                 self._udp, _ = await loop.create_datagram_endpoint(
                     lambda: _Udp(self), local_addr=(host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
                 sock = self._udp.get_extra_info("socket")
@@ -282,7 +266,7 @@ class SyslogDriver:
                                     ("tls", o.listen_tls, o.tls.context() if o.listen_tls and o.tls else None)):
                 if not spec:
                     continue
-                host, port = parse_listen(spec, f"listen_{kind}")
+                host, port = parse_listen(spec, f"listen_{kind}", LISTEN_EXAMPLES)
                 srv = await loop.create_server(lambda k=kind: _Stream(self, k), host, port, ssl=ctx,
                                                reuse_address=True, ssl_handshake_timeout=10 if ctx else None)
                 self._servers.append(srv)
