@@ -47,7 +47,6 @@ from typing import Any, Callable, Iterable, Iterator
 
 import orjson
 import psycopg
-from psycopg import errors as pgerr
 
 from campus_sense.wire import AGENT_MEASUREMENT, POLL_MEASUREMENT, TOPOLOGY_MEASUREMENTS, Message, Watermark
 
@@ -55,7 +54,7 @@ from . import syslog as _syslog
 from . import topology as _topology
 from .base import ApplyResult, Reject, SeriesQueryUnsupported, StorageUnavailable, Store, TimeSeriesSink
 from .series import AGGS, DAY
-from .sqlite import ROLES, SQLiteStore, _SeqState, _event_row, agent_rows, hash_token
+from .sqlite import _STATE_COLS, ROLES, SQLiteStore, _SeqState, _event_row, agent_rows, agent_state, hash_token
 
 log = logging.getLogger("collector.store.postgres")
 
@@ -599,30 +598,12 @@ class PostgresStore(Store):
         return res, touched
 
     def _apply_state(self, w: psycopg.Connection, msg: Message, now: int) -> None:
-        b = msg.body
-        sent = b.get("sent_ms") if type(b.get("sent_ms")) is int else now
-        info = {k: v for k, v in b.items() if k not in ("v", "kind", "agent", "sent_ms")}
-        vals: dict[str, Any] = {}
-        if msg.kind == "death":
-            vals.update(state="offline", death_ms=sent)
-        else:
-            vals["state"] = "online"
-            vals["birth_ms" if msg.kind == "birth" else "heartbeat_ms"] = sent
-        for col, keys in (("version", ("version",)), ("config_hash", ("config_hash", "config")),
-                          ("queue_depth", ("queue_depth",)), ("oldest_age_s", ("oldest_age_s",)),
-                          ("dropped_total", ("dropped_total", "dropped")),
-                          ("published_total", ("published_total",))):
-            for k in keys:
-                if k in b and not isinstance(b[k], (dict, list)):
-                    v = b[k]
-                    if col in ("version", "config_hash"):
-                        v = None if v is None else str(v)
-                    else:
-                        v = _num(v, col in _INT_COLS)
-                    vals[col] = v
-                    break
-        if "drivers" in b:
-            vals["drivers"] = _dumps(b["drivers"]).decode()
+        vals, info = agent_state(msg, now)
+        for col, _ in _STATE_COLS:     # typed columns here (SQLite keeps what was sent)
+            if col in vals:
+                v = vals[col]
+                vals[col] = (None if v is None else str(v)) if col in ("version", "config_hash") \
+                    else _num(v, col in _INT_COLS)
         sets = ", ".join(f"{k}=%s" for k in vals)
         w.execute(f"UPDATE agents SET {sets}, info=cs_merge_patch(info, %s::jsonb) WHERE id=%s",
                   (*vals.values(), _json(info), msg.agent))

@@ -147,6 +147,34 @@ def _nonull(f: dict) -> dict:
     return {k: v for k, v in f.items() if v is not None} if None in f.values() else f
 
 
+#: agents columns a birth/heartbeat/death body may set, and the body keys that carry them
+_STATE_COLS = (("version", ("version",)), ("config_hash", ("config_hash", "config")),
+               ("queue_depth", ("queue_depth",)), ("oldest_age_s", ("oldest_age_s",)),
+               ("dropped_total", ("dropped_total", "dropped")), ("published_total", ("published_total",)))
+
+
+def agent_state(msg: Message, now: int) -> tuple[dict[str, Any], dict]:
+    """A birth/heartbeat/death message -> (agents columns to set, the rest of its body for ``info``);
+    the same for every backend."""
+    b = msg.body
+    sent = b.get("sent_ms") if type(b.get("sent_ms")) is int else now
+    info = {k: v for k, v in b.items() if k not in ("v", "kind", "agent", "sent_ms")}
+    vals: dict[str, Any] = {}
+    if msg.kind == "death":
+        vals.update(state="offline", death_ms=sent)
+    else:
+        vals["state"] = "online"
+        vals["birth_ms" if msg.kind == "birth" else "heartbeat_ms"] = sent
+    for col, keys in _STATE_COLS:
+        for k in keys:
+            if k in b and not isinstance(b[k], (dict, list)):
+                vals[col] = b[k]
+                break
+    if "drivers" in b:
+        vals["drivers"] = _dumps(b["drivers"]).decode()
+    return vals, info
+
+
 AGENT_COLS = ("id", "site", "building", "state", "version", "config_hash", "drivers", "queue_depth",
               "oldest_age_s", "dropped_total", "published_total", "first_seen_ms", "last_seen_ms", "birth_ms",
               "death_ms", "heartbeat_ms", "info", "clock_offset_ms", "clock_ms")
@@ -854,25 +882,7 @@ class SQLiteStore(Store):
             st.gaps_dirty = False
 
     def _apply_state(self, msg: Message, now: int) -> None:
-        b = msg.body
-        sent = b.get("sent_ms") if type(b.get("sent_ms")) is int else now
-        info = {k: v for k, v in b.items() if k not in ("v", "kind", "agent", "sent_ms")}
-        vals: dict[str, Any] = {}
-        if msg.kind == "death":
-            vals.update(state="offline", death_ms=sent)
-        else:
-            vals["state"] = "online"
-            vals["birth_ms" if msg.kind == "birth" else "heartbeat_ms"] = sent
-        for col, keys in (("version", ("version",)), ("config_hash", ("config_hash", "config")),
-                          ("queue_depth", ("queue_depth",)), ("oldest_age_s", ("oldest_age_s",)),
-                          ("dropped_total", ("dropped_total", "dropped")),
-                          ("published_total", ("published_total",))):
-            for k in keys:
-                if k in b and not isinstance(b[k], (dict, list)):
-                    vals[col] = b[k]
-                    break
-        if "drivers" in b:
-            vals["drivers"] = _dumps(b["drivers"]).decode()
+        vals, info = agent_state(msg, now)
         sets = ", ".join(f"{k}=?" for k in vals)
         self._w.execute(f"UPDATE agents SET {sets}, info=json_patch(info, ?) WHERE id=?",
                         (*vals.values(), _dumps(info).decode(), msg.agent))
