@@ -54,7 +54,7 @@ from . import syslog as _syslog
 from . import topology as _topology
 from .base import ApplyResult, Reject, SeriesQueryUnsupported, StorageUnavailable, Store, TimeSeriesSink
 from .series import AGGS, DAY
-from .sqlite import _STATE_COLS, ROLES, SQLiteStore, _SeqState, _event_row, agent_rows, agent_state, hash_token
+from .sqlite import _STATE_COLS, ROLES, SQLiteStore, _SeqState, _event_row, agent_rows, agent_state, bind_agents, hash_token
 
 log = logging.getLogger("collector.store.postgres")
 
@@ -318,37 +318,9 @@ class PostgresStore(Store):
             raise LeaseLost(f"lease {name}: epoch {epoch} of {holder} is no longer current (taken over)")
 
     def _bind(self, w: psycopg.Connection, messages: list[Message], rejects: list[Reject]) -> list[Message]:
-        """SQLiteStore._bind: an agent stays in the site/building it was first seen or enrolled with."""
-        out = []
-        bound = self._bound
-        revoked = self._revoked_agents(w)
-        for m in messages:
-            if m.seq is None and m.kind == "events":
-                out.append(m)
-                continue
-            tp = m.topic
-            if m.agent in revoked:
-                rejects.append(Reject(
-                    f"campus/v1/{tp.site}/{tp.building}/{m.agent}/{m.kind}", "agent_revoked",
-                    f"agent {m.agent} was revoked (campus-sense enrol --revoke); enrol it again to accept its data",
-                    m.raw, m.agent, m.epoch, m.seq))
-                continue
-            b = bound.get(m.agent)
-            if b is None or b != (tp.site, tp.building):
-                row = w.execute("SELECT site, building FROM agents WHERE id=%s", (m.agent,)).fetchone()
-                if row and row[0] is not None:
-                    b = bound[m.agent] = tuple(row)
-            if b is None:
-                bound[m.agent] = (tp.site, tp.building)
-            elif b != (tp.site, tp.building):
-                rejects.append(Reject(
-                    f"campus/v1/{tp.site}/{tp.building}/{m.agent}/{m.kind}", "agent_moved",
-                    f"agent {m.agent} is bound to site {b[0]} building {b[1]}, not {tp.site}/{tp.building}; "
-                    f"if it really moved: campus-sense collector agent move {m.agent} --site {tp.site} "
-                    f"--building {tp.building}", m.raw, m.agent, m.epoch, m.seq))
-                continue
-            out.append(m)
-        return out
+        """sqlite.bind_agents: an agent stays in the site/building it was first seen or enrolled with."""
+        return bind_agents(messages, rejects, self._bound, self._revoked_agents(w), lambda agent: w.execute(
+            "SELECT site, building FROM agents WHERE id=%s", (agent,)).fetchone())
 
     def _revoked_agents(self, w: psycopg.Connection) -> set[str]:
         now = time.monotonic()

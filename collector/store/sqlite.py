@@ -147,6 +147,43 @@ def _nonull(f: dict) -> dict:
     return {k: v for k, v in f.items() if v is not None} if None in f.values() else f
 
 
+def bind_agents(messages: Iterable[Message], rejects: list[Reject], bound: dict[str, tuple[str, str]],
+                revoked: set[str], lookup) -> list[Message]:
+    """An agent stays in the site and building it was first seen (or enrolled) with: a message under
+    another one is refused (dead letter ``agent_moved``) instead of moving its devices; a revoked
+    agent's messages are refused (``agent_revoked``). ``bound``: the cache, updated here;
+    ``lookup(agent) -> (site, building) | None``: the stored binding (enrolled or moved by another
+    process meanwhile). Every backend uses this."""
+    out = []
+    for m in messages:
+        if m.seq is None and m.kind == "events":   # made by the collector
+            out.append(m)
+            continue
+        tp = m.topic
+        if m.agent in revoked:
+            rejects.append(Reject(
+                f"campus/v1/{tp.site}/{tp.building}/{m.agent}/{m.kind}", "agent_revoked",
+                f"agent {m.agent} was revoked (campus-sense enrol --revoke); enrol it again to accept its data",
+                m.raw, m.agent, m.epoch, m.seq))
+            continue
+        b = bound.get(m.agent)
+        if b is None or b != (tp.site, tp.building):
+            row = lookup(m.agent)
+            if row and row[0] is not None:
+                b = bound[m.agent] = tuple(row)
+        if b is None:
+            bound[m.agent] = (tp.site, tp.building)
+        elif b != (tp.site, tp.building):
+            rejects.append(Reject(
+                f"campus/v1/{tp.site}/{tp.building}/{m.agent}/{m.kind}", "agent_moved",
+                f"agent {m.agent} is bound to site {b[0]} building {b[1]}, not {tp.site}/{tp.building}; "
+                f"if it really moved: campus-sense collector agent move {m.agent} --site {tp.site} "
+                f"--building {tp.building}", m.raw, m.agent, m.epoch, m.seq))
+            continue
+        out.append(m)
+    return out
+
+
 #: agents columns a birth/heartbeat/death body may set, and the body keys that carry them
 _STATE_COLS = (("version", ("version",)), ("config_hash", ("config_hash", "config")),
                ("queue_depth", ("queue_depth",)), ("oldest_age_s", ("oldest_age_s",)),
@@ -375,38 +412,9 @@ class SQLiteStore(Store):
         except sqlite3.Error:
             pass
     def _bind(self, messages: Iterable[Message], rejects: list[Reject]) -> list[Message]:
-        """An agent stays in the site and building it was first seen (or enrolled) with: a message
-        under another one is refused (dead letter ``agent_moved``) instead of moving its devices."""
-        out = []
-        bound = self._bound
-        revoked = self._revoked_agents()
-        for m in messages:
-            if m.seq is None and m.kind == "events":   # made by the collector
-                out.append(m)
-                continue
-            tp = m.topic
-            if m.agent in revoked:
-                rejects.append(Reject(
-                    f"campus/v1/{tp.site}/{tp.building}/{m.agent}/{m.kind}", "agent_revoked",
-                    f"agent {m.agent} was revoked (campus-sense enrol --revoke); enrol it again to accept its data",
-                    m.raw, m.agent, m.epoch, m.seq))
-                continue
-            b = bound.get(m.agent)
-            if b is None or b != (tp.site, tp.building):   # enrolled or moved by another process meanwhile?
-                row = self._w.execute("SELECT site, building FROM agents WHERE id=?", (m.agent,)).fetchone()
-                if row and row[0] is not None:
-                    b = bound[m.agent] = tuple(row)
-            if b is None:
-                bound[m.agent] = (tp.site, tp.building)
-            elif b != (tp.site, tp.building):
-                rejects.append(Reject(
-                    f"campus/v1/{tp.site}/{tp.building}/{m.agent}/{m.kind}", "agent_moved",
-                    f"agent {m.agent} is bound to site {b[0]} building {b[1]}, not {tp.site}/{tp.building}; "
-                    f"if it really moved: campus-sense collector agent move {m.agent} --site {tp.site} "
-                    f"--building {tp.building}", m.raw, m.agent, m.epoch, m.seq))
-                continue
-            out.append(m)
-        return out
+        """An agent stays in the site and building it was first seen (or enrolled) with (bind_agents)."""
+        return bind_agents(messages, rejects, self._bound, self._revoked_agents(), lambda agent: self._w.execute(
+            "SELECT site, building FROM agents WHERE id=?", (agent,)).fetchone())
 
     def _revoked_agents(self) -> set[str]:
         now = time.monotonic()
