@@ -151,3 +151,28 @@ def test_collector_config_campus_block(tmp_path):
     from campus_sense.yamlconf import ConfigError
     with pytest.raises(ConfigError, match="modle"):
         cfgmod.load(p)
+
+
+def test_model_imported_elsewhere_replaces_the_cached_one(tmp_path):
+    """Two collectors on one database (shared PostgreSQL in a district; here the SQLite file): a model
+    or registry imported through one is what the other answers with after model_check_s, without a
+    restart; rows removed by a pruning import disappear too."""
+    store = SQLiteStore(str(tmp_path / "c.db"))
+    fw = str(FIX / "firmware")
+    reader = ComplianceService(store, CampusSettings(firmware_dir=fw, model_check_s=0))
+    assert "A-101" not in reader.model()[0].rooms and not reader.model()[1].assets
+    ComplianceService(store, CampusSettings(model=[str(FIX / "campus.yaml")], registry=[str(FIX / "assets.csv")],
+                                            firmware_dir=fw)).import_files()
+    campus, registry = reader.model()
+    assert "A-101" in campus.rooms and registry.assets
+    rooms = tmp_path / "rooms.csv"
+    rooms.write_text("room,building,floor,type\nA-101,A,A-1,office\n")
+    ComplianceService(store, CampusSettings(model=[str(rooms)], prune=True, firmware_dir=fw)).import_files()
+    assert list(reader.model()[0].rooms) == ["A-101"] and reader.model()[0].rooms["A-101"].type == "office"
+    # with the default check interval the cached model is reused in between (no query per request)
+    slow = ComplianceService(store, CampusSettings(firmware_dir=fw))
+    before = slow.model()
+    rooms.write_text("room,building,floor,type\nA-101,A,A-1,teaching\n")
+    ComplianceService(store, CampusSettings(model=[str(rooms)], firmware_dir=fw)).import_files()
+    assert slow.model() is before
+    store.close()

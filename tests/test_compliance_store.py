@@ -17,6 +17,7 @@ from collector.compliance.health import building_health
 from collector.compliance.inventory import evaluate_inventory, where_is
 from collector.compliance.firmware import load_catalog
 from collector.store.sqlite import SQLiteStore
+from tests.pg_fixture import pg_server, store_target  # noqa: F401
 
 FIX = Path(__file__).parent / "fixtures" / "campus"
 ROOT = Path(__file__).resolve().parent.parent
@@ -280,3 +281,20 @@ def test_netwatch_survey_samples_reach_wifi_coverage(tmp_path):
     assert r.status == "unknown" and "no SNR" in r.message
     store.close()
     store2.close()
+
+
+def test_fingerprint_changes_with_every_save_on_both_backends(store_target):
+    """What ComplianceService compares to notice an import by another collector (shared database)."""
+    from collector.campus.model import Asset, CampusModel, Room
+    from collector.store.campus import CampusStore as Store
+    a, b = Store(store_target("db")), Store(store_target("db"))
+    empty = a.fingerprint()
+    m = CampusModel()
+    m.rooms["R-1"] = Room(id="R-1", building="A", type="teaching")
+    b.save_campus(m)
+    one = a.fingerprint()
+    assert one != empty
+    b.save_campus(m)                                  # unchanged rows: same fingerprint
+    assert a.fingerprint() == one
+    b.save_registry([Asset(asset_tag="AT-1", device_type="pc")])
+    assert a.fingerprint() != one

@@ -50,6 +50,8 @@ class ComplianceService:
         self._lock = threading.Lock()
         self._model: tuple[CampusModel, Registry] | None = None
         self._obs: tuple[float, Any] | None = None
+        self._fp: tuple = ()                  # campus_store.fingerprint() of the cached model
+        self._fp_at = float("-inf")
         self._remembered_at = float("-inf")
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -151,7 +153,18 @@ class ComplianceService:
                 # campus.yaml entries that only now have their agent's device (type, room) import now
                 self.import_files()
         with self._lock:
+            now = time.monotonic()
+            if self._model is not None and now - self._fp_at >= self.settings.model_check_s:
+                # another collector (shared PostgreSQL) or a CLI import may have changed the stored model
+                self._fp_at = now
+                try:
+                    if self.campus_store.fingerprint() != self._fp:
+                        self._model = self._obs = None
+                except Exception:  # noqa: BLE001 - a busy database: keep the model we have
+                    log.warning("campus model: cannot check for changes", exc_info=True)
             if self._model is None:
+                self._fp = self.campus_store.fingerprint()
+                self._fp_at = now
                 self._model = (self.campus_store.load_campus(), self.campus_store.load_registry())
             return self._model
 

@@ -11,6 +11,7 @@
       topology_fresh_s: 900                        # FDB/ARP/LLDP/IP samples older than this are ignored
       cache_s: 10                                  # reuse an observation snapshot this long
       declared_sync_s: 30                          # merge the agents' rooms/device types this often
+      model_check_s: 5                             # notice a model/registry imported elsewhere this soon
 
 Relative paths are relative to collector.yaml. Everything is optional: without files the
 model and registry already in the collector DB (``campus-sense report import --db``) are used.
@@ -37,6 +38,9 @@ class CampusSettings(BaseModel):
     #: how often the agents' declarations (agent.yaml room/type, from birth messages) are merged into
     #: the stored campus model (collector.campus.declared); campus.yaml entries waiting for them re-import
     declared_sync_s: float = Field(30, gt=0)
+    #: how soon a model or registry saved by another process (a second collector on the shared
+    #: PostgreSQL, ``campus-sense report import``) replaces the cached one
+    model_check_s: float = Field(5, ge=0)
 
     @field_validator("model", "registry", mode="before")
     @classmethod

@@ -138,6 +138,14 @@ class CampusStore:
                     store[obj.key if name == "ports" else obj.id] = obj
         return m
 
+    def fingerprint(self) -> tuple:
+        """Changes whenever a save (by any process sharing the database) added, updated or removed a
+        campus or registry row: (rows, newest update) per table. Cheap enough to ask every few seconds."""
+        tables = [t for t, _k, _c in _TABLES.values()] + ["registry_assets"]
+        sql = " UNION ALL ".join(f"SELECT '{t}', count(*), max(updated_at) FROM {t}" for t in tables)
+        with self._conn() as c:
+            return tuple(tuple(r) for r in c.execute(sql))
+
     # ------------------------------------------------------------------ registry
     def save_registry(self, registry: Registry | list[Asset], prune: bool = False) -> UpsertStats:
         assets = list(registry.assets.values()) if isinstance(registry, Registry) else list(registry)
