@@ -215,7 +215,10 @@ def run_sqlite(path: str, a, t0: int, t_end: int) -> dict:
     for t, dev, ports in week(a.switches, a.days, t0):
         seq += 1
         items = [wire.encode_item(wire.sample("interface", dev, t, f, tags(i))) for i, f in enumerate(ports)]
-        group.append(wire.decode(TOPIC, wire.encode_durable("metrics", AGENT, EPOCH, seq, t, items)))
+        payload = wire.encode_durable("metrics", AGENT, EPOCH, seq, t, items)
+        m = wire.decode(TOPIC, payload)
+        m.raw = payload                  # as collector/ingest.py does: the head log keeps it as received
+        group.append(m)
         samples += len(ports)
         values += sum(map(len, ports))
         if len(group) >= a.per_apply:

@@ -218,11 +218,11 @@ def test_head_survives_restart_and_sigkill_without_duplicates(tmp_path):
     got = lambda: [(x["t"], x["tags"]["ifIndex"], x["f"]) for x in stored_samples(str(db))]  # noqa: E731
     assert sorted(got()) == sorted(want)
     s = SQLiteStore(str(db))
-    assert sum(len(v) for v in s.engine.head.values()) == len(want)      # rebuilt from head_log
+    assert sum(len(rows) for hg in s.engine.head.values() for rows in hg.values()) == len(want)      # rebuilt from head_log
     assert s.seal(T0 + 2 * HOUR + 10 * MIN) > 0                          # hour 0 and 1 sealed, 2 stays in head
     s.close()
     s = SQLiteStore(str(db))
-    assert sum(len(v) for v in s.engine.head.values()) == 30 * 3
+    assert sum(len(rows) for hg in s.engine.head.values() for rows in hg.values()) == 30 * 3
     assert sorted(got()) == sorted(want)
     assert len(points(s, "in_bps", None, "avg", 1, T0, T0 + DAY)[0]) == 150
     s.close()

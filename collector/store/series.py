@@ -27,10 +27,13 @@ above it, and the head; composed to the step.
 """
 from __future__ import annotations
 
+import gc
 import logging
 import sqlite3
 from dataclasses import dataclass
 from typing import Any, Iterable
+
+from operator import itemgetter
 
 import numpy as np
 from campus_sense import wire
@@ -80,14 +83,18 @@ class Retention:
 
 
 # --------------------------------------------------------------------------- rows <-> columns
-def _columns(fields: list[dict]) -> dict[str, codec.Column]:
-    """Row dicts -> columns. Rows of one driver share their keys in the same order almost always:
-    then the values are transposed in C (zip); otherwise row by row."""
+def _columns(fields: list[dict] | tuple[dict, ...]) -> dict[str, codec.Column]:
+    """Row dicts -> columns. Rows of one driver share their keys almost always: then the values are
+    picked and transposed in C (itemgetter, zip); otherwise field by field."""
     if not fields:
         return {}
     keys = tuple(fields[0])
-    if len(set(map(tuple, fields))) == 1:
-        return {k: codec.column(list(v)) for k, v in zip(keys, zip(*[f.values() for f in fields]))}
+    nk = len(keys)
+    if nk > 1 and set(map(len, fields)) == {nk}:    # same size and every key present: same keys
+        try:
+            return {k: codec.column(list(v)) for k, v in zip(keys, zip(*map(itemgetter(*keys), fields)))}
+        except KeyError:
+            pass
     names: dict[str, None] = {}
     for f in fields:
         names.update(dict.fromkeys(f))
@@ -297,10 +304,10 @@ class SeriesEngine:
         st = dict(w.execute("SELECT name, value FROM seal_state"))
         self.hour_wm = st.get("hour", 0)
         self.day_wm = st.get("day", 0)
-        #: group id -> [(sid, t, fields)] not sealed yet
-        self.head: dict[int, list[tuple[int, int, dict]]] = {}
+        #: group id -> hour -> [(sid, t, fields)] not sealed yet, in arrival order (sealing takes whole hours)
+        self.head: dict[int, dict[int, list[tuple[int, int, dict]]]] = {}
         self.head_lock = threading.Lock()
-        self._staged: dict[int, list[tuple[int, int, dict]]] = {}
+        self._staged: dict[int, dict[int, list[tuple[int, int, dict]]]] = {}
         self._staged_lo, self._staged_hi = 1 << 62, 0
         self._log_rows: list[tuple] = []
         self.max_t = 0
@@ -310,8 +317,8 @@ class SeriesEngine:
         self._prev: dict[int, tuple[int, dict]] = {}
 
     # ---------------------------------------------------------------- write path
-    def staged(self) -> dict[int, list[tuple[int, int, dict]]]:
-        """Group id -> [(sid, t, fields)] of the transaction in progress (the caller appends)."""
+    def staged(self) -> dict[int, dict[int, list[tuple[int, int, dict]]]]:
+        """Group id -> hour -> [(sid, t, fields)] of the transaction in progress (the caller appends)."""
         return self._staged
 
     def stage_times(self, lo: int, hi: int) -> None:
@@ -341,12 +348,17 @@ class SeriesEngine:
             return
         with self.head_lock:
             head = self.head
-            for gid, rows in self._staged.items():
-                lst = head.get(gid)
-                if lst is None:
-                    head[gid] = rows
-                else:
-                    lst.extend(rows)
+            for gid, hours in self._staged.items():
+                hg = head.get(gid)
+                if hg is None:
+                    head[gid] = hours
+                    continue
+                for hour, rows in hours.items():
+                    lst = hg.get(hour)
+                    if lst is None:
+                        hg[hour] = rows
+                    else:
+                        lst.extend(rows)
             if self._staged_hi > self.max_t:
                 self.max_t = self._staged_hi
             if self._staged_lo < self.hour_wm:
@@ -376,7 +388,7 @@ class SeriesEngine:
                 if it["m"] in wire.TOPOLOGY_MEASUREMENTS:
                     continue
                 sid, gid = series_of(it["m"], it["d"], it.get("tags") or {})
-                self._staged.setdefault(gid, []).append((sid, t, f))
+                self._staged.setdefault(gid, {}).setdefault(t - t % HOUR, []).append((sid, t, f))
                 self.stage_times(t, t)
                 n += 1
         self.commit()
@@ -441,15 +453,14 @@ class SeriesEngine:
         old = self._chunk(gid, RAW, hour)
         sids = ts = None
         if old is None:   # the usual case: a closed hour sealed once, rarely two samples at one ms
-            sids = np.fromiter((r[0] for r in rows), np.int64, len(rows))
-            ts = np.fromiter((r[1] for r in rows), np.int64, len(rows))
-            order = np.lexsort((ts, sids))
+            s_, t_, fs = zip(*rows)
+            sids, ts = np.array(s_, np.int64), np.array(t_, np.int64)
+            order = np.lexsort((ts, sids))          # stable: arrival order within a (sid, t)
             sids, ts = sids[order], ts[order]
-            rows = [rows[i] for i in order.tolist()]
             if len(ts) > 1 and ((sids[1:] == sids[:-1]) & (ts[1:] == ts[:-1])).any():
                 sids = None
-            else:
-                cols = _columns([r[2] for r in rows])
+            else:   # transposed in arrival order (rows near each other in memory), then sorted
+                cols = {k: codec.take(c, order) for k, c in _columns(fs).items()}
         if sids is None:
             merged: dict[tuple[int, int], dict] = {}
             if old is not None:
@@ -501,26 +512,35 @@ class SeriesEngine:
         """Seal every head row below the cutoff (all of ``rows_by_gid`` when given: migration).
         Runs inside the caller's transaction. Returns the number of rows sealed."""
         cut = self.cutoff(now_ms) if cutoff is None else cutoff
+        cut -= cut % HOUR
+        take: dict[int, dict[int, list]] = {}
         if rows_by_gid is None:
             with self.head_lock:
-                take: dict[int, list] = {}
-                for gid, lst in self.head.items():
-                    if any(r[1] < cut for r in lst):
-                        take[gid] = [r for r in lst if r[1] < cut]
+                for gid, hours in self.head.items():
+                    hs = {h: rows for h, rows in hours.items() if h < cut}
+                    if hs:
+                        take[gid] = hs
             from_head = True
         else:
-            take, from_head = rows_by_gid, False
+            for gid, rows in rows_by_gid.items():
+                hs = take[gid] = {}
+                for r in rows:
+                    hs.setdefault(r[1] - r[1] % HOUR, []).append(r)
+            from_head = False
         n = 0
         late_days: set[int] = set()
-        for gid, rows in take.items():
-            by_hour: dict[int, list] = {}
-            for r in rows:
-                by_hour.setdefault(r[1] - r[1] % HOUR, []).append(r)
-            for hour in sorted(by_hour):
-                self._seal_hour(gid, hour, by_hour[hour])
-                if hour < self.day_wm:
-                    late_days.add((gid, hour - hour % DAY))
-            n += len(rows)
+        gc_was = gc.isenabled()
+        gc.disable()        # sealing allocates millions of short-lived objects and makes no cycles
+        try:
+            for gid, hours in take.items():
+                for hour in sorted(hours):
+                    self._seal_hour(gid, hour, hours[hour])
+                    n += len(hours[hour])
+                    if hour < self.day_wm:
+                        late_days.add((gid, hour - hour % DAY))
+        finally:
+            if gc_was:
+                gc.enable()
         new_day_wm = max(self.day_wm, cut - cut % DAY) if from_head else self.day_wm
         if new_day_wm > self.day_wm:
             for (gid,) in self.w.execute("SELECT DISTINCT grp FROM chunks WHERE res=? AND start_ms >= ? AND start_ms < ?",
@@ -544,14 +564,17 @@ class SeriesEngine:
         """The seal transaction committed: drop the sealed rows from the head."""
         cut, day_wm, take = self._sealed
         with self.head_lock:
-            for gid in take:
-                lst = self.head.get(gid, [])
-                keep = [r for r in lst if r[1] >= cut]
-                if keep:
-                    self.head[gid] = keep
-                else:
-                    self.head.pop(gid, None)
-            self.late = any(r[1] < max(cut, self.hour_wm) for lst in self.head.values() for r in lst)
+            head = self.head
+            for gid, hours in take.items():
+                hg = head.get(gid)
+                if hg is None:
+                    continue
+                for hour in hours:          # whole hours below the cut (rows of one hour share it)
+                    hg.pop(hour, None)
+                if not hg:
+                    del head[gid]
+            wm = max(cut, self.hour_wm)
+            self.late = any(h < wm for hg in head.values() for h in hg)
         self.hour_wm = max(cut, self.hour_wm)
         self.day_wm = day_wm
         self._sealed = None
@@ -583,10 +606,11 @@ class SeriesEngine:
     # ---------------------------------------------------------------- reads
     def head_rows(self, gid: int, sids: set[int] | None, start: int, end: int) -> list[tuple[int, int, dict]]:
         with self.head_lock:
-            lst = self.head.get(gid)
-            if not lst:
+            hg = self.head.get(gid)
+            if not hg:
                 return []
-            return [r for r in lst if start <= r[1] < end and (sids is None or r[0] in sids)]
+            return [r for h, lst in hg.items() if h < end and h + HOUR > start
+                    for r in lst if start <= r[1] < end and (sids is None or r[0] in sids)]
 
     def chunks(self, c: sqlite3.Connection, gid: int, res: int, start: int, end: int,
                fields: set[str] | None) -> Iterable[tuple]:

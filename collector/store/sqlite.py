@@ -21,6 +21,7 @@ import sqlite3
 import threading
 import time
 from typing import Any, Iterable
+from operator import itemgetter
 
 import numpy as np
 import orjson
@@ -89,6 +90,7 @@ _SORT = orjson.OPT_SORT_KEYS
 _SPECIAL = frozenset((POLL_MEASUREMENT, AGENT_MEASUREMENT))
 #: kept as intervals by store/topology.py, never as series
 _TOPOLOGY = frozenset(TOPOLOGY_MEASUREMENTS)
+_MEASUREMENT = itemgetter("m")
 _AGENT_FIELDS = ("queue_depth", "oldest_age_s", "dropped_total", "published_total")
 
 
@@ -492,6 +494,7 @@ class SQLiteStore(Store):
         staged = engine.staged() if engine is not None else None
         head_log: list[tuple] = []
         seen_st: set[tuple[int, int]] = set()
+        same_time = 0
         latest: dict[int, tuple] = {}
         sink_items: list[tuple[tuple[str, str, str], list[dict]]] = []   # (site, building, agent), samples
         dev_seen: dict[str, list] = {}       # device -> [agent, site, building, last_t]
@@ -509,7 +512,6 @@ class SQLiteStore(Store):
         topo_items: list[dict] = []    # topology hook: samples for store/topology.py
         to_sqlite = self.sink is None
         points = 0
-        same_time = 0
         for msg in messages:
             if msg.seq is None and msg.kind == "events":
                 # made by the collector itself (dead letters, clock skew): stored as events, no dedup
@@ -534,7 +536,7 @@ class SQLiteStore(Store):
                 points += len(items)
                 # ---- topology hook (store/topology.py): wire.TOPOLOGY_MEASUREMENTS become intervals,
                 # never series nor sink points; written below in this transaction
-                if any(it["m"] in _TOPOLOGY for it in items):
+                if not _TOPOLOGY.isdisjoint(map(_MEASUREMENT, items)):
                     rest = []
                     for it in items:
                         if it["m"] not in _TOPOLOGY:
@@ -551,6 +553,7 @@ class SQLiteStore(Store):
                 last_d = None
                 if to_sqlite:
                     last_gid = last_t = buf = None
+                    hour_lo = hour_hi = 0
                     max_t, min_t = 0, 1 << 62
                     for it in items:
                         d = it["d"]
@@ -562,10 +565,15 @@ class SQLiteStore(Store):
                         sid, gid, skey, special = s
                         t = it["t"]
                         if gid != last_gid or t != last_t:
-                            if gid != last_gid:
-                                buf = staged.get(gid)
+                            if gid != last_gid or not hour_lo <= t < hour_hi:   # the head: group -> hour -> rows
+                                hour_lo = t - t % HOUR
+                                hour_hi = hour_lo + HOUR
+                                hg = staged.get(gid)
+                                if hg is None:
+                                    hg = staged[gid] = {}
+                                buf = hg.get(hour_lo)
                                 if buf is None:
-                                    buf = staged[gid] = []
+                                    buf = hg[hour_lo] = []
                             last_gid, last_t = gid, t
                             if t > max_t:
                                 max_t = t
