@@ -298,3 +298,39 @@ def test_fingerprint_changes_with_every_save_on_both_backends(store_target):
     assert a.fingerprint() == one
     b.save_registry([Asset(asset_tag="AT-1", device_type="pc")])
     assert a.fingerprint() != one
+
+
+def test_report_cli_on_the_shared_postgresql_through_the_collector_config(tmp_path, pg_server):
+    """District: `campus-sense report ... --config collector.yaml` imports into, reports from and reads
+    the history of the PostgreSQL database the collectors share (store.kind postgres)."""
+    from collector.store.postgres import PostgresStore
+    from tests.test_store_postgres import Mem
+    dsn = pg_server.create_db("t_report_cli")
+    store = PostgresStore(dsn, sink=Mem())
+    fill(store, int(time.time() * 1000))
+    store.close()
+    (tmp_path / "c.dsn").write_text(dsn + "\n")
+    (tmp_path / "pw").write_text("x\n")
+    cfg = tmp_path / "collector.yaml"
+    cfg.write_text("mqtt:\n  host: 127.0.0.1\n  username: collector\n  password_file: pw\n"
+                   "store:\n  kind: postgres\n  dsn_file: c.dsn\n  url: http://127.0.0.1:9\n")
+
+    def report(*a):
+        return subprocess.run([sys.executable, "-m", "campus_sense", "report", *a], cwd=ROOT, capture_output=True,
+                              text=True, timeout=120)
+    r = report("import", "--config", str(cfg), "--campus", str(FIX / "campus.yaml"), "--registry", str(FIX / "assets.csv"))
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["rooms"] > 0 and dsn not in r.stdout + r.stderr   # the DSN never printed
+    r = report("coverage", "--building", "A", "--format", "json", "--config", str(cfg),
+               "--firmware-dir", str(FIX / "firmware"))
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    checks = {(c["check"], c["subject"]): c["status"] for b in rep["buildings"]
+              for c in b["checks"] + [x for room in b["rooms"] for x in room["checks"]]}
+    assert checks[("desk_port_speed", "a-acc1 GE0/0/2")] == "fail"
+    r = report("where", "de:ad:be:ef:00:01", "--config", str(cfg))
+    assert r.returncode == 0 and json.loads(r.stdout)["matches"][0]["port"] == "GE0/0/2"
+    hist = json.loads(report("history", "--config", str(cfg), "--kind", "coverage", "--building", "A").stdout)
+    assert len(hist) == 1                        # recorded in PostgreSQL, where every collector sees it
+    r = report("coverage", "--db", "x.db", "--config", str(cfg))
+    assert r.returncode == 2 and "not allowed with" in r.stderr

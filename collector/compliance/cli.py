@@ -12,7 +12,10 @@
 Campus model and registry come from files (--campus / --registry, YAML or CSV, several
 allowed) and/or the SQLite DB (--db): files given with --db are upserted into it first and the
 DB content is used, so re-imports update in place. With --db the results are appended to the
-history table and the report shows the score history.
+history table and the report shows the score history. ``--config collector.yaml`` instead of
+--db uses the collector's own store: its SQLite file, or with ``store.kind: postgres`` the
+PostgreSQL database a district's collectors share (campus model, registry, history and live data;
+the running collectors notice an import within ``campus.model_check_s``).
 """
 from __future__ import annotations
 
@@ -32,8 +35,7 @@ def _common(p: argparse.ArgumentParser, observations: bool = True) -> None:
                    help="campus model file(s): YAML, or rooms/devices/ports CSV")
     p.add_argument("--registry", nargs="+", action="extend", default=[], metavar="FILE",
                    help="asset registry file(s): CSV or YAML")
-    p.add_argument("--db", metavar="PATH", help="SQLite DB holding campus model, registry and result history "
-                                                "(the collector's DB)")
+    _target(p)
     p.add_argument("--strict", action="store_true", help="any bad row in an import file is fatal")
     p.add_argument("--policy", metavar="FILE", help="policy YAML (default firmware_configs/policy/campus-policy.yaml)")
     if observations:
@@ -45,6 +47,57 @@ def _common(p: argparse.ArgumentParser, observations: bool = True) -> None:
                        help="with --db: FDB/ARP/LLDP/IP samples older than this are ignored")
         p.add_argument("--firmware-dir", metavar="DIR", help="approved-firmware records (default "
                                                              "firmware_configs/firmware)")
+
+
+def _target(p: argparse.ArgumentParser, required: bool = False) -> None:
+    g = p.add_mutually_exclusive_group(required=required)
+    g.add_argument("--db", metavar="PATH", help="SQLite DB holding campus model, registry and result history "
+                                                "(the collector's DB)")
+    g.add_argument("--config", metavar="collector.yaml", help="the collector's store from its configuration: "
+                                                              "its SQLite file or the shared PostgreSQL database")
+
+
+class _Target:
+    """Where campus model, registry, history and live data are: ``--db`` (a collector's SQLite file,
+    live data read-only) or ``--config`` (the store a collector configuration names)."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.path: str | None = getattr(args, "db", None)
+        self.live: Any = None           # a PostgresStore (--config with store.kind postgres)
+        cfg_path = getattr(args, "config", None)
+        if cfg_path:
+            from collector.config import load
+            cfg = load(cfg_path)
+            if cfg.store.kind == "postgres":
+                from collector.main import open_store
+                self.live = open_store(cfg)
+            else:   # never a second writer on a running collector's SQLite file
+                self.path = cfg.store.path
+        self.given = bool(self.path or self.live is not None)
+
+    def campus(self) -> Any:
+        from collector.store.campus import CampusStore
+        from collector.store.sqldb import shared_target
+        if self.live is not None:
+            return CampusStore(shared_target(self.live))
+        return CampusStore(self.path) if self.path else None
+
+    def observations(self, campus, args: argparse.Namespace) -> Any:
+        from collector.compliance.build import observations_from_store, open_collector_db, with_remembered
+        db = self.live if self.live is not None else open_collector_db(self.path)
+        try:
+            obs = observations_from_store(db, campus, offline_after_s=args.offline_after_s,
+                                          topology_fresh_s=args.topology_fresh_s)
+            # read-only: what the collector remembered (last seen per MAC), nothing written here
+            return with_remembered(obs, campus, self.campus() if self.live is not None else _ReadOnlyCampus(self.path),
+                                   remember=False)
+        finally:
+            if self.live is None:
+                db.close()
+
+    def close(self) -> None:
+        if self.live is not None:
+            self.live.close()
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -67,7 +120,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.add_argument("device_id")
     _common(p)
     p = sub.add_parser("history", help="score/status history from the DB (JSON)")
-    p.add_argument("--db", required=True, metavar="PATH")
+    _target(p, required=True)
     p.add_argument("--kind", choices=("coverage", "compliance"))
     p.add_argument("--building", "-b", metavar="B")
     p.add_argument("--room", metavar="ROOM")
@@ -82,13 +135,12 @@ def _err(msg: str) -> None:
     print(msg, file=sys.stderr)
 
 
-def _load_inputs(args: argparse.Namespace, need_obs: bool = True) -> dict[str, Any]:
+def _load_inputs(args: argparse.Namespace, target: _Target, need_obs: bool = True) -> dict[str, Any]:
     from collector.campus.model import CampusModel, Registry, load_campus, load_registry
-    from collector.store.campus import CampusStore
     from collector.compliance.policy import DEFAULT_FIRMWARE_DIR, load_policy
 
     notes: list[str] = []
-    store = CampusStore(args.db) if args.db else None
+    store = target.campus()
     campus = CampusModel()
     if args.campus:
         prune = getattr(args, "prune", False)
@@ -121,22 +173,13 @@ def _load_inputs(args: argparse.Namespace, need_obs: bool = True) -> dict[str, A
     from collector.compliance.observations import Observations
 
     if not campus.buildings:
-        raise ConfigError("no campus model: give --campus FILE (or --db with an imported model)")
+        raise ConfigError("no campus model: give --campus FILE (or --db / --config with an imported model)")
     if args.observations:
         out["obs"] = Observations.load(args.observations)
-    elif args.db:
-        from collector.compliance.build import observations_from_store, open_collector_db
-        db = open_collector_db(args.db)
-        try:
-            out["obs"] = observations_from_store(db, campus, offline_after_s=args.offline_after_s,
-                                                 topology_fresh_s=args.topology_fresh_s)
-            from collector.compliance.build import with_remembered
-            # read-only: what the collector remembered (last seen per MAC), nothing written here
-            out["obs"] = with_remembered(out["obs"], campus, _ReadOnlyCampus(args.db), remember=False)
-        finally:
-            db.close()
+    elif target.given:
+        out["obs"] = target.observations(campus, args)
     else:
-        raise ConfigError("no observations: give --observations FILE.json")
+        raise ConfigError("no observations: give --observations FILE.json (or --db / --config)")
     out["catalog"] = load_catalog(args.firmware_dir or DEFAULT_FIRMWARE_DIR, strict=args.strict)
     for e in out["catalog"].errors:
         _err(f"error: {e}")
@@ -165,26 +208,33 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    target = _Target(args)
+    try:
+        return _run_on(args, target)
+    finally:
+        target.close()
+
+
+def _run_on(args: argparse.Namespace, target: _Target) -> int:
     from collector.compliance import health, report
     from collector.compliance.inventory import where_is
 
     cmd = args.report_cmd
     if cmd == "history":
-        from collector.store.campus import CampusStore
-        rows = CampusStore(args.db).history(args.kind, building=args.building, room=args.room, device=args.device,
-                                            limit=args.limit)
+        rows = target.campus().history(args.kind, building=args.building, room=args.room, device=args.device,
+                                       limit=args.limit)
         print(json.dumps(rows, indent=2, ensure_ascii=False))
         return 0
     if cmd == "import":
-        if not args.db:
-            raise ConfigError("import needs --db PATH")
-        inp = _load_inputs(args, need_obs=False)
+        if not target.given:
+            raise ConfigError("import needs --db PATH or --config collector.yaml")
+        inp = _load_inputs(args, target, need_obs=False)
         c, r = inp["campus"], inp["registry"]
-        print(json.dumps({"db": args.db, "sites": len(c.sites), "buildings": len(c.buildings),
+        print(json.dumps({"db": target.path or "postgres", "sites": len(c.sites), "buildings": len(c.buildings),
                           "rooms": len(c.rooms), "devices": len(c.devices), "ports": len(c.ports),
                           "assets": len(r.assets), "issues": inp["notes"]}, indent=2, ensure_ascii=False))
         return 0
-    inp = _load_inputs(args)
+    inp = _load_inputs(args, target)
     campus, registry, obs, policy, catalog, store = (inp["campus"], inp["registry"], inp["obs"], inp["policy"],
                                                      inp["catalog"], inp["store"])
     if cmd in ("coverage", "compliance"):
