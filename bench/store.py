@@ -27,27 +27,26 @@ ingest rate = wall clock of the POSTs + flush; its CPU from /proc/<pid>/stat. Qu
 
 Not a test: figures depend on the machine.
 
-Measured on 2026-12-07, 2 cores (shared with other work; defaults, 1m50s wall; the store code of the
-working tree at commit da66f6c plus uncommitted store edits in progress):
+Measured on 2026-12-07, 2 cores (shared with other work; defaults, ~2 min wall; commit 0e84147):
 
     4 switches x 48 ports x 3 days at 60 s, 50 messages/apply; cpus=2
-    829,296 samples, 14,925,408 field values (18.0 per sample); 71 hourly seals; building+decoding messages 16.2 CPU s (not counted)
-    SQLite chunks by res (bytes, rows): 0: 25.83 MiB/829,296, 300000: 19.86 MiB/165,888, 3600000: 1.85 MiB/13,248, 86400000: 0.12 MiB/576; head_log rows left 0; free pages 10.62 MiB
+    829,296 samples, 14,925,408 field values (18.0 per sample); 71 hourly seals; building+decoding messages 15.5 CPU s (not counted)
+    SQLite chunks by res (bytes, rows): 0: 25.06 MiB/829,296, 300000: 10.21 MiB/165,888, 3600000: 0.94 MiB/12,864, 86400000: 0.07 MiB/576; head_log rows left 0; free pages 10.77 MiB
 
                                                      SQLiteStore          victoria-metrics      goal
     samples / field values                  829,296 / 14,925,408      829,296 / 14,925,408
-    ingest CPU s (apply+seal)                 24.65 (8.03+16.62)        15.56 (VM process)
-    samples per CPU-second                                33,639                    53,297   >= 150k
-      apply only / seal only                    103,277 / 49,889
-    samples per wall second                               12,319                    54,112
-    on disk (MiB)                                          58.99                     31.97
-    bytes per value (whole file/dir)                        4.14                      2.25      <= 3
-    bytes per value (raw chunks/parts)                      1.81                      2.21
-    query 1 hour raw                             1.5 ms (60 pts)           1.4 ms (60 pts)
-    query 24 h, step 5m                        30.6 ms (288 pts)          1.7 ms (289 pts)
-    query 30 d, step 1h                         11.4 ms (72 pts)           1.4 ms (72 pts)
-    query 1 year, step 1d                         6.1 ms (4 pts)            0.9 ms (3 pts)
-    query 24 h rate(in_octets) 5m              42.5 ms (288 pts)          1.4 ms (289 pts)
+    ingest CPU s (apply+seal)                 15.15 (4.24+10.91)        15.46 (VM process)
+    samples per CPU-second                                54,743                    53,641   >= 150k
+      apply only / seal only                    195,575 / 76,023
+    samples per wall second                               24,138                    59,481
+    on disk (MiB)                                          36.89                     32.87
+    bytes per value (whole file/dir)                        2.59                      2.31      <= 3
+    bytes per value (raw chunks/parts)                      1.76                      2.27
+    query 1 hour raw                             1.1 ms (60 pts)           1.1 ms (60 pts)
+    query 24 h, step 5m                        21.5 ms (288 pts)          1.3 ms (289 pts)
+    query 30 d, step 1h                          8.0 ms (72 pts)           0.9 ms (72 pts)
+    query 1 year, step 1d                         6.8 ms (4 pts)            0.9 ms (3 pts)
+    query 24 h rate(in_octets) 5m              30.3 ms (288 pts)          1.0 ms (289 pts)
     (CPU s: this process's time.process_time() around apply/seal only; VM CPU from /proc/<pid>/stat
      over the POSTs + force_flush. Query: best of 3, one port (sw-0 ifIndex 7), ending at the data's end;
      30 d and 1 year cover the run's days only. VM: avg_over_time/rate with window = step, nocache=1)
