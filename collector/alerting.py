@@ -38,6 +38,8 @@ log = logging.getLogger("collector.alerting")
 
 #: measurements / event types that make an alert a "network" alert (visible to the it role)
 NETWORK_MEASUREMENTS = frozenset({"interface", "agent_poll", "system", "agent", "lldp"})
+#: how often a collector with partitions writes last-seen times to the shared store (hand-over bound)
+PERSIST_SHARED_MS = 5_000
 NETWORK_EVENTS = frozenset({"link_down", "link_up", "port_down", "port_up", "link_flap", "uplink_down",
                             "stp_change", "poe_fault"})
 
@@ -68,7 +70,14 @@ class Alerting:
         self.device_meta = DeviceMeta(store)
         self._missing = self.device_meta.missing
         self.topology = Topology(store)
-        self.engine = RuleEngine(ruleset, self.alert_store, device_meta=self.device_meta, topology=self.topology)
+        # partitions (district): the engine runs the rules of the sites whose partition this collector
+        # holds; PartitionedIngest hands their state over (take_over / drain / hand_over below), and
+        # last-seen times are written every 5 s so a killed collector loses at most that much of them
+        owns = getattr(ingest, "owns", None)
+        self.engine = RuleEngine(ruleset, self.alert_store, device_meta=self.device_meta, topology=self.topology,
+                                 owns=owns, persist_every_ms=PERSIST_SHARED_MS if owns else 60_000)
+        if owns is not None:
+            ingest.handover = self
         self.engine.singleton = self.singleton     # escalation / ack expiry: one collector (shared store)
         self.hub = ChangeHub()
         self.engine.listeners.append(self.hub.publish)
@@ -172,6 +181,23 @@ class Alerting:
         self.stats["queued"] += 1
         self._wake.set()
 
+    # ------------------------------------------------------------ partitions (collector/partitions.py)
+    def take_over(self, sites) -> None:
+        """A partition was taken: load its sites' rule state (before its ingest starts)."""
+        self.engine.take_over(sites)
+
+    def drain(self, timeout_s: float) -> None:
+        """A partition is given up gracefully, its ingest stopped: evaluate what it committed first."""
+        target = self.stats["queued"]
+        end = time.monotonic() + timeout_s
+        while (self.stats["processed"] < target and time.monotonic() < end
+               and self._thread is not None and self._thread.is_alive()):
+            time.sleep(0.01)
+
+    def hand_over(self, sites) -> None:
+        """A partition was given up or lost: forget its sites' rule state (alerts stay as they are)."""
+        self.engine.hand_over(sites)
+
     # ------------------------------------------------------------ engine thread
     def _run(self) -> None:
         tick_s = self.rules_cfg.tick_s
@@ -217,11 +243,11 @@ class Alerting:
             if k == "metrics":
                 if self._missing:
                     self._check_missing(msg.items)
-                e.on_samples(msg.items, agent=msg.agent)
+                e.on_samples(msg.items, agent=msg.agent, site=msg.topic.site)
             elif k == "events":
                 if self._missing:
                     self._check_missing(msg.items)
-                e.on_events(msg.items, agent=msg.agent)
+                e.on_events(msg.items, agent=msg.agent, site=msg.topic.site)
             elif k == "facts":
                 for it in msg.items:
                     self._invalidate(it.get("d"))
@@ -232,7 +258,7 @@ class Alerting:
                     for d in b.get("devices") or []:
                         if isinstance(d, dict) and isinstance(d.get("id"), str):
                             self._invalidate(d["id"])
-                            e.track_device(d["id"], t, agent=msg.agent)
+                            e.track_device(d["id"], t, agent=msg.agent, site=msg.topic.site)
                 e.on_agent_state(msg.agent, k != "death", t, site=msg.topic.site, building=msg.topic.building)
         except Exception:  # noqa: BLE001 - bad data must not stop the engine thread
             self.stats["engine_errors"] += 1

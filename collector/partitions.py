@@ -36,6 +36,12 @@ Leases (table ``leases`` in PostgreSQL: ``name, holder, epoch, expires_at``, ser
 
 Singletons (``Leases.singleton(name)``): a lease ``singleton/<name>`` taken and renewed like a
 partition; the store's retention runs only where ``singleton("retention")`` holds.
+
+Rule state follows the partitions: ``owns(site)`` is true while this collector holds the site's
+partition (lease locally valid), and ``handover`` (the alerting, collector/alerting.py) is told
+``take_over(sites)`` when a partition is taken, before its ingest starts, and ``hand_over(sites)`` when it
+is given up or lost, after its ingest stopped; a graceful release first lets it ``drain(timeout_s)`` the
+partition's committed messages, and the lease is released only after that.
 """
 from __future__ import annotations
 
@@ -124,6 +130,42 @@ class PartitionedIngest:
         self._last_error: str | None = None
         self._lock = threading.Lock()
         self.retired: dict[str, int | float] = {}    # stats of stopped partition ingests
+        #: partitions whose rules run here (taken, not yet given up); see ``owns``
+        self.owned: set[int] = set()
+        #: the rule engine's side of a hand-over: ``take_over(sites)``, ``drain(timeout_s)``, ``hand_over(sites)``
+        self.handover: Any = None
+
+    # ------------------------------------------------------------ rule state (collector/alerting.py)
+    def owns(self, site: str | None) -> bool:
+        """Whether this collector runs ``site``'s rules now: it holds the site's partition."""
+        if site is None:
+            return False
+        p = partition_of(site, self.count)
+        return p in self.owned and self.leases.valid(self._lease(p))
+
+    def _sites_in(self, ps: set[int]) -> Callable[[str | None], bool]:
+        return lambda site: site is not None and partition_of(site, self.count) in ps
+
+    def _handover(self, what: str, *args) -> None:
+        if self.handover is not None:
+            try:
+                getattr(self.handover, what)(*args)
+            except Exception:  # noqa: BLE001 - the ingest goes on; the rule state of these sites is rebuilt from data
+                log.exception("rule state %s failed", what)
+
+    def _take(self, ps: set[int]) -> None:
+        """Partitions just taken (all of one round at once: one load from the store)."""
+        if ps:
+            self.owned |= ps
+            self._handover("take_over", self._sites_in(set(ps)))
+
+    def _drop(self, p: int, graceful: bool) -> None:
+        if p not in self.owned:
+            return
+        if graceful:       # bounded: the leases are renewed by this thread
+            self._handover("drain", self.lease_s / 3)
+        self.owned.discard(p)
+        self._handover("hand_over", self._sites_in({p}))
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> "PartitionedIngest":
@@ -208,6 +250,7 @@ class PartitionedIngest:
             log.info("partition %s: releasing it for balance (%d collectors)", self._lease(p), len(live))
             self._stop_partition(p, release=True)
         # too few: take free or expired partitions, starting after our own position (spreads the race)
+        taken: set[int] = set()
         if len(self.running) < fair:
             owned = {r[0] for r in L.live("partition/")}
             start = zlib.crc32(self.holder.encode()) % self.count
@@ -223,6 +266,8 @@ class PartitionedIngest:
                     log.info("partition %s: taken (epoch %d)", name, epoch)
                     self.takeovers += 1
                     self.running[p] = None
+                    taken.add(p)
+        self._take(taken)       # rule state loaded before the partitions' ingest starts
         # (re)start ingest of held partitions whose sites changed
         for p in list(self.running):
             want = topics.get(p, [])
@@ -261,6 +306,7 @@ class PartitionedIngest:
             self.running[p] = None
             return
         self.running.pop(p, None)
+        self._drop(p, graceful=release)
         if release:
             self.leases.release(self._lease(p))
 

@@ -36,6 +36,7 @@ from .silence import in_maintenance, silenced
 log = logging.getLogger("campus_sense.rules")
 
 _META_KEYS = ("site", "building", "room", "type", "agent")
+_SEP = "\x1f"      # measurement / device in a device_m liveness key (PostgreSQL text cannot hold NUL)
 
 
 def _wall_ms() -> int:
@@ -117,16 +118,26 @@ class RuleEngine(HumanActions):
     rules: a ``RuleSet`` (``load_rules``); store: an ``AlertStore``;
     device_meta: ``device_id -> {site, building, room, type, tags, agent}`` (or None if unknown);
     clock: ``() -> epoch ms`` for human actions and for ``tick()`` without argument;
-    topology: ``device_id -> upstream switch id`` (callable or mapping), for topology inhibition.
+    topology: ``device_id -> upstream switch id`` (callable or mapping), for topology inhibition;
+    owns: ``site -> bool``, the sites whose rules this engine runs (partitions: collector/partitions.py),
+    None = every site. Data of other sites is ignored, ticks judge only owned subjects, and
+    ``take_over`` / ``hand_over`` move a partition's state through the store.
     All public methods are thread-safe. Listeners are called after the engine lock is released.
     """
+
+    #: after ``take_over`` absence / agent_offline wait this long before judging the new sites: their
+    #: last-seen times in the store may be up to one persist interval old, and the partition's queued
+    #: messages (the broker redelivers what the old holder did not acknowledge) are still coming
+    takeover_grace_ms = 30_000
 
     def __init__(self, rules: RuleSet, store: AlertStore,
                  device_meta: Callable[[str], Mapping | None] | None = None,
                  clock: Callable[[], int] | None = None,
                  topology: Callable[[str], str | None] | Mapping[str, str] | None = None,
-                 persist_every_ms: int = 60_000):
+                 persist_every_ms: int = 60_000,
+                 owns: Callable[[str | None], bool] | None = None):
         self.ruleset = rules
+        self.owns = owns
         self.store = store
         self._device_meta = device_meta or (lambda d: None)
         self.clock = clock or _wall_ms
@@ -139,6 +150,9 @@ class RuleEngine(HumanActions):
         self.singleton: Callable[[str], bool] | None = None
         self._synced_at = float("-inf")
         self._mw_rows: list | None = None
+        #: (sites, until): absence / agent_offline do not judge sites just taken over before ``until``
+        self._holds: list[tuple[Callable[[str | None], bool], int]] = []
+        self._owns_memo: dict = {}
         with self._lock:
             self._setup(rules)
 
@@ -193,27 +207,35 @@ class RuleEngine(HumanActions):
         self._now = 0
         self.bad_items = 0
         self._persisted_at: int | None = None
+        self._saved: dict[tuple, tuple] = {}    # (kind, key) -> (t, extra, site) last written
         return self._restore()
 
     # ================================================================ public: data in
-    def on_samples(self, items: Iterable[dict], agent: str | None = None) -> list[AlertChange]:
-        """Evaluate wire samples ({"m","d","t","tags","f"}); returns the alert changes (also sent to listeners)."""
+    def on_samples(self, items: Iterable[dict], agent: str | None = None,
+                   site: str | None = None) -> list[AlertChange]:
+        """Evaluate wire samples ({"m","d","t","tags","f"}) of ``agent`` at ``site``; returns the alert
+        changes (also sent to listeners)."""
         changes: list[AlertChange] = []
         with self._lock:
+            if self.owns is not None and not self.owns(site):
+                return changes
             tmax = self._samples(items, agent, changes)
             if agent is not None and tmax is not None:
-                self._agent_seen(agent, tmax, changes)
+                self._agent_seen(agent, tmax, changes, site)
             self._post(changes)
         self._dispatch(changes)
         return changes
 
-    def on_events(self, items: Iterable[dict], agent: str | None = None) -> list[AlertChange]:
+    def on_events(self, items: Iterable[dict], agent: str | None = None,
+                  site: str | None = None) -> list[AlertChange]:
         """Evaluate wire events ({"d","type","t","severity","tags","data"})."""
         changes: list[AlertChange] = []
         with self._lock:
+            if self.owns is not None and not self.owns(site):
+                return changes
             tmax = self._events(items, agent, changes)
             if agent is not None and tmax is not None:
-                self._agent_seen(agent, tmax, changes)
+                self._agent_seen(agent, tmax, changes, site)
             self._post(changes)
         self._dispatch(changes)
         return changes
@@ -223,6 +245,8 @@ class RuleEngine(HumanActions):
         """Birth/heartbeat (online=True) or death/Last Will (online=False) of an agent."""
         changes: list[AlertChange] = []
         with self._lock:
+            if self.owns is not None and not self.owns(site):
+                return changes
             ag = self._agents.get(agent)
             if ag is None:
                 ag = self._agents[agent] = _Agent(t_ms)
@@ -243,9 +267,11 @@ class RuleEngine(HumanActions):
         self._dispatch(changes)
         return changes
 
-    def track_device(self, device_id: str, t_ms: int, agent: str | None = None) -> None:
+    def track_device(self, device_id: str, t_ms: int, agent: str | None = None, site: str | None = None) -> None:
         """Declare a device as expected (e.g. from the agent's config) so staleness applies before its first sample."""
         with self._lock:
+            if self.owns is not None and not self.owns(site):
+                return
             if device_id not in self._alive:
                 self._alive[device_id] = t_ms
                 for am in self._alive_by_m.values():
@@ -259,10 +285,13 @@ class RuleEngine(HumanActions):
         with self._lock:
             now = self.clock() if now_ms is None else int(now_ms)
             self._now = max(self._now, now)
+            self._owns_memo = {}
             for key in list(self._deadlines):
                 st = self._states.get(key)
                 if st is None:
                     self._deadlines.discard(key)
+                    continue
+                if self.owns is not None and not self._mine(self._site_of(st)):
                     continue
                 if not st.rule.k.on_deadline(self, st, now, changes):
                     self._deadlines.discard(key)
@@ -295,17 +324,89 @@ class RuleEngine(HumanActions):
             self._persist()
 
     def _persist(self) -> None:
+        """Write the last-seen rows that changed since the last write (with their site when the store is
+        shared: a collector taking a partition over loads its sites' rows)."""
         da = self._device_agent
-        rows = [("device", d, t, da.get(d)) for d, t in self._alive.items()]
+        site = self._site_of_device if getattr(self.store, "shared", False) else (lambda d: None)
+        rows = [("device", d, t, da.get(d), site(d)) for d, t in self._alive.items()]
         for m, am in self._alive_by_m.items():
-            rows += [("device_m", f"{m}\x00{d}", t, None) for d, t in am.items()]
-        rows += [("agent", n, ag.last_seen, json.dumps([ag.dead_since, ag.site, ag.building]))
+            rows += [("device_m", f"{m}{_SEP}{d}", t, None, site(d)) for d, t in am.items()]
+        rows += [("agent", n, ag.last_seen, json.dumps([ag.dead_since, ag.site, ag.building]), ag.site)
                  for n, ag in self._agents.items()]
-        rows += [("standby", d, int(v), None) for d, v in self._standby.items()]
+        rows += [("standby", d, int(v), None, site(d)) for d, v in self._standby.items()]
+        saved = self._saved
+        rows = [r for r in rows if saved.get(r[:2]) != r[2:]]
         try:
             self.store.save_liveness(rows)
         except Exception:  # noqa: BLE001 - persistence trouble must not stop evaluation
             log.exception("could not persist last-seen times")
+            return
+        for r in rows:
+            saved[r[:2]] = r[2:]
+
+    # ================================================================ partitions: whose rules run here
+    def take_over(self, sites: Callable[[str | None], bool]) -> list[AlertChange]:
+        """This engine now runs the rules of ``sites`` (a partition taken over): load their active and
+        pending alerts (``for:`` continues from the original start) and last-seen times from the store.
+        Absence and agent_offline do not judge them for ``takeover_grace_ms`` (the partition's queued
+        messages arrive first)."""
+        with self._lock:
+            now = self.clock()
+            self._holds = [h for h in self._holds if h[1] > now] + [(sites, now + self.takeover_grace_ms)]
+            changes = self._restore(sites)
+        self._dispatch(changes)
+        return changes
+
+    def hand_over(self, sites: Callable[[str | None], bool]) -> None:
+        """Forget the evaluation state of ``sites`` (their partition moved to another collector):
+        last-seen times are written first; alerts stay as they are, the new holder continues them."""
+        with self._lock:
+            self._persist()
+            states = [(k, st) for k, st in self._states.items() if sites(self._site_of(st))]
+            devs = {d for src in (self._alive, self._device_agent, self._standby, self._absence_firing,
+                                  *self._alive_by_m.values()) for d in src}
+            devs = [d for d in devs if sites(self._site_of_device(d))]
+            agents = [n for n in self._agents if sites(self._site_of_agent(n))]
+            for key, st in states:
+                del self._states[key]
+                self._deadlines.discard(key)
+                self._gap_end.pop(key, None)
+                if st.alert is not None:
+                    self._active.pop(st.alert.id, None)
+                    self._by_alert.pop(st.alert.id, None)
+            for d in devs:
+                for src in (self._alive, self._device_agent, self._standby, self._absence_firing,
+                            *self._alive_by_m.values()):
+                    src.pop(d, None)
+            for n in agents:
+                del self._agents[n]
+
+    def may_judge(self, subject_id: str, now: int, agent: bool = False) -> bool:
+        """Whether a tick may open an absence / agent_offline alert for this device (or agent): its site
+        is owned here and was not just taken over."""
+        if self.owns is None:
+            return True
+        site = self._site_of_agent(subject_id) if agent else self._site_of_device(subject_id)
+        return self._mine(site) and not any(until > now and sites(site) for sites, until in self._holds)
+
+    def _mine(self, site: str | None) -> bool:
+        v = self._owns_memo.get(site)
+        if v is None:
+            v = self._owns_memo[site] = bool(self.owns(site))
+        return v
+
+    def _site_of_agent(self, agent: str | None) -> str | None:
+        ag = self._agents.get(agent) if agent else None
+        return ag.site if ag is not None else None
+
+    def _site_of_device(self, d: str) -> str | None:
+        return self._meta_of(d).get("site") or self._site_of_agent(self._device_agent.get(d))
+
+    def _site_of(self, st: _St) -> str | None:
+        if st.alert is not None and st.alert.labels.get("site"):
+            return st.alert.labels["site"]
+        sid = st.subject["id"]
+        return self._site_of_agent(sid) if st.rule.k.subject == "agent" else self._site_of_device(sid)
 
     # ================================================================ public: queries
     def alerts(self, filter: dict | None = None) -> list[Alert]:
@@ -516,11 +617,14 @@ class RuleEngine(HumanActions):
             return ts.after
         return st.default
 
-    def _agent_seen(self, agent: str, t: int, changes) -> None:
+    def _agent_seen(self, agent: str, t: int, changes, site: str | None = None) -> None:
         ag = self._agents.get(agent)
         if ag is None:
-            self._agents[agent] = _Agent(t)
+            ag = self._agents[agent] = _Agent(t)
+            ag.site = site
             return
+        if site and not ag.site:
+            ag.site = site
         if t > ag.last_seen:
             ag.last_seen = t
         if ag.dead_since is not None and t > ag.dead_since:
@@ -905,29 +1009,43 @@ class RuleEngine(HumanActions):
                 except Exception:  # noqa: BLE001 - a broken listener must not stop the engine
                     log.exception("alert listener %r failed", fn)
 
-    def _restore(self) -> list[AlertChange]:
-        """Rebuild evaluation state from the store (collector restart): last-seen times, active alerts."""
+    def _restore(self, sites: Callable[[str | None], bool] | None = None) -> list[AlertChange]:
+        """Rebuild evaluation state from the store: last-seen times, active (pending, firing) alerts; at
+        a (re)start those of the owned sites (``owns``), on a take-over those of ``sites``, merged into
+        what is there (a time only moves forward)."""
         changes: list[AlertChange] = []
         now = self.clock()
-        self._now = now
-        for kind, key, t, extra in self.store.load_liveness():
+        self._now = max(self._now, now)
+        want = sites or self.owns
+        for kind, key, t, extra, site in self.store.load_liveness():
+            if want is not None and not want(site):
+                continue
             if kind == "device":
-                self._alive[key] = t
+                if t > self._alive.get(key, t - 1):
+                    self._alive[key] = t
                 if extra:
                     self._device_agent.setdefault(key, extra)
             elif kind == "device_m":
-                m, _, d = key.partition("\x00")
-                if m in self._alive_by_m:
-                    self._alive_by_m[m][d] = t
+                m, _, d = key.partition(_SEP if _SEP in key else "\x00")
+                am = self._alive_by_m.get(m)
+                if am is not None and t > am.get(d, t - 1):
+                    am[d] = t
             elif kind == "standby":
                 self._standby[key] = bool(t)
             elif kind == "agent":
+                ag = self._agents.get(key)
+                if ag is not None:
+                    ag.last_seen = max(ag.last_seen, t)
+                    continue
                 ag = self._agents[key] = _Agent(t)
                 try:
                     ag.dead_since, ag.site, ag.building = json.loads(extra or "[null, null, null]")
                 except (ValueError, TypeError):
                     pass
+                ag.site = ag.site or site
         for a in self.store.active():
+            if want is not None and not want(a.labels.get("site")):
+                continue
             r = self._rule_by_name.get(a.rule)
             if r is None or r.kind != a.kind:
                 gone = self.store.update(a.id, now, "rule_removed", None, {"rule": a.rule}, state="resolved",
@@ -942,12 +1060,14 @@ class RuleEngine(HumanActions):
             self._track_alert(st, a)
             st.cond_since = a.started_ms
             st.last_t = a.started_ms if a.state == "pending" else None
+            if st.last_v is None:
+                st.last_v = a.value
             st.flapping = a.flapping
             if a.fired_ms is not None:
                 st.flips.append(a.fired_ms)
             if r.k.restore(self, st, a):
                 self._deadlines.add(key)
-        self._dirty = bool(self._active)
+        self._dirty = self._dirty or bool(self._active)
         self._post(changes)
         return changes
 

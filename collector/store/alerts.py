@@ -62,6 +62,7 @@ CREATE TABLE IF NOT EXISTS alert_liveness(
   key TEXT NOT NULL,
   t_ms INTEGER NOT NULL,
   extra TEXT,
+  site TEXT,
   PRIMARY KEY (kind, key)
 );
 CREATE TABLE IF NOT EXISTS alert_silences(
@@ -103,6 +104,8 @@ class AlertStore:
         self.shared = self._db.pg
         self._lock = self._db.lock
         self._db.script(SCHEMA)
+        if not self._db.pg and "site" not in {r[1] for r in self._db.execute("PRAGMA table_info(alert_liveness)")}:
+            self._db.execute("ALTER TABLE alert_liveness ADD COLUMN site TEXT")   # pg_migrations/0005 on PostgreSQL
 
     def close(self) -> None:
         with self._lock:
@@ -273,20 +276,23 @@ class AlertStore:
         return [HistoryEntry(r[0], r[1], r[2], r[3], r[4], json.loads(r[5] or "{}")) for r in rows]
 
     # ------------------------------------------------------------ liveness (last seen), for restarts
-    def save_liveness(self, rows: list[tuple[str, str, int, str | None]]) -> None:
-        """Upsert (kind, key, t_ms, extra) rows: kind device / device_m / agent / standby. A last-seen
+    def save_liveness(self, rows: list[tuple[str, str, int, str | None, str | None]]) -> None:
+        """Upsert (kind, key, t_ms, extra, site) rows: kind device / device_m / agent / standby; site: the
+        device's or agent's site (a collector taking a partition over loads its sites' rows). A last-seen
         time only moves forward (several collectors share the table: one that did not see a device
         lately must not put its time back); ``standby`` (a flag, not a time) is overwritten."""
         if not rows:
             return
         with self._tx() as cur:
-            cur.executemany("INSERT INTO alert_liveness(kind, key, t_ms, extra) VALUES (?,?,?,?) "
-                            "ON CONFLICT(kind, key) DO UPDATE SET t_ms=excluded.t_ms, extra=excluded.extra "
+            cur.executemany("INSERT INTO alert_liveness(kind, key, t_ms, extra, site) VALUES (?,?,?,?,?) "
+                            "ON CONFLICT(kind, key) DO UPDATE SET t_ms=excluded.t_ms, extra=excluded.extra, "
+                            "site=COALESCE(excluded.site, alert_liveness.site) "
                             "WHERE excluded.kind = 'standby' OR excluded.t_ms >= alert_liveness.t_ms", rows)
 
-    def load_liveness(self) -> list[tuple[str, str, int, str | None]]:
+    def load_liveness(self) -> list[tuple[str, str, int, str | None, str | None]]:
+        """Every (kind, key, t_ms, extra, site) row."""
         with self._lock:
-            return self._db.execute("SELECT kind, key, t_ms, extra FROM alert_liveness").fetchall()
+            return self._db.execute("SELECT kind, key, t_ms, extra, site FROM alert_liveness").fetchall()
 
     # ------------------------------------------------------------ silences
     def silence_create(self, matchers: list[Matcher], starts_ms: int, ends_ms: int, created_by: str,

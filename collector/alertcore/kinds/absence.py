@@ -29,6 +29,8 @@ class Absence(Kind):
                 continue
             if not r.scope_all and not eng._in_scope(r, d):
                 continue
+            if not eng.may_judge(d, now):
+                continue
             after = eng._stale_after(r, d)
             if after is None:
                 continue

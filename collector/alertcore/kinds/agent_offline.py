@@ -30,6 +30,8 @@ class AgentOffline(Kind):
                 continue
             if r.m.agents and not any(fnmatchcase(name, p) for p in r.m.agents):
                 continue
+            if not eng.may_judge(name, now, agent=True):
+                continue
             ref = ag.dead_since if ag.dead_since is not None else ag.last_seen
             # a collect: false maintenance window: the gap is expected, staleness counts from its end
             dl = max(ref, eng.expected_gap(r, key, name, now)) + r.m.after
@@ -51,6 +53,7 @@ class AgentOffline(Kind):
         sid = st.subject["id"]
         if sid not in eng._agents:
             eng._agents[sid] = _Agent(alert.fired_ms or alert.started_ms)
+            eng._agents[sid].site = alert.labels.get("site")
         return alert.state == "pending"
 
 
