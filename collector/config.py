@@ -123,6 +123,9 @@ class Store(_Strict):
     org: str = "campus"
     bucket: str = "campus"
     timeout_s: float = Field(10, gt=0)
+    #: writes in flight to url at once: each commit group waits for its own write, so the partitions
+    #: of one collector (each its own ingest) send in parallel instead of queueing behind one another
+    writers: int = Field(4, ge=1, le=64)
     #: kind postgres: libpq connection string or postgresql:// URL (secret grammar: dsn / dsn_file /
     #: dsn_env; re-read on every new connection)
     dsn: Secret | None = None

@@ -85,3 +85,57 @@ def test_ingest_to_influx_metadata_in_sqlite(tmp_path, vm, mosquitto, mqtt_users
         pub.close()
         ing.stop()
         store.close()
+
+
+class _SlowWriteServer:
+    """An InfluxDB v2 write endpoint that holds every request until released and counts how many it
+    held at once (the sink's parallelism, without timing anything)."""
+
+    def __init__(self):
+        import http.server
+        import threading
+        self.release = threading.Event()
+        self.lock = threading.Lock()
+        self.inflight = self.max_inflight = self.bodies = 0
+        srv = self
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with srv.lock:
+                    srv.inflight += 1
+                    srv.max_inflight = max(srv.max_inflight, srv.inflight)
+                srv.release.wait(10)
+                with srv.lock:
+                    srv.inflight -= 1
+                    srv.bodies += 1
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *a):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+
+@pytest.mark.parametrize("writers", [1, 4])
+def test_partitions_of_one_collector_write_in_parallel(writers):
+    """Each partition's commit waits for its own write; with ``store.writers`` > 1 they are sent at once
+    instead of queueing behind one another (one slow write no longer holds every partition)."""
+    srv = _SlowWriteServer()
+    sink = InfluxSink(srv.url, "", "campus", "campus", writers=writers)
+    try:
+        handles = [sink.write_begin([(("s", "b", f"ag{i}"), [wire.sample("interface", f"sw{i}", 1000 + i, {"x": i})])])
+                   for i in range(4)]
+        wait_until(lambda: srv.inflight == min(writers, 4), 10, f"{min(writers, 4)} writes held by the server")
+        srv.release.set()
+        for h in handles:
+            sink.write_end(h)
+        assert srv.bodies == 4 and sink.written == 4
+        assert srv.max_inflight == min(writers, 4)
+    finally:
+        srv.release.set()
+        sink.close()
+        srv.httpd.shutdown()

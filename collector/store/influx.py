@@ -11,6 +11,7 @@ sample tag of the same name); fields keep their types (int -> ``i``, float, bool
 from __future__ import annotations
 
 import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -71,14 +72,18 @@ class InfluxSink(TimeSeriesSink):
     name = "influxdb"
 
     def __init__(self, url: str, token: str, org: str, bucket: str, timeout_s: float = 10.0,
-                 chunk_lines: int = 50000):
+                 chunk_lines: int = 50000, writers: int = 4):
         self.url, self.org, self.bucket = url, org, bucket
         self.chunk = chunk_lines
-        self.client = InfluxDBClient(url=url, token=token or "none", org=org, timeout=int(timeout_s * 1000))
+        self.client = InfluxDBClient(url=url, token=token or "none", org=org, timeout=int(timeout_s * 1000),
+                                     connection_pool_maxsize=max(writers, 4))
         self.api = self.client.write_api(write_options=SYNCHRONOUS)
         self.written = 0
+        self._written_lock = threading.Lock()
         self._prefixes: dict[tuple, str] = {}
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="influx-write")
+        # ``writers`` sends at once (the partitions of one collector commit in parallel; each group
+        # waits for its own write, so per-agent order stays the commit order)
+        self._pool = ThreadPoolExecutor(writers, thread_name_prefix="influx-write")
 
     def ping(self) -> bool:
         return self.client.ping()
@@ -101,7 +106,8 @@ class InfluxSink(TimeSeriesSink):
         for i in range(0, len(lines), self.chunk):
             self.api.write(bucket=self.bucket, org=self.org, record="\n".join(lines[i:i + self.chunk]),
                            write_precision=WritePrecision.MS)
-        self.written += len(lines)
+        with self._written_lock:
+            self.written += len(lines)
 
     def _lines(self, samples: list[dict[str, Any]], origin: Origin | None = None) -> list[str]:
         lines = []
