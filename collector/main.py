@@ -52,8 +52,7 @@ def open_store(cfg):
         return PostgresStore(cfg.store.dsn.reveal, sink=sink, node=cfg.store.node, events_days=r.events_days,
                              topology_days=r.topology_days, syslog_days=r.syslog_days,
                              retention_interval_s=cfg.store.retention_interval_s,
-                             gap_days=r.raw_days, path=cfg.store.path,
-                             idle_tx_timeout_s=cfg.partitions.lease_s if getattr(cfg, "partitions", None) else None)
+                             gap_days=r.raw_days, path=cfg.store.path)
     if cfg.store.kind == "influxdb":
         from .store.influx import InfluxSink
         sink = InfluxSink(cfg.store.url, cfg.store.read_token(), cfg.store.org, cfg.store.bucket,
