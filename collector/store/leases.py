@@ -31,6 +31,12 @@ class Leases:
         if self._c is None or self._c.closed or self._c.broken:
             dsn = self._dsn() if callable(self._dsn) else self._dsn
             self._c = psycopg.connect(dsn, autocommit=True, connect_timeout=max(2, int(self.ttl_s / 3)))
+            # A commit holds its partition's lease row FOR SHARE (the fencing check). If its process is
+            # paused mid-commit (SIGSTOP, VM freeze) a takeover would wait for that lock for as long as
+            # the pause lasts, and this connection is also the one that renews our own leases: wait at
+            # most a quarter of the lease, then end that commit (_end_stalled_commit) and try again
+            # next round (bench/district.py found this).
+            self._c.execute("SELECT set_config('lock_timeout', %s, false)", (f"{max(100, int(self.ttl_s * 250))}ms",))
         return self._c
 
     def close(self) -> None:
@@ -42,16 +48,46 @@ class Leases:
         """Take ``name`` if free or expired: its new epoch, else None."""
         with self._lock:
             t0 = time.monotonic()
-            r = self._conn().execute(
-                "INSERT INTO leases(name, holder, epoch, expires_at, acquired_at) "
-                "VALUES (%s, %s, 1, now() + %s * interval '1 second', now()) "
-                "ON CONFLICT (name) DO UPDATE SET holder=excluded.holder, epoch=leases.epoch + 1, "
-                "expires_at=excluded.expires_at, acquired_at=now() WHERE leases.expires_at < now() "
-                "RETURNING epoch", (name, self.holder, self.ttl_s)).fetchone()
+            try:
+                r = self._conn().execute(
+                    "INSERT INTO leases(name, holder, epoch, expires_at, acquired_at) "
+                    "VALUES (%s, %s, 1, now() + %s * interval '1 second', now()) "
+                    "ON CONFLICT (name) DO UPDATE SET holder=excluded.holder, epoch=leases.epoch + 1, "
+                    "expires_at=excluded.expires_at, acquired_at=now() WHERE leases.expires_at < now() "
+                    "RETURNING epoch", (name, self.holder, self.ttl_s)).fetchone()
+            except psycopg.errors.LockNotAvailable:
+                # expired, but a commit of its holder still holds the row FOR SHARE: the holder was
+                # paused (or hung) in the middle of a commit for longer than the lease
+                self._end_stalled_commit(name)
+                return None
             if r is None:
                 return None
             self.held[name] = [r[0], t0 + self.ttl_s]
             return r[0]
+
+    def _end_stalled_commit(self, name: str) -> None:
+        """End the session of a commit that holds the expired lease ``name`` FOR SHARE (the row's
+        ``xmax`` is its transaction id) once the lease has been expired for a third of ``ttl_s``.
+        Its transaction is rolled back: nothing of it is acknowledged, the broker hands its
+        messages to the next holder, and the old holder's retry is refused by the fencing check.
+        A paused process cannot end the transaction itself (in bench/district.py PostgreSQL's
+        ``idle_in_transaction_session_timeout`` did not end it either: the server may be waiting in
+        the middle of a pipelined ``executemany``, which is not "idle"). Needs the same database role
+        as the other collectors, no superuser. A row locked by several transactions (a multixact)
+        is not matched: the takeover then waits for the commit as before."""
+        try:
+            rows = self._conn().execute(
+                "SELECT a.pid, pg_terminate_backend(a.pid) FROM leases l JOIN pg_stat_activity a "
+                "ON a.backend_xid = l.xmax WHERE l.name = %s AND l.expires_at < now() - %s * interval '1 second' "
+                "AND a.pid <> pg_backend_pid()", (name, self.ttl_s / 3)).fetchall()
+        except psycopg.Error as e:
+            log.warning("lease %s: cannot end the stalled commit holding it: %s", name, e)
+            return
+        if rows:
+            log.warning("lease %s: expired, but its holder's commit still held it; ended that session (pid %s)",
+                        name, ", ".join(str(r[0]) for r in rows))
+        else:
+            log.info("lease %s: its holder is committing; not taken this round", name)
 
     def renew(self, names: list[str]) -> list[str]:
         """Renew held leases; returns the ones lost (taken over). Raises psycopg.Error when the
