@@ -78,6 +78,8 @@ class Alerting:
                                  owns=owns, persist_every_ms=PERSIST_SHARED_MS if owns else 60_000)
         if owns is not None:
             ingest.handover = self
+            # a partition just taken: its agents' queued messages arrive within about a lease
+            self.engine.takeover_grace_ms = int(2000 * ingest.lease_s)
         self.engine.singleton = self.singleton     # escalation / ack expiry: one collector (shared store)
         self.hub = ChangeHub()
         self.engine.listeners.append(self.hub.publish)
