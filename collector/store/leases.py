@@ -48,24 +48,26 @@ class Leases:
         """Take ``name`` if free or expired: its new epoch, else None."""
         with self._lock:
             t0 = time.monotonic()
-            try:
-                r = self._conn().execute(
-                    "INSERT INTO leases(name, holder, epoch, expires_at, acquired_at) "
-                    "VALUES (%s, %s, 1, now() + %s * interval '1 second', now()) "
-                    "ON CONFLICT (name) DO UPDATE SET holder=excluded.holder, epoch=leases.epoch + 1, "
-                    "expires_at=excluded.expires_at, acquired_at=now() WHERE leases.expires_at < now() "
-                    "RETURNING epoch", (name, self.holder, self.ttl_s)).fetchone()
-            except psycopg.errors.LockNotAvailable:
-                # expired, but a commit of its holder still holds the row FOR SHARE: the holder was
-                # paused (or hung) in the middle of a commit for longer than the lease
-                self._end_stalled_commit(name)
-                return None
+            for attempt in (1, 2):
+                try:
+                    r = self._conn().execute(
+                        "INSERT INTO leases(name, holder, epoch, expires_at, acquired_at) "
+                        "VALUES (%s, %s, 1, now() + %s * interval '1 second', now()) "
+                        "ON CONFLICT (name) DO UPDATE SET holder=excluded.holder, epoch=leases.epoch + 1, "
+                        "expires_at=excluded.expires_at, acquired_at=now() WHERE leases.expires_at < now() "
+                        "RETURNING epoch", (name, self.holder, self.ttl_s)).fetchone()
+                    break
+                except psycopg.errors.LockNotAvailable:
+                    # expired, but a commit of its holder still holds the row FOR SHARE: the holder was
+                    # paused (or hung) in the middle of a commit for longer than the lease
+                    if attempt == 2 or not self._end_stalled_commit(name):
+                        return None
             if r is None:
                 return None
             self.held[name] = [r[0], t0 + self.ttl_s]
             return r[0]
 
-    def _end_stalled_commit(self, name: str) -> None:
+    def _end_stalled_commit(self, name: str) -> bool:
         """End the session of a commit that holds the expired lease ``name`` FOR SHARE (the row's
         ``xmax`` is its transaction id) once the lease has been expired for a third of ``ttl_s``.
         Its transaction is rolled back: nothing of it is acknowledged, the broker hands its
@@ -82,12 +84,13 @@ class Leases:
                 "AND a.pid <> pg_backend_pid()", (name, self.ttl_s / 3)).fetchall()
         except psycopg.Error as e:
             log.warning("lease %s: cannot end the stalled commit holding it: %s", name, e)
-            return
+            return False
         if rows:
             log.warning("lease %s: expired, but its holder's commit still held it; ended that session (pid %s)",
                         name, ", ".join(str(r[0]) for r in rows))
-        else:
-            log.info("lease %s: its holder is committing; not taken this round", name)
+            return True
+        log.info("lease %s: its holder is committing; not taken this round", name)
+        return False
 
     def renew(self, names: list[str]) -> list[str]:
         """Renew held leases; returns the ones lost (taken over). Raises psycopg.Error when the
