@@ -22,8 +22,8 @@ log with the caller, before and after (``admin.py``: ``GET /audit``).
 | GET /silences · POST /silences {matchers, comment, duration_ms or ends_ms} · DELETE /silences/{id} | GET all; admin, security |
 | GET /maintenance · POST /maintenance {name, matchers, schedule, collect, comment} · DELETE /maintenance/{name} | GET all; admin, security |
 | GET /rules · PUT /rules (YAML body; ?file=) | GET all; PUT admin |
-| POST /alerts/stream/ticket | all: a one-minute ticket for the stream URL |
-| GET /alerts/stream?ticket= or ?token= or Authorization header | all: Server-Sent Events |
+| POST /alerts/stream/ticket | all (a token, or a UI session with its CSRF token): a one-minute ticket for the stream URL |
+| GET /alerts/stream?ticket= or ?token= or Authorization header | all: Server-Sent Events (it: network alerts; a scoped session: its sites/buildings) |
 | GET /notifications/status · /notifications/deliveries · POST /notifications/deliveries/{id}/retry | all; retry admin, it |
 | GET /alerting/stats | admin, it |
 """
@@ -262,7 +262,11 @@ def router(alerting) -> APIRouter:
                      heartbeat_s: float = Query(15, gt=0, le=300)):
         p = stream_principal(request, ticket, token)
         loop = asyncio.get_running_loop()
-        accept = (lambda a: alerting.is_network(a)) if p.role == "it" else None
+        accept = None
+        if p.role == "it" or p.scope:   # it: network alerts; a scoped UI session: its sites/buildings
+            def accept(a) -> bool:
+                return (p.role != "it" or alerting.is_network(a)) and \
+                    in_scope(p.scope, a.labels.get("building"), a.labels.get("site"))
         sid, q = alerting.hub.subscribe(loop, accept)
 
         async def gen():

@@ -97,6 +97,19 @@ def alerts(app, principal, flt: dict) -> list:
     return res
 
 
+def alert_detail(app, principal, alert_id: int) -> dict[str, Any]:
+    """What ``GET /api/v1/alerts/{id}`` answers (the alert, its history, the samples/events that fired it),
+    from that endpoint itself; raises its HTTPException (404, 403 for it on a non-network alert)."""
+    def walk(routes):
+        for r in routes:
+            sub = getattr(r, "original_router", None)     # FastAPI >= 0.16x keeps included routers nested
+            yield from walk(sub.routes) if sub is not None else (r,)
+    for r in walk(app.router.routes):
+        if getattr(r, "path", "").endswith("/alerts/{alert_id}") and "GET" in (getattr(r, "methods", None) or ()):
+            return r.endpoint(alert_id=alert_id, p=principal)
+    raise LookupError("the alert API (GET /api/v1/alerts/{id}) is not mounted")
+
+
 def buildings(app, principal) -> list[dict[str, Any]]:
     scope = principal.scope
     cm = campus_model(app)

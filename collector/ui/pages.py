@@ -73,41 +73,54 @@ def campus(ctx: Ctx, app, p) -> str:
     return "".join(out)
 
 
+def pinned(a) -> bool:
+    """Pinned on top of the alerts page, in red: critical, firing and not silenced."""
+    return a.severity == "critical" and a.state == "firing" and not a.suppressed
+
+
+def _alert_buttons(ctx: Ctx, a, can: dict | None) -> str:
+    t = ctx.t
+    if a.state not in ("pending", "firing"):
+        return ""
+    b = []
+    if not a.acked:
+        b.append(("ack", t("alert.ack")))
+    b.append(("comment", t("alert.comment")))
+    for k in ("assign", "silence", "resolve"):
+        if can and can.get(k):
+            b.append((k, t("alert." + k)))
+    lb = a.labels
+    return "".join(f'<button type="button" class="small" data-action="{k}" data-alert="{a.id}" '
+                   f'data-summary="{e(a.summary)}" data-rule="{e(a.rule)}" data-device="{e(lb.get("device", ""))}" '
+                   f'data-building="{e(lb.get("building", ""))}">{e(label)}</button>' for k, label in b)
+
+
+def _alert_state(ctx: Ctx, a) -> str:
+    t = ctx.t
+    state = t("state." + a.state) + (f' · {t("alert.acked_by", who=a.acked_by)}' if a.acked else "")
+    if a.assignee:
+        state += " · " + t("alert.assigned_to", who=a.assignee)
+    if a.suppressed and a.state in ("pending", "firing"):
+        state += " · " + t("alert.suppressed", by=a.suppressed)
+    return state
+
+
 def alert_table(ctx: Ctx, als: list, now: int, caption: str, actions: bool, can: dict | None = None) -> str:
     t = ctx.t
-    rows = []
+    rows, attrs = [], []
     for a in als:
         lb = a.labels
-        btns = ""
-        if actions and a.state in ("pending", "firing"):
-            b = []
-            if not a.acked:
-                b.append(("ack", t("alert.ack")))
-            b.append(("comment", t("alert.comment")))
-            if can and can.get("assign"):
-                b.append(("assign", t("alert.assign")))
-            if can and can.get("silence"):
-                b.append(("silence", t("alert.silence")))
-            if can and can.get("resolve"):
-                b.append(("resolve", t("alert.resolve")))
-            btns = "".join(f'<button type="button" class="small" data-action="{k}" data-alert="{a.id}" '
-                           f'data-summary="{e(a.summary)}" data-rule="{e(a.rule)}" data-device="{e(lb.get("device", ""))}" '
-                           f'data-building="{e(lb.get("building", ""))}">{e(label)}</button>' for k, label in b)
-        state = t("state." + a.state) + (f' · {t("alert.acked_by", who=a.acked_by)}' if a.acked else "")
-        if a.assignee:
-            state += " · " + t("alert.assigned_to", who=a.assignee)
-        row = [_sev(ctx, a.severity), e(a.summary or a.rule), _dev_link(lb.get("device")),
-               _bld_link(lb.get("building")), e(state),
+        row = [_sev(ctx, a.severity), f'<a href="/ui/alerts/{a.id}">{e(a.summary or a.rule)}</a>',
+               _dev_link(lb.get("device")), _bld_link(lb.get("building")), e(_alert_state(ctx, a)),
                f'<time datetime="{a.started_ms}">{e(ctx.time(a.fired_ms or a.started_ms))}</time>']
-        if not actions:
-            pass
-        else:
-            row.append(e(ctx.time(a.resolved_ms)) if a.resolved_ms else btns)
+        if actions:
+            row.append(e(ctx.time(a.resolved_ms)) if a.resolved_ms else _alert_buttons(ctx, a, can))
         rows.append(row)
+        attrs.append(f' data-alert-id="{a.id}" data-severity="{e(a.severity)}"' + (' class="pinned"' if pinned(a) else ""))
     head = [e(t(k)) for k in ("col.severity", "col.summary", "col.device", "col.building", "col.state", "col.since")]
     if actions:
         head.append(e(t("col.actions")))
-    return table(e(caption), head, rows, t("alerts.none"), cls="alerts")
+    return table(e(caption), head, rows, t("alerts.none"), cls="alerts", row_attrs=attrs)
 
 
 def agent_table(ctx: Ctx, ags: list[dict], now: int) -> str:
@@ -376,24 +389,156 @@ def search(ctx: Ctx, app, p, query: str) -> str:
     return "".join(out)
 
 
-# ------------------------------------------------------------------ alerts console
-def alerts(ctx: Ctx, app, p, can: dict) -> str:
+# ------------------------------------------------------------------ alerts (live, filters, detail)
+SEVERITIES = ("critical", "warning", "info")
+
+
+def alert_filter_query(flt: dict) -> str:
+    return "&".join(f"{k}={q(v)}" for k, v in sorted(flt.items()) if v)
+
+
+def alerts(ctx: Ctx, app, p, can: dict, flt: dict) -> str:
+    """The alerts page: filters (building, severity; server side), the live status and sound switch,
+    the tables (re-fetched from ``/ui/alerts/live`` by alerts.js on every change) and the dialogs."""
     t = ctx.t
-    now = data.now_ms()
     if data.engine(app) is None:
         return f'<p class="empty">{e(t("alerts.no_engine"))}</p>'
-    active = data.alerts(app, p, {"state": "active", "limit": 500})
-    resolved = data.alerts(app, p, {"state": ["resolved"], "since_ms": now - 7 * 86400_000, "limit": 100})
+    blds = sorted({b["id"] for b in data.buildings(app, p)}
+                  | {a.labels["building"] for a in data.alerts(app, p, {"state": "active"}) if a.labels.get("building")}
+                  | ({flt["building"]} if flt.get("building") else set()))
+    opt = lambda v, label, cur: (f'<option value="{e(v)}"' + (" selected" if v == (cur or "") else "")  # noqa: E731
+                                 + f">{e(label)}</option>")
+    qs = alert_filter_query(flt)
+    tables = alert_tables(ctx, app, p, can, flt)
+    return "".join([
+        f'<form class="filter noprint" method="get" action="/ui/alerts">'
+        f'<label for="f-building">{e(t("col.building"))}</label><select id="f-building" name="building">'
+        + opt("", t("alerts.filter.all"), flt.get("building")) + "".join(opt(b, b, flt.get("building")) for b in blds)
+        + f'</select><label for="f-severity">{e(t("col.severity"))}</label><select id="f-severity" name="severity">'
+        + opt("", t("alerts.filter.all"), flt.get("severity"))
+        + "".join(opt(v, t("sev." + v), flt.get("severity")) for v in SEVERITIES)
+        + f'</select><button type="submit">{e(t("alerts.filter.apply"))}</button>'
+        + (f' <a href="/ui/alerts">{e(t("alerts.filter.clear"))}</a>' if qs else "") + "</form>",
+        f'<div class="live-bar noprint"><p id="live-status" class="live" role="status" aria-live="polite" hidden></p>'
+        f'<button type="button" id="mute" class="toggle" aria-pressed="false" hidden>{e(t("alerts.mute"))}</button>'
+        f'<a href="/api/v1/alerts/export.csv{"?" + qs if qs else ""}">{e(t("alerts.csv"))}</a></div>',
+        '<div id="flash" role="status" aria-live="polite"></div>',
+        f'<div id="alert-live" data-live="/ui/alerts/live{"?" + qs if qs else ""}" data-digest="{digest(tables)}">'
+        f"{tables}</div>",
+        dialogs(ctx)])
+
+
+def digest(html: str) -> str:
+    """Of a fragment: alerts.js replaces the page's copy only when it changed."""
+    import hashlib
+    return hashlib.sha1(html.encode()).hexdigest()[:16]
+
+
+def alert_tables(ctx: Ctx, app, p, can: dict, flt: dict) -> str:
+    """Active alerts (critical firing pinned on top) and the recently resolved ones, filtered."""
+    t = ctx.t
+    now = data.now_ms()
+    f = {k: v for k, v in flt.items() if v}
+    active = data.alerts(app, p, {"state": "active", "limit": 500, **f})
+    resolved = data.alerts(app, p, {"state": ["resolved"], "since_ms": now - 7 * 86400_000, "limit": 100, **f})
     resolved.sort(key=lambda a: -(a.resolved_ms or 0))
-    active.sort(key=lambda a: (a.severity != "critical", -(a.fired_ms or a.started_ms)))
-    out = [f'<p class="hint"><a href="/api/v1/alerts/export.csv">{e(t("alerts.csv"))}</a> · '
-           f'<a href="/console">{e(t("alerts.live_console"))}</a></p>',
-           f'<div id="flash" role="status" aria-live="polite"></div>',
-           f'<section aria-labelledby="h-act"><h2 id="h-act">{e(t("alerts.active"))}</h2>',
-           alert_table(ctx, active, now, t("alerts.active"), actions=True, can=can), "</section>",
-           f'<section aria-labelledby="h-res"><h2 id="h-res">{e(t("alerts.resolved"))}</h2>',
-           alert_table(ctx, resolved[:50], now, t("alerts.resolved"), actions=True, can=can), "</section>",
-           dialogs(ctx)]
+    sev = {s: i for i, s in enumerate(SEVERITIES)}
+    active.sort(key=lambda a: (not pinned(a), sev.get(a.severity, 9), -(a.fired_ms or a.started_ms)))
+    n = sum(1 for a in active if pinned(a))
+    return "".join([
+        f'<p class="counts" data-critical="{n}">{e(t("alerts.counts", n=len(active), critical=n))}</p>',
+        f'<section aria-labelledby="h-act"><h2 id="h-act">{e(t("alerts.active"))}</h2>',
+        alert_table(ctx, active, now, t("alerts.active"), actions=True, can=can), "</section>",
+        f'<section aria-labelledby="h-res"><h2 id="h-res">{e(t("alerts.resolved"))}</h2>',
+        alert_table(ctx, resolved[:50], now, t("alerts.resolved"), actions=True, can=can), "</section>"])
+
+
+def _num(v: float) -> str:
+    return f"{v:.4g}"
+
+
+def sparkline(ctx: Ctx, points: list, threshold: float | None) -> str:
+    """An inline SVG line of the samples (no script), with a text summary for screen readers."""
+    pts = [(float(x[0]), float(x[1])) for x in points
+           if isinstance(x, (list, tuple)) and len(x) > 1 and isinstance(x[1], (int, float))]
+    if not pts:
+        return f'<p class="empty">{e(ctx.t("alert.samples_none"))}</p>'
+    w, h, pad = 320, 60, 4
+    ys = [y for _, y in pts] + ([threshold] if threshold is not None else [])
+    x0, x1, y0, y1 = pts[0][0], pts[-1][0], min(ys), max(ys)
+    px = lambda x: pad + ((x - x0) / (x1 - x0) * (w - 2 * pad) if x1 > x0 else (w - 2 * pad) / 2)  # noqa: E731
+    py = lambda y: h - pad - ((y - y0) / (y1 - y0) * (h - 2 * pad) if y1 > y0 else (h - 2 * pad) / 2)  # noqa: E731
+    label = ctx.t("alert.range", min=_num(min(y for _, y in pts)), max=_num(max(y for _, y in pts)),
+                  last=_num(pts[-1][1]))
+    if threshold is not None:
+        label += " · " + ctx.t("alert.limit", v=_num(threshold))
+    line = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in pts)
+    thr = (f'<line class="threshold" x1="{pad}" x2="{w - pad}" y1="{py(threshold):.1f}" y2="{py(threshold):.1f}" '
+           f'stroke="#57606a" stroke-dasharray="4 3"/>' if threshold is not None else "")
+    return (f'<svg class="spark" viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img" aria-label="{e(label)}">'
+            f'{thr}<polyline points="{line}" fill="none" stroke="#cf222e" stroke-width="1.5"/>'
+            f'<circle cx="{px(pts[-1][0]):.1f}" cy="{py(pts[-1][1]):.1f}" r="2.5" fill="#cf222e"/></svg>'
+            f'<p class="meta">{e(label)}</p>')
+
+
+def _detail_text(d: dict) -> str:
+    d = d or {}
+    parts = [str(d[k]) for k in ("comment", "text", "assignee", "reason") if d.get(k)]
+    if not parts:
+        parts = [f"{k}={v}" for k, v in sorted(d.items()) if v not in (None, "", [], {})][:6]
+    return "; ".join(parts)
+
+
+def alert_detail(ctx: Ctx, d: dict, can: dict) -> str:
+    """One alert (the answer of GET /api/v1/alerts/{id}): facts, actions, the samples or events that
+    fired it, its history."""
+    from types import SimpleNamespace
+    t = ctx.t
+    a = SimpleNamespace(**{k: d.get(k) for k in ("id", "rule", "severity", "state", "summary", "labels", "acked",
+                                                 "acked_by", "assignee", "suppressed")})
+    lb = d.get("labels") or {}
+    facts = [("alert.rule", e(d.get("rule"))), ("col.severity", _sev(ctx, d.get("severity"))),
+             ("col.state", e(_alert_state(ctx, a))), ("col.device", _dev_link(lb.get("device"))),
+             ("col.building", _bld_link(lb.get("building"))), ("col.room", e(lb.get("room") or "–")),
+             ("alert.started", e(ctx.time(d.get("started_ms"), True))),
+             ("alert.fired", e(ctx.time(d.get("fired_ms"), True))),
+             ("alert.resolved_at", e(ctx.time(d.get("resolved_ms"), True))),
+             ("alert.count", e(d.get("count") or 1))]
+    if d.get("acked"):
+        facts.append(("alert.ack", e(" · ".join(x for x in (
+            d.get("acked_by"), d.get("ack_comment"),
+            t("alert.ack_until", t=ctx.time(d["ack_expires_ms"])) if d.get("ack_expires_ms") else "") if x))))
+    other = {k: v for k, v in lb.items() if k not in ("device", "building", "room")}
+    if other:
+        facts.append(("alert.labels", e(", ".join(f"{k}={v}" for k, v in sorted(other.items())))))
+    out = [f'<p class="summary sev-box sev-{e(d.get("severity"))}">{_sev(ctx, d.get("severity"))} {e(d.get("summary"))}</p>',
+           '<dl class="facts">' + "".join(f"<dt>{e(t(k))}</dt><dd>{v}</dd>" for k, v in facts) + "</dl>",
+           f'<p class="actions">{_alert_buttons(ctx, a, can)}</p>']
+    smp = d.get("samples")
+    if smp is not None:
+        what = smp["measurement"] + ("." + smp["field"] if smp.get("field") else "")
+        out.append(f'<section aria-labelledby="h-smp"><h2 id="h-smp">{e(t("alert.samples", what=what))}</h2>')
+        series = smp.get("series") or []
+        if not series:
+            out.append(f'<p class="empty">{e(d.get("samples_error") or t("alert.samples_none"))}</p>')
+        for sr in series[:4]:
+            tags = ", ".join(f"{k}={v}" for k, v in sorted((sr.get("tags") or {}).items()))
+            out.append(f'<figure class="series">{f"<figcaption>{e(tags)}</figcaption>" if tags else ""}'
+                       f'{sparkline(ctx, sr.get("points") or [], smp.get("threshold"))}</figure>')
+        out.append("</section>")
+    if d.get("events"):
+        rows = [[e(ctx.time(x.get("ts_ms"), True)), e(x.get("type")), _sev(ctx, x.get("severity")),
+                 e(_detail_text(x.get("data") or {}))] for x in d["events"][-20:]]
+        out.append(f'<section aria-labelledby="h-evs"><h2 id="h-evs">{e(t("alert.events"))}</h2>')
+        out.append(table(e(t("alert.events")), [e(t(k)) for k in ("col.time", "col.type", "col.severity", "col.detail")],
+                         rows, ""))
+        out.append("</section>")
+    rows = [[e(ctx.time(h["t_ms"], True)), e(t.opt("hist." + h["action"], h["action"])), e(h.get("actor") or "–"),
+             e(_detail_text(h.get("detail")))] for h in d.get("history") or []]
+    out.append(f'<section aria-labelledby="h-hist"><h2 id="h-hist">{e(t("alert.history"))}</h2>')
+    out.append(table(e(t("alert.history")), [e(t(k)) for k in ("col.time", "col.action", "col.actor", "col.detail")],
+                     rows, t("alerts.none"), cls="history"))
+    out.append("</section>")
     return "".join(out)
 
 

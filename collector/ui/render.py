@@ -72,12 +72,15 @@ def status_badge(ctx: Ctx, status: str | None) -> str:
     return f'<span class="badge st-{e(s.replace("/", ""))}">{e(ctx.t("status." + s))}</span>'
 
 
-def table(caption: str, head: Iterable[str], rows: Iterable[Iterable[str]], empty: str, cls: str = "") -> str:
+def table(caption: str, head: Iterable[str], rows: Iterable[Iterable[str]], empty: str, cls: str = "",
+          row_attrs: list[str] | None = None) -> str:
+    """``row_attrs``: per row, attributes for its ``<tr>`` (already escaped)."""
     rows = list(rows)
     if not rows:
         return f'<p class="empty">{e(empty)}</p>'
     th = "".join(f'<th scope="col">{h}</th>' for h in head)
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
+    attrs = row_attrs or [""] * len(rows)
+    body = "".join(f"<tr{a}>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r, a in zip(rows, attrs))
     return (f'<div class="table-wrap"><table class="{cls}"><caption>{caption}</caption>'
             f"<thead><tr>{th}</tr></thead><tbody>{body}</tbody></table></div>")
 
@@ -175,7 +178,9 @@ def page(ctx: Ctx, title: str, body: str, crumbs: list[tuple[str, str | None]] |
 
 #: catalog keys the browser script needs
 JS_KEYS = ("graph.loading", "graph.nodata", "graph.error", "graph.in", "graph.out", "graph.in_errors",
-           "graph.out_errors", "graph.summary", "dialog.failed", "dialog.cancel", "range.label")
+           "graph.out_errors", "graph.summary", "dialog.failed", "dialog.cancel", "range.label",
+           "alerts.live.connecting", "alerts.live.on", "alerts.live.reconnecting", "alerts.new_critical",
+           "alerts.updated")
 
 
 def js_strings(ctx: Ctx) -> str:

@@ -5,7 +5,8 @@
 | ``/`` | redirects to ``/ui/`` |
 | ``GET/POST /ui/login``, ``POST /ui/logout`` | everyone (login form with its own CSRF token) |
 | ``/ui/lang/{zh-CN,en}?next=`` | everyone: remembers the language in a cookie |
-| ``/ui/`` campus, ``/ui/buildings/{id}``, ``/ui/devices/{id}``, ``/ui/devices/{id}/ports/{ifIndex}``, ``/ui/search?q=``, ``/ui/alerts`` | admin, it, security |
+| ``/ui/`` campus, ``/ui/buildings/{id}``, ``/ui/devices/{id}``, ``/ui/devices/{id}/ports/{ifIndex}``, ``/ui/search?q=`` | admin, it, security |
+| ``/ui/alerts?building=&severity=`` (live), ``/ui/alerts/{id}`` (detail), their fragments ``/ui/alerts/live``, ``/ui/alerts/{id}/live`` | admin, it, security (it: network alerts) |
 | ``/ui/agents``, ``/ui/reports/{coverage,compliance}[.csv]`` | admin, it |
 | ``/ui/static/...`` | everyone (CSS, JS, vendored uPlot / Swagger UI / ReDoc) |
 | ``/docs``, ``/redoc`` | everyone (the OpenAPI spec is public, as before) |
@@ -208,14 +209,60 @@ def router(auth: Auth) -> APIRouter:
         return html(page(c, c.t("nav.agents"), pages.agent_table(c, data.agents_list(request.app, c.principal.scope),
                                                                   data.now_ms())))
 
-    @r.get("/ui/alerts")
-    def alerts(request: Request):
+    # ------------------------------------------------------------ alerts: live list, filters, detail
+    def alert_ctx(request: Request) -> tuple[Ctx, dict]:
         c = ctx_of(request)
-        role = c.principal.role
-        can = {"assign": role in ("admin", "security"), "resolve": role in ("admin", "security"),
-               "silence": role in ("admin", "security")}
-        return html(page(c, c.t("nav.alerts"), pages.alerts(c, request.app, c.principal, can),
-                         scripts=("alerts.js",)))
+        sec = c.principal.role in ("admin", "security")
+        return c, {"assign": sec, "resolve": sec, "silence": sec}
+
+    def part_ctx(request: Request) -> tuple[Ctx, dict]:
+        """For the fragments alerts.js fetches: 401 (not a redirect to the login form) once the session ended."""
+        try:
+            return alert_ctx(request)
+        except NeedLogin:
+            raise HTTPException(401, "not logged in (the session ended)") from None
+
+    def fragment(body: str) -> HTMLResponse:
+        return HTMLResponse(body, headers={**HEADERS, "X-Digest": pages.digest(body)})
+
+    def alert_filter(building: str, severity: str) -> dict:
+        return {"building": building[:200] or None, "severity": severity if severity in pages.SEVERITIES else None}
+
+    @r.get("/ui/alerts")
+    def alerts(request: Request, building: str = "", severity: str = ""):
+        c, can = alert_ctx(request)
+        body = pages.alerts(c, request.app, c.principal, can, alert_filter(building, severity))
+        return html(page(c, c.t("nav.alerts"), body, scripts=("alerts.js",)))
+
+    @r.get("/ui/alerts/live")
+    def alerts_live(request: Request, building: str = "", severity: str = ""):
+        c, can = part_ctx(request)
+        return fragment(pages.alert_tables(c, request.app, c.principal, can, alert_filter(building, severity)))
+
+    def alert_detail(request: Request, c: Ctx, alert_id: int) -> dict:
+        if data.engine(request.app) is None or alert_id > 2**62:
+            raise HTTPException(404, c.t("notfound.alert", id=alert_id))
+        d = data.alert_detail(request.app, c.principal, alert_id)   # the API's answer (404, 403 for it)
+        lb = d.get("labels") or {}
+        if not data.in_scope(c.principal.scope, lb.get("building"), lb.get("site")):
+            raise HTTPException(404, c.t("notfound.alert", id=alert_id))
+        return d
+
+    @r.get("/ui/alerts/{alert_id:int}")
+    def alert_page(request: Request, alert_id: int):
+        c, can = alert_ctx(request)
+        d = alert_detail(request, c, alert_id)
+        body = pages.alert_detail(c, d, can)
+        title = c.t("alert.title", id=alert_id, rule=d["rule"])
+        return html(page(c, title, '<div id="flash" role="status" aria-live="polite"></div>'
+                                   f'<div id="alert-live" data-live="/ui/alerts/{alert_id}/live" data-alert-id="{alert_id}" '
+                                   f'data-digest="{pages.digest(body)}">{body}</div>' + pages.dialogs(c),
+                         crumbs=[(c.t("nav.alerts"), "/ui/alerts"), (title, None)], scripts=("alerts.js",)))
+
+    @r.get("/ui/alerts/{alert_id:int}/live")
+    def alert_live(request: Request, alert_id: int):
+        c, can = part_ctx(request)
+        return fragment(pages.alert_detail(c, alert_detail(request, c, alert_id), can))
 
     def report_of(request: Request, c: Ctx, kind: str, building: str | None):
         svc = data.compliance(request.app)
