@@ -48,20 +48,19 @@ class Leases:
         """Take ``name`` if free or expired: its new epoch, else None."""
         with self._lock:
             t0 = time.monotonic()
-            for attempt in (1, 2):
-                try:
-                    r = self._conn().execute(
-                        "INSERT INTO leases(name, holder, epoch, expires_at, acquired_at) "
-                        "VALUES (%s, %s, 1, now() + %s * interval '1 second', now()) "
-                        "ON CONFLICT (name) DO UPDATE SET holder=excluded.holder, epoch=leases.epoch + 1, "
-                        "expires_at=excluded.expires_at, acquired_at=now() WHERE leases.expires_at < now() "
-                        "RETURNING epoch", (name, self.holder, self.ttl_s)).fetchone()
-                    break
-                except psycopg.errors.LockNotAvailable:
-                    # expired, but a commit of its holder still holds the row FOR SHARE: the holder was
-                    # paused (or hung) in the middle of a commit for longer than the lease
-                    if attempt == 2 or not self._end_stalled_commit(name):
-                        return None
+            # expired for a while, but a commit of its holder may still hold the row FOR SHARE: the
+            # holder was paused (or hung) in the middle of a commit for longer than the lease
+            self._end_stalled_commit(name)
+            try:
+                r = self._conn().execute(
+                    "INSERT INTO leases(name, holder, epoch, expires_at, acquired_at) "
+                    "VALUES (%s, %s, 1, now() + %s * interval '1 second', now()) "
+                    "ON CONFLICT (name) DO UPDATE SET holder=excluded.holder, epoch=leases.epoch + 1, "
+                    "expires_at=excluded.expires_at, acquired_at=now() WHERE leases.expires_at < now() "
+                    "RETURNING epoch", (name, self.holder, self.ttl_s)).fetchone()
+            except psycopg.errors.LockNotAvailable:
+                log.info("lease %s: its holder is committing; not taken this round", name)
+                return None
             if r is None:
                 return None
             self.held[name] = [r[0], t0 + self.ttl_s]
@@ -89,7 +88,6 @@ class Leases:
             log.warning("lease %s: expired, but its holder's commit still held it; ended that session (pid %s)",
                         name, ", ".join(str(r[0]) for r in rows))
             return True
-        log.info("lease %s: its holder is committing; not taken this round", name)
         return False
 
     def renew(self, names: list[str]) -> list[str]:
