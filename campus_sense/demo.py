@@ -97,7 +97,11 @@ async def _main(args) -> int:
     community = secrets.token_urlsafe(12)
     sims = [await start_simulated_device(kind, community, name=dev_id) for dev_id, kind, _, _ in DEVICES]
     building = await SimulatedBuilding(SITE, BUILDING).start()
-    _write(work / "campus.yaml", building.campus_model(*(d[0] for d in DEVICES)))
+    core, access, wlc = sims
+    for if_index, mac, ip in building.hosts(wlc.system["aps"]):   # FDB on the access switch, ARP on the core
+        access.learn_mac(if_index, mac)
+        core.learn_ip(10, ip, mac)                                  # core Vlan1 (ifIndex 10) routes them
+    _write(work / "campus.yaml", building.campus_model(*(d[0] for d in DEVICES), aps=wlc.system["aps"]))
 
     FAIL_AT, RESTORE_AT = args.fail_at or float("inf"), (args.fail_at or float("inf")) + 60
     rule_paths = [str(_write(work / "demo-rules.yaml", DEMO_RULES))]

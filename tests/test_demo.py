@@ -99,6 +99,16 @@ def test_demo_serves_devices_interfaces_and_live_rates(tmp_path):
         checks = {c["check"] for b in cov["buildings"] for c in b["checks"]}
         checks |= {c["check"] for b in cov["buildings"] for r in b.get("rooms", []) for c in r["checks"]}
         assert {"desk_port_speed", "uplink_redundancy", "agent_online"} <= checks, checks
+        # Wi-Fi coverage from the controller's client RSSI/SNR, per room of the AP (campus model)
+        wifi = {c["room"]: c["status"] for b in cov["buildings"] for r in b.get("rooms", []) for c in r["checks"]
+                if c["check"] == "wifi_coverage"}
+        assert wifi["A-101"] == "pass" and wifi["A-104"] == "fail", wifi          # A-104's AP is heard weakly
+        assert wifi["A-106"] != "pass", wifi                                       # its AP is down
+        # the access switch's forwarding table and the core's ARP table place the camera on its port
+        w = httpx.get(f"{base}/compliance/where", params={"q": "02:ca:5e:00:01:05"}, headers=h, timeout=10).json()
+        m = w["matches"][0]
+        assert (m["device"], m["switch"], m["port"], m["room"]) == ("cam-a105", "access-sw1", "Gi1/0/25", "A-105"), m
+        assert "10.10.1.25" in m["ips"]
         assert p.wait(60) == 0
     finally:
         if p.poll() is None:

@@ -176,8 +176,19 @@ class SimulatedBuilding:
                          "codes": {"FIRE": "fire_alarm", "FIRE_RESET": "fire_alarm_reset"}}},
         ]
 
-    def campus_model(self, core: str, access: str, wlc: str) -> dict:
-        """campus.yaml: the building's floors and rooms, device roles, port roles, uplinks."""
+    def hosts(self, aps: list[dict]) -> list[tuple[int, bytes, str]]:
+        """(access switch ifIndex, MAC, IPv4) of what is plugged into the access switch: desk PCs on the
+        desk ports, the camera, the projector and the controller's APs (``aps``: the simulated WLC's
+        ``system["aps"]``, AP n on Gi1/0/36+n; a down AP is not heard)."""
+        out = [(n, bytes((0x00, 0x1b, 0x21, 0x0a, 0x00, n)), f"10.10.1.{100 + n}") for n in range(1, 25) if n % 6]
+        out.append((25, bytes.fromhex(self.onvif.mac.replace(":", "")), "10.10.1.25"))
+        out.append((26, bytes((0x00, 0x0f, 0x7c, 0x00, 0xa1, 0x01)), "10.10.1.26"))
+        out += [(36 + n, ap["mac"], ap["ip"]) for n, ap in enumerate(aps, 1) if ap["up"] and (36 + n) % 6]
+        return out
+
+    def campus_model(self, core: str, access: str, wlc: str, aps: list[dict] = ()) -> dict:
+        """campus.yaml: the building's floors and rooms, device roles, port roles, uplinks, and the
+        controller's APs (``aps``: name, mac, room) so Wi-Fi coverage has a room for each client."""
         b = self.building
         rooms0 = [{"id": f"{b}-000", "name": "Wiring closet", "type": "server"},
                   {"id": f"{b}-010", "name": "Canteen", "type": "canteen"}]
@@ -199,7 +210,8 @@ class SimulatedBuilding:
                     {"id": f"{b}-0", "level": 0, "rooms": rooms0},
                     {"id": f"{b}-1", "level": 1, "rooms": rooms1}]}]}],
             "devices": [{"id": core, "role": "core", "l3": True}, {"id": access, "role": "access"},
-                        {"id": wlc, "role": "none"}],
+                        {"id": wlc, "role": "none"}]
+            + [{"id": ap["name"], "type": "ap", "room": ap["room"], "mac": ap["mac"].hex(":")} for ap in aps],
             "ports": ports,
         }
 

@@ -14,8 +14,10 @@ following a per-port traffic profile (base rate + slow sine), so pollers see mov
 Kinds: ``core`` (core switch, 10G ports, ifHighSpeed 10000), ``access`` (48 x 1G + 2 x 10G
 uplinks), ``wlc`` (Wi-Fi controller, a few interfaces; its VLAN interfaces only have 32-bit
 counters, like some real controllers; 6 APs with two radios each in the AIRESPACE-WIRELESS-MIB
-AP, radio and radio-load tables, client counts and channel utilisation moving with time, one AP
-down). Wrong community: no answer (like real agents).
+AP, radio and radio-load tables, channel utilisation moving with time, one AP
+down; associated clients with RSSI/SNR in the mobile-station tables). ``learn_mac`` / ``learn_ip``
+add BRIDGE-MIB forwarding and ipNetToMedia (ARP) entries for the hosts behind a port. Wrong
+community: no answer (like real agents).
 """
 from __future__ import annotations
 
@@ -44,6 +46,11 @@ _IFX = (1, 3, 6, 1, 2, 1, 31, 1, 1, 1)
 _BSN_AP = (1, 3, 6, 1, 4, 1, 14179, 2, 2, 1, 1)       # bsnAPEntry, index AP base MAC
 _BSN_IF = (1, 3, 6, 1, 4, 1, 14179, 2, 2, 2, 1)       # bsnAPIfEntry, index MAC + slot
 _BSN_LOAD = (1, 3, 6, 1, 4, 1, 14179, 2, 2, 13, 1)    # bsnAPIfLoadParametersEntry, index MAC + slot
+_BSN_STA = (1, 3, 6, 1, 4, 1, 14179, 2, 1, 4, 1)      # bsnMobileStationEntry, index client MAC
+_BSN_STA_STATS = (1, 3, 6, 1, 4, 1, 14179, 2, 1, 6, 1)  # bsnMobileStationStatsEntry, index client MAC
+_BASE_PORT_IFINDEX = (1, 3, 6, 1, 2, 1, 17, 1, 4, 1, 2)  # BRIDGE-MIB dot1dBasePortIfIndex.<port>
+_TP_FDB = (1, 3, 6, 1, 2, 1, 17, 4, 3, 1)               # dot1dTpFdbEntry, index MAC
+_NET_TO_MEDIA = (1, 3, 6, 1, 2, 1, 4, 22, 1)            # ipNetToMediaEntry, index ifIndex + IPv4
 MAX_RESPONSE_VARBINDS = 120   # truncates big GETBULK answers, like agents bounded by message size
 
 
@@ -161,10 +168,18 @@ def _wlc(rng: random.Random, seed: int) -> tuple[dict[str, Any], list[Port]]:
     system["aps"] = [{"mac": bytes((0x70, 0x1f, 0x53, 0x10, seed % 256, n)), "name": f"AP-A-{100 + n}",
                       "room": f"A-{100 + n}", "ip": f"10.20.0.{10 + n}", "up": n != 6,
                       "clients": rng.randint(8, 30), "phase": rng.uniform(0, 6.28)} for n in range(1, 7)]
+    # the associated clients (as many as the radios report), with the RSSI/SNR the controller sees
+    # (Wi-Fi coverage per room): strong in most rooms, weak in the one AP-A-104 serves
+    system["stations"] = [{"mac": bytes((0x3c, 0x22, 0xfb, seed % 256, ap["mac"][-1], k)), "ap": ap["mac"],
+                           "slot": 0 if k % 10 < 3 else 1, "ip": f"10.30.{ap['mac'][-1]}.{10 + k}",
+                           "ssid": "Guest" if k % 4 == 3 else "Campus",
+                           "rssi": (-74 if ap["name"].endswith("104") else -52) - 2 * (k % 6) + rng.randint(-2, 2),
+                           "snr": (18 if ap["name"].endswith("104") else 38) - k % 6}
+                          for ap in system["aps"] if ap["up"] for k in range(ap["clients"])]
     return system, ports
 
 
-def _wifi_table(t: dict, aps: list[dict]) -> None:
+def _wifi_table(t: dict, aps: list[dict], stations: list[dict]) -> None:
     """AIRESPACE-WIRELESS-MIB rows for the simulated controller (what cisco_wlc.yaml reads)."""
     def wave(ap: dict, mean: float, now: float) -> int:
         return max(0, round(mean * (1 + 0.4 * math.sin(now / 300 + ap["phase"]))))
@@ -186,8 +201,22 @@ def _wifi_table(t: dict, aps: list[dict]) -> None:
             t[_BSN_IF + (12,) + j] = lambda now, ap=ap: v2c.Integer(2 if ap["up"] else 1)
             t[_BSN_LOAD + (3,) + j] = lambda now, ap=ap, sh=share: v2c.Integer(
                 min(100, wave(ap, 60 * sh, now)) if ap["up"] else 0)
-            t[_BSN_LOAD + (4,) + j] = lambda now, ap=ap, sh=share: v2c.Integer(
-                wave(ap, ap["clients"] * sh, now) if ap["up"] else 0)
+            # clients on this radio: the station table's rows (a controller counts what it lists)
+            t[_BSN_LOAD + (4,) + j] = lambda now, n=sum(1 for st in stations if st["ap"] == ap["mac"]
+                                                       and st["slot"] == slot): v2c.Integer(n)
+
+
+def _stations_table(t: dict, stations: list[dict]) -> None:
+    """bsnMobileStationTable and its stats table: the clients' AP, SSID and signal."""
+    for st in stations:
+        i = tuple(st["mac"])
+        t[_BSN_STA + (2,) + i] = lambda now, st=st: v2c.IpAddress(st["ip"])
+        t[_BSN_STA + (4,) + i] = lambda now, st=st: v2c.OctetString(st["ap"])
+        t[_BSN_STA + (5,) + i] = lambda now, st=st: v2c.Integer(st["slot"])
+        t[_BSN_STA + (7,) + i] = lambda now, st=st: v2c.OctetString(st["ssid"])
+        t[_BSN_STA + (9,) + i] = lambda now: v2c.Integer(3)          # associated
+        t[_BSN_STA_STATS + (1,) + i] = lambda now, st=st: v2c.Integer(st["rssi"] + round(2 * math.sin(now / 60)))
+        t[_BSN_STA_STATS + (26,) + i] = lambda now, st=st: v2c.Integer(st["snr"])
 
 
 KINDS: dict[str, Callable[[random.Random, int], tuple[dict[str, Any], list[Port]]]] = {
@@ -250,6 +279,23 @@ class SimulatedDevice(asyncio.DatagramProtocol):
             p._adjust = {"in": 0.0, "out": 0.0}
             if p._frozen:
                 p._frozen = {"in": 0.0, "out": 0.0}
+
+    def learn_mac(self, if_index: int, mac: bytes) -> None:
+        """A host ``mac`` behind ``if_index``: a BRIDGE-MIB forwarding entry (bridge port = ifIndex)."""
+        self._values[_BASE_PORT_IFINDEX + (if_index,)] = lambda now: v2c.Integer(if_index)
+        self._values[_TP_FDB + (1,) + tuple(mac)] = lambda now: v2c.OctetString(mac)
+        self._values[_TP_FDB + (2,) + tuple(mac)] = lambda now: v2c.Integer(if_index)
+        self._values[_TP_FDB + (3,) + tuple(mac)] = lambda now: v2c.Integer(3)   # learned
+        self._oids = sorted(self._values)
+
+    def learn_ip(self, if_index: int, ip: str, mac: bytes) -> None:
+        """An ARP entry (ipNetToMediaTable, dynamic) on a routed interface: ``ip`` is at ``mac``."""
+        i = (if_index, *map(int, ip.split(".")))
+        self._values[_NET_TO_MEDIA + (1,) + i] = lambda now: v2c.Integer(if_index)
+        self._values[_NET_TO_MEDIA + (2,) + i] = lambda now: v2c.OctetString(mac)
+        self._values[_NET_TO_MEDIA + (3,) + i] = lambda now: v2c.IpAddress(ip)
+        self._values[_NET_TO_MEDIA + (4,) + i] = lambda now: v2c.Integer(3)      # dynamic
+        self._oids = sorted(self._values)
 
     def _port(self, if_index: int) -> Port:
         for p in self.ports:
@@ -314,7 +360,8 @@ class SimulatedDevice(asyncio.DatagramProtocol):
             t[_IFX + (15,) + i] = lambda now, p=p: v2c.Gauge32(p.speed_mbps)
             t[_IFX + (18,) + i] = lambda now, p=p: v2c.OctetString(p.alias)
         if self.system.get("aps"):
-            _wifi_table(t, self.system["aps"])
+            _wifi_table(t, self.system["aps"], self.system.get("stations") or [])
+            _stations_table(t, self.system.get("stations") or [])
         self._values = t
         self._oids = sorted(t)
 

@@ -945,7 +945,10 @@ def to_records(device: str, sections: dict) -> list[Record]:
     for c in w.get("clients", []):
         fields = {k: c[k] for k in ("rssi_dbm", "snr_db") if isinstance(c.get(k), (int, float))}
         if fields:
-            recs.append(Sample("wifi_client", device, fields, {"mac": str(c.get("mac")), "ap": str(c.get("ap_name") or "")}))
+            tags = {"mac": str(c.get("mac")), "ap": str(c.get("ap_name") or "")}
+            if c.get("ssid"):
+                tags["ssid"] = str(c["ssid"])          # coverage counts the campus SSID(s) only
+            recs.append(Sample("wifi_client", device, fields, tags))
     for c in sections.get("custom") or []:
         recs.append(Sample(c["measurement"], device, dict(c["fields"]), dict(c["tags"])))
     facts: dict[str, Any] = {}
