@@ -28,7 +28,7 @@ pytestmark = pytest.mark.skipif(not peers_pg.available(), reason="PostgreSQL/psy
 COUNT = 8
 LEASE_S = 3
 SITES = [f"s{i:02d}" for i in range(12)]
-AGENTS = [(f"ag{i:02d}", s) for i, s in enumerate(SITES)]
+AGENTS = [(f"ag{i:02d}", SITES[i % len(SITES)]) for i in range(20)]   # twenty agents over twelve sites
 K = 10
 
 
