@@ -163,7 +163,7 @@ class PartitionedIngest:
         if p not in self.owned:
             return
         if graceful:       # bounded: the leases are renewed by this thread
-            self._handover("drain", self.lease_s / 3)
+            self._handover("drain", self.lease_s / 4)
         self.owned.discard(p)
         self._handover("hand_over", self._sites_in({p}))
 

@@ -1,6 +1,7 @@
 """Rule state follows a partition across a kill -9 (collector/README.md "District scale"): two
 collector processes on one PostgreSQL (real Mosquitto, VictoriaMetrics). The collector running site
-north has a pending ``for: 12s`` alert when it is killed; the survivor takes the partition over,
+north has a pending ``for: 12s`` alert when it is killed (kill -9: the lease runs out) or stopped
+(SIGTERM: graceful hand-over, lease released); the survivor takes the partition over,
 loads the pending alert and fires it once, at its original start + 12 s. The agent keeps publishing
 throughout: no agent_offline, neither from the take-over nor from the gap."""
 from __future__ import annotations
@@ -51,8 +52,9 @@ def _holder(dsn, lease):
     return r[0][0].split(":")[0] if r else None
 
 
-def test_kill_owner_pending_for_fires_once_on_time(tmp_path, pg, mosquitto, mqtt_users):
-    dsn = pg.create_db("t_district_handover")
+@pytest.mark.parametrize("how", ["kill", "term"])
+def test_owner_gone_pending_for_fires_once_on_time(tmp_path, pg, mosquitto, mqtt_users, how):
+    dsn = pg.create_db(f"t_district_handover_{how}")
     vm = _vm().start()
     (tmp_path / "rules.yaml").write_text(RULES)
     extra = (f"partitions: {{count: {COUNT}, lease_s: 2, refresh_s: 1, sites: [north]}}\n"
@@ -92,8 +94,8 @@ def test_kill_owner_pending_for_fires_once_on_time(tmp_path, pg, mosquitto, mqtt
                                                 "AND state='pending'"), 20, "pending alert where north runs")
         aid, started = pending[0]
         assert _holder(dsn, lease) == owner
-        procs[owner].send_signal(signal.SIGKILL)
-        procs[owner].wait(10)
+        procs[owner].send_signal(signal.SIGKILL if how == "kill" else signal.SIGTERM)
+        procs[owner].wait(20)
         killed_ms = int(time.time() * 1000)
         assert killed_ms < started + 12_000
 
@@ -123,5 +125,6 @@ def test_kill_owner_pending_for_fires_once_on_time(tmp_path, pg, mosquitto, mqtt
                     p.kill()
                     p.wait()
         vm.stop()
-    log = (tmp_path / f"{survivor}.log").read_text()
-    assert "Traceback" not in log, log[-3000:]
+    for n in ports if how == "term" else [survivor]:
+        log = (tmp_path / f"{n}.log").read_text()
+        assert "Traceback" not in log, log[-3000:]
