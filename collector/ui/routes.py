@@ -254,7 +254,8 @@ def router(auth: Auth) -> APIRouter:
         d = alert_detail(request, c, alert_id)
         body = pages.alert_detail(c, d, can)
         title = c.t("alert.title", id=alert_id, rule=d["rule"])
-        return html(page(c, title, '<div id="flash" role="status" aria-live="polite"></div>'
+        return html(page(c, title, '<p id="live-status" class="live" role="status" aria-live="polite" hidden></p>'
+                                   '<div id="flash" role="status" aria-live="polite"></div>'
                                    f'<div id="alert-live" data-live="/ui/alerts/{alert_id}/live" data-alert-id="{alert_id}" '
                                    f'data-digest="{pages.digest(body)}">{body}</div>' + pages.dialogs(c),
                          crumbs=[(c.t("nav.alerts"), "/ui/alerts"), (title, None)], scripts=("alerts.js",)))
