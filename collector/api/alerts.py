@@ -262,11 +262,10 @@ def router(alerting) -> APIRouter:
                      heartbeat_s: float = Query(15, gt=0, le=300)):
         p = stream_principal(request, ticket, token)
         loop = asyncio.get_running_loop()
-        accept = None
-        if p.role == "it" or p.scope:   # it: network alerts; a scoped UI session: its sites/buildings
-            def accept(a) -> bool:
-                return (p.role != "it" or alerting.is_network(a)) and \
-                    in_scope(p.scope, a.labels.get("building"), a.labels.get("site"))
+        def visible_to(a) -> bool:      # it: network alerts; a scoped UI session: its sites/buildings
+            return (p.role != "it" or alerting.is_network(a)) and \
+                in_scope(p.scope, a.labels.get("building"), a.labels.get("site"))
+        accept = visible_to if p.role == "it" or p.scope else None
         sid, q = alerting.hub.subscribe(loop, accept)
 
         async def gen():
