@@ -119,6 +119,8 @@ class Ingest:
         self.commit_watermarks = ic.commit_watermarks
         self.dead_letter_event_ms = int(ic.dead_letter_event_s * 1000)
         self._clocks: dict[str, ClockTracker] = {}
+        #: agent -> (offset ms, measured at ms) as last stored; loaded at the first clock reading
+        self._stored_clocks: dict[str, tuple[int, int]] | None = None
         #: agent -> estimated clock offset in ms (agent - collector)
         self.offsets: dict[str, int] = {}
         self._skewed: set[str] = set()
@@ -460,7 +462,10 @@ class Ingest:
                     continue
                 tr = self._clocks.get(m.agent)
                 if tr is None or m.kind == "birth":   # a restarted agent may have a new clock
+                    fresh = tr is None and m.kind != "birth"
                     tr = self._clocks[m.agent] = ClockTracker(self.clock_window_ms)
+                    if fresh:
+                        self._seed_clock(m.agent, tr)
                 off = tr.observe(now, sent)
                 if self.offsets.get(m.agent) != off:
                     self.offsets[m.agent] = off
@@ -480,6 +485,24 @@ class Ingest:
             elif m.kind in ("birth", "heartbeat", "death") and type(m.body.get("sent_ms")) is int:
                 m.body["sent_ms"] -= off
         return changed
+
+    def _seed_clock(self, agent: str, tr: ClockTracker) -> None:
+        """A heartbeat is this process's first look at an agent's clock (a partition taken over, a
+        restart): it may have waited in the broker while the partition had no holder, and alone it
+        would read as the agent's clock being that much behind (its items stored shifted). Start
+        from the offset last stored for the agent (any collector), as one observation at the time it
+        was measured: it leaves the window like any other (bench/district.py found this)."""
+        if self._stored_clocks is None:
+            load = getattr(self.store, "clock_offsets", None)
+            try:
+                self._stored_clocks = load() if load is not None else {}
+            except Exception as e:  # noqa: BLE001 - no seed: the estimate starts from the data
+                log.warning("cannot read the stored agent clock offsets: %s", e)
+                self._stored_clocks = {}
+        seed = self._stored_clocks.get(agent)
+        if seed is not None:
+            off, at = seed
+            tr.observe(at, at + off)
 
     def _remember(self, accepted: list[wire.Message]) -> None:
         """Where each agent is and which epoch it speaks now (birth/heartbeat carry it)."""

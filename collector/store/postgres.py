@@ -311,6 +311,12 @@ class PostgresStore(Store):
                 log.error("retention failed: %s", e)
         return res
 
+    def clock_offsets(self) -> dict[str, tuple[int, int]]:
+        """agent -> (clock offset ms, measured at ms) as last stored by any collector: where a
+        partition's new holder starts its estimates (collector/ingest.py)."""
+        return {a: (int(o), int(t)) for a, o, t in self._q(
+            "SELECT id, clock_offset_ms, clock_ms FROM agents WHERE clock_offset_ms IS NOT NULL AND clock_ms IS NOT NULL")}
+
     def _check_fence(self, w: psycopg.Connection, fence: tuple[str, str, int]) -> None:
         name, holder, epoch = fence
         if w.execute("SELECT 1 FROM leases WHERE name=%s AND holder=%s AND epoch=%s FOR SHARE",
