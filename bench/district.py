@@ -38,7 +38,7 @@ VictoriaMetrics, Mosquitto and the agent workers against all samples.
 
 The same workload then runs with ONE collector (no faults, shorter) on a fresh database, broker
 and VictoriaMetrics, for comparison. Exit status 1 if anything was lost or duplicated.
-Not a test: figures depend on the machine; the whole run takes ~4-5 minutes on 2 cores.
+Not a test: figures depend on the machine; the whole run takes about 2 minutes on 2 cores.
 """
 from __future__ import annotations
 
