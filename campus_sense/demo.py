@@ -30,7 +30,7 @@ import yaml
 
 SITE, BUILDING, AGENT = "demo-campus", "A", "bldg-a"
 REPO = Path(__file__).resolve().parent.parent
-#: a demo-only rule so the scripted link failure shows the alert lifecycle on the console
+#: a demo-only rule so the scripted link failure shows the alert lifecycle on the alerts page
 DEMO_RULES = """\
 rules:
   - name: demo-access-port-down
@@ -50,7 +50,7 @@ DEVICES = [  # (device id, simulator kind, room, type)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--port", type=int, default=8080, help="API/console port (default 8080)")
+    parser.add_argument("--port", type=int, default=8080, help="API and web UI port (default 8080)")
     parser.add_argument("--duration", type=float, help="exit cleanly after this many seconds")
     parser.add_argument("--interval", type=float, default=10, help="SNMP polling interval in seconds (default 10)")
     parser.add_argument("--fail-at", type=float, default=30,
@@ -151,14 +151,14 @@ async def _main(args) -> int:
 campus-sense demo is running (data in {work})
   web UI        {base}/   (login: user admin, password {ui_password})
   API           {base}/api/v1   (OpenAPI docs: {base}/docs)
-  console       {base}/console
+  alerts        {base}/ui/alerts   (live)
   API token     {token}   (role admin; send as "Authorization: Bearer <token>")
   MQTT broker   127.0.0.1:{mqtt_port} (users {', '.join(users)}; passwords in {work}/*.yaml)
   simulated     {', '.join(f'{d} (SNMP 127.0.0.1:{s.port})' for (d, *_), s in zip(DEVICES, sims))}
 {''.join(f"                {line}{chr(10)}" for line in building.describe())}  try:          curl -H "Authorization: Bearer {token}" {base}/api/v1/devices
   logs          {work}/collector.log, {work}/agent.log
 {f"  scripted      one access-sw1 port goes down {FAIL_AT:.0f} s after start and back up 60 s later:" + chr(10) +
- "                watch the alert fire and resolve on the console;" + chr(10) +
+ "                watch the alert fire and resolve on the alerts page;" + chr(10) +
  "                door-a101 is forced open 5 s later (closed after 60 s), fire-a tests a detector" + chr(10) +
  "                10 s later (reset after 30 s)" + chr(10) if args.fail_at else ""}Ctrl-C stops everything.{'' if ok else '  (WARNING: the API did not answer within 30 s; see collector.log)'}
 """, flush=True)

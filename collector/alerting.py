@@ -28,7 +28,7 @@ from typing import Any
 
 from campus_sense import wire
 from campus_sense.yamlconf import ConfigError
-from collector.alertcore.hub import ChangeHub  # noqa: F401  (re-exported)
+from collector.alertcore.hub import ChangeHub, SharedFeed  # noqa: F401  (ChangeHub re-exported)
 from collector.alertcore.topology import DeviceMeta, Topology
 from collector.store.audit import AuditStore
 from collector.store.callbacks import ReplayStore
@@ -82,7 +82,11 @@ class Alerting:
             self.engine.takeover_grace_ms = int(2000 * ingest.lease_s)
         self.engine.singleton = self.singleton     # escalation / ack expiry: one collector (shared store)
         self.hub = ChangeHub()
-        self.engine.listeners.append(self.hub.publish)
+        # SSE streams: the local engine's changes; on a shared PostgreSQL every collector's, from the
+        # shared history (the same stream through every API node)
+        self.feed = SharedFeed(self.alert_store, self.hub) if is_pg(target) else None
+        if self.feed is None:
+            self.engine.listeners.append(self.hub.publish)
         self.notifier = None
         self.callbacks = self.replay = None
         if cfg.notify is not None:
@@ -122,7 +126,7 @@ class Alerting:
     # ------------------------------------------------------------ lifecycle
     def mount(self, app) -> None:
         """Add the alert API (/api/v1/alerts, /silences, /maintenance, /rules, /notifications), the admin API
-        (/tokens, /audit) and the console."""
+        (/tokens, /audit) and /console (now a redirect to the web UI's alerts page)."""
         from .api.admin import router as admin_router
         from .api.alerts import router as alerts_router
         from .api.callbacks import router as callbacks_router
@@ -134,6 +138,8 @@ class Alerting:
         app.include_router(console_router())
 
     def start(self) -> "Alerting":
+        if self.feed is not None:
+            self.feed.start()
         if self.notifier is not None:
             self._loop = asyncio.new_event_loop()
             self._loop_thread = threading.Thread(target=self._loop.run_forever, name="notify", daemon=True)
@@ -146,6 +152,8 @@ class Alerting:
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
         self._wake.set()
+        if self.feed is not None:
+            self.feed.stop()
         if self._thread is not None:
             self._thread.join(timeout)
         try:

@@ -158,6 +158,7 @@ def test_one_chain_for_concurrent_writers(store_target):
     assert len(stores[0].entries()) == 50 and stores[1].verify() == []
 
 
-def test_console_sends_the_client_header():
-    js = (Path(__file__).parents[1] / "collector/api/static/console.js").read_text()
+def test_the_web_ui_sends_the_client_header():
+    """Every API call of the web UI (alerts page included) is audited as made through the console."""
+    js = (Path(__file__).parents[1] / "collector/ui/static/ui.js").read_text()
     assert '"X-Campus-Sense-Client": "console"' in js

@@ -1,6 +1,6 @@
 """Silences and maintenance windows: is this alert muted by one, and why.
 
-A silence is one-off (API/console, ``starts_ms``..``ends_ms``); a maintenance window recurs
+A silence is one-off (API/web UI, ``starts_ms``..``ends_ms``); a maintenance window recurs
 (rules.yaml ``maintenance:``, a calendar)."""
 from __future__ import annotations
 

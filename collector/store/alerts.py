@@ -275,6 +275,18 @@ class AlertStore:
             rows = self._db.execute(sql, args).fetchall()
         return [HistoryEntry(r[0], r[1], r[2], r[3], r[4], json.loads(r[5] or "{}")) for r in rows]
 
+    def history_after(self, after_id: int, limit: int = 1000) -> list[HistoryEntry]:
+        """History rows with an id above ``after_id``, oldest first: every collector's live stream
+        follows the shared table with it (collector/alertcore/hub.py ``SharedFeed``)."""
+        with self._lock:
+            rows = self._db.execute("SELECT id, alert_id, t_ms, action, actor, detail FROM alert_history "
+                                    "WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit)).fetchall()
+        return [HistoryEntry(r[0], r[1], r[2], r[3], r[4], json.loads(r[5] or "{}")) for r in rows]
+
+    def last_history_id(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT max(id) FROM alert_history").fetchone()[0] or 0
+
     # ------------------------------------------------------------ liveness (last seen), for restarts
     def save_liveness(self, rows: list[tuple[str, str, int, str | None, str | None]]) -> None:
         """Upsert (kind, key, t_ms, extra, site) rows: kind device / device_m / agent / standby; site: the
