@@ -176,6 +176,21 @@ def test_observations_from_real_store(tmp_path):
     store.close()
 
 
+
+def report(*a):
+    """`campus-sense report ...` as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "campus_sense", "report", *a], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+
+
+def _coverage_checks(*target) -> dict:
+    """(check, subject) -> status of building A's coverage report, from --db or --config."""
+    r = report("coverage", "--building", "A", "--format", "json", *target, "--firmware-dir", str(FIX / "firmware"))
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    return {(c["check"], c["subject"]): c["status"] for b in rep["buildings"]
+            for c in b["checks"] + [x for room in b["rooms"] for x in room["checks"]]}
+
 def test_cli_report_reads_collector_db(tmp_path):
     now_ms = int(time.time() * 1000)
     db = tmp_path / "c.db"
@@ -186,15 +201,7 @@ def test_cli_report_reads_collector_db(tmp_path):
     cs.save_campus(load_campus(FIX / "campus.yaml").value)
     cs.save_registry(load_registry(FIX / "assets.csv").value)
 
-    def report(*a):
-        return subprocess.run([sys.executable, "-m", "campus_sense", "report", *a], cwd=ROOT, capture_output=True,
-                              text=True, timeout=120)
-    r = report("coverage", "--building", "A", "--format", "json", "--db", str(db),
-               "--firmware-dir", str(FIX / "firmware"))
-    assert r.returncode == 0, r.stderr
-    rep = json.loads(r.stdout)
-    checks = {(c["check"], c["subject"]): c["status"] for b in rep["buildings"]
-              for c in b["checks"] + [x for room in b["rooms"] for x in room["checks"]]}
+    checks = _coverage_checks("--db", str(db))
     assert checks[("desk_port_speed", "a-acc1 GE0/0/2")] == "fail"
     assert checks[("wifi_coverage", "A-102")] == "fail"
     r = report("compliance", "--format", "csv", "--db", str(db), "--firmware-dir", str(FIX / "firmware"))
@@ -315,18 +322,10 @@ def test_report_cli_on_the_shared_postgresql_through_the_collector_config(tmp_pa
     cfg.write_text("mqtt:\n  host: 127.0.0.1\n  username: collector\n  password_file: pw\n"
                    "store:\n  kind: postgres\n  dsn_file: c.dsn\n  url: http://127.0.0.1:9\n")
 
-    def report(*a):
-        return subprocess.run([sys.executable, "-m", "campus_sense", "report", *a], cwd=ROOT, capture_output=True,
-                              text=True, timeout=120)
     r = report("import", "--config", str(cfg), "--campus", str(FIX / "campus.yaml"), "--registry", str(FIX / "assets.csv"))
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["rooms"] > 0 and dsn not in r.stdout + r.stderr   # the DSN never printed
-    r = report("coverage", "--building", "A", "--format", "json", "--config", str(cfg),
-               "--firmware-dir", str(FIX / "firmware"))
-    assert r.returncode == 0, r.stderr
-    rep = json.loads(r.stdout)
-    checks = {(c["check"], c["subject"]): c["status"] for b in rep["buildings"]
-              for c in b["checks"] + [x for room in b["rooms"] for x in room["checks"]]}
+    checks = _coverage_checks("--config", str(cfg))
     assert checks[("desk_port_speed", "a-acc1 GE0/0/2")] == "fail"
     r = report("where", "de:ad:be:ef:00:01", "--config", str(cfg))
     assert r.returncode == 0 and json.loads(r.stdout)["matches"][0]["port"] == "GE0/0/2"
