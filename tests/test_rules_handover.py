@@ -149,6 +149,27 @@ def test_take_over_is_no_reason_for_agent_offline(district):
     assert [x[0] for x in fired(ch)] == ["agent-offline", "stale", "stale-env"]
 
 
+def test_lost_partition_changes_nothing_before_hand_over(district):
+    """A collector whose lease ran out (paused, cut off) still has the partition's state until it
+    notices: meanwhile neither its ticks nor a silence made through it change that partition's alerts;
+    the new holder applies the silence, once."""
+    engine, clock, owned = district
+    e1, e2 = engine(1, {"A"}), engine(2, set())
+    at(clock, T0)
+    e1.on_agent_state("agA", True, T0, site="A")
+    e1.on_samples([env("dA", T0, 35)], agent="agA", site="A")
+    assert fired(e1.tick(at(clock, T0 + 31 * S))) == [("hot", "dA", T0 + 30 * S)]
+    owned[1].clear()                                  # lease lost, hand_over not yet called
+    before = snapshot(e1.store)
+    e1.silence_create(["site=A"], "ops", duration_ms=3600 * S)
+    assert e1.tick(at(clock, T0 + 200 * S)) == [] and snapshot(e1.store) == before
+    owned[2].add("A")
+    e2.take_over(A)
+    e2.tick(at(clock, T0 + 201 * S))
+    [hot] = e2.store.query({"rule": "hot"})
+    assert hot.suppressed and [h.action for h in e2.store.history(hot.id)] == ["pending", "firing", "suppressed"]
+
+
 def test_sqlite_liveness_gets_a_site_column(tmp_path):
     """An alerts.db from before sites were recorded: the column is added, old rows still load."""
     db = tmp_path / "old.db"

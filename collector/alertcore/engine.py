@@ -895,8 +895,8 @@ class RuleEngine(HumanActions):
                 continue
             key = self._by_alert.get(a.id)
             st = self._states.get(key) if key else None
-            if st is None:
-                continue
+            if st is None or (self.owns is not None and not self.owns(self._site_of(st))):
+                continue        # (a partition lost but not yet handed over: its new holder decides)
             # when it happened: when the reason began (or ended), not when we noticed
             t = max(a.updated_ms, since if reason else (self._mark_t or now))
             if reason and a.suppressed:  # still suppressed, for another reason: no new event
