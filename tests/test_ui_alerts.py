@@ -186,6 +186,10 @@ def test_scoped_login_sees_its_building(env):
     assert row_ids(html) == [env.alerts["uplink-down"].id]
     assert c.get(f"/ui/alerts/{env.alerts['door-forced'].id}").status_code == 404
     assert row_ids(c.get("/ui/alerts/live?building=A").text) == []
+    # the page's CSV link: the alerts of its building only (campus-wide for an unscoped login)
+    rows = c.get("/api/v1/alerts/export.csv").text.splitlines()[1:]
+    assert [int(r.split(",")[0]) for r in rows] == [env.alerts["uplink-down"].id]
+    assert len(env.login("guard").get("/api/v1/alerts/export.csv").text.splitlines()) - 1 == len(env.alerts)
 
 
 def test_stream_ticket_for_a_session_needs_csrf_and_is_scoped(env):

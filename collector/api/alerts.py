@@ -14,7 +14,7 @@ log with the caller, before and after (``admin.py``: ``GET /audit``).
 |---|---|
 | GET /me | all |
 | GET /alerts?state=&severity=&building=&rule=&device=&acked=&limit= | all (it: network) |
-| GET /alerts/export.csv (same filters) | all (it: network) |
+| GET /alerts/export.csv (same filters) | all (it: network; a scoped login: its sites/buildings) |
 | GET /alerts/history.csv?alert_id=&since_ms= (audit: transitions and every human action) | all (it: network) |
 | GET /alerts/{id} (alert, history, samples/events that fired it) | all (it: network) |
 | POST /alerts/{id}/ack {comment, expires_ms} · /unack · /comment {text} | all (it: network) |
@@ -198,7 +198,9 @@ def router(alerting) -> APIRouter:
                p: Principal = Depends(ALL)) -> Response:
         buf = io.StringIO()
         try:
-            export_alerts_csv(engine.store, buf, flt_of(state, severity, building, rule, device, acked, None, p))
+            export_alerts_csv(engine.store, buf, flt_of(state, severity, building, rule, device, acked, None, p),
+                              keep=(lambda a: in_scope(p.scope, a.labels.get("building"), a.labels.get("site")))
+                              if p.scope else None)     # a scoped login: the alerts of its sites/buildings
         except ValueError as e:
             raise HTTPException(400, str(e)) from None
         return Response(buf.getvalue(), media_type="text/csv; charset=utf-8",

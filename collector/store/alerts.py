@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import csv
 import json
-from typing import Any, TextIO
+from typing import Any, Callable, TextIO
 
 from collector.alertcore.labels import Matcher, match_all, parse_matchers
 from collector.alertcore.model import ACTIVE, ALERT_COLUMNS, Alert, AlertError, HistoryEntry, Silence
@@ -402,13 +402,17 @@ def _iso(ms: int | None) -> str:
         "+00:00", "Z")
 
 
-def export_alerts_csv(store: AlertStore, out: TextIO, flt: dict | None = None) -> int:
-    """Write alerts matching ``flt`` (default: all states) as CSV; returns the row count."""
+def export_alerts_csv(store: AlertStore, out: TextIO, flt: dict | None = None,
+                      keep: Callable[[Alert], bool] | None = None) -> int:
+    """Write alerts matching ``flt`` (default: all states) and ``keep`` (e.g. a login's scope) as CSV;
+    returns the row count."""
     flt = {"state": "all", **(flt or {})}
     w = csv.writer(out)
     w.writerow(EXPORT_COLUMNS)
     n = 0
     for a in reversed(store.query(flt)):
+        if keep is not None and not keep(a):
+            continue
         L = a.labels
         w.writerow([a.id, a.rule, a.kind, a.state, a.severity, _iso(a.started_ms), _iso(a.fired_ms),
                     _iso(a.resolved_ms), L.get("device", ""), L.get("site", ""), L.get("building", ""),

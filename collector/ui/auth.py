@@ -54,8 +54,8 @@ def _now_ms() -> int:
 
 
 #: campus-wide API lists a scoped session gets filtered to its sites/buildings (not refused)
-SCOPED_LISTS = frozenset({"/devices", "/agents", "/events", "/alerts", "/compliance/coverage",
-                          "/compliance/report"})
+SCOPED_LISTS = frozenset({"/devices", "/agents", "/events", "/alerts", "/alerts/export.csv",
+                          "/compliance/coverage", "/compliance/report"})
 
 
 class LoginRefused(Exception):
