@@ -6,7 +6,8 @@
 
 One enrolment does, in this order:
 
-1. the collector store binds the agent to its site and building (``SQLiteStore.agent_enrol``): its
+1. the collector store binds the agent to its site and building (``agent_enrol``; the shared PostgreSQL
+   with ``store.kind: postgres``, where a district's collectors learn the site and subscribe to it): its
    messages under any other site/building are dead letters (``agent_moved``), as for an agent that
    was first seen there; a revoked agent's messages are dead letters ``agent_revoked``;
 2. the broker's password file gets the user (user name = agent id) with a new random password,
@@ -327,7 +328,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from campus_sense.yamlconf import ConfigError
     from collector import config as cfgmod
-    from collector.store.sqlite import SQLiteStore
+    from collector.main import open_admin_store
     try:
         cfg = cfgmod.load(args.config)
     except ConfigError as e:
@@ -342,7 +343,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.list and not args.agent_id:
         print("campus-sense enrol: an agent id is required (or --list)", file=sys.stderr)
         return 2
-    store = SQLiteStore(cfg.store.path)
+    store = open_admin_store(cfg)      # district: the shared PostgreSQL (the partitions learn the site there)
     try:
         if args.list:
             acl = acl_entries(Path(s.acl_file).read_text()) if Path(s.acl_file).exists() else {}

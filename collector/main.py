@@ -68,10 +68,17 @@ def open_store(cfg):
                        retention_interval_s=cfg.store.retention_interval_s, disk=cfg.store.disk)
 
 
+def open_admin_store(cfg):
+    """The store a CLI command (token, agent move, enrol) changes: the shared PostgreSQL with
+    ``store.kind: postgres`` (every collector sees it at once), else the collector's SQLite file
+    (agents, tokens and other metadata live there also with ``kind: influxdb``)."""
+    from .store.sqlite import SQLiteStore
+    return open_store(cfg) if cfg.store.kind == "postgres" else SQLiteStore(cfg.store.path)
+
+
 def _token(args, cfg) -> int:
     from .store.audit import record_cli
-    from .store.sqlite import SQLiteStore
-    store = open_store(cfg) if cfg.store.kind == "postgres" else SQLiteStore(cfg.store.path)
+    store = open_admin_store(cfg)
     try:
         if args.token_cmd == "create":
             tid, token = store.token_create(args.role, args.name)
@@ -97,14 +104,13 @@ def _token(args, cfg) -> int:
 
 def _agent_move(args, cfg) -> int:
     from campus_sense import wire
-    from .store.sqlite import SQLiteStore
     try:
         wire.check_segment(args.site, "site")
         wire.check_segment(args.building, "building")
     except wire.WireError as e:
         print(f"campus-sense collector agent move: {e}", file=sys.stderr)
         return 2
-    store = open_store(cfg) if cfg.store.kind == "postgres" else SQLiteStore(cfg.store.path)
+    store = open_admin_store(cfg)
     try:
         if not store.agent_move(args.agent_id, args.site, args.building):
             print(f"no agent {args.agent_id!r} in {cfg.store.path}", file=sys.stderr)

@@ -124,6 +124,11 @@ def test_compose_references(deployed):
     assert profiles["mosquitto"] is None and profiles["collector"] is None          # `docker compose up -d`
     assert profiles["victoriametrics"] == ["metrics"] and profiles["grafana"] == ["metrics"]
     assert profiles["postgres"] == ["district"]
+    # district: a second collector with the same image, command and config, its own data volume
+    cb, ca = services["collector-b"], services["collector"]
+    assert profiles["collector-b"] == ["district"] and cb["image"] == ca["image"] and cb["command"] == ca["command"]
+    assert set(cb["volumes"]) - set(ca["volumes"]) == {"collector-b-data:/var/lib/campus-sense"}
+    assert _ports(cb) == [("", "8080")] and cb["ports"] == ["8081:8080"]
     b = services["collector"]["build"]
     assert (d / b["context"] / b["dockerfile"]).is_file()
     for name, svc in services.items():
@@ -284,7 +289,9 @@ def test_example_configs_run_tls_enrol_agent(deployed, tmp_path, store):
     peers: list = []
     port = free_port()
     conf = (d / "mosquitto/mosquitto.conf").read_text().replace("/mosquitto/config/", f"{d}/mosquitto/")
+    port_b = free_port()          # the collectors' listener (partition sessions: client id != user name)
     conf = conf.replace("/mosquitto/data/", f"{tmp_path}/").replace("listener 8883", f"listener {port} 127.0.0.1")
+    conf = conf.replace("listener 8884", f"listener {port_b} 127.0.0.1")
     (tmp_path / "mosquitto.conf").write_text(conf + "user root\nlog_dest stderr\n")
     log = open(tmp_path / "mosquitto.log", "ab")
     mosq = subprocess.Popen(["mosquitto", "-c", str(tmp_path / "mosquitto.conf")], stdout=log, stderr=log)
@@ -298,14 +305,23 @@ def test_example_configs_run_tls_enrol_agent(deployed, tmp_path, store):
         if store == "district":
             peers.append(_compose_postgres(d))
             spec = {"kind": "postgres", "vm": peers[0].url, "dsn": f"@127.0.0.1:{peers[1].port}/"}
-        cfg = _container_etc(d, tmp_path / "etc", port, mosq.pid, spec)
+        cfg = _container_etc(d, tmp_path / "etc", port_b if store == "district" else port, mosq.pid, spec)
         api = re.search(r"port: (\d+)}", cfg.read_text().split("api:")[1]).group(1)
-        with open(tmp_path / "collector.log", "ab") as f:
-            procs.append(subprocess.Popen([PY, "-m", "campus_sense", "collector", "--config", str(cfg)], cwd=ROOT,
-                                          stdout=f, stderr=f))
+        cfgs = [cfg]
+        if store == "district":   # compose's collector + collector-b: partitions as collector.yaml describes
+            (tmp_path / "b").mkdir()
+            cfgs.append(_container_etc(d, tmp_path / "b" / "etc", port_b, mosq.pid, spec))
+            for c in cfgs:
+                example = re.search(r"^# (partitions: .*)$", c.read_text(), re.M).group(1)
+                c.write_text(c.read_text() + example.replace("lease_s: 15, refresh_s: 30", "lease_s: 3, refresh_s: 1")
+                             + "\n")
+        for i, c in enumerate(cfgs):
+            with open(tmp_path / f"collector{i}.log", "ab") as f:
+                procs.append(subprocess.Popen([PY, "-m", "campus_sense", "collector", "--config", str(c)], cwd=ROOT,
+                                              stdout=f, stderr=f))
 
         def up():
-            assert procs[1].poll() is None, (tmp_path / "collector.log").read_text()[-2000:]
+            assert procs[1].poll() is None, (tmp_path / "collector0.log").read_text()[-2000:]
             try:
                 return httpx.get(f"http://127.0.0.1:{api}/api/v1/health", timeout=2).json()["ingest"]["connected"]
             except (httpx.HTTPError, ValueError, KeyError):
@@ -327,11 +343,12 @@ def test_example_configs_run_tls_enrol_agent(deployed, tmp_path, store):
         with open(tmp_path / "agent.log", "ab") as f:
             procs.append(subprocess.Popen([PY, "-m", "campus_sense", "agent", "--config", str(a)], cwd=ROOT,
                                           stdout=f, stderr=f))
+        agent_proc = procs[-1]
         tok = subprocess.run([PY, "-m", "campus_sense", "collector", "token", "create", "--role", "admin",
                               "--config", str(cfg)], cwd=ROOT, capture_output=True, text=True).stdout.strip()
 
         def delivered():
-            assert procs[2].poll() is None, (tmp_path / "agent.log").read_text()[-2000:]
+            assert agent_proc.poll() is None, (tmp_path / "agent.log").read_text()[-2000:]
             r = httpx.get(f"http://127.0.0.1:{api}/api/v1/devices", headers={"Authorization": f"Bearer {tok}"},
                           timeout=5)
             return r.status_code == 200 and any(x["id"] == device for x in r.json())
@@ -353,6 +370,12 @@ def test_example_configs_run_tls_enrol_agent(deployed, tmp_path, store):
             dsn = (tmp_path / "etc/secrets/collector.dsn").read_text().strip()   # what the collector used
             with psycopg.connect(dsn, connect_timeout=10) as c:       # the state is in PostgreSQL
                 assert c.execute("SELECT count(*) FROM devices WHERE id = %s", (device,)).fetchone()[0] == 1
+
+            def holders():          # both collectors hold partitions (leases), via the collector listener
+                with psycopg.connect(dsn, connect_timeout=10) as c:
+                    return {h for (h,) in c.execute("SELECT holder FROM leases WHERE name LIKE 'partition/%' "
+                                                    "AND expires_at > now()")}
+            wait_until(lambda: len(holders()) == 2, 30, "compose's two collectors share the partitions")
         assert oct(os.stat(d / "mosquitto/passwd").st_mode & 0o777) == "0o600"   # kept by enrol
     finally:
         for p in reversed(procs):
