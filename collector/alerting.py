@@ -14,7 +14,8 @@
 blocks; a full queue drops the message, counted in ``stats['dropped']`` and logged at most once
 a minute). Events and agent state messages have their own queue that the engine serves first. One engine thread takes messages from the queue, feeds ``on_samples`` /
 ``on_events`` / ``on_agent_state`` and calls ``tick`` every ``rules.tick_s``. ``stop()`` drains
-the queue, flushes last-seen times and stops the notifier.
+the queue, flushes last-seen times and stops the notifier. ``start()`` first replays the stored
+events of the last ``rules.replay_s`` (``RuleEngine.replay``; with partitions each take-over does).
 """
 from __future__ import annotations
 
@@ -74,8 +75,12 @@ class Alerting:
         # holds; PartitionedIngest hands their state over (take_over / drain / hand_over below), and
         # last-seen times are written every 5 s so a killed collector loses at most that much of them
         owns = getattr(ingest, "owns", None)
+        # events committed but not evaluated before a kill (or a pause past the lease) are replayed from
+        # the store at start() and at each take-over (RuleEngine.replay, idempotent)
         self.engine = RuleEngine(ruleset, self.alert_store, device_meta=self.device_meta, topology=self.topology,
-                                 owns=owns, persist_every_ms=PERSIST_SHARED_MS if owns else 60_000)
+                                 owns=owns, persist_every_ms=PERSIST_SHARED_MS if owns else 60_000,
+                                 events_since=getattr(store, "events_since", None),
+                                 replay_ms=int(cfg.rules.replay_s * 1000))
         if owns is not None:
             ingest.handover = self
             # a partition just taken: its agents' queued messages arrive within about a lease
@@ -145,6 +150,8 @@ class Alerting:
             self._loop_thread = threading.Thread(target=self._loop.run_forever, name="notify", daemon=True)
             self._loop_thread.start()
             asyncio.run_coroutine_threadsafe(self.notifier.start(), self._loop).result(10)
+        if getattr(self.ingest, "owns", None) is None:   # partitions: every take_over replays its sites
+            self.engine.replay()        # listeners attached, ingest not started yet: nothing evaluated twice
         self._thread = threading.Thread(target=self._run, name="alert-engine", daemon=True)
         self._thread.start()
         return self

@@ -208,6 +208,10 @@ class Rules(_Strict):
     tick_s: float = Field(1, gt=0)
     #: committed messages waiting for the engine; beyond this they are dropped (counted, logged)
     queue_max: int = Field(10000, ge=1)
+    #: after a start and a partition take-over the engine re-evaluates the stored events of its sites
+    #: from this many seconds back (committed but not evaluated before a kill or a pause; idempotent:
+    #: collector/README.md "Alerts"); 0: off
+    replay_s: float = Field(600, ge=0)
 
 
 class Notify(_Strict):

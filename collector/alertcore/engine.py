@@ -21,6 +21,7 @@ import threading
 import time
 from collections import deque
 from fnmatch import fnmatchcase
+from itertools import groupby
 from typing import Any, Callable, Iterable, Mapping
 
 from collector.store.alerts import AlertStore
@@ -122,6 +123,9 @@ class RuleEngine(HumanActions):
     owns: ``site -> bool``, the sites whose rules this engine runs (partitions: collector/partitions.py),
     None = every site. Data of other sites is ignored, ticks judge only owned subjects, and
     ``take_over`` / ``hand_over`` move a partition's state through the store.
+    events_since: ``(since_ms, types) -> stored events`` (``Store.events_since``), with replay_ms > 0:
+    ``replay`` (after the listeners are attached; ``take_over`` calls it) re-evaluates the stored events
+    of the last ``replay_ms`` that a killed or paused collector committed but did not evaluate.
     All public methods are thread-safe. Listeners are called after the engine lock is released.
     """
 
@@ -135,9 +139,14 @@ class RuleEngine(HumanActions):
                  clock: Callable[[], int] | None = None,
                  topology: Callable[[str], str | None] | Mapping[str, str] | None = None,
                  persist_every_ms: int = 60_000,
-                 owns: Callable[[str | None], bool] | None = None):
+                 owns: Callable[[str | None], bool] | None = None,
+                 events_since: Callable[[int, Iterable[str]], Iterable[dict]] | None = None,
+                 replay_ms: int = 0):
         self.ruleset = rules
         self.owns = owns
+        self._events_since = events_since
+        self.replay_ms = replay_ms
+        self._replaying = False     # only inside the engine lock, while ``replay`` evaluates stored events
         self.store = store
         self._device_meta = device_meta or (lambda d: None)
         self.clock = clock or _wall_ms
@@ -227,13 +236,18 @@ class RuleEngine(HumanActions):
         return changes
 
     def on_events(self, items: Iterable[dict], agent: str | None = None,
-                  site: str | None = None) -> list[AlertChange]:
-        """Evaluate wire events ({"d","type","t","severity","tags","data"})."""
+                  site: str | None = None, replay: bool = False) -> list[AlertChange]:
+        """Evaluate wire events ({"d","type","t","severity","tags","data"}). ``replay``: stored events
+        evaluated again (``replay``): those the alert store shows as evaluated change nothing."""
         changes: list[AlertChange] = []
         with self._lock:
             if self.owns is not None and not self.owns(site):
                 return changes
-            tmax = self._events(items, agent, changes)
+            self._replaying = replay
+            try:
+                tmax = self._events(items, agent, changes)
+            finally:
+                self._replaying = False
             if agent is not None and tmax is not None:
                 self._agent_seen(agent, tmax, changes, site)
             self._post(changes)
@@ -355,7 +369,56 @@ class RuleEngine(HumanActions):
             self._holds = [h for h in self._holds if h[1] > now] + [(sites, now + self.takeover_grace_ms)]
             changes = self._restore(sites)
         self._dispatch(changes)
+        self.replay(sites)
         return changes
+
+    def replay(self, sites: Callable[[str | None], bool] | None = None) -> int:
+        """Evaluate the stored events of the last ``replay_ms`` of ``sites`` (default: the owned ones)
+        again, oldest first, through ``on_events``: a collector killed (or paused past its lease) after
+        a commit but before its engine saw the messages left them stored, acknowledged and never
+        evaluated. Idempotent (``evaluated``): an event the alert store shows as evaluated raises no
+        alert, count or notification. Call it before the sites' ingest starts. Returns the events read."""
+        if not self.replay_ms or self._events_since is None:
+            return 0
+        want = sites or self.owns
+        try:
+            rows = self._events_since(self.clock() - self.replay_ms, set(self._by_event))
+        except Exception:  # noqa: BLE001 - a store error must not stop a start or a take-over
+            log.exception("could not read the stored events to replay")
+            return 0
+        n = 0
+        for (agent, site), grp in groupby(rows, key=lambda e: (e["agent"], e["site"])):
+            if want is not None and not want(site):
+                continue
+            items = [{"d": e["device"], "type": e["type"], "t": e["ts_ms"], "severity": e["severity"],
+                      "tags": e["tags"], "data": e["data"]} for e in grp]
+            n += len(items)
+            try:
+                self.on_events(items, agent=agent, site=site, replay=True)
+            except Exception:  # noqa: BLE001 - bad stored data must not stop the engine
+                log.exception("replaying %d stored event(s) of %s failed", len(items), agent)
+        if n:
+            log.info("replayed %d stored event(s) of the last %d s", n, self.replay_ms // 1000)
+        return n
+
+    def evaluated(self, r: _Rule, key: tuple, t: int) -> str | None:
+        """While replaying: whether the alert store shows the event of rule ``r`` x subject ``key`` at ``t``
+        as evaluated already: ``"active"`` (not after the active alert's last update: the event that
+        fired it or a repeat it counted), ``"resolved"`` (not after the newest resolved alert's
+        resolution), else None (also outside a replay)."""
+        if not self._replaying:
+            return None
+        st = self._states.get(key)
+        if st is not None and st.alert is not None:
+            return "active" if t <= st.alert.updated_ms else None
+        last = self.store.query({"fingerprint": self._fingerprint(r, self._subject(key)), "state": "all",
+                                 "limit": 1})
+        if not last:
+            return None
+        a = last[0]
+        if a.active:
+            return "active" if t <= a.updated_ms else None
+        return "resolved" if t <= (a.resolved_ms or a.updated_ms) else None
 
     def hand_over(self, sites: Callable[[str | None], bool]) -> None:
         """Forget the evaluation state of ``sites`` (their partition moved to another collector):
@@ -730,12 +793,20 @@ class RuleEngine(HumanActions):
 
     # ================================================================ lifecycle
     def _new_state(self, r: _Rule, key: tuple, subject_id: str) -> _St:
-        subj = {"id": subject_id}
-        if key[2]:
-            subj["tags"] = dict(key[2])
-        st = _St(key, r, subj)
+        st = _St(key, r, self._subject(key))
         self._states[key] = st
         return st
+
+    @staticmethod
+    def _subject(key: tuple) -> dict:
+        subj = {"id": key[1]}
+        if key[2]:
+            subj["tags"] = dict(key[2])
+        return subj
+
+    @staticmethod
+    def _fingerprint(r: _Rule, subject: dict) -> str:
+        return hashlib.sha1(json.dumps([r.name, subject], sort_keys=True).encode()).hexdigest()[:16]
 
     def _labels(self, st: _St) -> dict:
         r = st.rule
@@ -776,7 +847,7 @@ class RuleEngine(HumanActions):
     def _open(self, st: _St, state: str, t: int, value, severity: str, changes, detail: dict | None = None):
         r = st.rule
         labels = self._labels(st)
-        fp = hashlib.sha1(json.dumps([r.name, st.subject], sort_keys=True).encode()).hexdigest()[:16]
+        fp = self._fingerprint(r, st.subject)
         a, created = self.store.open_alert(fingerprint=fp, rule=r.name, kind=r.kind, subject=st.subject,
                                            state=state, severity=severity, labels=labels,
                                            summary=self._summary(st, labels, value), value=value, t_ms=t,

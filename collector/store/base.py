@@ -119,6 +119,13 @@ class Store(abc.ABC):
                type_: str | None, limit: int) -> list[dict]: ...
 
     @abc.abstractmethod
+    def events_since(self, since_ms: int, types: Iterable[str] | None = None,
+                     limit: int = 100_000) -> list[dict]:
+        """Stored events with ``ts_ms >= since_ms`` (of ``types``; None: all), oldest first (ts_ms, id):
+        ``{id, agent, site, device, ts_ms, type, severity, tags, data}``, ``site`` the agent's. The rule
+        engine replays them after a restart or a take-over (collector/alertcore/engine.py ``replay``)."""
+
+    @abc.abstractmethod
     def ingest_stats(self) -> dict: ...
 
     # ---- typed reads for alerting, compliance and the API (no SQL outside collector/store/)

@@ -54,7 +54,8 @@ from . import syslog as _syslog
 from . import topology as _topology
 from .base import ApplyResult, Reject, SeriesQueryUnsupported, StorageUnavailable, Store, TimeSeriesSink
 from .series import AGGS, DAY
-from .sqlite import _STATE_COLS, ROLES, SQLiteStore, _SeqState, _event_row, agent_rows, agent_state, bind_agents, hash_token
+from .sqlite import (_STATE_COLS, ROLES, SQLiteStore, _SeqState, _event_row, agent_rows, agent_state, bind_agents,
+                     events_since_rows, events_since_sql, hash_token)
 
 log = logging.getLogger("collector.store.postgres")
 
@@ -728,6 +729,13 @@ class PostgresStore(Store):
             e["data"] = _loads(e["data"])
             out.append(e)
         return out
+
+    def events_since(self, since_ms: int, types: Iterable[str] | None = None,
+                     limit: int = 100_000) -> list[dict]:
+        types = None if types is None else sorted(types)
+        if types == []:
+            return []
+        return events_since_rows(self._q(*events_since_sql(since_ms, types, limit, ph="%s")))
 
     def ingest_stats(self) -> dict:
         rej = {r: {"count": n, "last_topic": t, "last_error": e, "last_ms": ms} for r, n, t, e, ms in self._q(

@@ -145,6 +145,28 @@ def _event_row(agent: str, it: dict) -> tuple:
             _dumps(it.get("tags") or {}).decode(), _dumps(it.get("data") or {}).decode())
 
 
+def events_since_sql(since_ms: int, types: list[str] | None, limit: int, ph: str = "?") -> tuple[str, list]:
+    """``Store.events_since``: the statement (both stores; ``ph`` the placeholder) and its arguments."""
+    q = (f"SELECT e.id, e.agent, a.site, e.device, e.ts_ms, e.type, e.severity, e.tags, e.data FROM events e "
+         f"LEFT JOIN agents a ON a.id = e.agent WHERE e.ts_ms >= {ph}")
+    args: list[Any] = [since_ms]
+    if types is not None:
+        q += f" AND e.type IN ({','.join([ph] * len(types))})"
+        args += types
+    return q + f" ORDER BY e.ts_ms, e.id LIMIT {ph}", args + [limit]
+
+
+def events_since_rows(rows: Iterable[tuple]) -> list[dict]:
+    cols = ("id", "agent", "site", "device", "ts_ms", "type", "severity", "tags", "data")
+    out = []
+    for r in rows:
+        e = dict(zip(cols, r))
+        e["tags"] = _loads(e["tags"])
+        e["data"] = _loads(e["data"])
+        out.append(e)
+    return out
+
+
 def _nonull(f: dict) -> dict:
     return {k: v for k, v in f.items() if v is not None} if None in f.values() else f
 
@@ -1292,6 +1314,13 @@ class SQLiteStore(Store):
             e["data"] = _loads(e["data"])
             out.append(e)
         return out
+
+    def events_since(self, since_ms: int, types: Iterable[str] | None = None,
+                     limit: int = 100_000) -> list[dict]:
+        types = None if types is None else sorted(types)
+        if types == []:
+            return []
+        return events_since_rows(self.reader().execute(*events_since_sql(since_ms, types, limit)))
 
     def syslog(self, host: str | None = None, q: str | None = None, since_ms: int | None = None,
                until_ms: int | None = None, limit: int = 100, **kw: Any) -> list[dict]:

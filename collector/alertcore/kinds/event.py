@@ -60,6 +60,8 @@ class Event(Kind):
             return
         if r.cal is not None and not r.cal.contains(t):
             return
+        if eng.evaluated(r, key, t):
+            return                  # a replayed event that was evaluated before the restart / take-over
         if st is None:
             st = eng._new_state(r, key, d)
         if st.state == "firing":
@@ -67,7 +69,8 @@ class Event(Kind):
                 st.last_t = t
             a = st.alert
             a.count += 1
-            eng.store.set_fields(a.id, count=a.count)
+            a.updated_ms = max(a.updated_ms, t)     # the newest event counted (replay: engine.evaluated)
+            eng.store.set_fields(a.id, count=a.count, updated_ms=a.updated_ms)
         else:
             sev = r.m.severity
             if sev == "from_event":

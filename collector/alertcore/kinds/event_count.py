@@ -75,6 +75,9 @@ class EventCount(Kind):
             return
         if r.cal is not None and not r.cal.contains(t):
             return
+        seen = eng.evaluated(r, key, t)
+        if seen == "resolved":
+            return          # replayed, older than the resolution: it must not count again
         m = r.m
         wins = self._windows(eng)
         win = wins.get(key)
@@ -93,10 +96,13 @@ class EventCount(Kind):
         if st is not None and st.state == "firing":
             if st.last_t is None or t > st.last_t:
                 st.last_t = t
+            if seen:        # replayed, counted before the restart: it only rebuilds the window
+                return
             a = st.alert
             a.count += 1
-            eng.store.set_fields(a.id, count=a.count, value=len(win))
             a.value = len(win)
+            a.updated_ms = max(a.updated_ms, t)     # the newest event counted (replay: engine.evaluated)
+            eng.store.set_fields(a.id, count=a.count, value=len(win), updated_ms=a.updated_ms)
             return
         if n < m.count:
             return
