@@ -48,6 +48,7 @@ CREATE TABLE IF NOT EXISTS alerts(
 CREATE UNIQUE INDEX IF NOT EXISTS alerts_active_fingerprint ON alerts(fingerprint) WHERE state != 'resolved';
 CREATE INDEX IF NOT EXISTS alerts_state ON alerts(state, id);
 CREATE INDEX IF NOT EXISTS alerts_started ON alerts(started_ms);
+CREATE INDEX IF NOT EXISTS alerts_fingerprint ON alerts(fingerprint, id);   -- replay: newest alert per fingerprint
 CREATE TABLE IF NOT EXISTS alert_history(
   id INTEGER PRIMARY KEY AUTOINCREMENT,
   alert_id INTEGER NOT NULL REFERENCES alerts(id),
