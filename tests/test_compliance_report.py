@@ -268,3 +268,38 @@ def test_compliance_html_has_device_matrix(inputs):
     row = row[:row.index("</tr>")]
     # firmware expired, SNMP public, telnet open -> fail; clock +12.5 s -> fail; inventory ok -> pass
     assert row.count("st fail") == 4 and row.count("st pass") == 1
+
+
+def test_every_finding_message_reads_in_chinese(inputs):
+    """Findings keep their message as a template key + arguments: a zh-CN reader (web UI pages and
+    CSV) gets the catalog's msg.<key> with the same arguments, an English reader the English text."""
+    import re
+
+    from collector.ui.i18n import T, catalog
+    zh, en = T("zh-CN"), T("en")
+    checks = all_checks(cov(inputs)) + all_checks(comp(inputs))
+    keys = set()
+    for c in checks:
+        if c["check"] == "inventory_mismatch":          # "matched by serial but reports ...": English only
+            continue
+        assert c.get("msg"), c
+        keys.add(c["msg"]["key"])
+        text = zh.message(c)
+        assert text != c["message"] and "{" not in text and re.search(r"[\u4e00-\u9fff]", text), (c["message"], text)
+        if c["msg"].get("prefix"):
+            assert text.startswith(c["msg"]["prefix"] + "：")
+        assert en.message(c) == c["message"]
+    assert len(keys) >= 20, keys                          # the fixture covers most kinds of finding
+    # every key the code can produce has a Chinese template whose placeholders it fills
+    src = "\n".join(p.read_text() for p in Path(__file__).parents[1].joinpath("collector/compliance").glob("*.py"))
+    made = set(re.findall(r'(?:say|said)\("(\w+)"', src))
+    made |= {f"{k}_pref" for k in ("fw_not_approved", "fw_eos", "fw_expired", "fw_expiring")}
+    made |= {"fw_approved" + a + b for a in ("", "_until") for b in ("", "_preferred")}
+    made |= {f"inv_moved_{k}" for k in ("room", "port", "room_port")}
+    made |= {"inv_unknown" + a + b for a in ("", "_at") for b in ("", "_ip")}
+    made |= {"hd_snmp_weak", "hd_snmp_ok", "hd_telnet_open", "hd_telnet_closed", "hd_http", "hd_http_only",
+             "hd_http_none", "hd_http_redirect", "hd_cred_users", "hd_cred", "hd_cred_ok", "hd_clock_off",
+             "hd_clock_ok", "inv_never_seen", "inv_not_seen", "inv_wrong_ip", "inv_ip_conflict", "inv_ok_at", "inv_ok"}
+    made = {k for k in made if not k.endswith("_")}
+    missing = sorted(k for k in made if "msg." + k not in catalog("zh-CN"))
+    assert not missing, missing

@@ -95,15 +95,16 @@ def _wifi_room(campus: CampusModel, obs: Observations, policy: Policy, room: Roo
     for a in sorted(down_aps):
         st = obs.aps.get(a)
         res.evidence.append({"what": "ap status", "ap": a, "up": False, "time": iso(st.time if st else None)})
-    th = f"(policy: >= {wp.min_signal_dbm:g} dBm, SNR >= {wp.min_snr_db:g} dB)"
+    th = "(policy: >= {min_dbm:g} dBm, SNR >= {min_snr:g} dB)"
+    pol = {"min_dbm": wp.min_signal_dbm, "min_snr": wp.min_snr_db}
     good = [(r, ap) for r, ap in campus_r
             if r.signal_dbm is not None and r.signal_dbm >= wp.min_signal_dbm
             and r.snr is not None and r.snr >= wp.min_snr_db]
     if good:
         r, ap = max(good, key=lambda x: (x[0].signal_dbm, x[0].snr))
         res.status = PASS
-        res.message = (f"{r.ssid} heard at {r.signal_dbm:g} dBm, SNR {r.snr:g} dB "
-                       f"({'AP ' + ap.id if ap else r.bssid or r.source}) {th}")
+        res.say("wifi_good", "{ssid} heard at {dbm:g} dBm, SNR {snr:g} dB ({via}) " + th, ssid=r.ssid or "Wi-Fi",
+                dbm=r.signal_dbm, snr=r.snr, via="AP " + ap.id if ap else r.bssid or r.source, **pol)
         res.evidence.insert(0, _reading_ev(r, ap.id if ap else None))
         return res
     if campus_r:
@@ -114,30 +115,34 @@ def _wifi_room(campus: CampusModel, obs: Observations, policy: Policy, room: Roo
             res.evidence.append(_reading_ev(rr, aa.id if aa else None))
         sig_ok = r.signal_dbm is not None and r.signal_dbm >= wp.min_signal_dbm
         if down_aps:
-            res.message = (f"AP {', '.join(sorted(down_aps))} down; remaining readings below threshold "
-                           f"(best {r.signal_dbm} dBm) {th}")
+            res.say("wifi_ap_down_weak", "AP {aps} down; remaining readings below threshold (best {dbm} dBm) " + th,
+                    aps=", ".join(sorted(down_aps)), dbm=r.signal_dbm, **pol)
         elif sig_ok and r.snr is None:
-            res.message = f"{r.ssid} heard at {r.signal_dbm:g} dBm but no SNR/noise reported {th}"
+            res.say("wifi_no_snr", "{ssid} heard at {dbm:g} dBm but no SNR/noise reported " + th,
+                    ssid=r.ssid or "Wi-Fi", dbm=r.signal_dbm, **pol)
         else:
             res.status = FAIL
             res.severity = "critical" if (r.signal_dbm or -999) < wp.min_signal_dbm - 10 else "warning"
-            snr = f"{r.snr:g} dB" if r.snr is not None else "n/a"
-            res.message = f"weak coverage: best {r.ssid} reading {r.signal_dbm} dBm, SNR {snr} {th}"
+            res.say("wifi_weak", "weak coverage: best {ssid} reading {dbm} dBm, SNR {snr} " + th, ssid=r.ssid or "Wi-Fi",
+                    dbm=r.signal_dbm, snr=f"{r.snr:g} dB" if r.snr is not None else "n/a", **pol)
         return res
     surveyed = [(r, ap) for r, ap in fresh if r.source == "survey"]
     if surveyed and not down_aps:
         res.status = FAIL
         res.severity = "critical"
         heard = sorted({r.ssid or "?" for r, _ in surveyed})
-        res.message = f"campus SSID {'/'.join(wp.ssids)} not heard in survey (heard: {', '.join(heard)})"
+        res.say("wifi_not_heard", "campus SSID {ssids} not heard in survey (heard: {heard})",
+                ssids="/".join(wp.ssids), heard=", ".join(heard))
         for r, ap in surveyed[:5]:
             res.evidence.append(_reading_ev(r, ap.id if ap else None))
         return res
     if down_aps:
-        res.message = f"no current reading: AP {', '.join(sorted(down_aps))} down"
+        res.say("wifi_ap_down", "no current reading: AP {aps} down", aps=", ".join(sorted(down_aps)))
+    elif stale:
+        res.say("wifi_stale", "no survey data ({n} reading(s) older than {hours:g} h ignored)", n=stale,
+                hours=wp.max_age_hours)
     else:
-        res.message = "no survey data" + (f" ({stale} reading(s) older than {wp.max_age_hours:g} h ignored)"
-                                          if stale else "")
+        res.say("wifi_no_data", "no survey data")
     return res
 
 
@@ -180,23 +185,20 @@ def port_speeds(campus: CampusModel, obs: Observations, policy: Policy, building
         subj = f"{p.device} {p.port}"
         r = CheckResult(check, UNKNOWN, subj, "", building=building, room=p.room, device=p.device,
                         evidence=[_iface_ev(p, i)])
-        th = f"(policy: >= {_fmt_speed(need)})"
         if i is None:
-            r.message = f"no interface data for {subj}"
+            r.say("port_no_data", "no interface data for {port}", port=subj)
         elif i.oper_up is None:
-            r.message = f"{subj}: operational status unknown"
+            r.say("port_oper_unknown", "{port}: operational status unknown", port=subj)
         elif not i.oper_up:
             r.status = NA
             r.severity = "info"
-            r.message = f"{subj} is down (only ports operationally up count for speed)"
+            r.say("port_down_speed", "{port} is down (only ports operationally up count for speed)", port=subj)
         elif i.speed_mbps is None or i.speed_mbps <= 0:
-            r.message = f"{subj} is up but reports no speed"
-        elif i.speed_mbps >= need:
-            r.status = PASS
-            r.message = f"{subj} up at {_fmt_speed(i.speed_mbps)} {th}"
+            r.say("port_no_speed", "{port} is up but reports no speed", port=subj)
         else:
-            r.status = FAIL
-            r.message = f"{subj} up at {_fmt_speed(i.speed_mbps)} {th}"
+            r.status = PASS if i.speed_mbps >= need else FAIL
+            r.say("port_speed", "{port} up at {speed} (policy: >= {need})", port=subj,
+                  speed=_fmt_speed(i.speed_mbps), need=_fmt_speed(need))
         out.append(r)
     return out
 
@@ -244,16 +246,19 @@ def uplink_redundancy(campus: CampusModel, obs: Observations, policy: Policy, bu
         if len(ups) < need:
             r.status = FAIL
             r.severity = "critical" if len(ups) <= 1 else "warning"
-            r.message = f"{d.id}: {len(ups)} uplink(s) configured (policy: >= {need})"
+            r.say("uplinks_configured", "{device}: {n} uplink(s) configured (policy: >= {need})", device=d.id,
+                  n=len(ups), need=need)
         elif n_up >= need:
             r.status = PASS
-            r.message = f"{d.id}: {n_up} uplinks up (policy: >= {need})"
+            r.say("uplinks_up", "{device}: {n} uplinks up (policy: >= {need})", device=d.id, n=n_up, need=need)
         elif n_up + n_unknown >= need:
-            r.message = f"{d.id}: {n_up} uplink(s) up, {n_unknown} without interface data (policy: >= {need})"
+            r.say("uplinks_unknown", "{device}: {n} uplink(s) up, {unknown} without interface data (policy: >= {need})",
+                  device=d.id, n=n_up, unknown=n_unknown, need=need)
         else:
             r.status = FAIL
             r.severity = "critical"
-            r.message = f"{d.id}: only {n_up} of {len(ups)} uplinks up (policy: >= {need} up)"
+            r.say("uplinks_down", "{device}: only {n} of {total} uplinks up (policy: >= {need} up)", device=d.id,
+                  n=n_up, total=len(ups), need=need)
         out.append(r)
     return out
 
@@ -274,20 +279,17 @@ def capacity(campus: CampusModel, obs: Observations, policy: Policy, building: s
             continue
         st = obs.aps.get(d.id)
         r = CheckResult("ap_client_load", UNKNOWN, d.id, "", building=building, room=d.room, device=d.id)
-        th = f"(policy: <= {cp.max_clients_per_ap} clients)"
         if st is not None:
             r.evidence.append({"what": "ap load", "ap": d.id, "room": d.room, "up": st.up, "clients": st.clients,
                                "time": iso(st.time)})
         if st is None or (st.up and st.clients is None):
-            r.message = f"{d.id}: no client count collected"
+            r.say("ap_no_count", "{device}: no client count collected", device=d.id)
         elif not st.up:
-            r.message = f"{d.id} is down: load unknown"
-        elif st.clients > cp.max_clients_per_ap:
-            r.status = FAIL
-            r.message = f"{d.id}: {st.clients} clients {th}"
+            r.say("ap_down_load", "{device} is down: load unknown", device=d.id)
         else:
-            r.status = PASS
-            r.message = f"{d.id}: {st.clients} clients {th}"
+            r.status = FAIL if st.clients > cp.max_clients_per_ap else PASS
+            r.say("ap_clients", "{device}: {n} clients (policy: <= {max} clients)", device=d.id, n=st.clients,
+                  max=cp.max_clients_per_ap)
         out.append(r)
     for p in sorted(campus.ports.values(), key=lambda x: (x.device, x.port)):
         if p.role not in cp.link_roles or _port_building(campus, p) != building:
@@ -297,22 +299,22 @@ def capacity(campus: CampusModel, obs: Observations, policy: Policy, building: s
         ev = _iface_ev(p, i)
         r = CheckResult("link_utilisation", UNKNOWN, subj, "", building=building, room=p.room, device=p.device,
                         evidence=[ev])
-        th = f"(policy: <= {cp.max_link_util_pct:g} %)"
         utils = [u for u in ((i.util_in_pct, i.util_out_pct) if i is not None else ()) if u is not None]
         if i is not None:
             ev.update({"util_in_pct": i.util_in_pct, "util_out_pct": i.util_out_pct})
         if i is None:
-            r.message = f"no interface data for {subj}"
+            r.say("port_no_data", "no interface data for {port}", port=subj)
         elif i.oper_up is False:
             r.status = NA
             r.severity = "info"
-            r.message = f"{subj} is down"
+            r.say("port_down", "{port} is down", port=subj)
         elif not utils:
-            r.message = f"{subj}: no utilisation collected"
+            r.say("link_no_util", "{port}: no utilisation collected", port=subj)
         else:
             u = max(utils)
             r.status = FAIL if u > cp.max_link_util_pct else PASS
-            r.message = f"{subj} ({p.role}) at {u:g} % {th}"
+            r.say("link_util", "{port} ({role}) at {pct:g} % (policy: <= {max:g} %)", port=subj, role=p.role, pct=u,
+                  max=cp.max_link_util_pct)
         out.append(r)
     return out
 
@@ -341,17 +343,20 @@ def ipv6_presence(campus: CampusModel, obs: Observations, policy: Policy, buildi
         r = CheckResult("ipv6", UNKNOWN, d.id, "", building=building, device=d.id)
         addrs = obs.ipv6.get(d.id)
         if addrs is None:
-            r.message = f"{d.id}: no IPv6 address data collected"
+            r.say("ipv6_no_data", "{device}: no IPv6 address data collected", device=d.id)
         else:
             g = _global_v6(addrs)
             r.evidence.append({"what": "ipv6 addresses", "device": d.id, "addresses": ", ".join(addrs) or "(none)",
                                "global": ", ".join(g) or "(none)"})
             if g:
                 r.status = PASS
-                r.message = f"{d.id}: global IPv6 {', '.join(g[:3])}"
+                r.say("ipv6_ok", "{device}: global IPv6 {addresses}", device=d.id, addresses=", ".join(g[:3]))
             else:
                 r.status = FAIL
-                r.message = f"{d.id}: no global IPv6 address" + (" (link-local only)" if addrs else "")
+                if addrs:
+                    r.say("ipv6_link_local", "{device}: no global IPv6 address (link-local only)", device=d.id)
+                else:
+                    r.say("ipv6_none", "{device}: no global IPv6 address", device=d.id)
         out.append(r)
     return out
 
@@ -366,11 +371,11 @@ def agent_presence(campus: CampusModel, obs: Observations, policy: Policy, build
     live = [a for a in agents if a.online and (a.last_seen is None or now - a.last_seen <= silence)]
     r = CheckResult("agent_online", PASS if live else FAIL, building, "", building=building, evidence=ev)
     if live:
-        r.message = f"agent {', '.join(a.id for a in live)} online"
+        r.say("agent_online", "agent {agents} online", agents=", ".join(a.id for a in live))
     elif agents:
         r.severity = "critical"
-        r.message = f"no agent online (known: {', '.join(a.id for a in agents)})"
+        r.say("agent_offline", "no agent online (known: {agents})", agents=", ".join(a.id for a in agents))
     else:
         r.severity = "critical"
-        r.message = "no monitoring agent in this building"
+        r.say("agent_none", "no monitoring agent in this building")
     return [r]

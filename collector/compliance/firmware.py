@@ -36,7 +36,7 @@ from campus_sense.yamlconf import ConfigError, load_model
 from collector.campus.model import CampusModel
 from collector.compliance.observations import DeviceObs, Observations, iso
 from collector.compliance.policy import Policy
-from collector.compliance.results import FAIL, PASS, UNKNOWN, CheckResult
+from collector.compliance.results import FAIL, PASS, UNKNOWN, CheckResult, said
 
 
 class SoftwareVersion(BaseModel):
@@ -156,39 +156,51 @@ def firmware_status(model: str | None, version: str | None, catalog: Catalog, no
     policy = policy or Policy()
     today = _today(now)
     if not model or not version:
-        return {"status": "unknown", "ok": None, "message": f"no {'model' if not model else 'firmware'} fact",
-                "record": None, "version_record": None}
+        return {"status": "unknown", "ok": None, "record": None, "version_record": None,
+                **(said("fw_no_model", "no model fact") if not model else said("fw_no_version", "no firmware fact"))}
     hit = catalog.record_for(model)
     if hit is None:
         return {"status": "unknown_model", "ok": None, "record": None, "version_record": None,
-                "message": f"no approved-firmware record for model {model}"}
+                **said("fw_no_record", "no approved-firmware record for model {model}", model=model)}
     f, rec = hit
     base = {"record": Path(f).name, "vendor": rec.vendor}
-    preferred = [v.label for v in rec.versions if v.preferred]
+    preferred = ", ".join(v.label for v in rec.versions if v.preferred)
     if rec.end_of_life and today > rec.end_of_life:
         return dict(base, status="eol", ok=False, version_record=None,
-                    message=f"{model} hardware end of life since {rec.end_of_life}")
+                    **said("fw_hw_eol", "{model} hardware end of life since {date}", model=model,
+                           date=str(rec.end_of_life)))
     v = next((v for v in rec.versions if v.matches(version)), None)
-    pref = f"; preferred: {', '.join(preferred)}" if preferred else ""
+
+    def say(key: str, text: str, **args: Any) -> dict[str, Any]:   # "; preferred: ..." when the record has any
+        return said(key + "_pref", text + "; preferred: {preferred}", preferred=preferred, **args) if preferred \
+            else said(key, text, **args)
     if v is None:
         return dict(base, status="not_approved", ok=False, version_record=None,
-                    message=f"{version} is not an approved version for {model}{pref}")
+                    **say("fw_not_approved", "{version} is not an approved version for {model}", version=version,
+                          model=model))
     vb = dict(base, version_record=v.label, valid_from=str(v.valid_from) if v.valid_from else None,
               valid_until=str(v.valid_until) if v.valid_until else None, preferred=v.preferred)
     if v.end_of_support and today > v.end_of_support:
-        return dict(vb, status="eol", ok=False, message=f"{version} end of support since {v.end_of_support}{pref}")
+        return dict(vb, status="eol", ok=False, **say("fw_eos", "{version} end of support since {date}",
+                                                      version=version, date=str(v.end_of_support)))
     if v.valid_until and today > v.valid_until:
-        return dict(vb, status="expired", ok=False, message=f"approval of {version} expired {v.valid_until}{pref}")
+        return dict(vb, status="expired", ok=False, **say("fw_expired", "approval of {version} expired {date}",
+                                                          version=version, date=str(v.valid_until)))
     if v.valid_from and today < v.valid_from:
-        return dict(vb, status="not_yet_valid", ok=False, message=f"{version} approved only from {v.valid_from}")
+        return dict(vb, status="not_yet_valid", ok=False, **said("fw_not_yet", "{version} approved only from {date}",
+                                                                 version=version, date=str(v.valid_from)))
     if v.valid_until and (v.valid_until - today).days <= policy.firmware.expiry_warning_days:
-        return dict(vb, status="expiring", ok=True,
-                    message=f"{version} approved until {v.valid_until} ({(v.valid_until - today).days} days){pref}")
+        return dict(vb, status="expiring", ok=True, **say("fw_expiring", "{version} approved until {date} ({days} days)",
+                                                          version=version, date=str(v.valid_until),
+                                                          days=(v.valid_until - today).days))
     if not v.preferred and preferred:
         return dict(vb, status="not_preferred", ok=not policy.firmware.flag_not_preferred,
-                    message=f"{version} approved, not preferred{pref}")
-    return dict(vb, status="approved", ok=True, message=f"{version} approved" +
-                (f" until {v.valid_until}" if v.valid_until else "") + (" (preferred)" if v.preferred else ""))
+                    **said("fw_not_preferred", "{version} approved, not preferred; preferred: {preferred}",
+                           version=version, preferred=preferred))
+    key = "fw_approved" + ("_until" if v.valid_until else "") + ("_preferred" if v.preferred else "")
+    return dict(vb, status="approved", ok=True,
+                **said(key, "{version} approved" + (" until {date}" if v.valid_until else "") +
+                       (" (preferred)" if v.preferred else ""), version=version, date=str(v.valid_until)))
 
 
 def _dev_building(campus: CampusModel, d: DeviceObs) -> tuple[str | None, str | None]:
@@ -214,8 +226,10 @@ def evaluate_firmware(campus: CampusModel, obs: Observations, catalog: Catalog, 
         ev = {"what": "firmware", "device": d.id, "model": model, "firmware": f.get("firmware"),
               "status": st["status"], "record": st.get("record"), "approved_version": st.get("version_record"),
               "valid_until": st.get("valid_until"), "facts_time": iso(d.facts_time or d.last_seen)}
-        out.append(CheckResult("firmware", status, d.id, f"{d.id}: {st['message']}", building=bld, room=room,
-                               device=d.id, severity=sev, evidence=[ev]))
+        r = CheckResult("firmware", status, d.id, f"{d.id}: {st['message']}", building=bld, room=room,
+                        device=d.id, severity=sev, evidence=[ev])
+        r.msg = dict(st["msg"], prefix=d.id)
+        out.append(r)
     return out
 
 
@@ -244,11 +258,14 @@ def evaluate_hardening(campus: CampusModel, obs: Observations, policy: Policy | 
         f = d.facts or {}
         t = iso(d.facts_time or d.last_seen)
 
-        def add(check: str, bad: bool, msg_bad: str, msg_ok: str, value: Any, sev: str = "critical") -> None:
-            out.append(CheckResult(check, FAIL if bad else PASS, d.id, f"{d.id}: {msg_bad if bad else msg_ok}",
-                                   building=bld, room=room, device=d.id, severity=sev if bad else "info",
-                                   evidence=[{"what": "fact", "device": d.id, "check": check, "value": value,
-                                              "time": t}]))
+        def add(check: str, bad: bool, msg_bad: tuple, msg_ok: tuple, value: Any, sev: str = "critical") -> None:
+            """msg_bad / msg_ok: (key, English template, {args})."""
+            r = CheckResult(check, FAIL if bad else PASS, d.id, "", building=bld, room=room, device=d.id,
+                            severity=sev if bad else "info",
+                            evidence=[{"what": "fact", "device": d.id, "check": check, "value": value, "time": t}])
+            key, text, args = msg_bad if bad else msg_ok
+            r.say(key, text, prefix=d.id, **args)
+            out.append(r)
 
         comms = _fact(f, "snmp_communities")
         if comms is not None:
@@ -258,25 +275,30 @@ def evaluate_hardening(campus: CampusModel, obs: Observations, policy: Policy | 
             v12 = [v for v in vers if v in ("1", "2c", "2")]
             hits = sorted({c for c in comms if str(c).lower() in weak}) if v12 else []
             add("snmp_community", bool(hits),
-                f"SNMP v{'/v'.join(v12)} answers to community {', '.join(hits)}",
-                "no default SNMP community accepted", {"communities": comms, "versions": vers})
+                ("hd_snmp_weak", "SNMP v{versions} answers to community {communities}",
+                 {"versions": "/v".join(v12), "communities": ", ".join(hits)}),
+                ("hd_snmp_ok", "no default SNMP community accepted", {}), {"communities": comms, "versions": vers})
         tel = _fact(f, "telnet_open")
         if tel is not None and not hp.telnet_allowed:
-            add("telnet", bool(tel), "telnet (23/tcp) management open", "telnet closed", tel)
+            add("telnet", bool(tel), ("hd_telnet_open", "telnet (23/tcp) management open", {}),
+                ("hd_telnet_closed", "telnet closed", {}), tel)
         http = _fact(f, "http_mgmt")
         if http is not None and not hp.http_mgmt_allowed:
             redirect = bool(_fact(f, "http_redirects_to_https"))
             bad = bool(http) and not redirect
-            add("http_mgmt", bad, "HTTP management without TLS" +
-                ("" if _fact(f, "https_mgmt") else " (no HTTPS either)"),
-                "no plain-HTTP management" if not http else "HTTP redirects to HTTPS",
+            add("http_mgmt", bad,
+                ("hd_http", "HTTP management without TLS", {}) if _fact(f, "https_mgmt") else
+                ("hd_http_only", "HTTP management without TLS (no HTTPS either)", {}),
+                ("hd_http_none", "no plain-HTTP management", {}) if not http else
+                ("hd_http_redirect", "HTTP redirects to HTTPS", {}),
                 {"http_mgmt": http, "https_mgmt": _fact(f, "https_mgmt"), "redirects": redirect}, "warning")
         cred = _fact(f, "default_credentials")
         if cred is not None:
             users = cred if isinstance(cred, list) else []
             add("default_credentials", bool(cred),
-                "default credentials accepted" + (f" (user {', '.join(map(str, users))})" if users else ""),
-                "default credentials rejected", cred)
+                ("hd_cred_users", "default credentials accepted (user {users})", {"users": ", ".join(map(str, users))})
+                if users else ("hd_cred", "default credentials accepted", {}),
+                ("hd_cred_ok", "default credentials rejected", {}), cred)
         off = _fact(f, "clock_offset_s")
         if off is not None:
             try:
@@ -284,7 +306,8 @@ def evaluate_hardening(campus: CampusModel, obs: Observations, policy: Policy | 
             except (TypeError, ValueError):
                 offv = None
             if offv is not None:
+                args = {"offset": offv, "max": hp.max_clock_offset_s}
                 add("clock_drift", abs(offv) > hp.max_clock_offset_s,
-                    f"clock off by {offv:+.1f} s (policy: <= {hp.max_clock_offset_s:g} s)",
-                    f"clock within {hp.max_clock_offset_s:g} s ({offv:+.1f} s)", offv, "warning")
+                    ("hd_clock_off", "clock off by {offset:+.1f} s (policy: <= {max:g} s)", args),
+                    ("hd_clock_ok", "clock within {max:g} s ({offset:+.1f} s)", args), offv, "warning")
     return out

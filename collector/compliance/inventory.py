@@ -250,33 +250,40 @@ def evaluate_inventory(campus: CampusModel, registry: Registry, obs: Observation
         if building and bld != building:
             continue
 
-        def res(check: str, status: str, msg: str, sev: str = "warning", extra: list | None = None) -> CheckResult:
+        def res(check: str, status: str, msg: str | tuple, sev: str = "warning", extra: list | None = None
+                ) -> CheckResult:
+            """msg: English text, or (key, English template, {args}) that zh-CN readers get translated."""
             ev = [reg_ev] + ([s.evidence()] if s else []) + (extra or [])
-            return CheckResult(check, status, a.asset_tag, msg, building=bld, room=a.room,
-                               device=(s.device_id if s else None) or a.device_id, severity=sev, evidence=ev)
+            r = CheckResult(check, status, a.asset_tag, msg if isinstance(msg, str) else "", building=bld,
+                            room=a.room, device=(s.device_id if s else None) or a.device_id, severity=sev, evidence=ev)
+            if not isinstance(msg, str):
+                r.say(msg[0], msg[1], **msg[2])
+            return r
 
         if s is None:
-            out.append(res("inventory_missing", FAIL, f"{a.asset_tag} ({a.device_type} {a.model or ''}) never seen "
-                                                      f"on the network".replace("  ", " ")))
+            out.append(res("inventory_missing", FAIL, ("inv_never_seen", "{tag} ({what}) never seen on the network",
+                                                       {"tag": a.asset_tag,
+                                                        "what": f"{a.device_type} {a.model or ''}".strip()})))
             continue
         if s.last_seen is not None and now - s.last_seen > missing_after:
-            days = (now - s.last_seen) / DAY
-            out.append(res("inventory_missing", FAIL, f"{a.asset_tag} not seen for {days:.0f} days "
-                                                      f"(last {iso(s.last_seen)}; policy: "
-                                                      f"{policy.inventory.missing_after_days:g} days)"))
+            out.append(res("inventory_missing", FAIL, (
+                "inv_not_seen", "{tag} not seen for {days:.0f} days (last {last}; policy: {max:g} days)",
+                {"tag": a.asset_tag, "days": (now - s.last_seen) / DAY, "last": iso(s.last_seen),
+                 "max": policy.inventory.missing_after_days})))
             continue
         problems = 0
         loc = s.edge_location()
         if loc is not None:
-            moved = []
-            if a.room and loc.room and loc.room != a.room:
-                moved.append(f"room {loc.room} instead of {a.room}")
-            if a.switch and (loc.switch != a.switch or (a.port and loc.port and loc.port.lower() != a.port.lower())):
-                moved.append(f"port {loc.switch} {loc.port} instead of {a.switch} {a.port or ''}".rstrip())
-            if moved:
+            room = bool(a.room and loc.room and loc.room != a.room)
+            port = bool(a.switch and (loc.switch != a.switch or (a.port and loc.port and loc.port.lower() != a.port.lower())))
+            texts = {"room": "room {room} instead of {reg_room}", "port": "port {port} instead of {reg_port}"}
+            if room or port:
                 problems += 1
-                out.append(res("inventory_moved", FAIL, f"{a.asset_tag} seen at {'; '.join(moved)}",
-                               extra=[dict(loc.to_dict(), what="fdb location")]))
+                key = "inv_moved_" + ("room_port" if room and port else "room" if room else "port")
+                text = "; ".join(texts[k] for k, on in (("room", room), ("port", port)) if on)
+                out.append(res("inventory_moved", FAIL, (key, "{tag} seen at " + text, {
+                    "tag": a.asset_tag, "room": loc.room, "reg_room": a.room, "port": f"{loc.switch} {loc.port}",
+                    "reg_port": f"{a.switch} {a.port or ''}".rstrip()}), extra=[dict(loc.to_dict(), what="fdb location")]))
         if a.assigned_ip:
             recent = {ip: t for ip, t in s.ips.items()
                       if t is None or now - t <= policy.inventory.unknown_window_days * DAY}
@@ -284,15 +291,17 @@ def evaluate_inventory(campus: CampusModel, registry: Registry, obs: Observation
                             ipaddress.ip_address(a.assigned_ip).version)
             if others:
                 problems += 1
-                out.append(res("inventory_wrong_ip", FAIL, f"{a.asset_tag} uses {', '.join(others)} instead of its "
-                                                           f"assigned {a.assigned_ip}",
+                out.append(res("inventory_wrong_ip", FAIL, (
+                    "inv_wrong_ip", "{tag} uses {ips} instead of its assigned {ip}",
+                    {"tag": a.asset_tag, "ips": ", ".join(others), "ip": a.assigned_ip}),
                                extra=[{"what": "ip seen", "ip": ip, "mac": s.mac, "last_seen": iso(recent[ip])}
                                       for ip in others]))
             owner = ip_owner.get(a.assigned_ip)
             if owner and s.mac and owner[0] != s.mac:
                 problems += 1
-                out.append(res("inventory_wrong_ip", FAIL, f"assigned IP {a.assigned_ip} of {a.asset_tag} is used "
-                                                           f"by {owner[0]}", "critical",
+                out.append(res("inventory_wrong_ip", FAIL, (
+                    "inv_ip_conflict", "assigned IP {ip} of {tag} is used by {mac}",
+                    {"ip": a.assigned_ip, "tag": a.asset_tag, "mac": owner[0]}), "critical",
                                extra=[{"what": "ip conflict", "ip": a.assigned_ip, "mac": owner[0],
                                        "last_seen": iso(owner[1])}]))
         mism = []
@@ -307,9 +316,11 @@ def evaluate_inventory(campus: CampusModel, registry: Registry, obs: Observation
             out.append(res("inventory_mismatch", FAIL, f"{a.asset_tag} matched by {how} but reports "
                                                        f"{'; '.join(mism)}"))
         if not problems:
-            where = f" at {loc.switch} {loc.port} ({loc.room or 'room ?'})" if loc else ""
-            out.append(res("inventory_ok", PASS, f"{a.asset_tag} seen{where}, last {iso(s.last_seen) or '?'}",
-                           "info"))
+            args = {"tag": a.asset_tag, "last": iso(s.last_seen) or "?"}
+            out.append(res("inventory_ok", PASS, (
+                "inv_ok_at", "{tag} seen at {port} ({room}), last {last}",
+                dict(args, port=f"{loc.switch} {loc.port}", room=loc.room or "?")) if loc else (
+                "inv_ok", "{tag} seen, last {last}", args), "info"))
     window = policy.inventory.unknown_window_days * DAY
     for s in sorted(seen.values(), key=lambda x: x.key):
         if s.key in matched:
@@ -320,11 +331,12 @@ def evaluate_inventory(campus: CampusModel, registry: Registry, obs: Observation
         if building and bld != building:
             continue
         loc = s.edge_location()
-        where = f" on {loc.switch} {loc.port}" + (f" ({loc.room})" if loc.room else "") if loc else ""
-        what = s.device_id or s.mac
-        r = CheckResult("inventory_unknown", FAIL, s.mac or s.device_id or s.key,
-                        f"unregistered device {what}{where}" + (f" ip {', '.join(sorted(s.ips))}" if s.ips else ""),
+        args = {"what": s.device_id or s.mac, "port": f"{loc.switch} {loc.port}" if loc else None,
+                "room": f" ({loc.room})" if loc and loc.room else "", "ips": ", ".join(sorted(s.ips))}
+        r = CheckResult("inventory_unknown", FAIL, s.mac or s.device_id or s.key, "",
                         building=bld, room=loc.room if loc else None, device=s.device_id, evidence=[s.evidence()])
+        r.say("inv_unknown" + ("_at" if loc else "") + ("_ip" if s.ips else ""),
+              "unregistered device {what}" + (" on {port}{room}" if loc else "") + (" ip {ips}" if s.ips else ""), **args)
         out.append(r)
     return out
 

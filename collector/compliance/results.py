@@ -33,6 +33,12 @@ CHECKS: dict[str, tuple[str, str]] = {
 }
 
 
+def said(key: str, text: str, **args: Any) -> dict[str, Any]:
+    """{"message": English text, "msg": {"key", "args"}} for records that are not CheckResults
+    (firmware status): the same translation path as ``CheckResult.say``."""
+    return {"message": text.format(**args), "msg": {"key": key, "args": args}}
+
+
 @dataclass
 class CheckResult:
     check: str                  # key of CHECKS
@@ -44,6 +50,18 @@ class CheckResult:
     device: str | None = None
     severity: str = "warning"   # info | warning | critical
     evidence: list[dict[str, Any]] = field(default_factory=list)
+    #: the message as a template key + arguments: the web UI and reports render it in the reader's
+    #: language (``msg.<key>`` in collector/ui/i18n/*.json); ``message`` is the English text
+    msg: dict[str, Any] | None = None
+
+    def say(self, key: str, text: str, prefix: str | None = None, **args: Any) -> None:
+        """Set the message: ``text`` (English, ``str.format`` template) with ``args``, kept as key +
+        arguments too, so a zh-CN reader gets ``msg.<key>`` of the catalog with the same arguments;
+        ``prefix`` (a device id) goes in front as ``<prefix>: ``."""
+        self.message = (f"{prefix}: " if prefix else "") + text.format(**args)
+        self.msg = said(key, text, **args)["msg"]
+        if prefix:
+            self.msg["prefix"] = prefix
 
     @property
     def title(self) -> str:
@@ -61,6 +79,8 @@ class CheckResult:
             d["severity"] = "info"
         d["title"] = self.title
         d["ref"] = self.ref
+        if self.msg is not None:
+            d["msg"] = {**self.msg, "args": dict(self.msg["args"])}
         return d
 
 

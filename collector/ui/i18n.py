@@ -60,3 +60,16 @@ class T:
     def opt(self, key: str, default: str) -> str:
         """A translation when the catalog has one (e.g. check titles), else ``default``."""
         return self.cat.get(key) or default
+
+    def message(self, finding: dict) -> str:
+        """A compliance finding's message in this language: ``msg.<key>`` of the catalog with the
+        finding's arguments (collector/compliance/results.py ``CheckResult.say``), else its English text."""
+        m = finding.get("msg")
+        tmpl = self.cat.get("msg." + m["key"]) if isinstance(m, dict) and self.lang != "en" else None
+        if tmpl:
+            try:
+                text = tmpl.format(**(m.get("args") or {}))
+                return f"{m['prefix']}：{text}" if m.get("prefix") else text
+            except (KeyError, IndexError, ValueError, TypeError):
+                pass
+        return finding.get("message") or ""

@@ -261,7 +261,7 @@ def device(ctx: Ctx, app, p, dev: dict) -> str:
     if p.role in ("admin", "it"):
         fs = data.device_findings(app, did)
         rows = [[status_badge(ctx, c.get("status")), e(t.opt("check." + c["check"], c.get("title") or c["check"])),
-                 e(c.get("subject")), e(c.get("message"))] for c in fs]
+                 e(c.get("subject")), e(t.message(c))] for c in fs]
         out.append(f'<section aria-labelledby="h-fi"><h2 id="h-fi">{e(t("dev.findings"))}</h2>')
         out.append(table(e(t("dev.findings")), [e(t(k)) for k in ("col.state", "col.check", "col.subject", "col.detail")],
                          rows, t("dev.findings_none")))
@@ -598,7 +598,7 @@ def report(ctx: Ctx, rep: dict, kind: str, building: str | None, buildings: list
                    f'{e(t("col.building"))} {e(b.get("name") or b["id"])} {status_badge(ctx, bs.get("status"))}</h2>')
         checks = list(b.get("checks") or []) + [c for r in b.get("rooms") or [] for c in r.get("checks") or []]
         rows = [[status_badge(ctx, c.get("status")), e(t.opt("check." + c["check"], c.get("title") or c["check"])),
-                 e(c.get("ref")), e(c.get("room")), e(c.get("subject")), e(c.get("message"))] for c in checks]
+                 e(c.get("ref")), e(c.get("room")), e(c.get("subject")), e(t.message(c))] for c in checks]
         out.append(table(e(t("reports.checks", b=b["id"])), [e(t(k)) for k in ("col.state", "col.check", "col.ref",
                                                                               "col.room", "col.subject", "col.detail")],
                          rows, t("reports.none"), cls="report"))
@@ -621,5 +621,5 @@ def report_csv(ctx: Ctx, rep: dict) -> str:
         w.writerow([c.get("building"), c.get("room"), c.get("check"),
                     t.opt("check." + c["check"], c.get("title") or c["check"]), c.get("ref"),
                     t("status." + (c.get("status") or "unknown")), t("sev." + (c.get("severity") or "info")),
-                    c.get("subject"), c.get("message")])
+                    c.get("subject"), t.message(c)])
     return buf.getvalue()
