@@ -169,6 +169,18 @@ def test_replay_off_and_bad_rows(col, tmp_path):
     assert eng.replay() == 1 and eng.bad_items == 1 and eng.alerts() == []
 
 
+def test_events_since_newest_first_limited_oldest_first_returned(col):
+    """``Store.events_since``: only the types asked for, the newest ``limit`` of them, oldest first, with
+    the agent's site (the PostgreSQL store: the district test below)."""
+    t = _now() - 10_000
+    col.commit(*[wire.event("door-1", typ, t + i, "critical") for i, typ in
+                 enumerate(["door_forced", "x", "door_forced", "door_forced"])])
+    rows = col.store.events_since(t, {"door_forced"}, limit=2)
+    assert [(e["ts_ms"], e["type"], e["site"], e["agent"]) for e in rows] == \
+        [(t + 2, "door_forced", "north", "ag-a"), (t + 3, "door_forced", "north", "ag-a")]
+    assert col.store.events_since(t, set()) == [] and len(col.store.events_since(t + 1)) == 3
+
+
 # ---------------------------------------------------------------- district: two engines, PostgreSQL
 S = 1000
 

@@ -121,7 +121,8 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def events_since(self, since_ms: int, types: Iterable[str] | None = None,
                      limit: int = 100_000) -> list[dict]:
-        """Stored events with ``ts_ms >= since_ms`` (of ``types``; None: all), oldest first (ts_ms, id):
+        """The newest ``limit`` stored events with ``ts_ms >= since_ms`` (of ``types``; None: all), oldest
+        first (ts_ms, id):
         ``{id, agent, site, device, ts_ms, type, severity, tags, data}``, ``site`` the agent's. The rule
         engine replays them after a restart or a take-over (collector/alertcore/engine.py ``replay``)."""
 

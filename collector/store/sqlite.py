@@ -153,13 +153,14 @@ def events_since_sql(since_ms: int, types: list[str] | None, limit: int, ph: str
     if types is not None:
         q += f" AND e.type IN ({','.join([ph] * len(types))})"
         args += types
-    return q + f" ORDER BY e.ts_ms, e.id LIMIT {ph}", args + [limit]
+    return q + f" ORDER BY e.ts_ms DESC, e.id DESC LIMIT {ph}", args + [limit]
 
 
 def events_since_rows(rows: Iterable[tuple]) -> list[dict]:
+    """Rows of ``events_since_sql`` (newest first: a limit keeps the newest) as dicts, oldest first."""
     cols = ("id", "agent", "site", "device", "ts_ms", "type", "severity", "tags", "data")
     out = []
-    for r in rows:
+    for r in reversed(list(rows)):
         e = dict(zip(cols, r))
         e["tags"] = _loads(e["tags"])
         e["data"] = _loads(e["data"])
