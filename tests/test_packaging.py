@@ -55,6 +55,20 @@ def test_every_driver_extra_exists_and_every_configs_folder_is_packaged():
     assert {p.name for p in (ROOT / "firmware_configs").iterdir() if p.is_dir()} <= shipped
 
 
+def test_every_data_file_of_the_packages_ships():
+    """Files the code reads at run time (PostgreSQL migrations, UI catalogs and assets, profiles) are
+    in the wheel: each non-Python file of the packages matches a package-data pattern."""
+    import fnmatch
+    import subprocess
+    pats = PYPROJECT["tool"]["setuptools"]["package-data"]["*"]
+    files = subprocess.run(["git", "ls-files", "campus_sense", "collector", "edge_agent", "drivers"], cwd=ROOT,
+                           capture_output=True, text=True, check=True).stdout.split()
+    assert any(f.endswith(".sql") for f in files)
+    missing = [f for f in files if not f.endswith((".py", ".md"))
+               and not any(fnmatch.fnmatch(Path(f).name, p) for p in pats)]
+    assert not missing, missing
+
+
 def test_a_driver_without_its_extra_names_the_extra(tmp_path, monkeypatch):
     import importlib.util
 
