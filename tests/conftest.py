@@ -2,6 +2,7 @@ import secrets
 
 import pytest
 
+from tests import peers_pg
 from tests.peers import Mosquitto
 
 
@@ -33,3 +34,13 @@ def shipped_broker(tmp_path, shipped_users):
     m = Mosquitto(shipped_users, d, shipped=True).start()
     yield m
     m.stop()
+
+
+@pytest.fixture(scope="module")
+def pg():
+    """A throwaway PostgreSQL server (initdb in a temp dir) for one test module (tests/peers_pg.py)."""
+    if not peers_pg.available():
+        pytest.skip("PostgreSQL/psycopg missing")
+    p = peers_pg.Postgres().start()
+    yield p
+    p.cleanup()

@@ -16,13 +16,6 @@ from tests import peers_pg
 pytestmark = pytest.mark.skipif(not peers_pg.available(), reason="PostgreSQL/psycopg missing")
 
 
-@pytest.fixture(scope="module")
-def pg():
-    p = peers_pg.Postgres().start()
-    yield p
-    p.cleanup()
-
-
 def _msg(kind, agent, sent_ms, seq=None, items=()):
     topic = wire.topic("north", "A", agent, kind)
     if seq is None:

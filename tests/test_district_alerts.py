@@ -37,13 +37,6 @@ rules:
 """
 
 
-@pytest.fixture(scope="module")
-def pg():
-    p = peers_pg.Postgres().start()
-    yield p
-    p.cleanup()
-
-
 def _holder(dsn: str, lease: str) -> str | None:
     import psycopg
     with psycopg.connect(dsn, autocommit=True) as c:

@@ -32,13 +32,6 @@ rules:
 """
 
 
-@pytest.fixture(scope="module")
-def pg():
-    p = peers_pg.Postgres().start()
-    yield p
-    p.cleanup()
-
-
 def _rows(dsn, sql, args=()):
     with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as c:
         try:

@@ -13,13 +13,6 @@ from tests import peers_pg
 pytestmark = pytest.mark.skipif(not peers_pg.available(), reason="PostgreSQL/psycopg missing")
 
 
-@pytest.fixture(scope="module")
-def pg():
-    p = peers_pg.Postgres().start()
-    yield p
-    p.cleanup()
-
-
 def test_takeover_does_not_hang_behind_a_paused_commit(pg):
     import psycopg
 

@@ -39,13 +39,6 @@ def test_partition_hash_and_names_are_stable():
     assert site_topic("north") == "campus/v1/north/+/+/+"
 
 
-@pytest.fixture(scope="module")
-def pg():
-    p = peers_pg.Postgres().start()
-    yield p
-    p.cleanup()
-
-
 class Producer:
     """All agents over one connection, QoS 1; remembers what it produced."""
 

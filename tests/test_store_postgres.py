@@ -31,13 +31,6 @@ CYCLE = 300_000
 MAC = "00:1a:2b:3c:4d:5e"
 
 
-@pytest.fixture(scope="module")
-def pg():
-    p = peers_pg.Postgres().start()
-    yield p
-    p.cleanup()
-
-
 class Mem(TimeSeriesSink):
     name = "mem"
 
