@@ -103,11 +103,18 @@ class SharedFeed:
     def _run(self) -> None:
         import logging
         log = logging.getLogger("collector.alerts")
+        failing_since = None
         while not self._stop.wait(self.interval_s):
             try:
                 self.poll()
-            except Exception:  # noqa: BLE001 - a database hiccup: the next poll catches up
-                log.warning("live alert feed: cannot read the shared alert history", exc_info=True)
+                if failing_since is not None:
+                    log.info("live alert feed: reading the shared alert history again")
+                    failing_since = None
+            except Exception as e:  # noqa: BLE001 - a database outage: the next poll catches up
+                now = time.monotonic()
+                if failing_since is None or now - failing_since >= 60:   # once a minute, not every poll
+                    log.warning("live alert feed: cannot read the shared alert history: %s", e)
+                    failing_since = now
 
     def poll(self, now: float | None = None) -> int:
         """Publish history rows not published yet; returns how many."""
