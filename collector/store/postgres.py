@@ -55,7 +55,7 @@ from . import topology as _topology
 from .base import ApplyResult, Reject, SeriesQueryUnsupported, StorageUnavailable, Store, TimeSeriesSink
 from .series import AGGS, DAY
 from .sqlite import (_STATE_COLS, ROLES, SQLiteStore, _SeqState, _event_row, agent_rows, agent_state, bind_agents,
-                     events_since_rows, events_since_sql, hash_token)
+                     event_dicts, events_since_rows, events_since_sql, events_sql, hash_token)
 
 log = logging.getLogger("collector.store.postgres")
 
@@ -713,22 +713,7 @@ class PostgresStore(Store):
 
     def events(self, device: str | None, since_ms: int | None, until_ms: int | None, severity: str | None,
                type_: str | None, limit: int) -> list[dict]:
-        q = "SELECT id, agent, device, ts_ms, type, severity, tags, data FROM events WHERE ts_ms >= %s AND ts_ms < %s"
-        args: list[Any] = [since_ms or 0, until_ms if until_ms is not None else 2**62]
-        for col, v in (("device", device), ("severity", severity), ("type", type_)):
-            if v:
-                q += f" AND {col}=%s"
-                args.append(v)
-        q += " ORDER BY ts_ms DESC, id DESC LIMIT %s"
-        args.append(limit)
-        cols = ("id", "agent", "device", "ts_ms", "type", "severity", "tags", "data")
-        out = []
-        for r in self._q(q, args):
-            e = dict(zip(cols, r))
-            e["tags"] = _loads(e["tags"])
-            e["data"] = _loads(e["data"])
-            out.append(e)
-        return out
+        return event_dicts(self._q(*events_sql(device, since_ms, until_ms, severity, type_, limit, ph="%s")))
 
     def events_since(self, since_ms: int, types: Iterable[str] | None = None,
                      limit: int = 100_000) -> list[dict]:

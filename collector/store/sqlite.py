@@ -145,6 +145,33 @@ def _event_row(agent: str, it: dict) -> tuple:
             _dumps(it.get("tags") or {}).decode(), _dumps(it.get("data") or {}).decode())
 
 
+#: the columns of ``Store.events`` rows
+EVENT_COLS = ("id", "agent", "device", "ts_ms", "type", "severity", "tags", "data")
+
+
+def events_sql(device: str | None, since_ms: int | None, until_ms: int | None, severity: str | None,
+               type_: str | None, limit: int, ph: str = "?") -> tuple[str, list]:
+    """``Store.events``: the statement (both stores; ``ph`` the placeholder) and its arguments."""
+    q = f"SELECT {', '.join(EVENT_COLS)} FROM events WHERE ts_ms >= {ph} AND ts_ms < {ph}"
+    args: list[Any] = [since_ms or 0, until_ms if until_ms is not None else 2**62]
+    for col, v in (("device", device), ("severity", severity), ("type", type_)):
+        if v:
+            q += f" AND {col}={ph}"
+            args.append(v)
+    return q + f" ORDER BY ts_ms DESC, id DESC LIMIT {ph}", args + [limit]
+
+
+def event_dicts(rows: Iterable[tuple], cols: tuple[str, ...] = EVENT_COLS) -> list[dict]:
+    """Event rows as dicts, tags and data decoded (both stores)."""
+    out = []
+    for r in rows:
+        e = dict(zip(cols, r))
+        e["tags"] = _loads(e["tags"])
+        e["data"] = _loads(e["data"])
+        out.append(e)
+    return out
+
+
 def events_since_sql(since_ms: int, types: list[str] | None, limit: int, ph: str = "?") -> tuple[str, list]:
     """``Store.events_since``: the statement (both stores; ``ph`` the placeholder) and its arguments."""
     q = (f"SELECT e.id, e.agent, a.site, e.device, e.ts_ms, e.type, e.severity, e.tags, e.data FROM events e "
@@ -158,14 +185,8 @@ def events_since_sql(since_ms: int, types: list[str] | None, limit: int, ph: str
 
 def events_since_rows(rows: Iterable[tuple]) -> list[dict]:
     """Rows of ``events_since_sql`` (newest first: a limit keeps the newest) as dicts, oldest first."""
-    cols = ("id", "agent", "site", "device", "ts_ms", "type", "severity", "tags", "data")
-    out = []
-    for r in reversed(list(rows)):
-        e = dict(zip(cols, r))
-        e["tags"] = _loads(e["tags"])
-        e["data"] = _loads(e["data"])
-        out.append(e)
-    return out
+    return event_dicts(reversed(list(rows)), ("id", "agent", "site", "device", "ts_ms", "type", "severity",
+                                              "tags", "data"))
 
 
 def _nonull(f: dict) -> dict:
@@ -1299,22 +1320,7 @@ class SQLiteStore(Store):
 
     def events(self, device: str | None, since_ms: int | None, until_ms: int | None, severity: str | None,
                type_: str | None, limit: int) -> list[dict]:
-        q = "SELECT id, agent, device, ts_ms, type, severity, tags, data FROM events WHERE ts_ms >= ? AND ts_ms < ?"
-        args: list[Any] = [since_ms or 0, until_ms if until_ms is not None else 2**62]
-        for col, v in (("device", device), ("severity", severity), ("type", type_)):
-            if v:
-                q += f" AND {col}=?"
-                args.append(v)
-        q += " ORDER BY ts_ms DESC, id DESC LIMIT ?"
-        args.append(limit)
-        cols = ("id", "agent", "device", "ts_ms", "type", "severity", "tags", "data")
-        out = []
-        for r in self.reader().execute(q, args):
-            e = dict(zip(cols, r))
-            e["tags"] = _loads(e["tags"])
-            e["data"] = _loads(e["data"])
-            out.append(e)
-        return out
+        return event_dicts(self.reader().execute(*events_sql(device, since_ms, until_ms, severity, type_, limit)))
 
     def events_since(self, since_ms: int, types: Iterable[str] | None = None,
                      limit: int = 100_000) -> list[dict]:
