@@ -55,7 +55,8 @@ from . import topology as _topology
 from .base import ApplyResult, Reject, SeriesQueryUnsupported, StorageUnavailable, Store, TimeSeriesSink
 from .series import AGGS, DAY
 from .sqlite import (_STATE_COLS, ROLES, SQLiteStore, _SeqState, _event_row, agent_rows, agent_state, bind_agents,
-                     event_dicts, events_since_rows, events_since_sql, events_sql, hash_token)
+                     event_dicts, events_since_rows, events_since_sql, events_sql, hash_token, mark_seen, sort_events,
+                     split_topology)
 
 log = logging.getLogger("collector.store.postgres")
 
@@ -383,13 +384,6 @@ class PostgresStore(Store):
         canon_cache: dict[tuple, str] = {}
         points = 0
 
-        def seen(d: str, agent: str, tp, t: int) -> None:
-            ds = dev_seen.get(d)
-            if ds is None:
-                dev_seen[d] = [agent, tp.site, tp.building, t]
-            elif ds[3] < t:
-                ds[3] = t
-
         for msg in messages:
             if msg.seq is None and msg.kind == "events":      # made by the collector itself
                 accepted.append(msg)
@@ -409,17 +403,8 @@ class PostgresStore(Store):
             kind = msg.kind
             tp = msg.topic
             if kind == "metrics":
-                items = msg.items
-                points += len(items)
-                if any(it["m"] in _TOPOLOGY for it in items):
-                    rest = []
-                    for it in items:
-                        if it["m"] in _TOPOLOGY:
-                            topo_items.append(it)
-                            seen(it["d"], msg.agent, tp, it["t"])
-                        else:
-                            rest.append(it)
-                    items = rest
+                points += len(msg.items)
+                items = split_topology(msg, topo_items, dev_seen)
                 last_d = None
                 for it in items:
                     d = it["d"]
@@ -440,22 +425,17 @@ class PostgresStore(Store):
                         latest[lk] = (t, f)
                     if d != last_d:
                         last_d = d
-                        seen(d, msg.agent, tp, t)
+                        mark_seen(dev_seen, d, msg.agent, tp, t)
                     if it["m"] in _SPECIAL:
                         special_items.append((it, f))
                 sink_items.append(((tp.site, tp.building, msg.agent), items))
             elif kind == "events":
-                for it in msg.items:
-                    if it["type"] == "syslog" and _syslog.is_archive(it):   # the archive, not events
-                        syslog_rows.append(_syslog.row(msg.agent, it))
-                    else:
-                        events.append(_event_row(msg.agent, it))
-                    seen(it["d"], msg.agent, tp, it["t"])
+                sort_events(msg, events, syslog_rows, dev_seen)
             elif kind == "facts":
                 for it in msg.items:
                     t = it["t"]
                     facts.append((_json(it["facts"]), t, it["d"], t))
-                    seen(it["d"], msg.agent, tp, t)
+                    mark_seen(dev_seen, it["d"], msg.agent, tp, t)
         res.points = points
         polls: list[tuple] = []
         agent_stats: dict[str, dict] = {}

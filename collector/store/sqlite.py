@@ -189,6 +189,43 @@ def events_since_rows(rows: Iterable[tuple]) -> list[dict]:
                                               "tags", "data"))
 
 
+def mark_seen(dev_seen: dict[str, list], d: str, agent: str, tp: Any, t: int) -> None:
+    """A commit group's newest word of each device: ``{device: [agent, site, building, t]}`` (both stores)."""
+    ds = dev_seen.get(d)
+    if ds is None:
+        dev_seen[d] = [agent, tp.site, tp.building, t]
+    elif ds[3] < t:
+        ds[3] = t
+
+
+def split_topology(msg: Message, topo_items: list[dict], dev_seen: dict[str, list]) -> list[dict]:
+    """A metrics message's items without wire.TOPOLOGY_MEASUREMENTS: those go to ``topo_items``
+    (intervals, store/topology.py; never series nor sink points). Both stores; the usual message
+    has none and comes back as it is."""
+    items = msg.items
+    if _TOPOLOGY.isdisjoint(map(_MEASUREMENT, items)):
+        return items
+    rest = []
+    for it in items:
+        if it["m"] in _TOPOLOGY:
+            topo_items.append(it)
+            mark_seen(dev_seen, it["d"], msg.agent, msg.topic, it["t"])
+        else:
+            rest.append(it)
+    return rest
+
+
+def sort_events(msg: Message, events: list[tuple], syslog_rows: list[tuple], dev_seen: dict[str, list]) -> None:
+    """An events message's items: archive syslog lines to the syslog archive (store/syslog.py), the
+    others to the events table (both stores)."""
+    for it in msg.items:
+        if it["type"] == "syslog" and _syslog.is_archive(it):
+            syslog_rows.append(_syslog.row(msg.agent, it))
+        else:
+            events.append(_event_row(msg.agent, it))
+        mark_seen(dev_seen, it["d"], msg.agent, msg.topic, it["t"])
+
+
 def _nonull(f: dict) -> dict:
     return {k: v for k, v in f.items() if v is not None} if None in f.values() else f
 
@@ -578,22 +615,7 @@ class SQLiteStore(Store):
             if kind == "metrics":
                 items = msg.items
                 points += len(items)
-                # ---- topology hook (store/topology.py): wire.TOPOLOGY_MEASUREMENTS become intervals,
-                # never series nor sink points; written below in this transaction
-                if not _TOPOLOGY.isdisjoint(map(_MEASUREMENT, items)):
-                    rest = []
-                    for it in items:
-                        if it["m"] not in _TOPOLOGY:
-                            rest.append(it)
-                            continue
-                        topo_items.append(it)
-                        ds = dev_seen.get(it["d"])
-                        if ds is None:
-                            dev_seen[it["d"]] = [msg.agent, tp.site, tp.building, it["t"]]
-                        elif ds[3] < it["t"]:
-                            ds[3] = it["t"]
-                    items = rest
-                # ---- end topology hook
+                items = split_topology(msg, topo_items, dev_seen)     # written below in this transaction
                 last_d = None
                 if to_sqlite:
                     last_gid = last_t = buf = None
@@ -623,7 +645,7 @@ class SQLiteStore(Store):
                                 max_t = t
                             if t < min_t:
                                 min_t = t
-                            ds = dev_seen.get(d)
+                            ds = dev_seen.get(d)        # mark_seen(), inline: once per device and time
                             if ds is None:
                                 dev_seen[d] = [msg.agent, tp.site, tp.building, t]
                             elif ds[3] < t:
@@ -660,37 +682,17 @@ class SQLiteStore(Store):
                             latest[sid] = (t, f)
                         if d != last_d:
                             last_d = d
-                            ds = dev_seen.get(d)
-                            if ds is None:
-                                dev_seen[d] = [msg.agent, tp.site, tp.building, t]
-                            elif ds[3] < t:
-                                ds[3] = t
+                            mark_seen(dev_seen, d, msg.agent, tp, t)
                         if s[3]:
                             special_items.append((it, f))
                     sink_items.append(((tp.site, tp.building, msg.agent), items))
             elif kind == "events":
-                for it in msg.items:
-                    d = it["d"]
-                    t = it["t"]
-                    if it["type"] == "syslog" and _syslog.is_archive(it):
-                        syslog_rows.append(_syslog.row(msg.agent, it))
-                    else:
-                        events.append(_event_row(msg.agent, it))
-                    ds = dev_seen.get(d)
-                    if ds is None:
-                        dev_seen[d] = [msg.agent, tp.site, tp.building, t]
-                    elif ds[3] < t:
-                        ds[3] = t
+                sort_events(msg, events, syslog_rows, dev_seen)
             elif kind == "facts":
                 for it in msg.items:
-                    d = it["d"]
                     t = it["t"]
-                    facts.append((_dumps(it["facts"]).decode(), t, d, t))
-                    ds = dev_seen.get(d)
-                    if ds is None:
-                        dev_seen[d] = [msg.agent, tp.site, tp.building, t]
-                    elif ds[3] < t:
-                        ds[3] = t
+                    facts.append((_dumps(it["facts"]).decode(), t, it["d"], t))
+                    mark_seen(dev_seen, it["d"], msg.agent, tp, t)
         res.points = points
         for it, f in special_items:
             d, t = it["d"], it["t"]
