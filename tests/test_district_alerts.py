@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import threading
 import time
 
@@ -20,9 +19,8 @@ from campus_sense import wire
 from collector.partitions import partition_name, partition_of
 from tests import peers_pg
 from tests.collector_util import Publisher, wait_until
-from tests.peers import free_port
 from tests.test_notify_support import RobotServer
-from tests.test_store_postgres import _count, _up, _vm, collector_config
+from tests.test_store_postgres import _count, _up, _vm, lease_holder, start_district
 
 pytestmark = pytest.mark.skipif(not peers_pg.available(), reason="PostgreSQL/psycopg missing")
 
@@ -35,13 +33,6 @@ rules:
     severity: critical
     summary: "Door forced: {device}"
 """
-
-
-def _holder(dsn: str, lease: str) -> str | None:
-    import psycopg
-    with psycopg.connect(dsn, autocommit=True) as c:
-        r = c.execute("SELECT holder FROM leases WHERE name=%s AND expires_at > now()", (lease,)).fetchone()
-    return r[0].split(":")[0] if r else None
 
 
 def test_two_collectors_share_alerts_and_send_once(tmp_path, pg, mosquitto, mqtt_users):
@@ -60,20 +51,14 @@ def test_two_collectors_share_alerts_and_send_once(tmp_path, pg, mosquitto, mqtt
     extra = (f"partitions: {{count: {COUNT}, lease_s: 3, refresh_s: 1, sites: [north]}}\n"
              f"rules: {{paths: [{tmp_path / 'rules.yaml'}], db: unused-alerts.db, tick_s: 0.2}}\n"
              f"notify: {{config: {tmp_path / 'notify.yaml'}}}\n")
-    ports = {n: free_port() for n in ("c1", "c2")}
     procs: dict[str, subprocess.Popen] = {}
     pub = None
     try:
-        for n, port in ports.items():
-            p = collector_config(tmp_path / f"{n}.yaml", mosquitto, mqtt_users["collector"], dsn, vm.url, port,
-                                 client_id="district", extra=extra)
-            p.write_text(p.read_text().replace("  kind: postgres\n", f"  kind: postgres\n  node: {n}\n"))
-            procs[n] = subprocess.Popen([sys.executable, "-m", "campus_sense", "collector", "--config", str(p)],
-                                        stdout=open(tmp_path / f"{n}.log", "ab"), stderr=subprocess.STDOUT)
+        ports, procs = start_district(tmp_path, ("c1", "c2"), mosquitto, mqtt_users["collector"], dsn, vm.url, extra)
         lease = f"partition/{partition_name(partition_of('north', COUNT), COUNT)}"
-        wait_until(lambda: _holder(dsn, lease) in ports, 60, "north's partition taken")
+        wait_until(lambda: lease_holder(dsn, lease) in ports, 60, "north's partition taken")
         wait_until(lambda: all(_up(p) for p in ports.values()), 60, "both collectors up")
-        owner = _holder(dsn, lease)
+        owner = lease_holder(dsn, lease)
         other = next(n for n in ports if n != owner)
         api = {n: httpx.Client(base_url=f"http://127.0.0.1:{p}/api/v1", timeout=10,
                                headers={"Authorization": f"Bearer {token}"}) for n, p in ports.items()}
@@ -134,7 +119,7 @@ def test_two_collectors_share_alerts_and_send_once(tmp_path, pg, mosquitto, mqtt
         assert [x["id"] for x in sent[0]["body"]["alerts"]] == [str(a["id"])]
         assert _count(dsn, "SELECT count(*) FROM notify_outbox") == 1
         assert _count(dsn, "SELECT count(*) FROM notify_outbox WHERE state='sent'") == 1
-        assert _holder(dsn, "singleton/notify") in ports
+        assert lease_holder(dsn, "singleton/notify") in ports
         # the audit log: one chain for both collectors, the ack in it
         assert _count(dsn, "SELECT count(*) FROM audit_log WHERE action LIKE '%ack%'") == 1
         for c in api.values():

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 import threading
 import time
 
@@ -19,8 +18,7 @@ from campus_sense import wire
 from collector.partitions import partition_name, partition_of
 from tests import peers_pg
 from tests.collector_util import Publisher, wait_until
-from tests.peers import free_port
-from tests.test_store_postgres import _up, _vm, collector_config
+from tests.test_store_postgres import _up, _vm, lease_holder, start_district
 
 pytestmark = pytest.mark.skipif(not peers_pg.available(), reason="PostgreSQL/psycopg missing")
 
@@ -40,11 +38,6 @@ def _rows(dsn, sql, args=()):
             return []
 
 
-def _holder(dsn, lease):
-    r = _rows(dsn, "SELECT holder FROM leases WHERE name=%s AND expires_at > now()", (lease,))
-    return r[0][0].split(":")[0] if r else None
-
-
 @pytest.mark.parametrize("how", ["kill", "term"])
 def test_owner_gone_pending_for_fires_once_on_time(tmp_path, pg, mosquitto, mqtt_users, how):
     dsn = pg.create_db(f"t_district_handover_{how}")
@@ -52,20 +45,14 @@ def test_owner_gone_pending_for_fires_once_on_time(tmp_path, pg, mosquitto, mqtt
     (tmp_path / "rules.yaml").write_text(RULES)
     extra = (f"partitions: {{count: {COUNT}, lease_s: 2, refresh_s: 1, sites: [north]}}\n"
              f"rules: {{paths: [{tmp_path / 'rules.yaml'}], db: unused-alerts.db, tick_s: 0.2}}\n")
-    ports = {n: free_port() for n in ("c1", "c2")}
     procs: dict[str, subprocess.Popen] = {}
     pub, stop, feeder = None, threading.Event(), None
     try:
-        for n, port in ports.items():
-            p = collector_config(tmp_path / f"{n}.yaml", mosquitto, mqtt_users["collector"], dsn, vm.url, port,
-                                 client_id="district", extra=extra)
-            p.write_text(p.read_text().replace("  kind: postgres\n", f"  kind: postgres\n  node: {n}\n"))
-            procs[n] = subprocess.Popen([sys.executable, "-m", "campus_sense", "collector", "--config", str(p)],
-                                        stdout=open(tmp_path / f"{n}.log", "ab"), stderr=subprocess.STDOUT)
+        ports, procs = start_district(tmp_path, ("c1", "c2"), mosquitto, mqtt_users["collector"], dsn, vm.url, extra)
         lease = f"partition/{partition_name(partition_of('north', COUNT), COUNT)}"
-        wait_until(lambda: _holder(dsn, lease) in ports, 30, "north's partition taken")
+        wait_until(lambda: lease_holder(dsn, lease) in ports, 30, "north's partition taken")
         wait_until(lambda: all(_up(p) for p in ports.values()), 30, "both collectors up")
-        owner = _holder(dsn, lease)
+        owner = lease_holder(dsn, lease)
         survivor = next(n for n in ports if n != owner)
 
         pub = Publisher(mosquitto.port, "agent-a", mqtt_users["agent-a"], agent="agent-a", site="north")
@@ -86,13 +73,13 @@ def test_owner_gone_pending_for_fires_once_on_time(tmp_path, pg, mosquitto, mqtt
         pending = wait_until(lambda: _rows(dsn, "SELECT id, started_ms FROM alerts WHERE rule='hot' "
                                                 "AND state='pending'"), 20, "pending alert where north runs")
         aid, started = pending[0]
-        assert _holder(dsn, lease) == owner
+        assert lease_holder(dsn, lease) == owner
         procs[owner].send_signal(signal.SIGKILL if how == "kill" else signal.SIGTERM)
         procs[owner].wait(20)
         killed_ms = int(time.time() * 1000)
         assert killed_ms < started + 12_000
 
-        wait_until(lambda: _holder(dsn, lease) == survivor, 15, "survivor took north's partition")
+        wait_until(lambda: lease_holder(dsn, lease) == survivor, 15, "survivor took north's partition")
         fired = wait_until(lambda: _rows(dsn, "SELECT fired_ms FROM alerts WHERE id=%s AND state='firing'",
                                          (aid,)), 25, "the pending alert fired on the survivor")
         assert fired[0][0] == started + 12_000                # the original start + for, not restarted

@@ -413,6 +413,33 @@ def collector_config(path, mosquitto, password, dsn, vm_url, api_port, client_id
     return path
 
 
+def start_district(tmp_path, nodes, mosquitto, password, dsn, vm_url, extra) -> tuple[dict, dict]:
+    """Collector processes named ``nodes`` (per-node counters) on one PostgreSQL, sharing the partition
+    sessions ``district-pNN``: ({node: API port}, {node: Popen}); logs in tmp_path/<node>.log. The
+    caller stops them."""
+    ports = {n: free_port() for n in nodes}
+    procs: dict[str, subprocess.Popen] = {}
+    for n, port in ports.items():
+        p = collector_config(tmp_path / f"{n}.yaml", mosquitto, password, dsn, vm_url, port, client_id="district",
+                             extra=extra)
+        p.write_text(p.read_text().replace("  kind: postgres\n", f"  kind: postgres\n  node: {n}\n"))
+        procs[n] = subprocess.Popen([sys.executable, "-m", "campus_sense", "collector", "--config", str(p)],
+                                    stdout=open(tmp_path / f"{n}.log", "ab"), stderr=subprocess.STDOUT)
+    return ports, procs
+
+
+def lease_holder(dsn: str, lease: str) -> str | None:
+    """The node holding ``lease`` now (holder ``<node>:<pid>:<rand>``), None when nobody does (or no
+    collector has created the table yet)."""
+    import psycopg
+    with psycopg.connect(dsn, autocommit=True) as c:
+        try:
+            r = c.execute("SELECT holder FROM leases WHERE name=%s AND expires_at > now()", (lease,)).fetchone()
+        except psycopg.errors.UndefinedTable:
+            return None
+    return r[0].split(":")[0] if r else None
+
+
 def _up(port):
     try:
         return httpx.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=1).json()["ingest"]["connected"]
