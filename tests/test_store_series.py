@@ -166,6 +166,88 @@ def test_late_sample_is_merged_into_its_sealed_hour_and_day(two_days):
     assert [p[0] for p in points(s, "in_bps", None, "avg", 1, late, late + 1)[0]] == [late]
 
 
+def mixed_polls(minutes, start=T0):
+    """Five ports a minute with what drivers really send besides numbers: a field that is an int
+    in the first half hour and a float after it, a missing (None) value now and then, a string state,
+    and a second sample of one series at the same millisecond (another driver's fields)."""
+    polls = []
+    for i in range(minutes):
+        t = start + i * MIN + (i * 5) % 11
+        items = []
+        for p in range(1, 6):
+            f = {"in_octets": 10**9 * p + i * 1000 * p, "temp": (40 + p) if i < 30 else 40.5 + p + i / 100,
+                 "oper_up": i % 7 != p, "state": "up" if i % 9 else "testing",
+                 "in_bps": None if (i + p) % 13 == 0 else i * 8.0 + p}
+            items.append(wire.sample("interface", "sw", t, f, {"ifIndex": str(p)}))
+        items.append(wire.sample("interface", "sw", t, {"poe_w": i / 10}, {"ifIndex": "1"}))
+        polls.append(items)
+    return polls
+
+
+def _everything(s, end):
+    """What readers see: raw samples of every field, 5-minute averages, the latest values."""
+    raw = s.series("interface", "sw", None, T0, end, None, None, 10**6)
+    avg = {f: s.series("interface", "sw", f, T0, end, 5 * MIN, None, 10**6, "avg")
+           for f in ("in_bps", "temp", "oper_up", "poe_w")}
+    rate = s.series("interface", "sw", "in_octets", T0, end, 5 * MIN, None, 10**6, "rate")
+    one = (s.series("interface", "sw", None, T0, end, None, {"ifIndex": "2"}, 10**6),
+           s.series("interface", "sw", "temp", T0, end, 5 * MIN, {"ifIndex": "3"}, 10**6, "max"))
+    assert len(one[0]) == len(one[1]) == 1
+    return raw, avg, rate, one, sorted(s.latest("sw", "interface"), key=lambda x: x[0]["ifIndex"])
+
+
+def test_head_column_blocks_answer_and_seal_like_rows(tmp_path, monkeypatch):
+    """The head transposes a bucket into column blocks once COMPACT_ROWS rows arrived; readers and
+    sealing must not see a difference (types, missing values, same-millisecond merges across a
+    block boundary, a field changing from int to float between blocks)."""
+    from collector.store import series
+    polls = mixed_polls(150)                      # 2.5 hours, 6 samples a minute
+    late_dup = msg(10**5, [wire.sample("interface", "sw", polls[10][0]["t"], {"fw": "1.2"}, {"ifIndex": "1"})])
+    seen = {}
+    for name, rows in (("blocks", 7), ("rows", 10**9)):
+        monkeypatch.setattr(series, "COMPACT_ROWS", rows)
+        s = SQLiteStore(str(tmp_path / f"{name}.db"), synchronous="OFF")
+        feed(s, polls, per_apply=5)
+        s.apply([late_dup], [])                   # same series and ms as a sample 140 minutes earlier
+        buckets = [b for hg in s.engine.head.values() for b in hg.values()]
+        assert sum(map(len, buckets)) == sum(map(len, polls)) + 1
+        seen[name] = {"blocks": sum(len(b.blocks) for b in buckets), "head": _everything(s, T0 + 3 * HOUR)}
+        s.seal(T0 + 5 * HOUR)
+        assert s.engine.head == {}
+        seen[name]["sealed"] = _everything(s, T0 + 3 * HOUR)
+        seen[name]["chunks"] = [(r, *(x.tolist() for x in codec.decode(d)[:2]), codec.decode(d)[2])
+                                for r, d in s.reader().execute("SELECT res, data FROM chunks ORDER BY res, start_ms")]
+        seen[name]["merged"] = s.counters.get("same_time_merged")
+        s.close()
+    assert seen["blocks"]["blocks"] >= 30 and seen["rows"]["blocks"] == 0
+    b, r = seen["blocks"], seen["rows"]
+    assert b["head"] == r["head"] and b["sealed"] == r["sealed"] and b["chunks"] == r["chunks"]
+    assert b["head"] == b["sealed"]
+    raw = b["sealed"][0]
+    p1 = [e for e in raw if e["tags"] == {"ifIndex": "1"}][0]["points"]
+    t10 = polls[10][0]["t"]
+    assert [f for t, f in p1 if t == t10] == [{**polls[10][0]["f"], "poe_w": 1.0, "fw": "1.2"}]
+    assert type(dict(p1)[polls[0][0]["t"]]["temp"]) is int and type(dict(p1)[polls[40][0]["t"]]["temp"]) is float
+    assert "in_bps" not in dict(p1)[polls[12][0]["t"]]                  # (12 + 1) % 13 == 0: None, not stored
+    # each same-millisecond pair was merged within its commit and counted once, sealing added none
+    assert b["merged"] == r["merged"] == 150
+
+
+def test_late_sample_merge_is_counted_once(tmp_path):
+    s = SQLiteStore(str(tmp_path / "c.db"), synchronous="OFF")
+    feed(s, switch_polls(120))
+    s.seal(T0 + 3 * HOUR)
+    assert s.counters.get("same_time_merged", 0) == 0
+    t = switch_polls(1)[0][0]["t"]                       # the first sample of port 1 again, a field more
+    s.apply([msg(10**6, [wire.sample("interface", "sw", t, {"fw": "2.0"}, {"ifIndex": "1"})])], [])
+    assert s.counters.get("same_time_merged", 0) == 0     # nothing to merge with in its commit
+    s.seal(T0 + 4 * HOUR)
+    assert s.counters["same_time_merged"] == 1           # merged into the sealed hour
+    got = s.series("interface", "sw", None, t, t + 1, None, {"ifIndex": "1"}, 10)[0]["points"]
+    assert got == [[t, {**switch_polls(1)[0][0]["f"], "fw": "2.0"}]]
+    s.close()
+
+
 def test_retention_deletes_exactly_each_class(tmp_path):
     s = SQLiteStore(str(tmp_path / "c.db"), synchronous="NORMAL",
                     retention=Retention(raw_days=1, rollup_5m_days=2, rollup_1h_days=3, rollup_1d_days=None))

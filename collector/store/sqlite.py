@@ -35,7 +35,7 @@ from . import codec
 from . import disk as _disk
 from .disk import DiskBudget
 from .series import (AGGS, DAY, HOUR, LEVEL_NAMES, R1D, R1H, R5M, RAW, SEP, Retention, SeriesEngine, compose,
-                     rollup, rows_to_columns, value_of)
+                     rollup, transpose, value_of)
 from .series import concat_blocks as _concat, dedup as _dedup
 from .base import ApplyResult, Reject, SeriesQueryUnsupported, StorageUnavailable, Store, TimeSeriesSink
 
@@ -574,7 +574,7 @@ class SQLiteStore(Store):
         engine = self.engine
         staged = engine.staged() if engine is not None else None
         head_log: list[tuple] = []
-        seen_st: set[tuple[int, int]] = set()
+        seen_st: dict[tuple[int, int], set[int]] = {}   # (group, t) -> series ids seen in this commit
         same_time = 0
         latest: dict[int, tuple] = {}
         sink_items: list[tuple[tuple[str, str, str], list[dict]]] = []   # (site, building, agent), samples
@@ -641,6 +641,10 @@ class SQLiteStore(Store):
                                 if buf is None:
                                     buf = hg[hour_lo] = []
                             last_gid, last_t = gid, t
+                            bk = (gid, t)
+                            blk_sids = seen_st.get(bk)
+                            if blk_sids is None:
+                                blk_sids = seen_st[bk] = set()
                             if t > max_t:
                                 max_t = t
                             if t < min_t:
@@ -651,11 +655,10 @@ class SQLiteStore(Store):
                             elif ds[3] < t:
                                 ds[3] = t
                         # the head (series.py) merges samples of one series and millisecond; count them here
-                        st_key = (sid, t)
-                        if st_key in seen_st:
+                        if sid in blk_sids:
                             same_time += 1
                         else:
-                            seen_st.add(st_key)
+                            blk_sids.add(sid)
                         buf.append((sid, t, it["f"]))
                         if special:
                             special_items.append((it, it["f"]))
@@ -1027,10 +1030,11 @@ class SQLiteStore(Store):
                                   (device_id,)).fetchone()
         return self._dev(r) if r else None
 
-    def _head(self, gid: int, sids: set[int] | None, start: int, end: int) -> list[tuple[int, int, dict]]:
-        """Unsealed rows of a group: the in-memory head, or (read-only view) the head log."""
+    def _head(self, gid: int, sids: set[int] | None, start: int, end: int) -> list[tuple]:
+        """Unsealed samples of a group as column blocks (series.SeriesEngine.head_blocks): the
+        in-memory head, or (read-only view) the head log."""
         if self.engine is not None:
-            return self.engine.head_rows(gid, sids, start, end)
+            return self.engine.head_blocks(gid, sids, start, end)
         head = getattr(self._local, "head", None)
         if head is None:
             ids = {key: (sid, g) for sid, g, key in (
@@ -1049,7 +1053,8 @@ class SQLiteStore(Store):
                     if t >= below and k is not None:
                         head.setdefault(k[1], []).append((k[0], t, it["f"]))
             self._local.head = head
-        return [r for r in head.get(gid, []) if start <= r[1] < end and (sids is None or r[0] in sids)]
+        rows = [r for r in head.get(gid, []) if start <= r[1] < end and (sids is None or r[0] in sids)]
+        return [transpose(rows)] if rows else []
 
     def latest(self, device_id: str, measurement: str, max_chunks: int = 48) -> list[tuple[dict, int, dict]]:
         """[(tags, ts_ms, fields)] of the latest sample of each series of a device and measurement.
@@ -1068,12 +1073,13 @@ class SQLiteStore(Store):
         out = []
         for gid, todo in want.items():
             found: dict[int, tuple[int, dict]] = {}
-            for sid, t, f in self._head(gid, None, 0, 2**62):
-                p = found.get(sid)
-                if p is None or p[0] < t:
-                    found[sid] = (t, f)
-                elif p[0] == t:
-                    found[sid] = (t, {**p[1], **{k: v for k, v in f.items() if v is not None}})
+            head = self._head(gid, None, 0, 2**62)
+            if head:   # the newest row of each series (same millisecond merged)
+                hs, ht, hc = _dedup(*_concat(head))
+                last = np.flatnonzero(np.r_[hs[1:] != hs[:-1], True])
+                lists = {k: codec.values(codec.take(v, last)) for k, v in hc.items()}
+                for j, i in enumerate(last.tolist()):
+                    found[int(hs[i])] = (int(ht[i]), {k: lst[j] for k, lst in lists.items() if lst[j] is not None})
             missing = set(todo) - set(found)
             if missing:
                 for (blob,) in c.execute("SELECT data FROM chunks WHERE grp=? AND res=0 ORDER BY start_ms DESC "
@@ -1196,11 +1202,8 @@ class SQLiteStore(Store):
             if level == RAW:
                 blocks = list(read(gid, RAW, start, end, sidset, dec))
                 head = self._head(gid, sidset, start, end)
-                scan(len(head))
-                if head:
-                    hs, ht, hc = rows_to_columns([(sid, t, {k: v for k, v in f.items() if dec is None or k in dec})
-                                                  for sid, t, f in head])
-                    blocks.append((hs, ht, hc))
+                scan(sum(len(b[1]) for b in head))
+                blocks += [(hs, ht, {k: v for k, v in hc.items() if dec is None or k in dec}) for hs, ht, hc in head]
                 if not blocks:
                     continue
                 sids, ts, cols = _concat(blocks)
@@ -1221,11 +1224,10 @@ class SQLiteStore(Store):
                     lo5 = lo
                 blocks += list(read(gid, R5M, lo5, end, sidset, dec))
                 head = self._head(gid, sidset, lo5, end)
-                scan(len(head))
+                scan(sum(len(b[1]) for b in head))
                 if head:
-                    hs, ht, hc = rows_to_columns(head)
-                    if dec is not None:
-                        hc = {k: v for k, v in hc.items() if k in dec}
+                    hs, ht, hc = _dedup(*_concat([(a, b, {k: v for k, v in c.items() if dec is None or k in dec})
+                                                  for a, b, c in head]))
                     blocks.append(rollup(measurement, hs, ht, hc, R5M))
                 if not blocks:
                     continue
