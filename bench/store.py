@@ -27,29 +27,30 @@ ingest rate = wall clock of the POSTs + flush; its CPU from /proc/<pid>/stat. Qu
 
 Not a test: figures depend on the machine.
 
-Measured on 2026-12-07, 2 cores (shared with other work; defaults, ~2 min wall; commit 0e84147):
+Measured on 2026-12-07, 2 cores (shared with other work; defaults, ~2 min wall; commit ddd2814,
+head buckets transposed into column blocks after their commit):
 
     4 switches x 48 ports x 3 days at 60 s, 50 messages/apply; cpus=2
-    829,296 samples, 14,925,408 field values (18.0 per sample); 71 hourly seals; building+decoding messages 15.5 CPU s (not counted)
-    SQLite chunks by res (bytes, rows): 0: 25.06 MiB/829,296, 300000: 10.21 MiB/165,888, 3600000: 0.94 MiB/12,864, 86400000: 0.07 MiB/576; head_log rows left 0; free pages 10.77 MiB
+    829,296 samples, 14,925,408 field values (18.0 per sample); 71 hourly seals; building+decoding messages 11.8 CPU s (not counted)
+    SQLite chunks by res (bytes, rows): 0: 25.11 MiB/829,296, 300000: 10.23 MiB/165,888, 3600000: 0.86 MiB/11,712, 86400000: 0.07 MiB/576; head_log rows left 0; free pages 10.75 MiB
 
                                                      SQLiteStore          victoria-metrics      goal
     samples / field values                  829,296 / 14,925,408      829,296 / 14,925,408
-    ingest CPU s (apply+seal)                 15.15 (4.24+10.91)        15.46 (VM process)
-    samples per CPU-second                                54,743                    53,641   >= 150k
-      apply only / seal only                    195,575 / 76,023
-    samples per wall second                               24,138                    59,481
-    on disk (MiB)                                          36.89                     32.87
-    bytes per value (whole file/dir)                        2.59                      2.31      <= 3
+    ingest CPU s (apply+seal)                  10.94 (5.32+5.62)        14.89 (VM process)
+    samples per CPU-second                                75,808                    55,695   >= 150k
+      apply only / seal only                   155,831 / 147,622
+    samples per wall second                               33,945                    86,649
+    on disk (MiB)                                          36.88                     32.78
+    bytes per value (whole file/dir)                        2.59                      2.30      <= 3
     bytes per value (raw chunks/parts)                      1.76                      2.27
-    query 1 hour raw                             1.1 ms (60 pts)           1.1 ms (60 pts)
-    query 24 h, step 5m                        21.5 ms (288 pts)          1.3 ms (289 pts)
-    query 30 d, step 1h                          8.0 ms (72 pts)           0.9 ms (72 pts)
-    query 1 year, step 1d                         6.8 ms (4 pts)            0.9 ms (3 pts)
-    query 24 h rate(in_octets) 5m              30.3 ms (288 pts)          1.0 ms (289 pts)
-    (CPU s: this process's time.process_time() around apply/seal only; VM CPU from /proc/<pid>/stat
-     over the POSTs + force_flush. Query: best of 3, one port (sw-0 ifIndex 7), ending at the data's end;
-     30 d and 1 year cover the run's days only. VM: avg_over_time/rate with window = step, nocache=1)
+    query 1 hour raw                             1.0 ms (60 pts)           1.0 ms (60 pts)
+    query 24 h, step 5m                        11.7 ms (288 pts)          0.9 ms (289 pts)
+    query 30 d, step 1h                          6.4 ms (72 pts)           0.7 ms (72 pts)
+    query 1 year, step 1d                         5.8 ms (4 pts)            1.1 ms (3 pts)
+    query 24 h rate(in_octets) 5m              12.7 ms (288 pts)          1.1 ms (289 pts)
+
+The same run at commit 0e84147 (head kept as row dicts until sealing): 54,743 samples per CPU-second
+(apply 195,575 / seal 76,023) beside victoria-metrics' 53,641.
 """
 from __future__ import annotations
 
