@@ -50,6 +50,19 @@ def test_reports_over_http(client):
     assert client.get("/api/v1/compliance/coverage", params={"format": "pdf"}, headers=H).status_code == 422
 
 
+def test_reports_in_the_readers_language(client):
+    zh = client.get("/api/v1/compliance/report", params={"format": "html", "lang": "zh-CN"}, headers=H).text
+    assert "<html lang='zh-CN'>" in zh and "各楼宇汇总" in zh and "签字确认" in zh and "Summary by building" not in zh
+    # no lang=: the browser's Accept-Language, else English
+    hz = client.get("/api/v1/compliance/coverage", params={"format": "html"},
+                    headers={**H, "accept-language": "zh-CN,zh;q=0.9,en;q=0.5"}).text
+    assert "覆盖率报告" in hz and "无线覆盖" in hz
+    assert "Summary by building" in client.get("/api/v1/compliance/coverage", params={"format": "html"}, headers=H).text
+    csv_zh = client.get("/api/v1/compliance/report", params={"format": "csv", "lang": "zh-CN"}, headers=H).text
+    assert "固件" in csv_zh and csv_zh.startswith("kind,generated_at,")      # header keys stay stable
+    assert client.get("/api/v1/compliance/report", params={"format": "html", "lang": "fr"}, headers=H).status_code == 422
+
+
 def test_auth_dependencies_apply(client):
     assert client.get("/api/v1/compliance/coverage").status_code == 401
     assert client.post("/api/v1/compliance/snapshot", headers=H).status_code == 403

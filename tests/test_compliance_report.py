@@ -280,8 +280,6 @@ def test_every_finding_message_reads_in_chinese(inputs):
     checks = all_checks(cov(inputs)) + all_checks(comp(inputs))
     keys = set()
     for c in checks:
-        if c["check"] == "inventory_mismatch":          # "matched by serial but reports ...": English only
-            continue
         assert c.get("msg"), c
         keys.add(c["msg"]["key"])
         text = zh.message(c)
@@ -296,6 +294,7 @@ def test_every_finding_message_reads_in_chinese(inputs):
     made |= {f"{k}_pref" for k in ("fw_not_approved", "fw_eos", "fw_expired", "fw_expiring")}
     made |= {"fw_approved" + a + b for a in ("", "_until") for b in ("", "_preferred")}
     made |= {f"inv_moved_{k}" for k in ("room", "port", "room_port")}
+    made |= {f"inv_mismatch_{k}" for k in ("device", "serial", "mac")} | {f"inv_diff_{k}" for k in ("serial", "model", "mac")}
     made |= {"inv_unknown" + a + b for a in ("", "_at") for b in ("", "_ip")}
     made |= {"hd_snmp_weak", "hd_snmp_ok", "hd_telnet_open", "hd_telnet_closed", "hd_http", "hd_http_only",
              "hd_http_none", "hd_http_redirect", "hd_cred_users", "hd_cred", "hd_cred_ok", "hd_clock_off",
@@ -303,3 +302,37 @@ def test_every_finding_message_reads_in_chinese(inputs):
     made = {k for k in made if not k.endswith("_")}
     missing = sorted(k for k in made if "msg." + k not in catalog("zh-CN"))
     assert not missing, missing
+
+
+def test_html_and_csv_reports_in_chinese(inputs, tmp_path, capsys):
+    from collector.ui.i18n import catalog
+    zh = catalog("zh-CN")
+    rep = comp(inputs, building="A")
+    page = render(rep, "html", "zh-CN")
+    p = _Text()
+    p.feed(page)
+    text = " ".join(p.text)
+    assert "<html lang='zh-CN'>" in page and "合规报告 — 楼宇 A" in text
+    for key in ("rpt.by_building", "rpt.signoff", "rpt.policy", "check.firmware", "check.telnet", "status.fail"):
+        assert zh[key] in text, key
+    for english in ("Summary by building", "Sign-off", "Findings (", "Approved firmware", "Evidence"):
+        assert english not in text, english
+    # every finding reads as the catalog says (the same text the web UI shows)
+    from collector.ui.i18n import T
+    for c in all_checks(rep):
+        if c["status"] in ("fail", "unknown"):
+            assert T("zh-CN").message(c) in text
+    import copy
+    other = dict(inputs, obs=copy.deepcopy(inputs["obs"]))
+    other["obs"].devices["a-acc1"].facts.update(serial="2102351HLS10K9999999", model="S5735-L48T4X-A1")
+    mm = [c for c in all_checks(comp(other)) if c["check"] == "inventory_mismatch"]
+    assert len(mm) == 1
+    said = T("zh-CN").message(mm[0])
+    assert "与登记不符" in said and "序列号 2102351HLS10K9999999（登记为" in said and "型号 S5735-L48T4X-A1" in said
+    assert "serial 2102351HLS10K9999999 (registered" in mm[0]["message"] and "; model " in mm[0]["message"]
+    csv_zh = render(rep, "csv", "zh-CN").splitlines()
+    assert csv_zh[0].startswith("kind,generated_at,") and any("固件" in line for line in csv_zh[1:])
+    base = ["--campus", str(FIX / "campus.yaml"), "--observations", str(FIX / "observations.json")]
+    out = tmp_path / "zh.html"
+    rc, _, _ = run_cli(capsys, "coverage", "--format", "html", "--lang", "zh-CN", "-o", str(out), *base)
+    assert rc == 0 and "覆盖率报告" in out.read_text(encoding="utf-8")

@@ -35,10 +35,11 @@ def test_catalogs_have_every_key_the_code_uses():
     assert set(en) <= set(zh), set(en) - set(zh)
     # zh-only: check titles and compliance messages (English in the code; tests/test_compliance_report.py)
     assert not [k for k in zh if k not in en and not k.startswith(("check.", "msg."))]
-    src = "\n".join(p.read_text() for p in UI.glob("*.py"))
-    used = set(re.findall(r'"((?:col|nav|search|campus|bld|dev|graph|port|alert|alerts|dialog|reports|login|'
+    src = "\n".join(p.read_text() for p in [*UI.glob("*.py"), UI.parent / "compliance" / "report.py"])
+    used = set(re.findall(r'["\']((?:col|nav|search|campus|bld|dev|graph|port|alert|alerts|dialog|reports|login|'
                           r'status|sev|state|group|range|role|lang|fact|csv|cat|ago|user|footer|notfound|error|'
-                          r'forbidden|agents)\.[A-Za-z0-9_./-]+)"', src))
+                          r'forbidden|agents|rpt)\.[A-Za-z0-9_./-]+)["\']', src))
+    assert {"rpt.signoff", "rpt.by_building", "col.devices"} <= used     # the printable report's labels
     used |= set(JS_KEYS)
     missing = sorted(k for k in used if k not in en and not k.endswith(".") and not k.endswith(".js"))
     assert not missing, missing

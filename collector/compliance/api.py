@@ -9,8 +9,9 @@ collector can use its own ``require_role``::
     app.include_router(make_router(provider, read=[Depends(ALL)], write=[Depends(OPS)]), prefix="/api/v1")
 
 Routes (under the prefix):
-    GET  /compliance/coverage?building=&format=json|csv|html
-    GET  /compliance/report?building=&format=json|csv|html
+    GET  /compliance/coverage?building=&format=json|csv|html&lang=zh-CN|en
+    GET  /compliance/report?building=&format=json|csv|html&lang=zh-CN|en
+         (csv/html language: lang=, else the UI's language cookie, else Accept-Language, else en)
     GET  /compliance/buildings/{building}/health
     GET  /compliance/devices/{device_id}
     GET  /compliance/where?q=<mac|ip|serial|asset tag|device id>
@@ -37,6 +38,7 @@ from collector.compliance.firmware import Catalog
 from collector.compliance.inventory import where_is
 from collector.compliance.observations import Observations
 from collector.compliance.policy import Policy
+from collector.ui.i18n import LANG_COOKIE, negotiate
 
 
 @dataclass
@@ -61,8 +63,13 @@ def record_snapshot(inp: Inputs) -> dict[str, Any]:
             "generated_at": cov["generated_at"]}
 
 
-def _render(rep: dict[str, Any], fmt: str, name: str) -> Response:
-    body = report.render(rep, fmt)
+def _lang(request: Request, lang: str | None) -> str:
+    """``lang=`` if given, else the UI's language cookie, else the browser's Accept-Language, else en."""
+    return lang or negotiate(request.cookies.get(LANG_COOKIE), request.headers.get("accept-language"), "en")
+
+
+def _render(rep: dict[str, Any], fmt: str, name: str, lang: str = "en") -> Response:
+    body = report.render(rep, fmt, lang)
     if fmt == "html":
         return HTMLResponse(body)
     if fmt == "csv":
@@ -102,18 +109,21 @@ def make_router(provider: Callable[[], Inputs], read: Sequence[Any] = (), write:
 
     @r.get("/coverage", dependencies=list(read))
     def coverage(request: Request, building: str | None = None,
-                 format: str = Query("json", pattern="^(json|csv|html)$")):
+                 format: str = Query("json", pattern="^(json|csv|html)$"),
+                 lang: str | None = Query(None, pattern="^(zh-CN|en)$")):
         inp = inputs(building)
         rep = in_scope(request, inp, building, report.build_coverage_report(inp.campus, inp.obs, inp.policy, building))
-        return _render(with_history(rep, inp), format, f"coverage-{building or 'campus'}")
+        return _render(with_history(rep, inp), format, f"coverage-{building or 'campus'}", _lang(request, lang))
 
     @r.get("/report", dependencies=list(read))
     def compliance(request: Request, building: str | None = None,
-                   format: str = Query("json", pattern="^(json|csv|html)$")):
+                   format: str = Query("json", pattern="^(json|csv|html)$"),
+                   lang: str | None = Query(None, pattern="^(zh-CN|en)$")):
         inp = inputs(building)
         rep = in_scope(request, inp, building, report.build_compliance_report(
             inp.campus, inp.registry, inp.obs, inp.catalog, inp.policy, building))
-        return _render(with_history(rep, inp), format, f"compliance-{building or 'campus'}")
+        return _render(with_history(rep, inp), format, f"compliance-{building or 'campus'}",
+                       _lang(request, lang))
 
     @r.get("/buildings/{building}/health", dependencies=list(read))
     def building_health(building: str):

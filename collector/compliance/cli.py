@@ -1,6 +1,6 @@
 """`campus-sense report ...`: coverage / compliance reports, where-is, health, import.
 
-    campus-sense report coverage   --building A --format html --campus campus.yaml --observations obs.json
+    campus-sense report coverage   --building A --format html --lang zh-CN --campus campus.yaml --observations obs.json
     campus-sense report compliance --format csv --campus campus.yaml --registry assets.csv --observations obs.json
     campus-sense report where 00:1a:2b:3c:4d:5e --campus campus.yaml --registry assets.csv --observations obs.json
     campus-sense report health --building A ...          (JSON)
@@ -107,6 +107,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         p = sub.add_parser(name, help=help_, description=help_)
         p.add_argument("--building", "-b", metavar="B", help="only this building")
         p.add_argument("--format", "-f", choices=FORMATS, default="json")
+        p.add_argument("--lang", choices=("zh-CN", "en"), default="en",
+                       help="language of the csv and html reports (check titles, findings, labels)")
         p.add_argument("--output", "-o", metavar="FILE", help="write here instead of stdout")
         p.add_argument("--no-record", action="store_true", help="with --db: do not append to the history")
         _common(p)
@@ -249,7 +251,7 @@ def _run_on(args: argparse.Namespace, target: _Target) -> int:
             if not args.no_record:
                 store.record_report(rep)
             report.attach_history(rep, store)
-        _write(args, report.render(rep, args.format))
+        _write(args, report.render(rep, args.format, args.lang))
         return 0
     if cmd == "where":
         res = where_is(args.query, campus, registry, obs, policy)

@@ -222,6 +222,10 @@ def _same_model(a: str, b: str) -> bool:
     return na == nb or na.startswith(nb) or nb.startswith(na)
 
 
+#: how an asset was matched (_SeenIndex.match) -> message key suffix
+_HOW = {"device id": "device", "serial": "serial", "MAC": "mac"}
+
+
 def evaluate_inventory(campus: CampusModel, registry: Registry, obs: Observations, policy: Policy | None = None,
                        building: str | None = None, now: float | None = None) -> list[CheckResult]:
     policy = policy or Policy()
@@ -257,7 +261,7 @@ def evaluate_inventory(campus: CampusModel, registry: Registry, obs: Observation
             r = CheckResult(check, status, a.asset_tag, msg if isinstance(msg, str) else "", building=bld,
                             room=a.room, device=(s.device_id if s else None) or a.device_id, severity=sev, evidence=ev)
             if not isinstance(msg, str):
-                r.say(msg[0], msg[1], **msg[2])
+                r.say(msg[0], msg[1], parts=msg[3] if len(msg) > 3 else (), **msg[2])
             return r
 
         if s is None:
@@ -306,15 +310,15 @@ def evaluate_inventory(campus: CampusModel, registry: Registry, obs: Observation
                                        "last_seen": iso(owner[1])}]))
         mism = []
         if a.serial and s.serial and s.serial.lower() != a.serial.lower():
-            mism.append(f"serial {s.serial} (registered {a.serial})")
+            mism.append(("inv_diff_serial", "serial {seen} (registered {reg})", {"seen": s.serial, "reg": a.serial}))
         if a.model and s.model and not _same_model(a.model, str(s.model)):
-            mism.append(f"model {s.model} (registered {a.model})")
+            mism.append(("inv_diff_model", "model {seen} (registered {reg})", {"seen": str(s.model), "reg": a.model}))
         if a.mac and s.mac and s.mac != a.mac:
-            mism.append(f"MAC {s.mac} (registered {a.mac})")
+            mism.append(("inv_diff_mac", "MAC {seen} (registered {reg})", {"seen": s.mac, "reg": a.mac}))
         if mism:
             problems += 1
-            out.append(res("inventory_mismatch", FAIL, f"{a.asset_tag} matched by {how} but reports "
-                                                       f"{'; '.join(mism)}"))
+            out.append(res("inventory_mismatch", FAIL, ("inv_mismatch_" + _HOW[how], "{tag} matched by " + how +
+                                                        " but reports {parts}", {"tag": a.asset_tag}, mism)))
         if not problems:
             args = {"tag": a.asset_tag, "last": iso(s.last_seen) or "?"}
             out.append(res("inventory_ok", PASS, (

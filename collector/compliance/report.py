@@ -32,6 +32,7 @@ from collector.compliance.inventory import evaluate_inventory
 from collector.compliance.observations import Observations, iso
 from collector.compliance.policy import Policy
 from collector.compliance.results import CheckResult, summarize
+from collector.ui.i18n import T
 
 UNASSIGNED = "(unassigned)"
 _STATUS_ORDER = {"fail": 0, "unknown": 1, "pass": 2, "n/a": 3}
@@ -155,15 +156,18 @@ CSV_COLUMNS = ["kind", "generated_at", "building", "room", "category", "check", 
                "subject", "device", "message", "ref", "evidence"]
 
 
-def render_csv(report: dict[str, Any]) -> str:
+def render_csv(report: dict[str, Any], lang: str = "en") -> str:
+    """One row per check; ``title`` and ``message`` in ``lang`` (zh-CN or en), the other columns
+    as stable keys."""
+    t = T(lang)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(CSV_COLUMNS)
     for c in all_checks(report):
         ev = json.dumps(c.get("evidence") or [], ensure_ascii=False, separators=(",", ":"), default=str)
         w.writerow([report["kind"], report["generated_at"], c.get("building") or "", c.get("room") or "",
-                    category(c["check"]), c["check"], c.get("title", ""), c["status"], c.get("severity", ""),
-                    c.get("subject", ""), c.get("device") or "", c.get("message", ""), c.get("ref", ""), ev])
+                    category(c["check"]), c["check"], _title(t, c), c["status"], c.get("severity", ""),
+                    c.get("subject", ""), c.get("device") or "", t.message(c), c.get("ref", ""), ev])
     return buf.getvalue()
 
 
@@ -184,12 +188,16 @@ th{background:#eee} .meta td{border:none;padding:1px 8px 1px 0}
 """
 
 
+def _title(t: T, c: dict[str, Any]) -> str:
+    return t.opt("check." + c["check"], c.get("title") or c["check"]) if t.lang != "en" else c.get("title", "")
+
+
 def _e(v: Any) -> str:
     return html.escape("" if v is None else str(v))
 
 
-def _st(s: str) -> str:
-    return f'<span class="st {s.replace("/", "")}">{_e(s)}</span>'
+def _st(s: str, t: T) -> str:
+    return f'<span class="st {s.replace("/", "")}">{_e(t("status." + s))}</span>'
 
 
 def _ev_html(ev: list[dict[str, Any]]) -> str:
@@ -221,16 +229,17 @@ def _spark(points: list[dict[str, Any]]) -> str:
             f'{pts[0]["score"]:g}% → {pts[-1]["score"]:g}%</span>')
 
 
-def _check_rows(checks: list[dict[str, Any]], with_room: bool = True) -> str:
+def _check_rows(checks: list[dict[str, Any]], t: T, with_room: bool = True) -> str:
     rows = []
     for c in checks:
         rows.append("<tr>" + (f"<td>{_e(c.get('room'))}</td>" if with_room else "") +
-                    f"<td>{_e(c.get('title'))}<div class='small'>{_e(c.get('ref'))}</div></td>"
-                    f"<td>{_st(c['status'])}</td><td>{_e(c.get('subject'))}</td><td>{_e(c.get('message'))}</td>"
+                    f"<td>{_e(_title(t, c))}<div class='small'>{_e(c.get('ref'))}</div></td>"
+                    f"<td>{_st(c['status'], t)}</td><td>{_e(c.get('subject'))}</td><td>{_e(t.message(c))}</td>"
                     f"<td>{_ev_html(c.get('evidence'))}</td></tr>")
-    head = ("<tr>" + ("<th>Room</th>" if with_room else "") +
-            "<th>Check</th><th>Status</th><th>Subject</th><th>Finding</th><th>Evidence</th></tr>")
-    return f"<table>{head}{''.join(rows)}</table>" if rows else "<p class='small'>none</p>"
+    head = ("<tr>" + (f"<th>{t('col.room')}</th>" if with_room else "") +
+            "".join(f"<th>{_e(t(k))}</th>" for k in ("col.check", "rpt.status", "col.subject", "rpt.finding",
+                                                      "rpt.evidence")) + "</tr>")
+    return f"<table>{head}{''.join(rows)}</table>" if rows else f"<p class='small'>{_e(t('rpt.none'))}</p>"
 
 
 _MATRIX = [("firmware", "Firmware"), ("snmp_community", "SNMP community"), ("telnet", "Telnet"),
@@ -238,7 +247,7 @@ _MATRIX = [("firmware", "Firmware"), ("snmp_community", "SNMP community"), ("tel
            ("inventory", "Inventory")]
 
 
-def _device_matrix(checks: list[dict[str, Any]]) -> str:
+def _device_matrix(checks: list[dict[str, Any]], t: T) -> str:
     """One row per device: the status of each security/inventory check (worst wins)."""
     rank = {"fail": 0, "unknown": 1, "pass": 2, "n/a": 3}
     devs: dict[str, dict[str, str]] = {}
@@ -251,34 +260,43 @@ def _device_matrix(checks: list[dict[str, Any]]) -> str:
             row[col] = c["status"]
     if not devs:
         return ""
-    head = "<tr><th>Device</th>" + "".join(f"<th>{_e(t)}</th>" for _, t in _MATRIX) + "</tr>"
+    head = f"<tr><th>{_e(t('col.device'))}</th>" + "".join(
+        f"<th>{_e(t('cat.inventory') if k == 'inventory' else t.opt('check.' + k, label) if t.lang != 'en' else label)}"
+        "</th>" for k, label in _MATRIX) + "</tr>"
     dash = "<span class='small'>–</span>"
     rows = "".join("<tr><td>" + _e(d) + "</td>" + "".join(
-        f"<td>{_st(row[k]) if k in row else dash}</td>" for k, _ in _MATRIX) + "</tr>"
+        f"<td>{_st(row[k], t) if k in row else dash}</td>" for k, _ in _MATRIX) + "</tr>"
         for d, row in sorted(devs.items()))
-    return f"<h3>Devices</h3><table>{head}{rows}</table><p class='small'>– = no data for this check.</p>"
+    return (f"<h3>{_e(t('col.devices'))}</h3><table>{head}{rows}</table>"
+            f"<p class='small'>{_e(t('rpt.nodata'))}</p>")
 
 
-def render_html(report: dict[str, Any]) -> str:
+def render_html(report: dict[str, Any], lang: str = "en") -> str:
+    """The printable report (audit evidence) in ``lang``: zh-CN or en (collector/ui/i18n)."""
+    t = T(lang)
     s = report["summary"]
-    title = report["title"] + (f" — building {report['building']}" if report.get("building") else "")
-    out = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{_e(title)}</title>"
+    title = t("reports." + report["kind"]) if t.lang != "en" else report["title"]
+    if report.get("building"):
+        title = t("rpt.in_building", title=title, b=report["building"])
+
+    def th(*keys: str) -> str:
+        return "<tr>" + "".join(f"<th>{_e(t(k))}</th>" for k in keys) + "</tr>"
+
+    out = [f"<!DOCTYPE html><html lang='{t.lang}'><head><meta charset='utf-8'><title>{_e(title)}</title>"
            f"<style>{_CSS}</style></head><body>",
            f"<h1>{_e(title)}</h1>",
            "<table class='meta'>"
-           f"<tr><td>Generated</td><td>{_e(report['generated_at'])}</td></tr>"
-           f"<tr><td>Observations as of</td><td>{_e(report.get('observed_at'))}</td></tr>"
-           f"<tr><td>Scope</td><td>{_e(report.get('building') or 'whole campus')}</td></tr>"
-           f"<tr><td>Overall</td><td>{_st(s['status'])} <span class='score'>{_score(s)}</span> "
-           f"<span class='small'>pass {s['pass']} · fail {s['fail']} · unknown {s['unknown']} · n/a {s['na']}"
+           f"<tr><td>{_e(t('rpt.generated'))}</td><td>{_e(report['generated_at'])}</td></tr>"
+           f"<tr><td>{_e(t('rpt.observed'))}</td><td>{_e(report.get('observed_at'))}</td></tr>"
+           f"<tr><td>{_e(t('rpt.scope'))}</td><td>{_e(report.get('building') or t('rpt.campus'))}</td></tr>"
+           f"<tr><td>{_e(t('rpt.overall'))}</td><td>{_st(s['status'], t)} <span class='score'>{_score(s)}</span> "
+           f"<span class='small'>{_e(t('rpt.counts', p=s['pass'], f=s['fail'], u=s['unknown'], n=s['na']))}"
            f"</span></td></tr></table>",
-           "<p class='small'>Score = passed / (passed + failed + unknown) checks. 'Unknown' (no data, device "
-           "down) is never counted as a pass. Evidence lists the port, access point, reading or fact each "
-           "result is based on and when it was observed.</p>"]
+           f"<p class='small'>{_e(t('rpt.score_note'))}</p>"]
     if report.get("history", {}).get("campus"):
-        out.append(f"<p>Score history: {_spark(report['history']['campus'])}</p>")
+        out.append(f"<p>{_e(t('rpt.history'))}: {_spark(report['history']['campus'])}</p>")
     # policy
-    out.append("<h2>Policy applied</h2><table><tr><th>Area</th><th>Setting</th><th>Value</th></tr>")
+    out.append(f"<h2>{_e(t('rpt.policy'))}</h2><table>" + th("rpt.area", "rpt.setting", "rpt.value"))
     for area, vals in report.get("policy", {}).items():
         if isinstance(vals, dict):
             for k, v in vals.items():
@@ -287,54 +305,57 @@ def render_html(report: dict[str, Any]) -> str:
             out.append(f"<tr><td>{_e(area)}</td><td></td><td>{_e(', '.join(map(str, vals)))}</td></tr>")
     out.append("</table>")
     # summary per building and category
-    out.append("<h2>Summary by building</h2><table><tr><th>Building</th><th>Name</th><th>Status</th>"
-               "<th>Score</th><th>Pass</th><th>Fail</th><th>Unknown</th><th>By category</th></tr>")
+    out.append(f"<h2>{_e(t('rpt.by_building'))}</h2><table>" + th(
+        "col.building", "rpt.name", "rpt.status", "col.score", "col.pass", "col.fail", "col.unknown", "rpt.by_category"))
     for b in report["buildings"]:
         bs = b["summary"]
-        cats = "; ".join(f"{c}: {_score(v)}" for c, v in b.get("categories", {}).items())
-        out.append(f"<tr><td>{_e(b['id'])}</td><td>{_e(b.get('name'))}</td><td>{_st(bs['status'])}</td>"
+        cats = "; ".join(f"{t('cat.' + c)}: {_score(v)}" for c, v in b.get("categories", {}).items())
+        out.append(f"<tr><td>{_e(b['id'])}</td><td>{_e(b.get('name'))}</td><td>{_st(bs['status'], t)}</td>"
                    f"<td>{_score(bs)}</td><td>{bs['pass']}</td><td>{bs['fail']}</td><td>{bs['unknown']}</td>"
                    f"<td>{_e(cats)}</td></tr>")
     out.append("</table>")
     for b in report["buildings"]:
         bs = b["summary"]
-        out.append(f"<h2>Building {_e(b['id'])} {_e(b.get('name'))} — {_st(bs['status'])} {_score(bs)}</h2>")
+        out.append(f"<h2>{_e(t('rpt.building', id=b['id'], name=b.get('name') or ''))} — {_st(bs['status'], t)} "
+                   f"{_score(bs)}</h2>")
         hist = report.get("history", {}).get(b["id"])
         if hist:
-            out.append(f"<p>Score history: {_spark(hist)}</p>")
+            out.append(f"<p>{_e(t('rpt.history'))}: {_spark(hist)}</p>")
         if b["rooms"]:
-            out.append("<h3>Rooms</h3><table><tr><th>Room</th><th>Name</th><th>Type</th><th>Status</th>"
-                       "<th>Score</th><th>Failed / unknown checks</th></tr>")
+            out.append(f"<h3>{_e(t('rpt.rooms'))}</h3><table>" + th(
+                "col.room", "rpt.name", "col.type", "rpt.status", "col.score", "rpt.bad_checks"))
             for r in b["rooms"]:
-                bad = "; ".join(f"{c['title']}: {c['message']}" for c in r["checks"]
+                bad = "; ".join(f"{_title(t, c)}: {t.message(c)}" for c in r["checks"]
                                 if c["status"] in ("fail", "unknown"))
                 out.append(f"<tr><td>{_e(r['id'])}</td><td>{_e(r['name'])}</td><td>{_e(r['type'])}</td>"
-                           f"<td>{_st(r['status'])}</td><td>{_score(r)}</td><td>{_e(bad)}</td></tr>")
+                           f"<td>{_st(r['status'], t)}</td><td>{_score(r)}</td><td>{_e(bad)}</td></tr>")
             out.append("</table>")
         checks = list(b["checks"]) + [c for r in b["rooms"] for c in r["checks"]]
         if report["kind"] == "compliance":
-            out.append(_device_matrix(checks))
+            out.append(_device_matrix(checks, t))
         checks.sort(key=lambda c: (_STATUS_ORDER.get(c["status"], 9), c["check"], c.get("subject") or ""))
         findings = [c for c in checks if c["status"] in ("fail", "unknown")]
-        out.append(f"<h3>Findings ({len(findings)})</h3>" + _check_rows(findings))
+        out.append(f"<h3>{_e(t('rpt.findings', n=len(findings)))}</h3>" + _check_rows(findings, t))
         passed = [c for c in checks if c["status"] in ("pass", "n/a")]
-        out.append(f"<h3>Passed / not applicable ({len(passed)})</h3>" + _check_rows(passed))
+        out.append(f"<h3>{_e(t('rpt.passed', n=len(passed)))}</h3>" + _check_rows(passed, t))
     if report.get("notes"):
-        out.append("<h2>Notes</h2><ul>" + "".join(f"<li>{_e(n)}</li>" for n in report["notes"]) + "</ul>")
-    out.append("<h2>Sign-off</h2><table class='sign brk'><tr><th>Checked by (检查人)</th><th>Reviewed by (审核人)"
-               "</th><th>Date (日期)</th></tr><tr><td></td><td></td><td></td></tr></table>"
-               f"<p class='small'>campus-sense {report['kind']} report · generated {_e(report['generated_at'])}"
+        out.append(f"<h2>{_e(t('rpt.notes'))}</h2><ul>" + "".join(f"<li>{_e(n)}</li>" for n in report["notes"]) + "</ul>")
+    out.append(f"<h2>{_e(t('rpt.signoff'))}</h2><table class='sign brk'>" + th("rpt.checked_by", "rpt.reviewed_by", "rpt.date")
+               + "<tr><td></td><td></td><td></td></tr></table>"
+               f"<p class='small'>{_e(t('rpt.footer', kind=t('reports.' + report['kind']), at=report['generated_at']))}"
                "</p></body></html>")
     return "\n".join(out)
 
 
-def render(report: dict[str, Any], fmt: str) -> str:
+def render(report: dict[str, Any], fmt: str, lang: str = "en") -> str:
+    """``fmt`` json (language-neutral: messages in English plus ``msg`` key + arguments), csv or
+    html; ``lang`` zh-CN or en for csv and html."""
     if fmt == "json":
         return render_json(report)
     if fmt == "csv":
-        return render_csv(report)
+        return render_csv(report, lang)
     if fmt == "html":
-        return render_html(report)
+        return render_html(report, lang)
     raise ValueError(f"unknown format {fmt!r} (json, csv, html)")
 
 

@@ -54,12 +54,18 @@ class CheckResult:
     #: language (``msg.<key>`` in collector/ui/i18n/*.json); ``message`` is the English text
     msg: dict[str, Any] | None = None
 
-    def say(self, key: str, text: str, prefix: str | None = None, **args: Any) -> None:
+    def say(self, key: str, text: str, prefix: str | None = None, parts: list[tuple[str, str, dict]] = (),
+            **args: Any) -> None:
         """Set the message: ``text`` (English, ``str.format`` template) with ``args``, kept as key +
         arguments too, so a zh-CN reader gets ``msg.<key>`` of the catalog with the same arguments;
-        ``prefix`` (a device id) goes in front as ``<prefix>: ``."""
+        ``prefix`` (a device id) goes in front as ``<prefix>: ``. ``parts``: sub-messages (key,
+        English template, args), joined by "; " into the ``{parts}`` placeholder (each translated)."""
+        if parts:
+            args = dict(args, parts="; ".join(tx.format(**a) for _, tx, a in parts))
         self.message = (f"{prefix}: " if prefix else "") + text.format(**args)
         self.msg = said(key, text, **args)["msg"]
+        if parts:
+            self.msg["parts"] = [{"key": k, "args": a} for k, _, a in parts]
         if prefix:
             self.msg["prefix"] = prefix
 

@@ -68,8 +68,12 @@ class T:
         tmpl = self.cat.get("msg." + m["key"]) if isinstance(m, dict) and self.lang != "en" else None
         if tmpl:
             try:
-                text = tmpl.format(**(m.get("args") or {}))
+                args = dict(m.get("args") or {})
+                if m.get("parts"):    # {parts}: sub-messages ({"key", "args"}) joined by msg.sep
+                    args["parts"] = self.cat.get("msg.sep", "; ").join(
+                        self.cat["msg." + p["key"]].format(**p["args"]) for p in m["parts"])
+                text = tmpl.format(**args)
                 return f"{m['prefix']}：{text}" if m.get("prefix") else text
-            except (KeyError, IndexError, ValueError, TypeError):
+            except (KeyError, IndexError, ValueError, TypeError, AttributeError):
                 pass
         return finding.get("message") or ""
