@@ -310,6 +310,55 @@ def test_head_survives_restart_and_sigkill_without_duplicates(tmp_path):
     s.close()
 
 
+def test_head_log_is_compressed_and_a_plain_one_of_before_still_reads(tmp_path):
+    db = tmp_path / "c.db"
+    polls = switch_polls(90)
+    want = sorted((it["t"], it["tags"]["ifIndex"], it["f"]) for items in polls for it in items)
+    s = SQLiteStore(str(db))
+    feed(s, polls, per_apply=10)
+    s.close()
+    c = sqlite3.connect(db)
+    rows = c.execute("SELECT id, payload FROM head_log").fetchall()
+    assert rows and all(p[:4] == codec.ZSTD_FRAME for _, p in rows)
+    plain = [(codec.unzstd(p), i) for i, p in rows]
+    assert sum(map(len, (p for p, _ in plain))) > 2 * sum(len(p) for _, p in rows)      # 3 samples a message
+    # a head log written before the compression: plain JSON payloads, read the same
+    c.executemany("UPDATE head_log SET payload=? WHERE id=?", plain)
+    c.commit()
+    c.close()
+    got = sorted((x["t"], x["tags"]["ifIndex"], x["f"]) for x in stored_samples(str(db)))
+    assert got == want
+    s = SQLiteStore(str(db))
+    assert sum(map(len, (b for hg in s.engine.head.values() for b in hg.values()))) == len(want)
+    assert len(points(s, "in_bps", None, "avg", 1, T0, T0 + DAY)[0]) == 90
+    s.seal(T0 + 3 * HOUR)
+    s.close()
+    assert sorted((x["t"], x["tags"]["ifIndex"], x["f"]) for x in stored_samples(str(db))) == want
+
+
+def test_chunks_encode_and_decode_from_many_threads_at_once():
+    """zstd contexts are per thread: API threads read chunks while the writer seals."""
+    import threading
+    rows = [(sid, T0 + i * MIN, {"v": i * sid, "x": i / 7, "up": i % 3 == 0}) for sid in range(1, 40) for i in range(300)]
+    from collector.store.series import transpose
+    sids, ts, cols = transpose(rows)
+    blob = codec.encode(sids, ts, cols)
+    want = codec.decode(blob)
+    bad = []
+
+    def work():
+        for _ in range(60):
+            got = codec.decode(codec.encode(sids, ts, cols))
+            if got[2] != want[2] or got[0].tolist() != want[0].tolist():
+                bad.append(1)
+    th = [threading.Thread(target=work) for _ in range(8)]
+    for t in th:
+        t.start()
+    for t in th:
+        t.join()
+    assert not bad
+
+
 def test_json_block_database_migrates_without_loss(tmp_path):
     db = tmp_path / "collector.db"
     shutil.copy(FIXTURE, db)

@@ -21,6 +21,7 @@ and JSON-able values. ``encode(sids, ts, columns)`` / ``decode(blob)``.
 from __future__ import annotations
 
 import struct
+import threading
 import zlib
 from dataclasses import dataclass
 from typing import Any
@@ -32,8 +33,27 @@ import zstandard
 MAGIC = b"CSC2"        # zstd body
 MAGIC_ZLIB = b"CSC1"   # zlib body (first format)
 LEVEL = 3
-_zc = zstandard.ZstdCompressor(level=LEVEL)
-_zd = zstandard.ZstdDecompressor()
+ZSTD_FRAME = b"\x28\xb5\x2f\xfd"
+_tls = threading.local()   # zstd contexts are not thread-safe (the C code runs without the GIL)
+
+
+def zstd(level: int = LEVEL) -> zstandard.ZstdCompressor:
+    """This thread's compressor of ``level``."""
+    c = getattr(_tls, "c", None)
+    if c is None:
+        c = _tls.c = {}
+    z = c.get(level)
+    if z is None:
+        z = c[level] = zstandard.ZstdCompressor(level=level)
+    return z
+
+
+def unzstd(data: bytes) -> bytes:
+    """One zstd frame decompressed with this thread's decompressor."""
+    d = getattr(_tls, "d", None)
+    if d is None:
+        d = _tls.d = zstandard.ZstdDecompressor()
+    return d.decompress(data)
 _I64_MIN, _I64_MAX = -(1 << 63), (1 << 63) - 1
 
 
@@ -245,7 +265,7 @@ def encode(sids: Any, ts: Any, columns: dict[str, Column | list]) -> bytes:
         if (len(c.values) if c.kind == "j" else c.values.shape[0]) != n:
             raise ValueError(f"column {name!r} has {len(c.values)} values for {n} rows")
         body.append(_column(name, c))
-    return MAGIC + _zc.compress(b"".join(body))
+    return MAGIC + zstd().compress(b"".join(body))
 
 
 def decode(blob: bytes, arrays: bool = False, fields: Any = None) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -256,7 +276,7 @@ def decode(blob: bytes, arrays: bool = False, fields: Any = None) -> tuple[np.nd
     if magic not in (MAGIC, MAGIC_ZLIB):
         raise CodecError(f"not a campus-sense chunk (magic {magic!r})")
     try:
-        buf = _zd.decompress(blob[4:]) if magic == MAGIC else zlib.decompress(blob[4:])
+        buf = unzstd(blob[4:]) if magic == MAGIC else zlib.decompress(blob[4:])
         n, ncols = struct.unpack_from("<IH", buf, 0)
         pos = 6
         ints = []

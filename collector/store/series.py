@@ -38,6 +38,7 @@ from typing import Any, Iterable
 from operator import itemgetter
 
 import numpy as np
+import zstandard
 from campus_sense import wire
 
 from . import codec
@@ -359,6 +360,8 @@ class SeriesEngine:
             self._staged_lo = lo
 
     def log_message(self, msg: wire.Message, max_t: int) -> tuple:
+        """A head_log row: the payload as received, zstd-compressed (level 1: ~6x smaller, which
+        writes, checkpoints and deletes of the log pay for many times over)."""
         tp = msg.topic
         raw = bytes(msg.raw)
         shift = msg.shift_ms
@@ -366,7 +369,7 @@ class SeriesEngine:
             raw = wire.encode_durable(msg.kind, msg.agent, msg.epoch or "-", msg.seq or 0, 0,
                                       [wire.encode_item(it) for it in msg.items])
             shift = 0
-        return (wire.topic(tp.site, tp.building, msg.agent, msg.kind), raw, shift, max_t)
+        return (wire.topic(tp.site, tp.building, msg.agent, msg.kind), codec.zstd(1).compress(raw), shift, max_t)
 
     def write_log(self, rows: list[tuple]) -> None:
         if rows:
@@ -411,13 +414,7 @@ class SeriesEngine:
         """Rebuild the head from head_log after a restart. ``series_of(measurement, device, tags)``
         -> (sid, gid). Returns the number of samples restored."""
         n = 0
-        for topic, payload, shift, sealed_below in self.w.execute(
-                "SELECT topic, payload, shift_ms, sealed_below FROM head_log ORDER BY id"):
-            try:
-                msg = wire.decode(topic, payload, max_bytes=1 << 62)
-            except wire.WireError as e:   # it was accepted once: the codec changed? keep going
-                log.error("head_log: cannot decode a stored message of %s: %s", topic, e)
-                continue
+        for msg, shift, sealed_below in head_log_messages(self.w):
             for it in msg.items:
                 t = it["t"] - shift
                 if t < sealed_below:
@@ -651,6 +648,20 @@ class SeriesEngine:
         for (blob,) in c.execute("SELECT data FROM chunks WHERE grp=? AND res=? AND start_ms < ? AND end_ms > ? "
                                  "ORDER BY start_ms", (gid, res, end, start)):
             yield codec.decode(blob, arrays=True, fields=fields)
+
+
+def head_log_messages(c: sqlite3.Connection) -> Iterable[tuple[wire.Message, int, int]]:
+    """(message, shift_ms, sealed_below) of every head_log row, oldest first. Payloads are
+    zstd-compressed (plain JSON in databases of before 2026-12-07: both read)."""
+    for topic, payload, shift, below in c.execute("SELECT topic, payload, shift_ms, sealed_below FROM head_log "
+                                                  "ORDER BY id"):
+        try:
+            raw = codec.unzstd(payload) if payload[:4] == codec.ZSTD_FRAME else payload
+            msg = wire.decode(topic, raw, max_bytes=1 << 62)
+        except (wire.WireError, zstandard.ZstdError) as e:   # it was accepted once: keep going
+            log.error("head_log: cannot decode a stored message of %s: %s", topic, e)
+            continue
+        yield msg, shift, below
 
 
 def rows_to_columns(rows: list[tuple[int, int, dict]]) -> tuple[np.ndarray, np.ndarray, dict[str, codec.Column]]:

@@ -27,7 +27,7 @@ import numpy as np
 import orjson
 
 from campus_sense.wire import (AGENT_MEASUREMENT, COUNTERS, MAX_COMMIT_GAPS, POLL_MEASUREMENT, TOPOLOGY_MEASUREMENTS,
-                               Message, Watermark, WireError, decode)
+                               Message, Watermark)
 
 from . import syslog as _syslog
 from . import topology as _topology
@@ -35,7 +35,7 @@ from . import codec
 from . import disk as _disk
 from .disk import DiskBudget
 from .series import (AGGS, DAY, HOUR, LEVEL_NAMES, R1D, R1H, R5M, RAW, SEP, Retention, SeriesEngine, compose,
-                     rollup, transpose, value_of)
+                     head_log_messages, rollup, transpose, value_of)
 from .series import concat_blocks as _concat, dedup as _dedup
 from .base import ApplyResult, Reject, SeriesQueryUnsupported, StorageUnavailable, Store, TimeSeriesSink
 
@@ -1041,12 +1041,7 @@ class SQLiteStore(Store):
                 (sid, g, (m, d, tj)) for sid, g, m, d, tj in self.reader().execute(
                     "SELECT id, grp, measurement, device, tags FROM series"))}
             head = {}
-            for topic, payload, shift, below in self.reader().execute(
-                    "SELECT topic, payload, shift_ms, sealed_below FROM head_log ORDER BY id"):
-                try:
-                    msg = decode(topic, payload, max_bytes=1 << 62)
-                except WireError:
-                    continue
+            for msg, shift, below in head_log_messages(self.reader()):
                 for it in msg.items:
                     t = it["t"] - shift
                     k = ids.get((it["m"], it["d"], _dumps(it.get("tags") or {}, option=_SORT).decode()))
@@ -1517,9 +1512,8 @@ def stored_samples(path: str, measurement: str | None = None, device: str | None
             for i, (sid, t) in enumerate(zip(sids.tolist(), ts.tolist())):
                 if sid in meta:
                     rows[(sid, t)] = {k: cols[k][i] for k in names if cols[k][i] is not None}
-        for topic, payload, shift, below in c.execute(
-                "SELECT topic, payload, shift_ms, sealed_below FROM head_log ORDER BY id"):
-            for it in decode(topic, payload, max_bytes=1 << 62).items:
+        for msg, shift, below in head_log_messages(c):
+            for it in msg.items:
                 t = it["t"] - shift
                 sid = by_key.get((it["m"], it["d"], _dumps(it.get("tags") or {}, option=_SORT).decode()))
                 if sid is None or t < below:
