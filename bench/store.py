@@ -27,30 +27,31 @@ ingest rate = wall clock of the POSTs + flush; its CPU from /proc/<pid>/stat. Qu
 
 Not a test: figures depend on the machine.
 
-Measured on 2026-12-07, 2 cores (shared with other work; defaults, ~2 min wall; commit ddd2814,
-head buckets transposed into column blocks after their commit):
+Measured on 2026-12-07, 2 cores (defaults, ~2 min wall; commit 73c3f8f: head buckets transposed
+into column blocks after their commit, head log zstd-compressed):
 
     4 switches x 48 ports x 3 days at 60 s, 50 messages/apply; cpus=2
-    829,296 samples, 14,925,408 field values (18.0 per sample); 71 hourly seals; building+decoding messages 11.8 CPU s (not counted)
-    SQLite chunks by res (bytes, rows): 0: 25.11 MiB/829,296, 300000: 10.23 MiB/165,888, 3600000: 0.86 MiB/11,712, 86400000: 0.07 MiB/576; head_log rows left 0; free pages 10.75 MiB
+    829,296 samples, 14,925,408 field values (18.0 per sample); 71 hourly seals; building+decoding messages 10.4 CPU s (not counted)
+    SQLite chunks by res (bytes, rows): 0: 25.11 MiB/829,296, 300000: 10.23 MiB/165,888, 3600000: 0.86 MiB/11,712, 86400000: 0.07 MiB/576; head_log rows left 0; free pages 1.38 MiB
 
                                                      SQLiteStore          victoria-metrics      goal
     samples / field values                  829,296 / 14,925,408      829,296 / 14,925,408
-    ingest CPU s (apply+seal)                  10.94 (5.32+5.62)        14.89 (VM process)
-    samples per CPU-second                                75,808                    55,695   >= 150k
-      apply only / seal only                   155,831 / 147,622
-    samples per wall second                               33,945                    86,649
-    on disk (MiB)                                          36.88                     32.78
-    bytes per value (whole file/dir)                        2.59                      2.30      <= 3
-    bytes per value (raw chunks/parts)                      1.76                      2.27
-    query 1 hour raw                             1.0 ms (60 pts)           1.0 ms (60 pts)
-    query 24 h, step 5m                        11.7 ms (288 pts)          0.9 ms (289 pts)
-    query 30 d, step 1h                          6.4 ms (72 pts)           0.7 ms (72 pts)
-    query 1 year, step 1d                         5.8 ms (4 pts)            1.1 ms (3 pts)
-    query 24 h rate(in_octets) 5m              12.7 ms (288 pts)          1.1 ms (289 pts)
+    ingest CPU s (apply+seal)                   8.41 (4.80+3.61)        13.00 (VM process)
+    samples per CPU-second                                98,620                    63,792   >= 150k
+      apply only / seal only                   172,868 / 229,613
+    samples per wall second                               41,987                    96,346
+    on disk (MiB)                                          36.88                     31.07
+    bytes per value (whole file/dir)                        2.59                      2.18      <= 3
+    bytes per value (raw chunks/parts)                      1.76                      2.15
+    query 1 hour raw                             0.9 ms (60 pts)           2.6 ms (60 pts)
+    query 24 h, step 5m                        13.5 ms (288 pts)          1.5 ms (289 pts)
+    query 30 d, step 1h                          7.0 ms (72 pts)           1.2 ms (72 pts)
+    query 1 year, step 1d                         9.4 ms (4 pts)            0.9 ms (3 pts)
+    query 24 h rate(in_octets) 5m              14.3 ms (288 pts)          1.7 ms (289 pts)
 
-The same run at commit 0e84147 (head kept as row dicts until sealing): 54,743 samples per CPU-second
-(apply 195,575 / seal 76,023) beside victoria-metrics' 53,641.
+Earlier runs: commit ddd2814 (head blocks, plain head log) 75,808 samples per CPU-second (apply
+155,831 / seal 147,622) beside victoria-metrics' 55,695; commit 0e84147 (head kept as row dicts
+until sealing) 54,743 (apply 195,575 / seal 76,023) beside 53,641.
 """
 from __future__ import annotations
 
