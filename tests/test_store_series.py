@@ -336,6 +336,28 @@ def test_head_log_is_compressed_and_a_plain_one_of_before_still_reads(tmp_path):
     assert sorted((x["t"], x["tags"]["ifIndex"], x["f"]) for x in stored_samples(str(db))) == want
 
 
+def test_read_only_view_answers_from_the_head_log_like_the_store(tmp_path, monkeypatch):
+    """`campus-sense report --db` opens a collector database read-only: unsealed samples come from
+    the head log, filtered by time, series and field the same way as the live head."""
+    from collector.store import series
+    monkeypatch.setattr(series, "COMPACT_ROWS", 7)      # the live store answers from column blocks
+    db = str(tmp_path / "c.db")
+    s = SQLiteStore(db)
+    feed(s, mixed_polls(90), per_apply=5)
+    s.seal(T0 + 2 * HOUR)                               # hour 0 sealed, hour 1 in the head
+    end = T0 + 2 * HOUR
+    live = _everything(s, end)
+    ro = SQLiteStore.open_readonly(db)
+    try:
+        assert _everything(ro, end) == live
+        part = ro.series("interface", "sw", "temp", T0 + 70 * MIN, T0 + 80 * MIN, None, {"ifIndex": "4"}, 100)
+        assert [p[0] for p in part[0]["points"]] == [it["t"] for items in mixed_polls(90)[70:80] for it in items
+                                                     if it["tags"] == {"ifIndex": "4"}]
+    finally:
+        ro.close()
+        s.close()
+
+
 def test_chunks_encode_and_decode_from_many_threads_at_once():
     """zstd contexts are per thread: API threads read chunks while the writer seals."""
     import threading

@@ -619,28 +619,19 @@ class SeriesEngine:
         return out
 
     # ---------------------------------------------------------------- reads
-    def head_blocks(self, gid: int, sids: set[int] | None, start: int, end: int) -> list[tuple]:
-        """Unsealed samples of a group in [start, end) (of ``sids`` only, unless None) as column
-        blocks (sids, ts, columns), unsorted, arrival order; same (sid, t) not merged yet."""
+    def head_blocks(self, gid: int, sids: set[int] | None, start: int, end: int,
+                    fields: set[str] | None = None) -> list[tuple]:
+        """Unsealed samples of a group as column blocks (``select``), arrival order; same (sid, t)
+        not merged yet."""
         with self.head_lock:
             hg = self.head.get(gid)
             if not hg:
                 return []
             parts = [(list(b.blocks), list(b.rows)) for h, b in hg.items() if h < end and h + HOUR > start]
-        out = []
-        want = None if sids is None else np.fromiter(sids, np.int64, len(sids))
-        for blocks, rows in parts:
-            if rows:
-                blocks.append(transpose(rows))
-            for s_, t_, c_ in blocks:
-                keep = (t_ >= start) & (t_ < end)
-                if want is not None:
-                    keep &= np.isin(s_, want)
-                if keep.all():
-                    out.append((s_, t_, c_))
-                elif keep.any():
-                    out.append((s_[keep], t_[keep], {k: codec.take(v, keep) for k, v in c_.items()}))
-        return out
+        blocks = []
+        for blks, rows in parts:
+            blocks += blks + [transpose(rows)] if rows else blks
+        return select(blocks, sids, start, end, fields)
 
     def chunks(self, c: sqlite3.Connection, gid: int, res: int, start: int, end: int,
                fields: set[str] | None) -> Iterable[tuple]:
@@ -648,6 +639,24 @@ class SeriesEngine:
         for (blob,) in c.execute("SELECT data FROM chunks WHERE grp=? AND res=? AND start_ms < ? AND end_ms > ? "
                                  "ORDER BY start_ms", (gid, res, end, start)):
             yield codec.decode(blob, arrays=True, fields=fields)
+
+
+def select(blocks: list[tuple], sids: set[int] | None, start: int, end: int, fields: set[str] | None) -> list[tuple]:
+    """The rows of column blocks (sids, ts, columns) in [start, end), of ``sids`` only (None: all),
+    with only the columns named in ``fields`` (None: all)."""
+    out = []
+    want = None if sids is None else np.fromiter(sids, np.int64, len(sids))
+    for s_, t_, c_ in blocks:
+        if fields is not None:
+            c_ = {k: v for k, v in c_.items() if k in fields}
+        keep = (t_ >= start) & (t_ < end)
+        if want is not None:
+            keep &= np.isin(s_, want)
+        if keep.all():
+            out.append((s_, t_, c_))
+        elif keep.any():
+            out.append((s_[keep], t_[keep], {k: codec.take(v, keep) for k, v in c_.items()}))
+    return out
 
 
 def head_log_messages(c: sqlite3.Connection) -> Iterable[tuple[wire.Message, int, int]]:

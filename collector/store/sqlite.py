@@ -35,7 +35,7 @@ from . import codec
 from . import disk as _disk
 from .disk import DiskBudget
 from .series import (AGGS, DAY, HOUR, LEVEL_NAMES, R1D, R1H, R5M, RAW, SEP, Retention, SeriesEngine, compose,
-                     head_log_messages, rollup, transpose, value_of)
+                     head_log_messages, rollup, select, transpose, value_of)
 from .series import concat_blocks as _concat, dedup as _dedup
 from .base import ApplyResult, Reject, SeriesQueryUnsupported, StorageUnavailable, Store, TimeSeriesSink
 
@@ -1030,11 +1030,12 @@ class SQLiteStore(Store):
                                   (device_id,)).fetchone()
         return self._dev(r) if r else None
 
-    def _head(self, gid: int, sids: set[int] | None, start: int, end: int) -> list[tuple]:
+    def _head(self, gid: int, sids: set[int] | None, start: int, end: int,
+              fields: set[str] | None = None) -> list[tuple]:
         """Unsealed samples of a group as column blocks (series.SeriesEngine.head_blocks): the
         in-memory head, or (read-only view) the head log."""
         if self.engine is not None:
-            return self.engine.head_blocks(gid, sids, start, end)
+            return self.engine.head_blocks(gid, sids, start, end, fields)
         head = getattr(self._local, "head", None)
         if head is None:
             ids = {key: (sid, g) for sid, g, key in (
@@ -1048,8 +1049,8 @@ class SQLiteStore(Store):
                     if t >= below and k is not None:
                         head.setdefault(k[1], []).append((k[0], t, it["f"]))
             self._local.head = head
-        rows = [r for r in head.get(gid, []) if start <= r[1] < end and (sids is None or r[0] in sids)]
-        return [transpose(rows)] if rows else []
+        rows = head.get(gid)
+        return select([transpose(rows)], sids, start, end, fields) if rows else []
 
     def latest(self, device_id: str, measurement: str, max_chunks: int = 48) -> list[tuple[dict, int, dict]]:
         """[(tags, ts_ms, fields)] of the latest sample of each series of a device and measurement.
@@ -1196,9 +1197,9 @@ class SQLiteStore(Store):
                     dec.add(bits)
             if level == RAW:
                 blocks = list(read(gid, RAW, start, end, sidset, dec))
-                head = self._head(gid, sidset, start, end)
+                head = self._head(gid, sidset, start, end, dec)
                 scan(sum(len(b[1]) for b in head))
-                blocks += [(hs, ht, {k: v for k, v in hc.items() if dec is None or k in dec}) for hs, ht, hc in head]
+                blocks += head
                 if not blocks:
                     continue
                 sids, ts, cols = _concat(blocks)
@@ -1218,12 +1219,10 @@ class SQLiteStore(Store):
                 else:
                     lo5 = lo
                 blocks += list(read(gid, R5M, lo5, end, sidset, dec))
-                head = self._head(gid, sidset, lo5, end)
+                head = self._head(gid, sidset, lo5, end, dec)
                 scan(sum(len(b[1]) for b in head))
                 if head:
-                    hs, ht, hc = _dedup(*_concat([(a, b, {k: v for k, v in c.items() if dec is None or k in dec})
-                                                  for a, b, c in head]))
-                    blocks.append(rollup(measurement, hs, ht, hc, R5M))
+                    blocks.append(rollup(measurement, *_dedup(*_concat(head)), R5M))
                 if not blocks:
                     continue
                 sids, ts, cols = compose(*_concat(blocks), step)
