@@ -537,9 +537,10 @@ class SeriesEngine:
             for gid, rows in rows_by_gid.items():
                 hs = take[gid] = {}
                 for r in rows:
-                    b = hs.get(r[1] - r[1] % HOUR)
+                    hour = r[1] - r[1] % HOUR
+                    b = hs.get(hour)
                     if b is None:
-                        b = hs[r[1] - r[1] % HOUR] = Bucket()
+                        b = hs[hour] = Bucket()
                     b.rows.append(r)
             from_head = False
         n = 0
