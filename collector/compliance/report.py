@@ -192,6 +192,11 @@ def _title(t: T, c: dict[str, Any]) -> str:
     return t.opt("check." + c["check"], c.get("title") or c["check"]) if t.lang != "en" else c.get("title", "")
 
 
+def _th(t: T, *keys: str) -> str:
+    """A table's header row: the catalog's text of each key."""
+    return "<tr>" + "".join(f"<th>{_e(t(k))}</th>" for k in keys) + "</tr>"
+
+
 def _e(v: Any) -> str:
     return html.escape("" if v is None else str(v))
 
@@ -236,9 +241,8 @@ def _check_rows(checks: list[dict[str, Any]], t: T, with_room: bool = True) -> s
                     f"<td>{_e(_title(t, c))}<div class='small'>{_e(c.get('ref'))}</div></td>"
                     f"<td>{_st(c['status'], t)}</td><td>{_e(c.get('subject'))}</td><td>{_e(t.message(c))}</td>"
                     f"<td>{_ev_html(c.get('evidence'))}</td></tr>")
-    head = ("<tr>" + (f"<th>{t('col.room')}</th>" if with_room else "") +
-            "".join(f"<th>{_e(t(k))}</th>" for k in ("col.check", "rpt.status", "col.subject", "rpt.finding",
-                                                      "rpt.evidence")) + "</tr>")
+    head = _th(t, *(("col.room",) if with_room else ()), "col.check", "rpt.status", "col.subject", "rpt.finding",
+               "rpt.evidence")
     return f"<table>{head}{''.join(rows)}</table>" if rows else f"<p class='small'>{_e(t('rpt.none'))}</p>"
 
 
@@ -261,8 +265,8 @@ def _device_matrix(checks: list[dict[str, Any]], t: T) -> str:
     if not devs:
         return ""
     head = f"<tr><th>{_e(t('col.device'))}</th>" + "".join(
-        f"<th>{_e(t('cat.inventory') if k == 'inventory' else t.opt('check.' + k, label) if t.lang != 'en' else label)}"
-        "</th>" for k, label in _MATRIX) + "</tr>"
+        f"<th>{_e(t('cat.inventory') if k == 'inventory' else _title(t, {'check': k, 'title': label}))}</th>"
+        for k, label in _MATRIX) + "</tr>"
     dash = "<span class='small'>–</span>"
     rows = "".join("<tr><td>" + _e(d) + "</td>" + "".join(
         f"<td>{_st(row[k], t) if k in row else dash}</td>" for k, _ in _MATRIX) + "</tr>"
@@ -279,9 +283,6 @@ def render_html(report: dict[str, Any], lang: str = "en") -> str:
     if report.get("building"):
         title = t("rpt.in_building", title=title, b=report["building"])
 
-    def th(*keys: str) -> str:
-        return "<tr>" + "".join(f"<th>{_e(t(k))}</th>" for k in keys) + "</tr>"
-
     out = [f"<!DOCTYPE html><html lang='{t.lang}'><head><meta charset='utf-8'><title>{_e(title)}</title>"
            f"<style>{_CSS}</style></head><body>",
            f"<h1>{_e(title)}</h1>",
@@ -296,7 +297,7 @@ def render_html(report: dict[str, Any], lang: str = "en") -> str:
     if report.get("history", {}).get("campus"):
         out.append(f"<p>{_e(t('rpt.history'))}: {_spark(report['history']['campus'])}</p>")
     # policy
-    out.append(f"<h2>{_e(t('rpt.policy'))}</h2><table>" + th("rpt.area", "rpt.setting", "rpt.value"))
+    out.append(f"<h2>{_e(t('rpt.policy'))}</h2><table>" + _th(t, "rpt.area", "rpt.setting", "rpt.value"))
     for area, vals in report.get("policy", {}).items():
         if isinstance(vals, dict):
             for k, v in vals.items():
@@ -305,8 +306,9 @@ def render_html(report: dict[str, Any], lang: str = "en") -> str:
             out.append(f"<tr><td>{_e(area)}</td><td></td><td>{_e(', '.join(map(str, vals)))}</td></tr>")
     out.append("</table>")
     # summary per building and category
-    out.append(f"<h2>{_e(t('rpt.by_building'))}</h2><table>" + th(
-        "col.building", "rpt.name", "rpt.status", "col.score", "col.pass", "col.fail", "col.unknown", "rpt.by_category"))
+    out.append(f"<h2>{_e(t('rpt.by_building'))}</h2><table>" + _th(
+        t, "col.building", "rpt.name", "rpt.status", "col.score", "col.pass", "col.fail", "col.unknown",
+        "rpt.by_category"))
     for b in report["buildings"]:
         bs = b["summary"]
         cats = "; ".join(f"{t('cat.' + c)}: {_score(v)}" for c, v in b.get("categories", {}).items())
@@ -322,8 +324,8 @@ def render_html(report: dict[str, Any], lang: str = "en") -> str:
         if hist:
             out.append(f"<p>{_e(t('rpt.history'))}: {_spark(hist)}</p>")
         if b["rooms"]:
-            out.append(f"<h3>{_e(t('rpt.rooms'))}</h3><table>" + th(
-                "col.room", "rpt.name", "col.type", "rpt.status", "col.score", "rpt.bad_checks"))
+            out.append(f"<h3>{_e(t('rpt.rooms'))}</h3><table>" + _th(
+                t, "col.room", "rpt.name", "col.type", "rpt.status", "col.score", "rpt.bad_checks"))
             for r in b["rooms"]:
                 bad = "; ".join(f"{_title(t, c)}: {t.message(c)}" for c in r["checks"]
                                 if c["status"] in ("fail", "unknown"))
@@ -339,11 +341,12 @@ def render_html(report: dict[str, Any], lang: str = "en") -> str:
         passed = [c for c in checks if c["status"] in ("pass", "n/a")]
         out.append(f"<h3>{_e(t('rpt.passed', n=len(passed)))}</h3>" + _check_rows(passed, t))
     if report.get("notes"):
-        out.append(f"<h2>{_e(t('rpt.notes'))}</h2><ul>" + "".join(f"<li>{_e(n)}</li>" for n in report["notes"]) + "</ul>")
-    out.append(f"<h2>{_e(t('rpt.signoff'))}</h2><table class='sign brk'>" + th("rpt.checked_by", "rpt.reviewed_by", "rpt.date")
-               + "<tr><td></td><td></td><td></td></tr></table>"
-               f"<p class='small'>{_e(t('rpt.footer', kind=t('reports.' + report['kind']), at=report['generated_at']))}"
-               "</p></body></html>")
+        out.append(f"<h2>{_e(t('rpt.notes'))}</h2><ul>" + "".join(f"<li>{_e(n)}</li>" for n in report["notes"])
+                   + "</ul>")
+    footer = t("rpt.footer", kind=t("reports." + report["kind"]), at=report["generated_at"])
+    out.append(f"<h2>{_e(t('rpt.signoff'))}</h2><table class='sign brk'>"
+               + _th(t, "rpt.checked_by", "rpt.reviewed_by", "rpt.date")
+               + f"<tr><td></td><td></td><td></td></tr></table><p class='small'>{_e(footer)}</p></body></html>")
     return "\n".join(out)
 
 
