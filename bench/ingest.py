@@ -65,7 +65,7 @@ def build_messages(n: int, per: int, agent: str, epoch: str) -> list[bytes]:
                  "util_in_pct": 12.5},
                 {"ifIndex": str(i), "ifName": f"Gi1/0/{i}"})))
             k += 1
-        out.append(wire.encode_durable("metrics", agent, epoch, seq, t0, items))
+        out.append(wire.pack(wire.encode_durable("metrics", agent, epoch, seq, t0, items)))   # as agents send it
     return out
 
 

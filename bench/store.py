@@ -216,7 +216,7 @@ def run_sqlite(path: str, a, t0: int, t_end: int) -> dict:
     for t, dev, ports in week(a.switches, a.days, t0):
         seq += 1
         items = [wire.encode_item(wire.sample("interface", dev, t, f, tags(i))) for i, f in enumerate(ports)]
-        payload = wire.encode_durable("metrics", AGENT, EPOCH, seq, t, items)
+        payload = wire.pack(wire.encode_durable("metrics", AGENT, EPOCH, seq, t, items))   # as the agent sends it
         m = wire.decode(TOPIC, payload)
         m.raw = payload                  # as collector/ingest.py does: the head log keeps it as received
         group.append(m)

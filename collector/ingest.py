@@ -55,6 +55,7 @@ log = logging.getLogger("collector.ingest")
 
 _REASONS = (
     ("exceeds the", "oversized"),
+    ("zstd", "bad_zstd"),
     ("not UTF-8 JSON", "bad_json"),
     ("must be a JSON object", "not_object"),
     ("unsupported schema version", "schema_version"),

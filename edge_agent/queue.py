@@ -199,7 +199,7 @@ class DurableQueue:
             seq = self.next_seq
             rows = []
             for chunk in chunks:
-                payload = wire.encode_durable(kind, agent, self.epoch, seq, now_ms, chunk)
+                payload = wire.pack(wire.encode_durable(kind, agent, self.epoch, seq, now_ms, chunk))
                 self.produced_total += len(chunk)
                 if self.max_bytes is not None and len(payload) > self.max_bytes:
                     log.warning("dropping a %s message of %d bytes (%d items): larger than queue.max_bytes=%d",
@@ -374,9 +374,9 @@ class DurableQueue:
 def _count_items(payload: bytes) -> int:
     """Items in a durable message (rows written before the ``items`` column existed)."""
     try:
-        body = orjson.loads(payload)
+        body = orjson.loads(wire.unpack(payload, 1 << 62))
         return next((len(v) for k, v in body.items() if k in ("samples", "events", "facts")), 1)
-    except (orjson.JSONDecodeError, AttributeError):
+    except (orjson.JSONDecodeError, AttributeError, wire.WireError):
         return 1
 
 

@@ -1,5 +1,7 @@
 """Durable queue and batcher: what is committed, when it is deleted, what is dropped."""
+import random
 import sqlite3
+import string
 from contextlib import closing
 
 import orjson
@@ -11,7 +13,11 @@ from edge_agent.queue import DurableQueue
 
 
 def items(n, size=10):
-    return [wire.encode_item(wire.sample("m", "d1", 1_700_000_000_000 + i, {"x": "y" * size})) for i in range(n)]
+    """n samples of a ``size``-character field that does not compress (payloads are zstd frames)."""
+    rnd = random.Random(size)
+    return [wire.encode_item(wire.sample("m", "d1", 1_700_000_000_000 + i,
+                                         {"x": "".join(rnd.choices(string.ascii_letters, k=size))}))
+            for i in range(n)]
 
 
 def put(q, n=1, kind="metrics"):
@@ -112,7 +118,7 @@ def test_batcher_converts_splits_and_drops_oversized(tmp_path, caplog):
             assert m.items[0]["f"].keys() == {"in_octets"} and isinstance(m.items[0]["tags"]["ifIndex"], str)
     assert samples == 100 and kinds.count("events") == 1 and kinds.count("facts") == 1
     assert [r.seq for r in q.peek(0, 100)] == list(range(1, len(kinds) + 1))
-    assert orjson.loads(q.peek(0, 1)[0].payload)["agent"] == "a1"
+    assert orjson.loads(wire.unpack(q.peek(0, 1)[0].payload))["agent"] == "a1"
 
 
 def test_one_process_per_queue_file(tmp_path):
@@ -255,7 +261,7 @@ def test_batcher_overflow_is_bounded_and_counted(tmp_path):
     assert b.count == 20
     q.min_free_bytes = 0  # space is back
     assert b.flush() >= 1 and b.count == 0
-    kept = [i["f"]["n"] for r in q.peek(0, 10) for i in orjson.loads(r.payload)["samples"]]
+    kept = [i["f"]["n"] for r in q.peek(0, 10) for i in orjson.loads(wire.unpack(r.payload))["samples"]]
     assert kept == list(range(30, 50))  # the oldest were the ones dropped
     assert q.produced_total == 50 and q.produced_total - q.dropped_total == len(kept)
 

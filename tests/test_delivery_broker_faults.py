@@ -260,7 +260,7 @@ def test_refused_publish_keeps_data(tmp_path, shipped_broker, shipped_users, pro
     assert st2["seqs"] == list(range(1, st2["last"] + 1)) and st2["last"] > st["last"]
     # refused_total in its self-metrics (queued, like everything it produced)
     refused_totals = [it["f"]["refused_total"] for _, kind, p in queued_payloads(bad) if kind == "metrics"
-                      for it in orjson.loads(p)["samples"] if it["m"] == "agent"]
+                      for it in orjson.loads(wire.unpack(p))["samples"] if it["m"] == "agent"]
     assert refused_totals and max(refused_totals) > 0, refused_totals
     assert "refused" in refused.text() and "stay queued" in refused.text()
     # the collector stored nothing of bldg-x, and agent-b's ingest never stopped

@@ -72,20 +72,24 @@ def test_poison_from_one_agent_never_blocks_the_others(col, shipped_broker, ship
     a.raw("events", b'{"v":1,"kind":"events","agent":"agent-a","epoch":"%s","seq":2,"sent_ms":%d,"events":'
                     b'[{"d":"sw-a","type":"x","t":%d,"severity":"info","tags":{},"data":%s}]}'
           % (a.epoch.encode(), now, now, _deep(300)))
+    # seq 3: a zstd frame of 4 KiB that decompresses to 600 KiB (above the message bound)
+    a.raw("metrics", wire.pack(wire.encode_durable("metrics", "agent-a", a.epoch, 3, now, [wire.encode_item(
+        wire.sample("interface", "sw-a", now, {"s": "x" * 600_000}))])))
     for seq in range(1, 41):
         b.durable("metrics", seq, [iface("sw-b", now + seq, 1, in_bps=float(seq))])
-    a.durable("metrics", 3, [iface("sw-a", now, 1, in_bps=3.0)])
+    a.durable("metrics", 4, [iface("sw-a", now, 1, in_bps=3.0)])
     wait_until(lambda: _hwm(col, "agent-b") == 40, 30, "agent-b's 40 messages")
-    wait_until(lambda: _hwm(col, "agent-a") == 3, 30, "agent-a's good message after the poison")
+    wait_until(lambda: _hwm(col, "agent-a") == 4, 30, "agent-a's good message after the poison")
     stats = col.get("/ingest/stats").json()
     dead = {(d["agent"], d["seq"]): d for d in stats["dead_letters"]}
     assert dead[("agent-a", 1)]["reason"] == "bad_item" and "'t'" in dead[("agent-a", 1)]["error"]
     assert dead[("agent-a", 2)]["reason"] == "bad_item" and "nested deeper" in dead[("agent-a", 2)]["error"]
+    assert dead[("agent-a", 3)]["reason"] == "oversized" and "decompressed exceeds" in dead[("agent-a", 3)]["error"]
     assert stats["gaps"] == []                       # dead letters count as committed: no gap, no replay
     assert col.get("/devices/sw-a/interfaces").json()[0]["in_bps"] == 3.0
     # the agent's watermark moved past its poison: it may delete it
     w = _retained_watermark(shipped_broker.port, "agent-a", shipped_users["agent-a"])
-    assert (w["epoch"], w["seq"]) == (a.epoch, 3)
+    assert (w["epoch"], w["seq"]) == (a.epoch, 4)
     h = col.http.get("/health")
     assert h.status_code == 200 and h.json()["ok"] is True
     # the security office sees it as an alert on the agent
@@ -101,7 +105,7 @@ def test_poison_from_one_agent_never_blocks_the_others(col, shipped_broker, ship
         b.durable("metrics", seq, [iface("sw-b", now + seq, 1, in_bps=float(seq))])
     wait_until(lambda: _hwm(col, "agent-b") == 50, 30, "agent-b after the restart")
     stats = col.get("/ingest/stats").json()
-    assert len([d for d in stats["dead_letters"] if d["agent"] == "agent-a"]) == 2   # stored once
+    assert len([d for d in stats["dead_letters"] if d["agent"] == "agent-a"]) == 3   # stored once
     b.close()
 
 

@@ -319,8 +319,8 @@ def test_head_log_is_compressed_and_a_plain_one_of_before_still_reads(tmp_path):
     s.close()
     c = sqlite3.connect(db)
     rows = c.execute("SELECT id, payload FROM head_log").fetchall()
-    assert rows and all(p[:4] == codec.ZSTD_FRAME for _, p in rows)
-    plain = [(codec.unzstd(p), i) for i, p in rows]
+    assert rows and all(p[:4] == wire.ZSTD_FRAME for _, p in rows)
+    plain = [(wire.unzstd(p), i) for i, p in rows]
     assert sum(map(len, (p for p, _ in plain))) > 2 * sum(len(p) for _, p in rows)      # 3 samples a message
     # a head log written before the compression: plain JSON payloads, read the same
     c.executemany("UPDATE head_log SET payload=? WHERE id=?", plain)
@@ -334,6 +334,28 @@ def test_head_log_is_compressed_and_a_plain_one_of_before_still_reads(tmp_path):
     s.seal(T0 + 3 * HOUR)
     s.close()
     assert sorted((x["t"], x["tags"]["ifIndex"], x["f"]) for x in stored_samples(str(db))) == want
+
+
+def test_head_log_keeps_an_agents_zstd_frame_as_received(tmp_path):
+    """Agents send durable messages as zstd frames (wire.pack): the head log stores the frame
+    itself (no second compression), and a restart reads it back."""
+    db = tmp_path / "c.db"
+    polls = switch_polls(30)
+    frames = []
+    s = SQLiteStore(str(db))
+    for seq, items in enumerate(polls, 1):
+        frame = wire.pack(wire.encode_durable("metrics", "a1", "e1", seq, 0, [wire.encode_item(i) for i in items]))
+        m = wire.decode(wire.topic("s", "b", "a1", "metrics"), frame)
+        m.raw = frame
+        frames.append(frame)
+        s.apply([m], [])
+    s.close()
+    c = sqlite3.connect(db)
+    assert [p for (p,) in c.execute("SELECT payload FROM head_log ORDER BY id")] == frames
+    c.close()
+    s = SQLiteStore(str(db))
+    assert len(points(s, "in_bps", None, "avg", 1, T0, T0 + DAY)[0]) == 30
+    s.close()
 
 
 def test_read_only_view_answers_from_the_head_log_like_the_store(tmp_path, monkeypatch):

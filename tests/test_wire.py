@@ -1,5 +1,6 @@
 import orjson
 import pytest
+import zstandard
 
 from campus_sense import wire
 
@@ -40,6 +41,32 @@ def test_oversize_rejected():
     big = _msg(items=[wire.sample("m", "d", T0, {"s": "x" * 1000})] * 300)
     with pytest.raises(wire.WireError, match="exceeds"):
         wire.decode("campus/v1/north/A/a1/metrics", big)
+
+
+def test_packed_payload_decodes_like_plain_and_hostile_frames_are_refused():
+    t = "campus/v1/north/A/a1/metrics"
+    plain = _msg()
+    packed = wire.pack(plain)
+    assert packed[:4] == wire.ZSTD_FRAME and wire.unpack(packed) == plain and wire.unpack(plain) is plain
+    a, b = wire.decode(t, packed), wire.decode(t, plain)
+    assert (a.agent, a.epoch, a.seq, a.items) == (b.agent, b.epoch, b.seq, b.items)
+    assert wire.decode_strict(t, packed).items == b.items
+    assert wire.durable_id(t, packed)[1:] == ("ep1", 1)
+    # a bomb: 64 MiB of zeros in ~2 KiB; refused from its header, before anything is allocated
+    bomb = zstandard.ZstdCompressor().compress(b"\0" * (64 << 20))
+    assert len(bomb) < 8192
+    with pytest.raises(wire.WireError, match="67108864 bytes decompressed exceeds the 262144-byte bound") as e:
+        wire.decode(t, bomb)
+    assert t in str(e.value)
+    assert wire.durable_id(t, bomb) is None
+    # a frame that does not declare its size; a corrupt one; a truncated one
+    cobj = zstandard.ZstdCompressor(write_content_size=False).compressobj()
+    unsized = cobj.compress(plain) + cobj.flush()
+    with pytest.raises(wire.WireError, match="does not declare its decompressed size"):
+        wire.decode(t, unsized)
+    for bad in (packed[:4] + b"\xff" * 20, packed[:-5]):
+        with pytest.raises(wire.WireError, match="not a valid zstd frame"):
+            wire.decode(t, bad)
 
 
 def test_split_never_truncates():

@@ -21,39 +21,19 @@ and JSON-able values. ``encode(sids, ts, columns)`` / ``decode(blob)``.
 from __future__ import annotations
 
 import struct
-import threading
 import zlib
 from dataclasses import dataclass
+from operator import countOf
 from typing import Any
 
 import numpy as np
 import orjson
 import zstandard
+from campus_sense.wire import unzstd, zstd
 
 MAGIC = b"CSC2"        # zstd body
 MAGIC_ZLIB = b"CSC1"   # zlib body (first format)
 LEVEL = 3
-ZSTD_FRAME = b"\x28\xb5\x2f\xfd"
-_tls = threading.local()   # zstd contexts are not thread-safe (the C code runs without the GIL)
-
-
-def zstd(level: int = LEVEL) -> zstandard.ZstdCompressor:
-    """This thread's compressor of ``level``."""
-    c = getattr(_tls, "c", None)
-    if c is None:
-        c = _tls.c = {}
-    z = c.get(level)
-    if z is None:
-        z = c[level] = zstandard.ZstdCompressor(level=level)
-    return z
-
-
-def unzstd(data: bytes) -> bytes:
-    """One zstd frame decompressed with this thread's decompressor."""
-    d = getattr(_tls, "d", None)
-    if d is None:
-        d = _tls.d = zstandard.ZstdDecompressor()
-    return d.decompress(data)
 _I64_MIN, _I64_MAX = -(1 << 63), (1 << 63) - 1
 
 
@@ -145,8 +125,19 @@ class Column:
     intmask: np.ndarray | None = None
 
 
-def column(col: list, float32: bool = False) -> Column:
+def column(col: list | tuple, float32: bool = False) -> Column:
     """Python values (None = missing) -> Column, typed by what the values are."""
+    n = len(col)
+    t0 = type(col[0]) if n else None
+    if t0 is float and countOf(map(type, col), float) == n:    # the common cases, checked in C
+        return Column("g" if float32 else "f", np.fromiter(col, np.float64, n))
+    if t0 is int and countOf(map(type, col), int) == n:
+        try:
+            return Column("i", np.fromiter(col, np.int64, n))
+        except OverflowError:
+            return Column("j", list(col))
+    if t0 is bool and countOf(map(type, col), bool) == n:
+        return Column("b", np.fromiter(col, np.int64, n))
     types = set(map(type, col))
     valid = None
     values: Any = col
@@ -265,7 +256,7 @@ def encode(sids: Any, ts: Any, columns: dict[str, Column | list]) -> bytes:
         if (len(c.values) if c.kind == "j" else c.values.shape[0]) != n:
             raise ValueError(f"column {name!r} has {len(c.values)} values for {n} rows")
         body.append(_column(name, c))
-    return MAGIC + zstd().compress(b"".join(body))
+    return MAGIC + zstd(LEVEL).compress(b"".join(body))
 
 
 def decode(blob: bytes, arrays: bool = False, fields: Any = None) -> tuple[np.ndarray, np.ndarray, dict]:
