@@ -203,22 +203,15 @@ def concat(parts: list[Column | None], lengths: list[int], kind: str) -> Column:
             vals.extend(values(p) if p is not None else [None] * n)
         return column(vals)
     dtype = np.float64 if kind in "fg" else np.int64
-    arrs, valid, intm = [], [], []
-    need_valid = need_int = False
-    for p, n in zip(parts, lengths):
-        if p is None:
-            arrs.append(np.zeros(n, dtype))
-            valid.append(np.zeros(n, bool))
-            intm.append(np.zeros(n, bool))
-            need_valid = True
-            continue
-        arrs.append(p.values.astype(dtype, copy=False))
-        valid.append(p.valid if p.valid is not None else np.ones(n, bool))
-        need_valid |= p.valid is not None
-        intm.append(p.intmask if p.intmask is not None else np.zeros(n, bool))
-        need_int |= p.intmask is not None
-    return Column(kind, np.concatenate(arrs), np.concatenate(valid) if need_valid else None,
-                  np.concatenate(intm) if need_int else None)
+    arrs = [np.zeros(n, dtype) if p is None else p.values.astype(dtype, copy=False) for p, n in zip(parts, lengths)]
+    valid = intmask = None
+    if any(p is None or p.valid is not None for p in parts):
+        valid = np.concatenate([np.zeros(n, bool) if p is None else np.ones(n, bool) if p.valid is None else p.valid
+                                for p, n in zip(parts, lengths)])
+    if any(p is not None and p.intmask is not None for p in parts):
+        intmask = np.concatenate([np.zeros(n, bool) if p is None or p.intmask is None else p.intmask
+                                  for p, n in zip(parts, lengths)])
+    return Column(kind, np.concatenate(arrs), valid, intmask)
 
 
 def _payload(c: Column) -> tuple[str, bytes, np.ndarray | None, np.ndarray | None]:
@@ -229,11 +222,11 @@ def _payload(c: Column) -> tuple[str, bytes, np.ndarray | None, np.ndarray | Non
     return c.kind, _enc_float(c.values, "<f4" if c.kind == "g" else "<f8"), c.valid, c.intmask
 
 
-def _column(name: str, c: Column) -> bytes:
+def _column(c: Column) -> bytes:
+    """A column's bytes after its name: kind, flags, masks, payload."""
     kind, payload, valid, intmask = _payload(c)
-    nb = name.encode()
     flags = (1 if valid is not None else 0) | (2 if intmask is not None else 0)
-    parts = [struct.pack("<H", len(nb)), nb, kind.encode(), bytes((flags,))]
+    parts = [kind.encode(), bytes((flags,))]
     for mask in (valid, intmask):
         if mask is not None:
             parts.append(np.packbits(mask).tobytes())
@@ -251,11 +244,20 @@ def encode(sids: Any, ts: Any, columns: dict[str, Column | list]) -> bytes:
         p = _enc_int(np.asarray(arr, np.int64))
         body.append(struct.pack("<I", len(p)))
         body.append(p)
+    done: dict[tuple, bytes] = {}   # columns sharing one array (rollup counts): encoded once
     for name, col in columns.items():
         c = col if isinstance(col, Column) else column(col)
         if (len(c.values) if c.kind == "j" else c.values.shape[0]) != n:
             raise ValueError(f"column {name!r} has {len(c.values)} values for {n} rows")
-        body.append(_column(name, c))
+        if c is col:    # alive for the whole call: its arrays' ids stay unique
+            key = (id(c.values), c.kind, id(c.valid), id(c.intmask))
+            b = done.get(key)
+            if b is None:
+                b = done[key] = _column(c)
+        else:
+            b = _column(c)
+        nb = name.encode()
+        body.append(struct.pack("<H", len(nb)) + nb + b)
     return MAGIC + zstd(LEVEL).compress(b"".join(body))
 
 
