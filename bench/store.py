@@ -27,31 +27,34 @@ ingest rate = wall clock of the POSTs + flush; its CPU from /proc/<pid>/stat. Qu
 
 Not a test: figures depend on the machine.
 
-Measured on 2026-12-07, 2 cores (defaults, ~2 min wall; commit 73c3f8f: head buckets transposed
-into column blocks after their commit, head log zstd-compressed):
+Measured on 2026-12-07 afternoon, 2 cores (defaults, ~3 min wall; commit 2acb30c: payloads are
+zstd frames as agents send them, so the head log stores them without compressing again; the VM ran
+~20% slower than in the morning run below, compare the victoria-metrics column):
 
     4 switches x 48 ports x 3 days at 60 s, 50 messages/apply; cpus=2
-    829,296 samples, 14,925,408 field values (18.0 per sample); 71 hourly seals; building+decoding messages 10.4 CPU s (not counted)
-    SQLite chunks by res (bytes, rows): 0: 25.11 MiB/829,296, 300000: 10.23 MiB/165,888, 3600000: 0.86 MiB/11,712, 86400000: 0.07 MiB/576; head_log rows left 0; free pages 1.38 MiB
+    829,296 samples, 14,925,408 field values (18.0 per sample); 71 hourly seals; building+decoding messages 17.2 CPU s (not counted)
+    SQLite chunks by res (bytes, rows): 0: 25.13 MiB/829,296, 300000: 10.24 MiB/165,888, 3600000: 0.83 MiB/11,328, 86400000: 0.07 MiB/576; head_log rows left 0; free pages 1.38 MiB
 
                                                      SQLiteStore          victoria-metrics      goal
     samples / field values                  829,296 / 14,925,408      829,296 / 14,925,408
-    ingest CPU s (apply+seal)                   8.41 (4.80+3.61)        13.00 (VM process)
-    samples per CPU-second                                98,620                    63,792   >= 150k
-      apply only / seal only                   172,868 / 229,613
-    samples per wall second                               41,987                    96,346
-    on disk (MiB)                                          36.88                     31.07
-    bytes per value (whole file/dir)                        2.59                      2.18      <= 3
-    bytes per value (raw chunks/parts)                      1.76                      2.15
-    query 1 hour raw                             0.9 ms (60 pts)           2.6 ms (60 pts)
-    query 24 h, step 5m                        13.5 ms (288 pts)          1.5 ms (289 pts)
-    query 30 d, step 1h                          7.0 ms (72 pts)           1.2 ms (72 pts)
-    query 1 year, step 1d                         9.4 ms (4 pts)            0.9 ms (3 pts)
-    query 24 h rate(in_octets) 5m              14.3 ms (288 pts)          1.7 ms (289 pts)
+    ingest CPU s (apply+seal)                   9.66 (5.25+4.42)        16.05 (VM process)
+    samples per CPU-second                                85,815                    51,670   >= 150k
+      apply only / seal only                   158,086 / 187,712
+    samples per wall second                               29,145                    79,787
+    on disk (MiB)                                          36.87                     30.52
+    bytes per value (whole file/dir)                        2.59                      2.14      <= 3
+    bytes per value (raw chunks/parts)                      1.77                      2.11
+    query 1 hour raw                             0.6 ms (60 pts)           4.0 ms (60 pts)
+    query 24 h, step 5m                         9.9 ms (288 pts)          2.3 ms (289 pts)
+    query 30 d, step 1h                          9.7 ms (72 pts)           2.1 ms (72 pts)
+    query 1 year, step 1d                        10.2 ms (4 pts)           2.0 ms (3 pts)
+    query 24 h rate(in_octets) 5m              12.6 ms (288 pts)          3.0 ms (289 pts)
 
-Earlier runs: commit ddd2814 (head blocks, plain head log) 75,808 samples per CPU-second (apply
-155,831 / seal 147,622) beside victoria-metrics' 55,695; commit 0e84147 (head kept as row dicts
-until sealing) 54,743 (apply 195,575 / seal 76,023) beside 53,641.
+Same period, `--no-vm`, back to back: commit 5c6dd5e 64,699 samples per CPU-second, 2acb30c 72,703.
+Instructions per sample for apply + seal (valgrind cachegrind, 1 switch x 25 h, deterministic):
+5c6dd5e 57,553, 2acb30c 44,484. Earlier runs (morning): commit 73c3f8f 98,620 beside
+victoria-metrics' 63,792; ddd2814 (head blocks, plain head log) 75,808 beside 55,695; 0e84147
+(head kept as row dicts until sealing) 54,743 beside 53,641.
 """
 from __future__ import annotations
 
@@ -399,7 +402,7 @@ def report(s: dict, v: dict | None) -> None:
     raw_b, raw_rows = s["chunks"].get(0, (0, 0))
     print(f"{n:,} samples, {nv:,} field values ({nv / n:.1f} per sample); {s['seals']} hourly seals; "
           f"building+decoding messages {s['cpu_build']:.1f} CPU s (not counted)")
-    print(f"SQLite chunks by res (bytes, rows): " + ", ".join(
+    print("SQLite chunks by res (bytes, rows): " + ", ".join(
         f"{r}: {b / 2**20:.2f} MiB/{k:,}" for r, (b, k) in sorted(s["chunks"].items()))
         + f"; head_log rows left {s['head']}; free pages {s['free'] / 2**20:.2f} MiB")
     W = 26
