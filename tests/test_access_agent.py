@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import time
+from contextlib import closing
 
 import pytest
 
+from campus_sense import wire
 from tests.pjlink_sim import PJLinkSim, ProjectorState
 from tests.peers import free_port
 from tests.test_agent_e2e import AgentProc, Receiver, write_config
@@ -112,9 +115,11 @@ async def test_agent_runs_pjlink_and_access(tmp_path, mosquitto, mqtt_users):
         rx.stop()
         await sim.stop()
     # the raw identifiers never left the agent: not on the wire, not in the durable queue, not in the log
-    wire_bytes = b"".join(rx.raw)
+    wire_bytes = b"".join(wire.unpack(p, 1 << 62) for p in rx.raw)     # durable messages are zstd frames
     assert b"card_pseudonym" in wire_bytes
-    queue_bytes = b"".join(f.read_bytes() for f in tmp_path.glob("queue.db*"))
+    with closing(sqlite3.connect(tmp_path / "queue.db")) as q:
+        queued = b"".join(wire.unpack(p, 1 << 62) for (p,) in q.execute("SELECT payload FROM messages"))
+    queue_bytes = b"".join(f.read_bytes() for f in tmp_path.glob("queue.db*")) + queued
     log_text = agent.log.read_text(errors="replace")
     assert "malformed input from 127.0.0.1:" in log_text
     for raw in (CARD, NAME, "Erika"):

@@ -38,7 +38,7 @@ def test_extras_split_the_dependencies():
     core = {_name(r) for r in proj["dependencies"]}
     ex = {k: {_name(r) for r in v} for k, v in proj["optional-dependencies"].items()}
     assert {"agent", "camera", "netwatch", "sensors", "collector", "all", "test"} <= set(ex)
-    assert core == {"pydantic", "pyyaml", "orjson", "paho-mqtt", "aiomqtt"}   # what every agent needs
+    assert core == {"pydantic", "pyyaml", "orjson", "paho-mqtt", "aiomqtt", "zstandard"}   # what every agent needs
     assert ex["agent"] == {"pysnmp", "cryptography"}                           # core + SNMP
     for heavy in ("fastapi", "uvicorn", "numpy", "opencv-python-headless", "influxdb-client", "scapy", "amqtt"):
         assert heavy not in core | ex["agent"], heavy
