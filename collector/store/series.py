@@ -165,14 +165,20 @@ def rollup(measurement: str, sids: np.ndarray, ts: np.ndarray, cols: dict[str, c
     starts, b = _segments(sids, ts, res)
     out: dict[str, codec.Column] = {}
     n_rows = len(ts)
-    dense = _dense_gauges(measurement, starts, n_rows, cols) if len(starts) else {}
+    # arrays equal for many fields (rows per bucket, time covered) are shared: encoded once
+    seg_n = np.diff(np.append(starts, n_rows)) if len(starts) else np.zeros(0, np.int64)
+    dense = _dense_gauges(measurement, starts, seg_n, cols) if len(starts) else {}
+    dts: list[np.ndarray] = []
     for name, c in cols.items():
         got = dense.get(name)
         if got is not None:
             out.update(got)
             continue
         valid = c.valid if c.valid is not None else np.ones(n_rows, bool)
-        n = np.add.reduceat(valid.astype(np.int64), starts) if len(starts) else np.zeros(0, np.int64)
+        if c.valid is None:
+            n = seg_n
+        else:
+            n = np.add.reduceat(valid.astype(np.int64), starts) if len(starts) else np.zeros(0, np.int64)
         has = n > 0
         li = _last_index(valid, starts)
         if c.kind == "j":
@@ -235,11 +241,15 @@ def rollup(measurement: str, sids: np.ndarray, ts: np.ndarray, cols: dict[str, c
             inc[vi] = np.where(have, d, 0)
             dt[vi] = np.where(have, tv - pt, 0)
         out[name + SEP + "inc"] = codec.Column("i", np.add.reduceat(inc, starts) if len(starts) else inc[:0], None)
-        out[name + SEP + "dt"] = codec.Column("i", np.add.reduceat(dt, starts) if len(starts) else dt[:0], None)
+        dt = np.add.reduceat(dt, starts) if len(starts) else dt[:0]
+        dt = next((d for d in dts if np.array_equal(d, dt)), dt)
+        if not any(d is dt for d in dts):
+            dts.append(dt)
+        out[name + SEP + "dt"] = codec.Column("i", dt, None)
     return sids[starts], b[starts], out
 
 
-def _dense_gauges(measurement: str, starts: np.ndarray, n_rows: int, cols: dict[str, codec.Column]) -> dict:
+def _dense_gauges(measurement: str, starts: np.ndarray, n: np.ndarray, cols: dict[str, codec.Column]) -> dict:
     """``rollup``'s statistics of the gauge fields that no row lacks, computed for all fields of
     one kind at once (rows of a 2-D array: one numpy call per statistic, not per field):
     field -> {"<field>\x1f<stat>": Column}. Same values as the field-by-field path."""
@@ -247,8 +257,7 @@ def _dense_gauges(measurement: str, starts: np.ndarray, n_rows: int, cols: dict[
     for name, c in cols.items():
         if c.valid is None and (c.kind == "f" or c.kind == "b" or (c.kind == "i" and _counter_bits(measurement, name) is None)):
             kinds["f" if c.kind == "f" else "i"].append(name)
-    n = np.diff(np.append(starts, n_rows))
-    last = np.append(starts[1:], n_rows) - 1
+    last = starts + n - 1
     nc = codec.Column("i", n, None)
     got: dict[str, dict] = {}
     for kind, names in kinds.items():
@@ -410,7 +419,8 @@ class SeriesEngine:
             shift = 0
         if raw[:4] != wire.ZSTD_FRAME:
             raw = wire.zstd(1).compress(raw)
-        return (wire.topic(tp.site, tp.building, msg.agent, msg.kind), raw, shift, max_t)
+        # the topic's parts were checked when it was parsed (wire.topic would check them again)
+        return (f"{wire.TOPIC_ROOT}/{tp.site}/{tp.building}/{msg.agent}/{msg.kind}", raw, shift, max_t)
 
     def write_log(self, rows: list[tuple]) -> None:
         if rows:
