@@ -17,7 +17,8 @@ SQLite path: one wire message per switch poll (encode_item/encode_durable/decode
 and the collector), SQLiteStore.apply() in groups of --per-apply messages (like ingest's commit
 groups), store.seal(now_ms=data time + 10 min) every simulated hour (the store's own monotonic
 seal timer is set out of the way, since wall-clock now is not data time), and a final seal of
-everything. CPU = time.process_time() around apply and seal only (message building/decoding is
+everything, under the collector process's GC settings (collector.ingest.tune_gc). CPU =
+time.process_time() around apply and seal only (message building/decoding is
 reported separately). Size = db + -wal after close().
 
 victoria-metrics: the same samples as line protocol (/write?precision=ms, ~10k lines per POST,
@@ -76,6 +77,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from campus_sense import wire  # noqa: E402
+from collector.ingest import tune_gc  # noqa: E402
 from collector.store.sqlite import SQLiteStore  # noqa: E402
 
 PORTS = 48
@@ -199,6 +201,7 @@ def tags(i: int) -> dict:
 
 # --------------------------------------------------------------------------- SQLite
 def run_sqlite(path: str, a, t0: int, t_end: int) -> dict:
+    tune_gc()                            # the collector's GC settings (ingest sets them when it starts)
     store = SQLiteStore(path, seal_interval_s=1e9)
     cpu_apply = cpu_seal = cpu_build = 0.0
     samples = values = 0
