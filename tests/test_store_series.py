@@ -149,6 +149,31 @@ def test_counter_rate_needs_a_counter(two_days):
         s.series("interface", "sw", "in_bps", T0, T0 + DAY, HOUR, None, 10, "median")
 
 
+def test_day_rollups_from_the_hour_seals_equal_those_composed_after_a_restart(tmp_path):
+    """The 1-hour and 1-day chunks of a day come from the hour seals' statistics kept in memory, or,
+    after a restart in the middle of that day, from the 5-minute chunks: byte for byte the same."""
+    polls = switch_polls(26 * 60)
+    blobs = []
+    for restart in (False, True):
+        db = tmp_path / f"c{int(restart)}.db"
+        s = SQLiteStore(str(db), synchronous="NORMAL")
+        for h in range(26):
+            feed(s, polls[h * 60:(h + 1) * 60], seq0=h * 60)
+            s.seal(T0 + (h + 1) * HOUR + 10 * MIN)
+            if restart and h == 13:
+                s.close()
+                s = SQLiteStore(str(db), synchronous="NORMAL")
+                assert not s.engine._hours
+        assert s.engine.day_wm == T0 + DAY and not any(s.engine._hours.get(g, {}).get(h) for g in s.engine._hours
+                                                        for h in range(T0, T0 + DAY, HOUR))
+        s.close()
+        c = sqlite3.connect(db)
+        blobs.append(c.execute("SELECT res, start_ms, data FROM chunks WHERE res IN (?, ?) ORDER BY grp, res, start_ms",
+                               (HOUR, DAY)).fetchall())
+        c.close()
+    assert blobs[0] and blobs[0] == blobs[1]
+
+
 def test_late_sample_is_merged_into_its_sealed_hour_and_day(two_days):
     s, polls = two_days
     s.seal(T0 + 2 * DAY + 3 * HOUR)
