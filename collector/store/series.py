@@ -576,10 +576,9 @@ class SeriesEngine:
             if not len(vi):
                 continue
             sv = sids[vi]
-            lastpos = np.flatnonzero(np.r_[sv[1:] != sv[:-1], True])
-            for k in lastpos.tolist():
-                i = vi[k]
-                out.setdefault(int(sids[i]), {})[name] = (int(ts[i]), int(c.values[i]))
+            i = vi[np.flatnonzero(np.r_[sv[1:] != sv[:-1], True])]
+            for sid, t, v in zip(sids[i].tolist(), ts[i].tolist(), c.values[i].tolist()):
+                out.setdefault(sid, {})[name] = (t, v)
         return out
 
     def _seal_hour(self, gid: int, hour: int, bucket: Bucket) -> None:
