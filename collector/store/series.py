@@ -169,6 +169,7 @@ def rollup(measurement: str, sids: np.ndarray, ts: np.ndarray, cols: dict[str, c
     seg_n = np.diff(np.append(starts, n_rows)) if len(starts) else np.zeros(0, np.int64)
     dense = _dense_gauges(measurement, starts, seg_n, cols) if len(starts) else {}
     dts: list[np.ndarray] = []
+    firsts: tuple[list, list] | None = None
     for name, c in cols.items():
         got = dense.get(name)
         if got is not None:
@@ -212,21 +213,33 @@ def rollup(measurement: str, sids: np.ndarray, ts: np.ndarray, cols: dict[str, c
             width = bc.values.astype(np.int64) if bc is not None and bc.kind == "i" else np.full(n_rows, 64)
         else:
             width = np.full(n_rows, int(bits))
-        vi = np.flatnonzero(valid)
+        dense_c = c.valid is None        # every row has the value: no gathering by index
+        vi = None if dense_c else np.flatnonzero(valid)
         inc = np.zeros(n_rows, np.int64)
         dt = np.zeros(n_rows, np.int64)
-        if len(vi):
-            vv = v[vi].astype(np.int64)
-            tv = ts[vi]
-            sv = sids[vi]
+        if dense_c or len(vi):
+            vv = v.astype(np.int64, copy=False) if dense_c else v[vi].astype(np.int64)
+            tv = ts if dense_c else ts[vi]
+            if dense_c:
+                if firsts is None:          # rows starting a series, with its id: the same for every dense counter
+                    f = np.ones(n_rows, bool)
+                    f[1:] = sids[1:] != sids[:-1]
+                    fk = np.flatnonzero(f)
+                    firsts = (fk.tolist(), sids[fk].tolist())
+                first_k, first_sid = firsts
+            else:
+                sv = sids[vi]
+                f = np.ones(len(vi), bool)
+                f[1:] = sv[1:] != sv[:-1]
+                fk = np.flatnonzero(f)
+                first_k, first_sid = fk.tolist(), sv[fk].tolist()
             pv = np.empty_like(vv)
             pt = np.empty_like(tv)
-            have = np.ones(len(vi), bool)
+            have = np.ones(len(vv), bool)
             pv[1:], pt[1:] = vv[:-1], tv[:-1]
-            first = np.ones(len(vi), bool)
-            first[1:] = sv[1:] != sv[:-1]
-            for k in np.flatnonzero(first).tolist():
-                p = (prev or {}).get(int(sv[k]), {}).get(name)
+            pr = prev or {}
+            for k, sid in zip(first_k, first_sid):
+                p = pr.get(sid, {}).get(name)
                 if p is None:
                     have[k] = False
                 else:
@@ -234,12 +247,16 @@ def rollup(measurement: str, sids: np.ndarray, ts: np.ndarray, cols: dict[str, c
             d = vv - pv
             neg = have & (d < 0)
             if neg.any():
-                w = width[vi][neg]
+                w = (width if dense_c else width[vi])[neg]
                 wrapped = vv[neg] + np.where(w <= 32, np.int64(1) << np.minimum(w, 62).astype(np.int64), 0) - pv[neg]
                 d[neg] = np.where((w <= 32) & (wrapped >= 0) & (wrapped < (np.int64(1) << np.maximum(w - 1, 0))),
                                   wrapped, vv[neg])
-            inc[vi] = np.where(have, d, 0)
-            dt[vi] = np.where(have, tv - pt, 0)
+            if dense_c:
+                inc = np.where(have, d, 0)
+                dt = np.where(have, tv - pt, 0)
+            else:
+                inc[vi] = np.where(have, d, 0)
+                dt[vi] = np.where(have, tv - pt, 0)
         out[name + SEP + "inc"] = codec.Column("i", np.add.reduceat(inc, starts) if len(starts) else inc[:0], None)
         dt = np.add.reduceat(dt, starts) if len(starts) else dt[:0]
         dt = next((d for d in dts if np.array_equal(d, dt)), dt)
