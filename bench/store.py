@@ -28,34 +28,34 @@ ingest rate = wall clock of the POSTs + flush; its CPU from /proc/<pid>/stat. Qu
 
 Not a test: figures depend on the machine.
 
-Measured on 2026-12-07 afternoon, 2 cores (defaults, ~3 min wall; commit 2acb30c: payloads are
-zstd frames as agents send them, so the head log stores them without compressing again; the VM ran
-~20% slower than in the morning run below, compare the victoria-metrics column):
+Measured on 2026-12-07 at 15:00, 2 cores (defaults, ~3 min wall; commit 068127a). This VM's speed
+drifts by +-30% within minutes, so read the figures against the same run's victoria-metrics:
 
     4 switches x 48 ports x 3 days at 60 s, 50 messages/apply; cpus=2
-    829,296 samples, 14,925,408 field values (18.0 per sample); 71 hourly seals; building+decoding messages 17.2 CPU s (not counted)
-    SQLite chunks by res (bytes, rows): 0: 25.13 MiB/829,296, 300000: 10.24 MiB/165,888, 3600000: 0.83 MiB/11,328, 86400000: 0.07 MiB/576; head_log rows left 0; free pages 1.38 MiB
-
+    829,296 samples, 14,925,408 field values (18.0 per sample); 71 hourly seals; building+decoding messages 15.5 CPU s (not counted)
+    SQLite chunks by res (bytes, rows): 0: 25.39 MiB/829,296, 300000: 10.46 MiB/165,888, 3600000: 0.83 MiB/10,944, 86400000: 0.08 MiB/576; head_log rows left 0; free pages 1.37 MiB
                                                      SQLiteStore          victoria-metrics      goal
     samples / field values                  829,296 / 14,925,408      829,296 / 14,925,408
-    ingest CPU s (apply+seal)                   9.66 (5.25+4.42)        16.05 (VM process)
-    samples per CPU-second                                85,815                    51,670   >= 150k
-      apply only / seal only                   158,086 / 187,712
-    samples per wall second                               29,145                    79,787
-    on disk (MiB)                                          36.87                     30.52
-    bytes per value (whole file/dir)                        2.59                      2.14      <= 3
-    bytes per value (raw chunks/parts)                      1.77                      2.11
-    query 1 hour raw                             0.6 ms (60 pts)           4.0 ms (60 pts)
-    query 24 h, step 5m                         9.9 ms (288 pts)          2.3 ms (289 pts)
-    query 30 d, step 1h                          9.7 ms (72 pts)           2.1 ms (72 pts)
-    query 1 year, step 1d                        10.2 ms (4 pts)           2.0 ms (3 pts)
-    query 24 h rate(in_octets) 5m              12.6 ms (288 pts)          3.0 ms (289 pts)
+    ingest CPU s (apply+seal)                   8.25 (5.09+3.16)        16.41 (VM process)
+    samples per CPU-second                               100,511                    50,536   >= 150k
+      apply only / seal only                   162,930 / 262,358
+    samples per wall second                               32,682                    78,808
+    on disk (MiB)                                          37.41                     31.09
+    bytes per value (whole file/dir)                        2.63                      2.18      <= 3
+    bytes per value (raw chunks/parts)                      1.78                      2.15
+    query 1 hour raw                             1.2 ms (60 pts)           1.9 ms (60 pts)
+    query 24 h, step 5m                        16.8 ms (288 pts)          1.6 ms (289 pts)
+    query 30 d, step 1h                         12.9 ms (72 pts)           1.1 ms (72 pts)
+    query 1 year, step 1d                         7.5 ms (4 pts)            1.1 ms (3 pts)
+    query 24 h rate(in_octets) 5m              17.0 ms (288 pts)          1.4 ms (289 pts)
 
-Same period, `--no-vm`, back to back: commit 5c6dd5e 64,699 samples per CPU-second, 2acb30c 72,703.
-Instructions per sample for apply + seal (valgrind cachegrind, 1 switch x 25 h, deterministic):
-5c6dd5e 57,553, 2acb30c 44,484. Earlier runs (morning): commit 73c3f8f 98,620 beside
-victoria-metrics' 63,792; ddd2814 (head blocks, plain head log) 75,808 beside 55,695; 0e84147
-(head kept as row dicts until sealing) 54,743 beside 53,641.
+Same period: `--per-apply 500` (the collector's batch_messages cap, what commit groups reach when
+ingest is saturated) 121,522 samples per CPU-second beside victoria-metrics' 57,232. Minutes
+before, `--no-vm`: 132,826 (50) and 149,232 (500).
+Instructions per sample for apply + seal (valgrind cachegrind, 1 switch x 25 h, PYTHONHASHSEED=0,
+the collector's GC settings; deterministic): 5c6dd5e 57,553; 068127a 35,490.
+Earlier the same day: 73c3f8f 98,620 beside victoria-metrics' 63,792 (morning, fast phase);
+ddd2814 75,808 beside 55,695; 0e84147 54,743 beside 53,641.
 """
 from __future__ import annotations
 
