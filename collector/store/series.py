@@ -215,8 +215,9 @@ def rollup(measurement: str, sids: np.ndarray, ts: np.ndarray, cols: dict[str, c
             width = np.full(n_rows, int(bits))
         dense_c = c.valid is None        # every row has the value: no gathering by index
         vi = None if dense_c else np.flatnonzero(valid)
-        inc = np.zeros(n_rows, np.int64)
-        dt = np.zeros(n_rows, np.int64)
+        if not dense_c:                  # rows without a value add nothing
+            inc = np.zeros(n_rows, np.int64)
+            dt = np.zeros(n_rows, np.int64)
         if dense_c or len(vi):
             vv = v.astype(np.int64, copy=False) if dense_c else v[vi].astype(np.int64)
             tv = ts if dense_c else ts[vi]
