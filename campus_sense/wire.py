@@ -104,6 +104,10 @@ class TopicParts:
     agent: str
     kind: str
 
+    def __str__(self) -> str:
+        """The topic (the parts were checked by ``parse_topic`` or ``topic``)."""
+        return f"{TOPIC_ROOT}/{self.site}/{self.building}/{self.agent}/{self.kind}"
+
 
 @dataclass(slots=True)
 class Message:
@@ -136,7 +140,7 @@ def topic(site: str, building: str, agent: str, kind: str) -> str:
         raise WireError(f"unknown message kind {kind!r}")
     for v, w in ((site, "site"), (building, "building"), (agent, "agent id")):
         check_segment(v, w)
-    return f"{TOPIC_ROOT}/{site}/{building}/{agent}/{kind}"
+    return str(TopicParts(site, building, agent, kind))
 
 
 def parse_topic(t: str) -> TopicParts:

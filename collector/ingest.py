@@ -450,7 +450,7 @@ class Ingest:
             except StorageUnavailable:
                 raise
             except Exception as e:  # noqa: BLE001
-                topic = wire.topic(m.topic.site, m.topic.building, m.agent, m.kind)
+                topic = str(m.topic)
                 err = f"topic {topic}: the store refused it: {type(e).__name__}: {e}"
                 self._log_reject("store_refused", err)
                 rejects.append(Reject(topic, "store_refused", err, bytes(m.raw), m.agent, m.epoch, m.seq))

@@ -477,7 +477,6 @@ class SeriesEngine:
     def log_message(self, msg: wire.Message, max_t: int) -> tuple:
         """A head_log row: the payload as received, zstd-compressed (as agents send it, or here at
         level 1: ~6x smaller, which writes, checkpoints and deletes of the log pay for many times over)."""
-        tp = msg.topic
         raw = bytes(msg.raw)
         shift = msg.shift_ms
         if not raw:   # made in-process (tests, tools): the items as they are, already corrected
@@ -486,8 +485,7 @@ class SeriesEngine:
             shift = 0
         if raw[:4] != wire.ZSTD_FRAME:
             raw = wire.zstd(1).compress(raw)
-        # the topic's parts were checked when it was parsed (wire.topic would check them again)
-        return (f"{wire.TOPIC_ROOT}/{tp.site}/{tp.building}/{msg.agent}/{msg.kind}", raw, shift, max_t)
+        return (str(msg.topic), raw, shift, max_t)
 
     def write_log(self, rows: list[tuple]) -> None:
         if rows:

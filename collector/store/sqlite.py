@@ -245,7 +245,7 @@ def bind_agents(messages: Iterable[Message], rejects: list[Reject], bound: dict[
         tp = m.topic
         if m.agent in revoked:
             rejects.append(Reject(
-                f"campus/v1/{tp.site}/{tp.building}/{m.agent}/{m.kind}", "agent_revoked",
+                str(tp), "agent_revoked",
                 f"agent {m.agent} was revoked (campus-sense enrol --revoke); enrol it again to accept its data",
                 m.raw, m.agent, m.epoch, m.seq))
             continue
@@ -258,7 +258,7 @@ def bind_agents(messages: Iterable[Message], rejects: list[Reject], bound: dict[
             bound[m.agent] = (tp.site, tp.building)
         elif b != (tp.site, tp.building):
             rejects.append(Reject(
-                f"campus/v1/{tp.site}/{tp.building}/{m.agent}/{m.kind}", "agent_moved",
+                str(tp), "agent_moved",
                 f"agent {m.agent} is bound to site {b[0]} building {b[1]}, not {tp.site}/{tp.building}; "
                 f"if it really moved: campus-sense collector agent move {m.agent} --site {tp.site} "
                 f"--building {tp.building}", m.raw, m.agent, m.epoch, m.seq))
