@@ -221,19 +221,11 @@ def rollup(measurement: str, sids: np.ndarray, ts: np.ndarray, cols: dict[str, c
         if dense_c or len(vi):
             vv = v.astype(np.int64, copy=False) if dense_c else v[vi].astype(np.int64)
             tv = ts if dense_c else ts[vi]
-            if dense_c:
-                if firsts is None:          # rows starting a series, with its id: the same for every dense counter
-                    f = np.ones(n_rows, bool)
-                    f[1:] = sids[1:] != sids[:-1]
-                    fk = np.flatnonzero(f)
-                    firsts = (fk.tolist(), sids[fk].tolist())
+            if dense_c:                     # the same for every dense counter: found once
+                firsts = firsts or _series_starts(sids)
                 first_k, first_sid = firsts
             else:
-                sv = sids[vi]
-                f = np.ones(len(vi), bool)
-                f[1:] = sv[1:] != sv[:-1]
-                fk = np.flatnonzero(f)
-                first_k, first_sid = fk.tolist(), sv[fk].tolist()
+                first_k, first_sid = _series_starts(sids[vi])
             pv = np.empty_like(vv)
             pt = np.empty_like(tv)
             have = np.ones(len(vv), bool)
@@ -260,11 +252,21 @@ def rollup(measurement: str, sids: np.ndarray, ts: np.ndarray, cols: dict[str, c
                 dt[vi] = np.where(have, tv - pt, 0)
         out[name + SEP + "inc"] = codec.Column("i", np.add.reduceat(inc, starts) if len(starts) else inc[:0], None)
         dt = np.add.reduceat(dt, starts) if len(starts) else dt[:0]
-        dt = next((d for d in dts if np.array_equal(d, dt)), dt)
-        if not any(d is dt for d in dts):
+        same = next((d for d in dts if np.array_equal(d, dt)), None)
+        if same is None:
             dts.append(dt)
+        else:
+            dt = same
         out[name + SEP + "dt"] = codec.Column("i", dt, None)
     return sids[starts], b[starts], out
+
+
+def _series_starts(sids: np.ndarray) -> tuple[list[int], list[int]]:
+    """(positions, series ids) of the rows that start a series in rows sorted by series."""
+    f = np.ones(len(sids), bool)
+    f[1:] = sids[1:] != sids[:-1]
+    k = np.flatnonzero(f)
+    return k.tolist(), sids[k].tolist()
 
 
 def _dense_gauges(measurement: str, starts: np.ndarray, n: np.ndarray, cols: dict[str, codec.Column]) -> dict:
@@ -637,15 +639,7 @@ class SeriesEngine:
             self._hours.pop(gid, None)
         if not parts:
             return
-        sids = np.concatenate([p[0] for p in parts])
-        ts = np.concatenate([p[1] for p in parts])
-        names: dict[str, str] = {}
-        for p in parts:
-            for k, c in p[2].items():
-                names.setdefault(k, c.kind)
-        cols = {k: codec.concat([p[2].get(k) for p in parts], [len(p[1]) for p in parts], kind)
-                for k, kind in names.items()}
-        hs, ht, hc = compose(sids, ts, cols, R1H)
+        hs, ht, hc = compose(*concat_blocks(parts), R1H)
         self._put(gid, R1H, day, day + DAY, hs, ht, hc)
         ds, dts, dc = compose(hs, ht, hc, R1D)
         self._put(gid, R1D, day, day + DAY, ds, dts, dc)
