@@ -45,8 +45,9 @@ from tests.peers import Mosquitto  # noqa: E402
 SESSIONS = ("bench-discard", "bench-sqlite", "bench-influx", "bench-sqlite-normal")
 
 
-def build_messages(n: int, per: int, agent: str, epoch: str) -> list[bytes]:
-    """n messages, each ``per`` interface samples: 48 ports per switch, 60 s polls."""
+def build_messages(n: int, per: int, agent: str, epoch: str, tables: bool = True) -> list[bytes]:
+    """n messages, each ``per`` interface samples: 48 ports per switch, 60 s polls; ``tables``: each
+    switch's poll as one table item (what agents send since 2026-12-07), else one item per sample."""
     out = []
     t0 = int(time.time() * 1000) - 86400_000
     k = 0
@@ -57,15 +58,18 @@ def build_messages(n: int, per: int, agent: str, epoch: str) -> list[bytes]:
             dev, port = divmod(k, ports)
             rnd, dev = divmod(dev, 200)
             i = port + 1
-            items.append(wire.encode_item(wire.sample(
+            items.append(wire.sample(
                 "interface", f"sw-{dev:03d}", t0 + rnd * 60_000,
                 {"in_bps": 1234567.0 + k, "out_bps": 7654321.5, "in_octets": 123456789012 + k,
                  "out_octets": 98765432101, "in_errors": 0, "out_errors": 1, "in_discards": 0,
                  "out_discards": 0, "speed_mbps": 1000, "admin_up": True, "oper_up": True,
                  "util_in_pct": 12.5},
-                {"ifIndex": str(i), "ifName": f"Gi1/0/{i}"})))
+                {"ifIndex": str(i), "ifName": f"Gi1/0/{i}"}))
             k += 1
-        out.append(wire.pack(wire.encode_durable("metrics", agent, epoch, seq, t0, items)))   # as agents send it
+        if tables:    # as agents send them to a collector that reads tables: a switch's poll = one item
+            items = wire.tabulate(items)
+        out.append(wire.pack(wire.encode_durable("metrics", agent, epoch, seq, t0,
+                                                 [wire.encode_item(it) for it in items])))   # as agents send it
     return out
 
 
@@ -164,6 +168,7 @@ def main() -> int:
     ap.add_argument("--per-message", type=int, default=500)
     ap.add_argument("--profile", action="store_true", help="cProfile the SQLite writer path")
     ap.add_argument("--no-influx", action="store_true")
+    ap.add_argument("--rows", action="store_true", help="one item per sample (agents before tables, old collectors)")
     a = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     users = {"agent": secrets.token_hex(8), "collector": secrets.token_hex(8)}
@@ -174,7 +179,7 @@ def main() -> int:
         if not a.no_influx:
             from tests.peers_vm import VictoriaMetrics
             vm = VictoriaMetrics(work / "vm").start()
-        msgs = build_messages(a.messages, a.per_message, "agent", secrets.token_hex(4))
+        msgs = build_messages(a.messages, a.per_message, "agent", secrets.token_hex(4), tables=not a.rows)
         points = a.messages * a.per_message
         size = sum(map(len, msgs))
         print(f"{a.messages} messages x {a.per_message} samples = {points} points, "

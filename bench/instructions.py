@@ -46,7 +46,10 @@ def worker(root: str, full: bool, switches: int, hours: float) -> None:
     seq, group, next_seal, n, t = 0, [], t0 + bs.HOUR, 0, t0
     for t, dev, ports in bs.week(switches, hours / 24, t0):
         seq += 1
-        items = [wire.encode_item(wire.sample("interface", dev, t, f, bs.tags(i))) for i, f in enumerate(ports)]
+        if hasattr(bs, "encoded_items"):     # as the agent sends them (tables since 2026-12-07)
+            items = bs.encoded_items(dev, t, ports)
+        else:
+            items = [wire.encode_item(wire.sample("interface", dev, t, f, bs.tags(i))) for i, f in enumerate(ports)]
         payload = pack(wire.encode_durable("metrics", bs.AGENT, bs.EPOCH, seq, t, items))
         m = wire.decode(bs.TOPIC, payload)
         m.raw = payload

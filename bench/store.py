@@ -199,6 +199,12 @@ def tags(i: int) -> dict:
     return {"ifIndex": str(i + 1), "ifName": f"Gi1/0/{i + 1}"}
 
 
+def encoded_items(dev: str, t: int, ports: list[dict]) -> list[bytes]:
+    """One poll's samples as the agent's batcher encodes them (the ports as one table)."""
+    return [wire.encode_item(it) for it in wire.tabulate(
+        [wire.sample("interface", dev, t, f, tags(i)) for i, f in enumerate(ports)])]
+
+
 # --------------------------------------------------------------------------- SQLite
 def run_sqlite(path: str, a, t0: int, t_end: int) -> dict:
     tune_gc()                            # the collector's GC settings (ingest sets them when it starts)
@@ -221,8 +227,7 @@ def run_sqlite(path: str, a, t0: int, t_end: int) -> dict:
     c = time.process_time()
     for t, dev, ports in week(a.switches, a.days, t0):
         seq += 1
-        items = [wire.encode_item(wire.sample("interface", dev, t, f, tags(i))) for i, f in enumerate(ports)]
-        payload = wire.pack(wire.encode_durable("metrics", AGENT, EPOCH, seq, t, items))   # as the agent sends it
+        payload = wire.pack(wire.encode_durable("metrics", AGENT, EPOCH, seq, t, encoded_items(dev, t, ports)))
         m = wire.decode(TOPIC, payload)
         m.raw = payload                  # as collector/ingest.py does: the head log keeps it as received
         group.append(m)

@@ -483,11 +483,9 @@ class Ingest:
             off = self.offsets.get(m.agent)
             if off is None or abs(off) <= lim:
                 continue
-            if m.items:
-                for it in m.items:
-                    it["t"] -= off
-                m.shift_ms = off
-                self.stats["clock_corrected_items"] += len(m.items)
+            if m.packed:
+                m.shift(off)
+                self.stats["clock_corrected_items"] += m.count()
             elif m.kind in ("birth", "heartbeat", "death") and type(m.body.get("sent_ms")) is int:
                 m.body["sent_ms"] -= off
         return changed
@@ -525,7 +523,7 @@ class Ingest:
                data: dict) -> wire.Message:
         it = wire.event(agent, type_, now, severity, {"source": "collector"}, data)
         return wire.Message(wire.TopicParts(where[0], where[1], agent, "events"), "events", agent, {},
-                            items=[it], recv_ms=now)
+                            packed=[it], recv_ms=now)
 
     def _collector_events(self, res: ApplyResult, now: int) -> list[wire.Message]:
         out = []

@@ -62,8 +62,10 @@ def _tags(tags: dict) -> dict[str, str]:
 
 class Batcher:
     def __init__(self, queue: DurableQueue, agent_id: str, max_message_bytes: int, max_items: int,
-                 on_flushed=None, overflow_max_items: int | None = None):
+                 on_flushed=None, overflow_max_items: int | None = None, tables: bool = False):
         self.queue, self.agent = queue, agent_id
+        #: send a poll's samples as tables (once the collector announced it reads them)
+        self.tables = tables
         self.max_bytes, self.max_items = max_message_bytes, max_items
         self.pending: dict[str, list[bytes]] = {k: [] for k in wire.DURABLE_KINDS}
         self.count = 0
@@ -75,23 +77,63 @@ class Batcher:
         self._warn = RateLimitedLog(log)
 
     def add(self, records: list[Record]) -> None:
+        """A driver's records -> pending wire items; with ``tables``, a poll's samples of one
+        device, measurement and time (a switch's interfaces) become one table item
+        (``wire.tabulate``)."""
+        samples = []
         for rec in records:
             try:
                 conv = to_item(rec)
                 if conv is None:
                     continue
                 kind, item = conv
+                if kind == "metrics":
+                    samples.append(item)
+                    continue
                 enc = wire.encode_item(item)
             except Exception as e:  # a broken record must not take the others with it
                 log.warning("dropping an unencodable record %r: %s", rec, e)
                 continue
-            if wire.envelope_overhead(kind, self.agent, self.queue.epoch) + len(enc) + 1 > self.max_bytes:
-                log.warning("dropping one %s item of %d bytes from device %s: above the %d-byte message bound",
-                            kind, len(enc), item.get("d"), self.max_bytes)
-                self.queue.count_drops(1)
-                continue
-            self.pending[kind].append(enc)
-            self.count += 1
+            self._put(kind, item, enc)
+        for item in wire.tabulate(samples) if self.tables and samples else samples:
+            self._put_sample(item)
+        self._bound()
+
+    def collector_reads(self, reads: tuple[str, ...]) -> None:
+        """What the collector announced it reads (its commit watermarks): tables or not."""
+        if self.tables != ("tables" in reads):
+            self.tables = not self.tables
+            log.info("the collector %s metrics tables: sending %s", "reads" if self.tables else "does not read",
+                     "a poll's samples of one device as one table" if self.tables else "one item per sample")
+
+    def _put_sample(self, item: dict) -> None:
+        try:
+            enc = wire.encode_item(item)
+        except Exception as e:  # noqa: BLE001 - a broken record must not take the others with it
+            if "rows" not in item:
+                log.warning("dropping an unencodable sample %r: %s", item, e)
+                return
+            enc = b""
+        rows = item.get("rows", 1)
+        if rows > 1 and (not enc or self._too_big("metrics", enc)):   # halves, down to single samples
+            for part in wire.tabulate(wire.expand([item]), max_rows=(rows + 1) // 2):
+                self._put_sample(part)
+            return
+        self._put("metrics", item, enc)
+
+    def _too_big(self, kind: str, enc: bytes) -> bool:
+        return wire.envelope_overhead(kind, self.agent, self.queue.epoch) + len(enc) + 1 > self.max_bytes
+
+    def _put(self, kind: str, item: dict, enc: bytes) -> None:
+        if self._too_big(kind, enc):
+            log.warning("dropping one %s item of %d bytes from device %s: above the %d-byte message bound",
+                        kind, len(enc), item.get("d"), self.max_bytes)
+            self.queue.count_drops(1)
+            return
+        self.pending[kind].append(enc)
+        self.count += 1
+
+    def _bound(self) -> None:
         if self.count > max(self.overflow_max_items, self.max_items):
             self._shed(self.count - max(self.overflow_max_items, self.max_items))
         if self.count >= self.max_items:

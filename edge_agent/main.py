@@ -76,6 +76,7 @@ class Agent:
             confirm_timeout_s=cfg.publish.confirm_timeout_s)
         self.batcher = Batcher(self.queue, cfg.agent.id, cfg.publish.max_message_bytes, cfg.publish.batch_max_items,
                                on_flushed=self.publisher.wake, overflow_max_items=cfg.queue.overflow_max_items)
+        self.publisher.on_reads = self.batcher.collector_reads
         self.drivers: dict[str, object] = {}
         #: polling slots shared by every device's cycles and its driver's background device work
         self.slots = Slots(cfg.polling.max_concurrent)

@@ -68,6 +68,8 @@ class Publisher:
         self.refused_total = 0
         self.resent_total = 0
         self.confirmed_seq = 0        # the collector's last watermark (this epoch)
+        #: called with what the collector reads (wire.READS) on every watermark
+        self.on_reads: Any = None
         self.connected = False
         self.client: aiomqtt.Client | None = None
         self._wake = asyncio.Event()
@@ -169,6 +171,8 @@ class Publisher:
         except wire.WireError as e:
             log.warning("ignoring a commit watermark: %s", e)
             return
+        if self.on_reads is not None:
+            self.on_reads(w.reads)
         if w.epoch != self.queue.epoch:
             return   # of an earlier queue file (before it was wiped): nothing of ours
         self.confirmed_seq = w.seq

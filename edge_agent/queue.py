@@ -28,7 +28,7 @@ the caller keeps the items in memory (bounded, losses counted with
 ``count_drops``) and retries later; a failed transaction is always rolled back
 so the queue works again as soon as space returns.
 
-``dropped_total`` counts ITEMS (samples, events, facts), not messages: items of
+``dropped_total`` counts ITEMS (samples, tables of samples, events, facts), not messages: items of
 dropped rows, oversized items, items lost in memory. ``produced_total`` counts the
 items that entered the queue's accounting (committed in a row or counted as
 dropped), so ``produced_total - dropped_total`` items are, or will be, delivered.

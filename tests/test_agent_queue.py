@@ -102,7 +102,7 @@ def test_batcher_converts_splits_and_drops_oversized(tmp_path, caplog):
     q = DurableQueue(tmp_path / "q.db")
     b = Batcher(q, "a1", max_message_bytes=4096, max_items=10_000)
     recs = [Sample("interface", "sw1", {"in_octets": i, "bad": [1, 2], "nan": float("nan")}, {"ifIndex": i})
-            for i in range(100)]
+            for i in range(100)]    # a collector that did not announce tables: one item per sample
     recs += [Event("door1", "forced", "critical"), Facts("sw1", {"model": "x"}),
              Sample("big", "sw1", {"blob": "z" * 10_000})]
     b.add(recs)
@@ -119,6 +119,46 @@ def test_batcher_converts_splits_and_drops_oversized(tmp_path, caplog):
     assert samples == 100 and kinds.count("events") == 1 and kinds.count("facts") == 1
     assert [r.seq for r in q.peek(0, 100)] == list(range(1, len(kinds) + 1))
     assert orjson.loads(wire.unpack(q.peek(0, 1)[0].payload))["agent"] == "a1"
+
+
+def test_batcher_sends_a_poll_as_tables_split_under_the_bound(tmp_path):
+    """A poll's samples of one device and time travel as table items; a table above the message
+    bound is halved until the parts fit; every sample arrives, in order, as it was produced."""
+    q = DurableQueue(tmp_path / "q.db")
+    b = Batcher(q, "a1", max_message_bytes=4096, max_items=10_000)
+    b.collector_reads(wire.decode_commit(wire.commit_topic("a1"), wire.encode_commit(
+        wire.Watermark("a1", q.epoch, 0, 0), 0)).reads)      # this collector's watermark: it reads tables
+    assert b.tables
+    t = 1_765_000_000_000
+    recs = [Sample("interface", "sw1", {"in_octets": i, "descr": f"port {i:04d} " + "x" * 40, "up": i % 3 == 0},
+                   {"ifIndex": i}, time_ms=t) for i in range(300)]
+    recs.insert(150, Sample("interface", "sw1", {"other": 1}, {"ifIndex": 999}, time_ms=t))   # breaks the run
+    b.add(recs)
+    assert q.dropped_total == 0 and b.flush() > 3
+    got, tables = [], 0
+    for r in q.peek(0, 100):
+        assert len(r.payload) <= 4096
+        m = wire.decode(wire.topic("s", "b", "a1", r.kind), r.payload)
+        tables += sum("rows" in it for it in m.packed)
+        got += m.items
+    assert tables >= 4
+    assert [(it["tags"]["ifIndex"], it["f"]) for it in got] == [(str(r.tags["ifIndex"]), r.fields) for r in recs]
+    assert {it["t"] for it in got} == {t}
+    assert q.produced_total - q.dropped_total == sum(len(wire.decode(wire.topic("s", "b", "a1", r.kind),
+                                                                     r.payload).packed) for r in q.peek(0, 100))
+
+
+def test_batcher_sends_tables_only_to_a_collector_that_reads_them(tmp_path):
+    q = DurableQueue(tmp_path / "q.db")
+    b = Batcher(q, "a1", max_message_bytes=65536, max_items=10_000)
+    poll = [Sample("interface", "sw1", {"in_octets": i}, {"ifIndex": i}, time_ms=1_765_000_000_000) for i in range(8)]
+    for reads in ((), wire.READS, ()):       # an old collector, this one, an old one again (a downgrade)
+        b.collector_reads(reads)
+        b.add(poll)
+        b.flush()
+    got = [wire.decode(wire.topic("s", "b", "a1", r.kind), r.payload) for r in q.peek(0, 10)]
+    assert [[it.get("rows") for it in m.packed] for m in got] == [[None] * 8, [8], [None] * 8]
+    assert all(m.items == got[0].items for m in got)
 
 
 def test_one_process_per_queue_file(tmp_path):

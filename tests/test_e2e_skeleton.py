@@ -15,8 +15,10 @@ from contextlib import closing
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 
+from campus_sense import wire
 from tests.collector_util import wait_until, write_config
 from tests.peers import free_port
 from tests.peers_snmp import Snmpd, Snmpsim, oracle_interfaces
@@ -122,6 +124,14 @@ def test_snmpd_and_snmpsim_through_agent_broker_collector_api(stack, tmp_path):
             o["name"] = o["name"].decode() if isinstance(o["name"], bytes) else o["name"]
             assert (i["name"], i["speed_mbps"], i["admin_up"], i["oper_up"]) == \
                 (o["name"], o["speed_mbps"], o["admin_up"], o["oper_up"]), i["ifIndex"]
+        # the collector's watermarks announce that it reads tables: the agent then sends each poll's
+        # interfaces as one table item, and the API above answers from them like from samples
+        def tables():
+            return [it for (p,) in stack.store("SELECT payload FROM head_log")
+                    for it in orjson.loads(wire.unpack(p, 1 << 30))["samples"] if "rows" in it]
+        tab = wait_until(lambda: [t for t in tables() if t["m"] == "interface" and t["d"] == "c2960x"], 60,
+                         "the recorded switch's interfaces as a table")
+        assert tab[0]["rows"] == len(oracle) and len(tab[0]["f"]["in_octets"]) == len(oracle)
         devs = wait_until(lambda: (d := {x["id"]: x for x in stack.get("/devices") or []})
                           and {"linux-host", "c2960x", "nobody-home"} <= set(d) and d, 60, "three devices")
         assert devs["c2960x"]["facts"]["sysName"] and devs["c2960x"]["reachable"] is True

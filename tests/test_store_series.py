@@ -48,10 +48,11 @@ def switch_polls(minutes, start=T0):
     return polls
 
 
-def feed(s, polls, seq0=0, per_apply=60):
+def feed(s, polls, seq0=0, per_apply=60, tables=False):
+    """Each poll as one message (``tables``: as agents send it, the ports as one table item)."""
     batch = []
     for k, items in enumerate(polls, seq0 + 1):
-        batch.append(msg(k, items))
+        batch.append(msg(k, wire.tabulate(items) if tables else items))
         if len(batch) == per_apply:
             s.apply(batch, [])
             batch = []
@@ -224,15 +225,17 @@ def _everything(s, end):
 def test_head_column_blocks_answer_and_seal_like_rows(tmp_path, monkeypatch):
     """The head transposes a bucket into column blocks once COMPACT_ROWS rows arrived; readers and
     sealing must not see a difference (types, missing values, same-millisecond merges across a
-    block boundary, a field changing from int to float between blocks)."""
+    block boundary, a field changing from int to float between blocks), nor whether the samples
+    came as rows or as table items (a table and a row of the same bucket in one commit, too)."""
     from collector.store import series
     polls = mixed_polls(150)                      # 2.5 hours, 6 samples a minute
     late_dup = msg(10**5, [wire.sample("interface", "sw", polls[10][0]["t"], {"fw": "1.2"}, {"ifIndex": "1"})])
     seen = {}
-    for name, rows in (("blocks", 7), ("rows", 10**9)):
+    for name, rows, tables in (("blocks", 7, False), ("rows", 10**9, False), ("tables", 7, True),
+                               ("tables-pending", 10**9, True)):
         monkeypatch.setattr(series, "COMPACT_ROWS", rows)
         s = SQLiteStore(str(tmp_path / f"{name}.db"), synchronous="OFF")
-        feed(s, polls, per_apply=5)
+        feed(s, polls, per_apply=5, tables=tables)
         s.apply([late_dup], [])                   # same series and ms as a sample 140 minutes earlier
         buckets = [b for hg in s.engine.head.values() for b in hg.values()]
         assert sum(map(len, buckets)) == sum(map(len, polls)) + 1
@@ -245,6 +248,10 @@ def test_head_column_blocks_answer_and_seal_like_rows(tmp_path, monkeypatch):
         seen[name]["merged"] = s.counters.get("same_time_merged")
         s.close()
     assert seen["blocks"]["blocks"] >= 30 and seen["rows"]["blocks"] == 0
+    assert seen["tables"]["blocks"] >= 30   # (and "tables-pending" transposes when a bucket switches kind)
+    for name in ("tables", "tables-pending"):
+        for k in ("head", "sealed", "chunks", "merged"):
+            assert seen[name][k] == seen["rows"][k], (name, k)
     b, r = seen["blocks"], seen["rows"]
     assert b["head"] == r["head"] and b["sealed"] == r["sealed"] and b["chunks"] == r["chunks"]
     assert b["head"] == b["sealed"]
@@ -310,7 +317,7 @@ def test_head_survives_restart_and_sigkill_without_duplicates(tmp_path):
         from tests.test_store_series import feed, switch_polls
         from collector.store.sqlite import SQLiteStore
         s = SQLiteStore({str(db)!r})
-        feed(s, switch_polls(150), per_apply=10)
+        feed(s, switch_polls(150), per_apply=10, tables=True)
         print("fed", flush=True)
         time.sleep(60)
     """)

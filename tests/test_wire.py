@@ -91,3 +91,15 @@ def test_bad_topic_segments():
         wire.topic("north", "A/B", "a1", "metrics")
     with pytest.raises(wire.WireError):
         wire.parse_topic("campus/v1/x/y/z")
+
+
+def test_commit_watermark_announces_what_the_collector_reads():
+    topic = wire.commit_topic("a1")
+    w = wire.decode_commit(topic, wire.encode_commit(wire.Watermark("a1", "e1", 5, 9, ((7, 8),)), 1))
+    assert (w.seq, w.hwm, w.gaps, w.reads) == (5, 9, ((7, 8),), wire.READS) and "tables" in w.reads
+    old = orjson.dumps({"v": 1, "kind": "commit", "agent": "a1", "epoch": "e1", "seq": 5, "sent_ms": 1})
+    assert wire.decode_commit(topic, old).reads == ()            # a collector of before: base v1 only
+    for junk in ("tables", 5, {"tables": 1}, [1, None]):
+        body = orjson.loads(old)
+        body["reads"] = junk
+        assert wire.decode_commit(topic, orjson.dumps(body)).reads == ()

@@ -48,7 +48,7 @@ from typing import Any, Callable, Iterable, Iterator
 import orjson
 import psycopg
 
-from campus_sense.wire import AGENT_MEASUREMENT, POLL_MEASUREMENT, TOPOLOGY_MEASUREMENTS, Message, Watermark
+from campus_sense.wire import AGENT_MEASUREMENT, POLL_MEASUREMENT, TOPOLOGY_MEASUREMENTS, Message, Watermark, expand
 
 from . import syslog as _syslog
 from . import topology as _topology
@@ -403,8 +403,10 @@ class PostgresStore(Store):
             kind = msg.kind
             tp = msg.topic
             if kind == "metrics":
-                points += len(msg.items)
+                points += msg.count()
                 items = split_topology(msg, topo_items, dev_seen)
+                if msg.rows:
+                    items = expand(items)
                 last_d = None
                 for it in items:
                     d = it["d"]

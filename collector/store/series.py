@@ -36,6 +36,7 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any, Iterable
 
+from itertools import chain
 from operator import itemgetter
 
 import numpy as np
@@ -110,25 +111,62 @@ def transpose(rows: list[tuple[int, int, dict]] | tuple) -> tuple[np.ndarray, np
     return np.fromiter(s_, np.int64, len(s_)), np.fromiter(t_, np.int64, len(t_)), _columns(fs)
 
 
+def transpose_tables(tabs: list[tuple[list, int, dict, int]] | tuple) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Head tables (sids, t, {field: values}, rows) -> (sids, ts, columns) in the same order: the
+    columns arrived as lists, so each is one concatenation."""
+    sids = np.fromiter(chain.from_iterable(x[0] for x in tabs), np.int64)
+    ts = np.repeat(np.fromiter((x[1] for x in tabs), np.int64, len(tabs)), [x[3] for x in tabs])
+    keys = tuple(tabs[0][2])
+    if all(tuple(x[2]) == keys for x in tabs):
+        return sids, ts, {k: codec.column(list(chain.from_iterable(x[2][k] for x in tabs))) for k in keys}
+    names = dict.fromkeys(chain.from_iterable(x[2] for x in tabs))
+    return sids, ts, {k: codec.column(list(chain.from_iterable(x[2].get(k) or [None] * x[3] for x in tabs)))
+                      for k in names}
+
+
 #: rows of a head bucket transposed into a column block at once (after the commit that filled it)
 COMPACT_ROWS = 512
 
 
 class Bucket:
-    """One group's unsealed samples of one hour, in arrival order: column blocks (rows are
-    transposed once ``COMPACT_ROWS`` have arrived, right after their commit) and the rows since."""
-    __slots__ = ("blocks", "rows")
+    """One group's unsealed samples of one hour, in arrival order: column blocks (pending samples
+    are transposed once ``COMPACT_ROWS`` have arrived, right after their commit) and the samples
+    since: rows (sid, t, fields) and tables (sids, t, {field: values}, rows). A commit that brings
+    one kind to a bucket holding the other transposes what it holds first (within one commit, the
+    rows count as arrived before the tables)."""
+    __slots__ = ("blocks", "rows", "tabs", "ntab")
 
     def __init__(self, rows: list | None = None):
         self.blocks: list[tuple[np.ndarray, np.ndarray, dict]] = []
         self.rows: list[tuple[int, int, dict]] = rows if rows is not None else []
+        self.tabs: list[tuple[list, int, dict, int]] = []
+        self.ntab = 0
 
     def __len__(self) -> int:
-        return sum(len(b[1]) for b in self.blocks) + len(self.rows)
+        return sum(len(b[1]) for b in self.blocks) + len(self.rows) + self.ntab
+
+    def pending(self) -> int:
+        return len(self.rows) + self.ntab
 
     def columns(self) -> list[tuple[np.ndarray, np.ndarray, dict]]:
         """The bucket as column blocks, arrival order (call with the head lock held or on a copy)."""
-        return self.blocks + [transpose(self.rows)] if self.rows else list(self.blocks)
+        return pending_blocks(list(self.blocks), self.rows, self.tabs)
+
+    def compact(self, lock: Any) -> None:
+        """Pending samples -> one column block (only the writer thread changes buckets: readers
+        see the pending samples or the block)."""
+        blks = pending_blocks([], self.rows, self.tabs)
+        with lock:
+            self.blocks.extend(blks)
+            self.rows, self.tabs, self.ntab = [], [], 0
+
+
+def pending_blocks(blocks: list, rows: list, tabs: list) -> list:
+    if rows:
+        blocks.append(transpose(rows))
+    if tabs:
+        blocks.append(transpose_tables(tabs))
+    return blocks
 
 
 def _counter_bits(measurement: str, field: str) -> Any:
@@ -454,6 +492,7 @@ class SeriesEngine:
         self.head: dict[int, dict[int, Bucket]] = {}
         self.head_lock = threading.Lock()
         self._staged: dict[int, dict[int, list[tuple[int, int, dict]]]] = {}
+        self._staged_tabs: dict[int, dict[int, list[tuple[list, int, dict, int]]]] = {}
         self._staged_lo, self._staged_hi = 1 << 62, 0
         self._log_rows: list[tuple] = []
         self.max_t = 0
@@ -468,6 +507,10 @@ class SeriesEngine:
     def staged(self) -> dict[int, dict[int, list[tuple[int, int, dict]]]]:
         """Group id -> hour -> [(sid, t, fields)] of the transaction in progress (the caller appends)."""
         return self._staged
+
+    def staged_tables(self) -> dict[int, dict[int, list[tuple[list, int, dict, int]]]]:
+        """Group id -> hour -> [(sids, t, {field: values}, rows)] of the transaction in progress."""
+        return self._staged_tabs
 
     def stage_times(self, lo: int, hi: int) -> None:
         """Oldest and newest item time staged by a message."""
@@ -496,11 +539,18 @@ class SeriesEngine:
     def commit(self) -> None:
         """The transaction that staged rows committed: they join the head; buckets holding
         ``COMPACT_ROWS`` rows are transposed into column blocks while the rows are still warm."""
-        if not self._staged:
+        if not self._staged and not self._staged_tabs:
             return
-        full: list[Bucket] = []
-        with self.head_lock:
-            head = self.head
+        lock, head = self.head_lock, self.head
+        for staged, other in ((self._staged, "tabs"), (self._staged_tabs, "rows")):
+            for gid, hours in staged.items():    # a bucket holding the other kind transposes it first
+                hg = head.get(gid)
+                for hour in hours if hg else ():
+                    b = hg.get(hour)
+                    if b is not None and getattr(b, other):
+                        b.compact(lock)
+        full: dict[int, Bucket] = {}
+        with lock:
             for gid, hours in self._staged.items():
                 hg = head.get(gid)
                 if hg is None:
@@ -512,20 +562,30 @@ class SeriesEngine:
                     else:
                         b.rows.extend(rows)
                     if len(b.rows) >= COMPACT_ROWS:
-                        full.append(b)
+                        full[id(b)] = b
+            for gid, hours in self._staged_tabs.items():
+                hg = head.get(gid)
+                if hg is None:
+                    hg = head[gid] = {}
+                for hour, tabs in hours.items():
+                    b = hg.get(hour)
+                    if b is None:
+                        b = hg[hour] = Bucket()
+                    b.tabs.extend(tabs)
+                    b.ntab += sum(x[3] for x in tabs)
+                    if b.ntab >= COMPACT_ROWS:
+                        full[id(b)] = b
             if self._staged_hi > self.max_t:
                 self.max_t = self._staged_hi
             if self._staged_lo < self.hour_wm:
                 self.late = True
         self.discard()
-        for b in full:      # only this (writer) thread changes buckets: readers see rows or the block
-            blk = transpose(b.rows)
-            with self.head_lock:
-                b.blocks.append(blk)
-                b.rows = []
+        for b in full.values():      # transposed while the samples are still in the CPU cache
+            b.compact(lock)
 
     def discard(self) -> None:
         self._staged = {}
+        self._staged_tabs = {}
         self._staged_lo, self._staged_hi = 1 << 62, 0
 
     def recover(self, series_of: Any) -> int:
@@ -753,10 +813,11 @@ class SeriesEngine:
             hg = self.head.get(gid)
             if not hg:
                 return []
-            parts = [(list(b.blocks), list(b.rows)) for h, b in hg.items() if h < end and h + HOUR > start]
+            parts = [(list(b.blocks), list(b.rows), list(b.tabs)) for h, b in hg.items()
+                     if h < end and h + HOUR > start]
         blocks = []
-        for blks, rows in parts:
-            blocks += blks + [transpose(rows)] if rows else blks
+        for blks, rows, tabs in parts:
+            blocks += pending_blocks(blks, rows, tabs)
         return select(blocks, sids, start, end, fields)
 
     def chunks(self, c: sqlite3.Connection, gid: int, res: int, start: int, end: int,

@@ -27,7 +27,7 @@ import numpy as np
 import orjson
 
 from campus_sense.wire import (AGENT_MEASUREMENT, COUNTERS, MAX_COMMIT_GAPS, POLL_MEASUREMENT, TOPOLOGY_MEASUREMENTS,
-                               Message, Watermark)
+                               Message, Watermark, expand)
 
 from . import syslog as _syslog
 from . import topology as _topology
@@ -199,16 +199,17 @@ def mark_seen(dev_seen: dict[str, list], d: str, agent: str, tp: Any, t: int) ->
 
 
 def split_topology(msg: Message, topo_items: list[dict], dev_seen: dict[str, list]) -> list[dict]:
-    """A metrics message's items without wire.TOPOLOGY_MEASUREMENTS: those go to ``topo_items``
-    (intervals, store/topology.py; never series nor sink points). Both stores; the usual message
-    has none and comes back as it is."""
-    items = msg.items
+    """A metrics message's items as received (samples and tables) without
+    wire.TOPOLOGY_MEASUREMENTS: those go to ``topo_items``, one per entry (intervals,
+    store/topology.py; never series nor sink points). Both stores; the usual message has none and
+    comes back as it is."""
+    items = msg.packed
     if _TOPOLOGY.isdisjoint(map(_MEASUREMENT, items)):
         return items
     rest = []
     for it in items:
         if it["m"] in _TOPOLOGY:
-            topo_items.append(it)
+            topo_items.extend(expand([it]) if "rows" in it else (it,))
             mark_seen(dev_seen, it["d"], msg.agent, msg.topic, it["t"])
         else:
             rest.append(it)
@@ -559,6 +560,41 @@ class SQLiteStore(Store):
         with self._lock:
             return self._watermark(agent, epoch, self._seq_state(agent, epoch))
 
+    def _stage_table(self, it: dict, d: str, tags: dict | None, staged_tabs: dict, seen_st: dict,
+                     dev_seen: dict, msg: Message) -> tuple[int, Iterable[dict]]:
+        """A metrics table to the head (series ids per row, the columns as they arrived) -> (samples
+        of a series and time already staged in this commit, special rows to handle)."""
+        m, t, n = it["m"], it["t"], it["rows"]
+        series_get, series_id = self._series.get, self._series_id
+        keys = [(m, d, *zip(tags, v)) for v in zip(*tags.values())] if tags else [(m, d)] * n
+        sids = []
+        s = None
+        for key in keys:
+            s = series_get(key)
+            if s is None:
+                s = series_id(m, d, dict(key[2:]), key)
+            sids.append(s[0])
+        gid = s[1]
+        hour = t - t % HOUR
+        hg = staged_tabs.get(gid)
+        if hg is None:
+            hg = staged_tabs[gid] = {}
+        tl = hg.get(hour)
+        if tl is None:
+            tl = hg[hour] = []
+        tl.append((sids, t, it["f"], n))
+        blk = seen_st.get((gid, t))
+        if blk is None:
+            blk = seen_st[(gid, t)] = set()
+        before = len(blk)
+        blk.update(sids)
+        ds = dev_seen.get(d)
+        if ds is None:
+            dev_seen[d] = [msg.agent, msg.topic.site, msg.topic.building, t]
+        elif ds[3] < t:
+            ds[3] = t
+        return n - (len(blk) - before), (expand([it]) if s[3] else ())
+
     def _apply(self, messages: Iterable[Message], rejects: Iterable[Reject],
                clock: dict[str, tuple[int, int]] | None = None) -> ApplyResult:
         w = self._w
@@ -573,6 +609,7 @@ class SQLiteStore(Store):
             raise StorageUnavailable(f"{self.path}: {e}") from e
         engine = self.engine
         staged = engine.staged() if engine is not None else None
+        staged_tabs = engine.staged_tables() if engine is not None else None
         head_log: list[tuple] = []
         seen_st: dict[tuple[int, int], set[int]] = {}   # (group, t) -> series ids seen in this commit
         same_time = 0
@@ -613,8 +650,7 @@ class SQLiteStore(Store):
             kind = msg.kind
             tp = msg.topic
             if kind == "metrics":
-                items = msg.items
-                points += len(items)
+                points += msg.count()
                 items = split_topology(msg, topo_items, dev_seen)     # written below in this transaction
                 last_d = None
                 if to_sqlite:
@@ -624,6 +660,16 @@ class SQLiteStore(Store):
                     for it in items:
                         d = it["d"]
                         tags = it.get("tags")
+                        if "rows" in it:     # a table: its columns go to the head as they are
+                            same, special_rows = self._stage_table(it, d, tags, staged_tabs, seen_st, dev_seen, msg)
+                            same_time += same
+                            special_items.extend((r, r["f"]) for r in special_rows)
+                            t = it["t"]
+                            if t > max_t:
+                                max_t = t
+                            if t < min_t:
+                                min_t = t
+                            continue
                         key = (it["m"], d, *tags.items()) if tags else (it["m"], d)
                         s = series_get(key)
                         if s is None:
@@ -666,6 +712,8 @@ class SQLiteStore(Store):
                         head_log.append(engine.log_message(msg, max_t))
                         engine.stage_times(min_t, max_t)
                 else:
+                    if msg.rows:
+                        items = expand(items)
                     for it in items:
                         d = it["d"]
                         tags = it.get("tags")
