@@ -258,9 +258,10 @@ class Alerting:
         try:
             k = msg.kind
             if k == "metrics":
+                items = msg.items if msg.rows is None else e.samples_of(msg.packed)
                 if self._missing:
-                    self._check_missing(msg.items)
-                e.on_samples(msg.items, agent=msg.agent, site=msg.topic.site)
+                    self._check_missing(items)
+                e.on_samples(items, agent=msg.agent, site=msg.topic.site)
             elif k == "events":
                 if self._missing:
                     self._check_missing(msg.items)

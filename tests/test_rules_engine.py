@@ -426,3 +426,25 @@ def test_port_role_from_device_meta_for_item_matchers(tmp_path):
     ch = eng.on_events([ev("sw1", "link_down", 0, {"ifName": "Te1/0/1"}), ev("sw1", "link_down", 0,
                                                                                  {"ifName": "Gi1/0/5"})])
     assert [(c.kind, c.alert.labels["ifName"]) for c in ch] == [("firing", "Te1/0/1")]
+
+
+def test_tables_give_the_same_alerts_as_samples(tmp_path):
+    """Agents send a poll's samples of one device as a table (wire.table); the engine reads every
+    row of a table a rule needs, and one row (a sign of life) of any other."""
+    from campus_sense import wire
+    polls = [[s("fridge-1", "temperature", minute, {"probe": str(p)}, value=v)
+              for p, v in enumerate((3.0, 9.0 if minute >= 5 else 4.0, 4.5))] for minute in range(0, 40, 5)]
+    got = {}
+    for mode in ("samples", "tables"):
+        eng, clock = make(tmp_path, THRESHOLD % "", FRIDGE)
+        out = []
+        for poll in polls:
+            clock.t = poll[0]["t"]
+            items = poll if mode == "samples" else eng.samples_of(wire.tabulate(poll))
+            out += eng.on_samples(items, "ag-a")
+        got[mode] = mins(out)
+    assert got["tables"] == got["samples"] and ("firing", "fridge-warm", 20.0) in got["samples"]
+    eng, _ = make(tmp_path, THRESHOLD % "", FRIDGE)
+    other = wire.tabulate([s("fridge-1", "door", 1, {"n": str(i)}, open=i) for i in range(4)])
+    assert eng.samples_of(other) == [s("fridge-1", "door", 1, {"n": "0"}, open=0)]
+    assert len(eng.samples_of(wire.tabulate(polls[0]))) == 3

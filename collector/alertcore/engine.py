@@ -22,8 +22,9 @@ import time
 from collections import deque
 from fnmatch import fnmatchcase
 from itertools import groupby
-from typing import Any, Callable, Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
+from campus_sense import wire
 from collector.store.alerts import AlertStore
 
 from .config import RuleSet
@@ -220,6 +221,21 @@ class RuleEngine(HumanActions):
         return self._restore()
 
     # ================================================================ public: data in
+    def samples_of(self, packed: list[dict]) -> list[dict]:
+        """A metrics message's items as received (``wire.Message.packed``) -> the samples this engine
+        needs: every row of a table whose measurement a rule or a standby check reads, the first
+        row of any other table (the device's sign of life: same measurement, device and time)."""
+        out: list[dict] = []
+        for it in packed:
+            if "rows" not in it:
+                out.append(it)
+            elif it["m"] in self._by_m or it["m"] in self._standby_m:
+                out += wire.expand([it])
+            else:
+                out += wire.expand([dict(it, rows=1, tags={k: v[:1] for k, v in (it.get("tags") or {}).items()},
+                                         f={k: v[:1] for k, v in it["f"].items()})])
+        return out
+
     def on_samples(self, items: Iterable[dict], agent: str | None = None,
                    site: str | None = None) -> list[AlertChange]:
         """Evaluate wire samples ({"m","d","t","tags","f"}) of ``agent`` at ``site``; returns the alert

@@ -136,9 +136,9 @@ class Bucket:
     rows count as arrived before the tables)."""
     __slots__ = ("blocks", "rows", "tabs", "ntab")
 
-    def __init__(self, rows: list | None = None):
+    def __init__(self):
         self.blocks: list[tuple[np.ndarray, np.ndarray, dict]] = []
-        self.rows: list[tuple[int, int, dict]] = rows if rows is not None else []
+        self.rows: list[tuple[int, int, dict]] = []
         self.tabs: list[tuple[list, int, dict, int]] = []
         self.ntab = 0
 
@@ -551,30 +551,22 @@ class SeriesEngine:
                         b.compact(lock)
         full: dict[int, Bucket] = {}
         with lock:
-            for gid, hours in self._staged.items():
-                hg = head.get(gid)
-                if hg is None:
-                    hg = head[gid] = {}
-                for hour, rows in hours.items():
-                    b = hg.get(hour)
-                    if b is None:
-                        b = hg[hour] = Bucket(rows)
-                    else:
-                        b.rows.extend(rows)
-                    if len(b.rows) >= COMPACT_ROWS:
-                        full[id(b)] = b
-            for gid, hours in self._staged_tabs.items():
-                hg = head.get(gid)
-                if hg is None:
-                    hg = head[gid] = {}
-                for hour, tabs in hours.items():
-                    b = hg.get(hour)
-                    if b is None:
-                        b = hg[hour] = Bucket()
-                    b.tabs.extend(tabs)
-                    b.ntab += sum(x[3] for x in tabs)
-                    if b.ntab >= COMPACT_ROWS:
-                        full[id(b)] = b
+            for staged, tables in ((self._staged, False), (self._staged_tabs, True)):
+                for gid, hours in staged.items():
+                    hg = head.get(gid)
+                    if hg is None:
+                        hg = head[gid] = {}
+                    for hour, got in hours.items():
+                        b = hg.get(hour)
+                        if b is None:
+                            b = hg[hour] = Bucket()
+                        if tables:
+                            b.tabs += got
+                            b.ntab += sum(x[3] for x in got)
+                        else:
+                            b.rows += got
+                        if b.pending() >= COMPACT_ROWS:
+                            full[id(b)] = b
             if self._staged_hi > self.max_t:
                 self.max_t = self._staged_hi
             if self._staged_lo < self.hour_wm:

@@ -575,24 +575,11 @@ class SQLiteStore(Store):
                 s = series_id(m, d, dict(key[2:]), key)
             sids.append(s[0])
         gid = s[1]
-        hour = t - t % HOUR
-        hg = staged_tabs.get(gid)
-        if hg is None:
-            hg = staged_tabs[gid] = {}
-        tl = hg.get(hour)
-        if tl is None:
-            tl = hg[hour] = []
-        tl.append((sids, t, it["f"], n))
-        blk = seen_st.get((gid, t))
-        if blk is None:
-            blk = seen_st[(gid, t)] = set()
+        staged_tabs.setdefault(gid, {}).setdefault(t - t % HOUR, []).append((sids, t, it["f"], n))
+        blk = seen_st.setdefault((gid, t), set())
         before = len(blk)
         blk.update(sids)
-        ds = dev_seen.get(d)
-        if ds is None:
-            dev_seen[d] = [msg.agent, msg.topic.site, msg.topic.building, t]
-        elif ds[3] < t:
-            ds[3] = t
+        mark_seen(dev_seen, d, msg.agent, msg.topic, t)
         return n - (len(blk) - before), (expand([it]) if s[3] else ())
 
     def _apply(self, messages: Iterable[Message], rejects: Iterable[Reject],
