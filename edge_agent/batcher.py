@@ -68,7 +68,9 @@ class Batcher:
         self.tables = tables
         self.max_bytes, self.max_items = max_message_bytes, max_items
         self.pending: dict[str, list[bytes]] = {k: [] for k in wire.DURABLE_KINDS}
-        self.count = 0
+        #: samples in each pending item (a table holds several), as the queue counts items
+        self.pending_rows: dict[str, list[int]] = {k: [] for k in wire.DURABLE_KINDS}
+        self.count = 0  # samples, events and facts pending
         self.full = asyncio.Event()  # set when a flush should not wait for the timer
         self.on_flushed = on_flushed  # called after rows were committed (wakes the publisher)
         #: items kept in memory at most while the queue cannot be written
@@ -119,19 +121,20 @@ class Batcher:
             for part in wire.tabulate(wire.expand([item]), max_rows=(rows + 1) // 2):
                 self._put_sample(part)
             return
-        self._put("metrics", item, enc)
+        self._put("metrics", item, enc, rows)
 
     def _too_big(self, kind: str, enc: bytes) -> bool:
         return wire.envelope_overhead(kind, self.agent, self.queue.epoch) + len(enc) + 1 > self.max_bytes
 
-    def _put(self, kind: str, item: dict, enc: bytes) -> None:
+    def _put(self, kind: str, item: dict, enc: bytes, rows: int = 1) -> None:
         if self._too_big(kind, enc):
             log.warning("dropping one %s item of %d bytes from device %s: above the %d-byte message bound",
                         kind, len(enc), item.get("d"), self.max_bytes)
-            self.queue.count_drops(1)
+            self.queue.count_drops(rows)
             return
         self.pending[kind].append(enc)
-        self.count += 1
+        self.pending_rows[kind].append(rows)
+        self.count += rows
 
     def _bound(self) -> None:
         if self.count > max(self.overflow_max_items, self.max_items):
@@ -144,10 +147,17 @@ class Batcher:
         items (from the longest kind) and count them as dropped."""
         left = n
         while left > 0:
-            items = max(self.pending.values(), key=len)
-            take = min(len(items), left)
-            del items[:take]
-            left -= take
+            kind = max(self.pending, key=lambda k: len(self.pending[k]))
+            rows = self.pending_rows[kind]
+            take = got = 0
+            while take < len(rows) and got < left:
+                got += rows[take]
+                take += 1
+            if not take:
+                break
+            del self.pending[kind][:take], rows[:take]
+            left -= got
+        n -= left
         self.count -= n
         self.shed_total += n
         self.queue.count_drops(n)
@@ -161,14 +171,20 @@ class Batcher:
         try:
             for kind, items in self.pending.items():
                 overhead = wire.envelope_overhead(kind, self.agent, self.queue.epoch)
+                rows = self.pending_rows[kind]
                 # oldest first, at most max_items per transaction: short transactions, and after a full disk
                 # a backlog in memory larger than the room the queue can make still goes in, slice by slice
                 while items:
                     part = items[:self.max_items]
-                    n += len(self.queue.append(kind, self.agent, wire.split(part, self.max_bytes, overhead)))
-                    del items[:len(part)]
+                    chunks = list(wire.split(part, self.max_bytes, overhead))
+                    counts, i = [], 0
+                    for c in chunks:
+                        counts.append(sum(rows[i:i + len(c)]))
+                        i += len(c)
+                    n += len(self.queue.append(kind, self.agent, chunks, items=counts))
+                    del items[:len(part)], rows[:len(part)]
         finally:  # a kind that failed keeps its items; the ones committed before it are gone from memory
-            self.count = sum(len(v) for v in self.pending.values())
+            self.count = sum(map(sum, self.pending_rows.values()))
             if n and self.on_flushed:
                 self.on_flushed()
         self.full.clear()

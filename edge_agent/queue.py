@@ -28,7 +28,7 @@ the caller keeps the items in memory (bounded, losses counted with
 ``count_drops``) and retries later; a failed transaction is always rolled back
 so the queue works again as soon as space returns.
 
-``dropped_total`` counts ITEMS (samples, tables of samples, events, facts), not messages: items of
+``dropped_total`` counts ITEMS (samples, events, facts; a table counts its rows), not messages: items of
 dropped rows, oversized items, items lost in memory. ``produced_total`` counts the
 items that entered the queue's accounting (committed in a row or counted as
 dropped), so ``produced_total - dropped_total`` items are, or will be, delivered.
@@ -170,15 +170,17 @@ class DurableQueue:
                            self.path, e, self.wal_bytes())
 
     # ------------------------------------------------------------ writing
-    def append(self, kind: str, agent: str, chunks: Iterable[list[bytes]], now_ms: int | None = None) -> list[int]:
+    def append(self, kind: str, agent: str, chunks: Iterable[list[bytes]], now_ms: int | None = None,
+               items: list[int] | None = None) -> list[int]:
         """Wrap each chunk of encoded items into one durable message, assign the next
-        seqs and commit them (and the new ``next_seq``) in one transaction."""
+        seqs and commit them (and the new ``next_seq``) in one transaction. ``items``: the items
+        each chunk holds (a table of samples counts its rows), default one per encoded item."""
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
         seqs: list[int] = []
         saved = self.depth, self.bytes, self.dropped_total, self.produced_total
         drops = {"full": [0, 0], "reserve": [0, 0]}  # why -> [messages, items], logged once committed
         try:
-            seq = self._append(kind, agent, chunks, now_ms, seqs, drops)
+            seq = self._append(kind, agent, chunks, now_ms, seqs, drops, items)
         except BaseException as e:
             # the transaction was rolled back: so are the counters (nothing was dropped or stored)
             self.depth, self.bytes, self.dropped_total, self.produced_total = saved
@@ -193,20 +195,21 @@ class DurableQueue:
         self._checkpoint_if_big()
         return seqs
 
-    def _append(self, kind, agent, chunks, now_ms, seqs, drops) -> int:
+    def _append(self, kind, agent, chunks, now_ms, seqs, drops, items) -> int:
         free = self.free_bytes()
         with self._tx():
             seq = self.next_seq
             rows = []
-            for chunk in chunks:
+            for k, chunk in enumerate(chunks):
                 payload = wire.pack(wire.encode_durable(kind, agent, self.epoch, seq, now_ms, chunk))
-                self.produced_total += len(chunk)
+                n = len(chunk) if items is None else items[k]
+                self.produced_total += n
                 if self.max_bytes is not None and len(payload) > self.max_bytes:
                     log.warning("dropping a %s message of %d bytes (%d items): larger than queue.max_bytes=%d",
-                                kind, len(payload), len(chunk), self.max_bytes)
-                    self._add_drops(len(chunk))
+                                kind, len(payload), n, self.max_bytes)
+                    self._add_drops(n)
                     continue  # the seq is not consumed: no gap for the collector to report
-                rows.append((seq, kind, now_ms, payload, len(chunk)))
+                rows.append((seq, kind, now_ms, payload, n))
                 seq += 1
             if rows and free < self.min_free_bytes:
                 drops["reserve"] = self._make_room(sum(len(r[3]) for r in rows), free)

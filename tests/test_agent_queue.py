@@ -144,8 +144,7 @@ def test_batcher_sends_a_poll_as_tables_split_under_the_bound(tmp_path):
     assert tables >= 4
     assert [(it["tags"]["ifIndex"], it["f"]) for it in got] == [(str(r.tags["ifIndex"]), r.fields) for r in recs]
     assert {it["t"] for it in got} == {t}
-    assert q.produced_total - q.dropped_total == sum(len(wire.decode(wire.topic("s", "b", "a1", r.kind),
-                                                                     r.payload).packed) for r in q.peek(0, 100))
+    assert q.produced_total - q.dropped_total == len(got) == 301     # the queue counts samples, not items
 
 
 def test_batcher_sends_tables_only_to_a_collector_that_reads_them(tmp_path):
@@ -304,6 +303,19 @@ def test_batcher_overflow_is_bounded_and_counted(tmp_path):
     kept = [i["f"]["n"] for r in q.peek(0, 10) for i in orjson.loads(wire.unpack(r.payload))["samples"]]
     assert kept == list(range(30, 50))  # the oldest were the ones dropped
     assert q.produced_total == 50 and q.produced_total - q.dropped_total == len(kept)
+
+
+def test_batcher_overflow_counts_the_samples_of_tables(tmp_path):
+    q = DurableQueue(tmp_path / "q.db", min_free_bytes=1 << 62)   # cannot write at all
+    b = Batcher(q, "a1", max_message_bytes=4096, max_items=5, overflow_max_items=20, tables=True)
+    for i in range(50):        # 50 polls of 4 ports: 50 tables of 4 samples
+        b.add([Sample("m", "d1", {"n": i}, {"port": p}, time_ms=1_765_000_000_000 + i) for p in range(4)])
+    assert b.count == 20 and q.dropped_total == 180 == b.shed_total
+    q.min_free_bytes = 0
+    assert b.flush() >= 1 and b.count == 0
+    kept = [wire.decode(wire.topic("s", "b", "a1", r.kind), r.payload).items for r in q.peek(0, 10)]
+    assert [it["f"]["n"] for m in kept for it in m] == [i for i in range(45, 50) for _ in range(4)]
+    assert q.produced_total == 200 and q.produced_total - q.dropped_total == 20
 
 
 def test_failing_flush_backs_off_and_logs_once(caplog):
