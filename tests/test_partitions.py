@@ -13,6 +13,7 @@ import threading
 import time
 import zlib
 
+import httpx
 import paho.mqtt.client as mqtt
 import pytest
 
@@ -92,6 +93,14 @@ def _held_by(dsn):
     return out
 
 
+def _queued(port: int) -> int:
+    """Messages a collector received and holds for its next commit group."""
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=1).json()["ingest"]["queued"]
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        return 0
+
+
 def test_two_collectors_kill_and_pause(tmp_path, pg, mosquitto, mqtt_users):
     dsn = pg.create_db("t_partitions")
     vm = _vm().start()
@@ -149,7 +158,8 @@ def test_two_collectors_kill_and_pause(tmp_path, pg, mosquitto, mqtt_users):
         c2_sites = [s for s in SITES if f"partition/p{partition_of(s, COUNT):02d}" in c2_parts]
         assert c2_sites
         prod.rounds(20, pause=0)      # delivered at once; held by c2 for batch_ms (1.5 s)
-        time.sleep(0.3)
+        # paused once c2 holds messages in its commit group (a fixed sleep lost the race on a loaded machine)
+        wait_until(lambda: _queued(ports["c2"]) > 0, 30, "c2 holding a commit group")
         procs["c2"].send_signal(signal.SIGSTOP)
         try:
             wait_until(lambda: _held_by(dsn) == {"c1": COUNT}, 60, "c1 took the paused c2's partitions")
