@@ -448,7 +448,7 @@ def report(s: dict, v: dict | None) -> None:
             t2, k2 = v["queries"][name]
             vt = f"{t2 * 1000:.1f} ms ({k2} pts)"
         row(f"query {name}", f"{t * 1000:.1f} ms ({k} pts)", vt)
-    print("(CPU s: this process's time.process_time() around apply/seal only; VM CPU from /proc/<pid>/stat\n"
+    print("(CPU s: this process's time.process_time() around decode, apply and seal; VM CPU from /proc/<pid>/stat\n"
           " over the POSTs + force_flush. Query: best of 3, one port (sw-0 ifIndex 7), ending at the data's end;\n"
           " 30 d and 1 year cover the run's days only. VM: avg_over_time/rate with window = step, nocache=1)")
 
