@@ -513,3 +513,47 @@ def test_codec_round_trip_and_corruption():
         codec.decode(b"junk")
     with pytest.raises(codec.CodecError, match="corrupt chunk"):
         codec.decode(codec.MAGIC + b"\x28\xb5\x2f\xfd garbage")
+
+
+def _port_polls():
+    """A switch whose rows change between polls: a port renamed, one added, two gone."""
+    names = {1: "g1", 2: "g2", 3: "g3"}
+    polls = []
+    for i in range(6):
+        if i == 2:
+            names[2] = "uplink"
+        if i == 3:
+            names[4] = "g4"
+        if i == 4:
+            del names[1], names[2]
+        polls.append([wire.sample("interface", "sw", T0 + i * MIN, {"in_bps": 10.0 * i + p, "oper_up": True},
+                                  {"ifIndex": str(p), "ifName": n}) for p, n in sorted(names.items())])
+    return polls
+
+
+def test_tables_of_a_device_whose_rows_change_and_after_a_rollback(tmp_path, monkeypatch):
+    """The store remembers a device's last table rows (series ids) to skip the per-row lookups:
+    a renamed, added or removed row, and a transaction rolled back after it created series, must
+    not leave samples under the wrong series."""
+    want = sorted((x["t"], x["tags"]["ifName"], x["f"]["in_bps"]) for p in _port_polls() for x in p)
+    s = SQLiteStore(str(tmp_path / "a.db"), synchronous="OFF")
+    feed(s, _port_polls(), per_apply=1, tables=True)
+    s.seal(T0 + 5 * HOUR)
+    s.close()
+    assert sorted((x["t"], x["tags"]["ifName"], x["f"]["in_bps"]) for x in stored_samples(str(tmp_path / "a.db"))) == want
+    # a commit that created the series of sw-b's rows fails: its ids are free again and the next
+    # device's new rows take them; sw-b's rows must then get series of their own
+    s = SQLiteStore(str(tmp_path / "b.db"), synchronous="OFF")
+    rows_b = [wire.sample("interface", "sw-b", T0, {"v": float(p)}, {"ifIndex": str(p)}) for p in range(3)]
+    rows_c = [wire.sample("interface", "sw-c", T0, {"v": 10.0 + p}, {"ifIndex": str(p)}) for p in range(3)]
+    real = s.engine.write_log
+    monkeypatch.setattr(s.engine, "write_log", lambda rows: (_ for _ in ()).throw(sqlite3.OperationalError("disk I/O")))
+    with pytest.raises(Exception, match="disk I/O"):
+        s.apply([msg(1, wire.tabulate(rows_b))], [])
+    monkeypatch.setattr(s.engine, "write_log", real)
+    s.apply([msg(2, wire.tabulate(rows_c))], [])
+    s.apply([msg(3, wire.tabulate(rows_b))], [])
+    s.seal(T0 + 5 * HOUR)
+    s.close()
+    got = sorted((x["d"], x["tags"]["ifIndex"], x["f"]["v"]) for x in stored_samples(str(tmp_path / "b.db")))
+    assert got == sorted((r["d"], r["tags"]["ifIndex"], r["f"]["v"]) for r in rows_b + rows_c)
