@@ -152,9 +152,11 @@ def test_room_and_type_from_agent_yaml_flow_into_the_campus_model(stack):
     # the compliance API knows the agent-only device and places it
     tok = subprocess.run([PY, "-m", "campus_sense", "collector", "token", "create", "--role", "admin", "--config",
                           str(stack["cfg"])], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-    r = httpx.get(f"http://127.0.0.1:{stack['api']}/api/v1/devices/a-cam1",
-                  headers={"Authorization": f"Bearer {tok}"}, timeout=10)
-    assert r.status_code == 200, r.text
+    # (the model knows the device from the agent's birth; the API from its first committed data)
+    r = wait_until(lambda: (x := httpx.get(f"http://127.0.0.1:{stack['api']}/api/v1/devices/a-cam1",
+                                           headers={"Authorization": f"Bearer {tok}"}, timeout=10))
+                   .status_code == 200 and x, 30, "a-cam1 in the devices API")
+    assert r.json()["id"] == "a-cam1"
     # and the port role reaches the rule engine's device metadata
     from collector.alertcore.topology import DeviceMeta
     from collector.store.sqlite import SQLiteStore

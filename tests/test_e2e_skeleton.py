@@ -125,13 +125,18 @@ def test_snmpd_and_snmpsim_through_agent_broker_collector_api(stack, tmp_path):
             assert (i["name"], i["speed_mbps"], i["admin_up"], i["oper_up"]) == \
                 (o["name"], o["speed_mbps"], o["admin_up"], o["oper_up"]), i["ifIndex"]
         # the collector's watermarks announce that it reads tables: the agent then sends each poll's
-        # interfaces as one table item, and the API above answers from them like from samples
-        def tables():
-            return [it for (p,) in stack.store("SELECT payload FROM head_log")
-                    for it in orjson.loads(wire.unpack(p, 1 << 30))["samples"] if "rows" in it]
-        tab = wait_until(lambda: [t for t in tables() if t["m"] == "interface" and t["d"] == "c2960x"], 60,
-                         "the recorded switch's interfaces as a table")
-        assert tab[0]["rows"] == len(oracle) and {len(col) for col in tab[0]["f"].values()} == {len(oracle)}
+        # interfaces as tables (one per run of the same fields), and the API above answers from them
+        def polls():
+            rows, tabled = {}, set()
+            for (p,) in stack.store("SELECT payload FROM head_log"):
+                for it in orjson.loads(wire.unpack(p, 1 << 30))["samples"]:
+                    if it["m"] == "interface" and it["d"] == "c2960x":
+                        rows[it["t"]] = rows.get(it["t"], 0) + it.get("rows", 1)
+                        if "rows" in it:
+                            assert {len(c) for c in it["f"].values()} == {it["rows"]}
+                            tabled.add(it["t"])
+            return [t for t in tabled if rows[t] == len(oracle)]
+        wait_until(polls, 60, "a poll of the recorded switch's interfaces sent as tables")
         devs = wait_until(lambda: (d := {x["id"]: x for x in stack.get("/devices") or []})
                           and {"linux-host", "c2960x", "nobody-home"} <= set(d) and d, 60, "three devices")
         assert devs["c2960x"]["facts"]["sysName"] and devs["c2960x"]["reachable"] is True
