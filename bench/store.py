@@ -30,34 +30,32 @@ ingest rate = wall clock of the POSTs + flush; its CPU from /proc/<pid>/stat. Qu
 
 Not a test: figures depend on the machine.
 
-Measured on 2026-12-07 at 15:00, 2 cores (defaults, ~3 min wall; commit 068127a). This VM's speed
-drifts by +-30% within minutes, so read the figures against the same run's victoria-metrics:
+Measured on 2026-12-07 at 16:37, 2 cores (`--days 7`, the issue's week, ~5 min wall; commit
+310ea04). This VM's speed drifts by +-30% within minutes, so read the figures against the same
+run's victoria-metrics:
 
-    4 switches x 48 ports x 3 days at 60 s, 50 messages/apply; cpus=2
-    829,296 samples, 14,925,408 field values (18.0 per sample); 71 hourly seals; building+decoding messages 15.5 CPU s (not counted)
-    SQLite chunks by res (bytes, rows): 0: 25.39 MiB/829,296, 300000: 10.46 MiB/165,888, 3600000: 0.83 MiB/10,944, 86400000: 0.08 MiB/576; head_log rows left 0; free pages 1.37 MiB
+    4 switches x 48 ports x 7 days at 60 s, 50 messages/apply; cpus=2
+    1,935,216 samples, 34,831,968 field values (18.0 per sample); 167 hourly seals
                                                      SQLiteStore          victoria-metrics      goal
-    samples / field values                  829,296 / 14,925,408      829,296 / 14,925,408
-    ingest CPU s (apply+seal)                   8.25 (5.09+3.16)        16.41 (VM process)
-    samples per CPU-second                               100,511                    50,536   >= 150k
-      apply only / seal only                   162,930 / 262,358
-    samples per wall second                               32,682                    78,808
-    on disk (MiB)                                          37.41                     31.09
-    bytes per value (whole file/dir)                        2.63                      2.18      <= 3
-    bytes per value (raw chunks/parts)                      1.78                      2.15
-    query 1 hour raw                             1.2 ms (60 pts)           1.9 ms (60 pts)
-    query 24 h, step 5m                        16.8 ms (288 pts)          1.6 ms (289 pts)
-    query 30 d, step 1h                         12.9 ms (72 pts)           1.1 ms (72 pts)
-    query 1 year, step 1d                         7.5 ms (4 pts)            1.1 ms (3 pts)
-    query 24 h rate(in_octets) 5m              17.0 ms (288 pts)          1.4 ms (289 pts)
+    ingest CPU s (decode+apply+seal)      11.54 (2.99+4.38+4.17)        23.39 (VM process)
+    samples per CPU-second                               167,729                    82,737   >= 150k
+      the store alone (apply+seal)                       226,465
+      decode / apply / seal alone     646,700 / 442,081 / 464,324
+    on disk (MiB)                                          87.64                     82.33
+    bytes per value (whole file/dir)                        2.64                      2.48      <= 3
+    bytes per value (raw chunks/parts)                      1.79                      2.45
+    query 1 hour raw                             0.5 ms (60 pts)           1.0 ms (60 pts)
+    query 24 h, step 5m                         6.7 ms (288 pts)          0.8 ms (289 pts)
+    query 30 d, step 1h                         7.3 ms (168 pts)          0.8 ms (168 pts)
+    query 1 year, step 1d                         5.8 ms (8 pts)            0.7 ms (7 pts)
+    query 24 h rate(in_octets) 5m               8.6 ms (288 pts)          0.7 ms (289 pts)
 
-Same period: `--per-apply 500` (the collector's batch_messages cap, what commit groups reach when
-ingest is saturated) 121,522 samples per CPU-second beside victoria-metrics' 57,232. Minutes
-before, `--no-vm`: 132,826 (50) and 149,232 (500).
-Instructions per sample for apply + seal (valgrind cachegrind, 1 switch x 25 h, PYTHONHASHSEED=0,
-the collector's GC settings; deterministic): 5c6dd5e 57,553; 068127a 35,490.
-Earlier the same day: 73c3f8f 98,620 beside victoria-metrics' 63,792 (morning, fast phase);
-ddd2814 75,808 beside 55,695; 0e84147 54,743 beside 53,641.
+Defaults (3 days) the same day: 171,990 beside victoria-metrics' 87,571 (16:33); `--rows` (one
+wire item per sample, agents of before) 121,365 (16:34, no VM); after 49c89ce (a device's rows
+remembered) 186,833 (16:39, no VM); at 17:00, a slow phase: 136,361 beside victoria-metrics'
+54,309 (the store alone 191,723), and `--per-apply 500` (the collector's batch_messages cap) 169,142.
+Instructions per sample for apply + seal (bench/instructions.py, deterministic): 5c6dd5e 57,553;
+3c5f48d 32,490; 49c89ce 23,307 (agents sending tables).
 """
 from __future__ import annotations
 
