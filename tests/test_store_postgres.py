@@ -280,6 +280,26 @@ def test_topology_intervals(backend):
     assert spans(store.mac_history(gone)["fdb"], "port") == [("GE0/0/3", 13.0, 17.0)]
 
 
+def test_tables_store_like_samples(backend):
+    """Agents send a poll's samples of one device as tables (wire.tabulate): interface rows,
+    topology entries and the poll status come out of both stores and the sink as from samples."""
+    sink = Mem()
+    store = backend.open(sink=sink)
+    rows = [iface("sw1", T0 + 1, i) for i in range(1, 5)]
+    rows += [fdb("sw1", T0 + 1, f"aa:bb:cc:00:00:0{i}", str(i)) for i in range(1, 4)]
+    rows += [wire.sample("agent_poll", "sw1", T0 + 1, {"ok": True, "duration_s": 0.2}, {"driver": "snmp"})]
+    items = wire.tabulate(rows)
+    assert [it.get("rows") for it in items] == [4, 3, None]
+    r = store.apply([msg(1, items)], [])
+    assert r.points == 8
+    assert sorted((i["ifIndex"], i["in_bps"], i["oper_up"]) for i in store.interfaces("sw1")) == [
+        (i, 1000.0 * i, i % 2 == 1) for i in range(1, 5)]
+    assert [(s["m"], s["tags"], s["f"]) for s in sink.got] == [(x["m"], x["tags"], x["f"]) for x in rows
+                                                               if x["m"] != "fdb"]
+    assert sorted(x["mac"] for x in store.topology_current("fdb", "sw1")) == [f"aa:bb:cc:00:00:0{i}" for i in (1, 2, 3)]
+    assert store.device("sw1")["reachable"] is True
+
+
 # ---------------------------------------------------------------- PostgreSQL only
 def test_syslog_archive_search_and_retention(backend):
     s = backend.open(syslog_days=1)
