@@ -514,9 +514,13 @@ def _samples_ok(items: list) -> int:
     tg = tuple(map(_TAGS, items))
     if not _DICT.issuperset(map(type, tg)) or max(map(len, tg)) > MAX_TAGS:
         return -1
-    if (_SCALAR_TYPES.issuperset(map(type, chain.from_iterable(map(dict.values, fs))))
-            and _STR.issuperset(map(type, chain.from_iterable(map(dict.values, tg))))):
-        return -1 if any("rows" in it for it in items) else 0
+    if max(map(len, chain.from_iterable(tg)), default=0) > MAX_TAG_CHARS:      # tag names
+        return -1
+    tv = tuple(chain.from_iterable(map(dict.values, tg)))
+    if _SCALAR_TYPES.issuperset(map(type, chain.from_iterable(map(dict.values, fs)))) and _STR.issuperset(map(type, tv)):
+        if max(map(len, tv), default=0) > MAX_TAG_CHARS or any("rows" in it for it in items):
+            return -1
+        return 0
     return _tables_ok(items, fs, tg)
 
 
@@ -527,14 +531,16 @@ def _tables_ok(items: list, fs: tuple, tg: tuple) -> int:
     for it, f, tags in zip(items, fs, tg):
         n = it.get("rows")
         if n is None:
-            if not (scal.issuperset(map(type, f.values())) and strs.issuperset(map(type, tags.values()))):
+            if not (scal.issuperset(map(type, f.values())) and strs.issuperset(map(type, tags.values()))
+                    and max(map(len, tags.values()), default=0) <= MAX_TAG_CHARS):
                 return -1
             continue
         if not (type(n) is int and 0 < n <= MAX_TABLE_ROWS and lists.issuperset(map(type, f.values()))
                 and set(map(len, f.values())) == {n} and scal.issuperset(map(type, chain.from_iterable(f.values())))):
             return -1
         if tags and not (lists.issuperset(map(type, tags.values())) and set(map(len, tags.values())) == {n}
-                         and strs.issuperset(map(type, chain.from_iterable(tags.values())))):
+                         and strs.issuperset(map(type, chain.from_iterable(tags.values())))
+                         and max(map(len, chain.from_iterable(tags.values()))) <= MAX_TAG_CHARS):
             return -1
         rows += n - 1
     return rows + len(items)

@@ -91,6 +91,12 @@ def _table_variants():
         del o[p[-1]]
         yield b
     yield dict(good, samples=[dict(ROW, rows=1)])             # "rows" makes an item a table
+    long = "x" * (wire.MAX_TAG_CHARS + 1)                     # hostile tags: too long, names or values
+    yield dict(good, samples=[dict(ROW, tags={"ifName": long})])
+    yield dict(good, samples=[dict(ROW, tags={long: "g1"})])
+    yield dict(good, samples=[ROW, dict(TABLE, tags={"ifName": ["g1", long, "g3"]})])
+    yield dict(good, samples=[ROW, dict(TABLE, tags={long: ["g1", "g2", "g3"]})])
+    yield dict(good, samples=[dict(ROW, tags={"ifName": long}), TABLE])
 
 
 def test_tables_same_outcome_as_strict():
