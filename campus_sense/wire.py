@@ -19,8 +19,9 @@ Commit watermark (collector -> agent, optional and backwards compatible)::
 
 After each commit group the collector publishes, for every agent whose durable
 messages it committed, ``{"v":1, "kind":"commit", "agent", "epoch", "seq", "hwm",
-"gaps", "sent_ms"}``: ``seq`` is the highest seq such that every seq <= it of that
-epoch is committed (stored, or isolated as a dead letter); ``hwm`` the highest seq
+"gaps", "reads", "sent_ms"}`` (``reads``: what the collector reads beyond the first v1
+contract, ``READS``; an agent sends metrics tables only when it lists "tables"): ``seq``
+is the highest seq such that every seq <= it of that epoch is committed (stored, or isolated as a dead letter); ``hwm`` the highest seq
 committed at all; ``gaps`` the (at most ``MAX_COMMIT_GAPS``) ranges ``[first, last]``
 between ``seq`` and ``hwm`` not committed yet. An agent deletes a queued message only
 when the watermark covers it (seq <= ``seq``, or <= ``hwm`` and outside every gap),
