@@ -21,8 +21,8 @@ After each commit group the collector publishes, for every agent whose durable
 messages it committed, ``{"v":1, "kind":"commit", "agent", "epoch", "seq", "hwm",
 "gaps", "reads", "sent_ms"}`` (``reads``: what the collector reads beyond the first v1
 contract, ``READS``; an agent sends metrics tables only when it lists "tables"): ``seq``
-is the highest seq such that every seq <= it of that epoch is committed (stored, or isolated as a dead letter); ``hwm`` the highest seq
-committed at all; ``gaps`` the (at most ``MAX_COMMIT_GAPS``) ranges ``[first, last]``
+is the highest seq such that every seq <= it of that epoch is committed (stored, or
+isolated as a dead letter); ``hwm`` the highest seq committed at all; ``gaps`` the (at most ``MAX_COMMIT_GAPS``) ranges ``[first, last]``
 between ``seq`` and ``hwm`` not committed yet. An agent deletes a queued message only
 when the watermark covers it (seq <= ``seq``, or <= ``hwm`` and outside every gap),
 never on the broker's PUBACK alone; it re-sends what stays unconfirmed. A collector
@@ -149,10 +149,6 @@ class Message:
         if e is None:
             e = self._expanded = expand(self.packed)
         return e
-
-    @items.setter
-    def items(self, items: list[dict[str, Any]]) -> None:
-        self.packed, self.rows, self._expanded = items, None, None
 
     def count(self) -> int:
         """Samples (or events, facts) in the message."""

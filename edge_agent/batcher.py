@@ -67,6 +67,8 @@ class Batcher:
         #: send a poll's samples as tables (once the collector announced it reads them)
         self.tables = tables
         self.max_bytes, self.max_items = max_message_bytes, max_items
+        #: bytes of a message's envelope per kind (the queue's epoch is fixed for its file)
+        self._overhead = {k: wire.envelope_overhead(k, agent_id, queue.epoch) for k in wire.DURABLE_KINDS}
         self.pending: dict[str, list[bytes]] = {k: [] for k in wire.DURABLE_KINDS}
         #: samples in each pending item (a table holds several), as the queue counts items
         self.pending_rows: dict[str, list[int]] = {k: [] for k in wire.DURABLE_KINDS}
@@ -124,7 +126,7 @@ class Batcher:
         self._put("metrics", item, enc, rows)
 
     def _too_big(self, kind: str, enc: bytes) -> bool:
-        return wire.envelope_overhead(kind, self.agent, self.queue.epoch) + len(enc) + 1 > self.max_bytes
+        return self._overhead[kind] + len(enc) + 1 > self.max_bytes
 
     def _put(self, kind: str, item: dict, enc: bytes, rows: int = 1) -> None:
         if self._too_big(kind, enc):
@@ -170,7 +172,7 @@ class Batcher:
         n = 0
         try:
             for kind, items in self.pending.items():
-                overhead = wire.envelope_overhead(kind, self.agent, self.queue.epoch)
+                overhead = self._overhead[kind]
                 rows = self.pending_rows[kind]
                 # oldest first, at most max_items per transaction: short transactions, and after a full disk
                 # a backlog in memory larger than the room the queue can make still goes in, slice by slice

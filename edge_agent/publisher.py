@@ -69,7 +69,7 @@ class Publisher:
         self.resent_total = 0
         self.confirmed_seq = 0        # the collector's last watermark (this epoch)
         #: called with what the collector reads (wire.READS) on every watermark
-        self.on_reads: Any = None
+        self.on_reads: Callable[[tuple[str, ...]], None] | None = None
         self.connected = False
         self.client: aiomqtt.Client | None = None
         self._wake = asyncio.Event()
